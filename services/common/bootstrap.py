@@ -1,0 +1,35 @@
+"""Wiring shared by the two services' factories and the CLI: settings, logging, engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from litestar import Litestar
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.db import create_engine, resolve_database_url
+from services.common.logging import configure_logging
+from services.common.settings import Settings, get_settings
+from services.common.web import ServiceSpec, build_app
+
+
+def prepare(
+    settings: Settings | None = None, engine: AsyncEngine | None = None
+) -> tuple[Settings, AsyncEngine]:
+    """Settings (read once), logging, and an engine on the configured or embedded database."""
+    settings = settings or get_settings()
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    if engine is None:
+        engine = create_engine(resolve_database_url(settings), settings)
+    return settings, engine
+
+
+def create_service_app(
+    spec_factory: Callable[[Settings], ServiceSpec],
+    settings: Settings | None = None,
+    engine: AsyncEngine | None = None,
+    *,
+    run_workers: bool = False,
+) -> Litestar:
+    settings, engine = prepare(settings, engine)
+    return build_app(spec_factory(settings), settings, engine, run_workers=run_workers)

@@ -1,0 +1,201 @@
+"""RFC 9457 problem responses for every error both services return.
+
+Litestar reports a body validation failure as a 400 with msgspec's first error, naming the parent
+object for a missing or unknown field and leaving out an enum's allowed values. Front-desk staff
+and integrators need the exact field and the values that would have been accepted, so the
+handler here rebuilds the full path (`complaint.intensity`) from the message and looks the enum
+up on the handler's body type.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import typing
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = structlog.get_logger(__name__)
+
+_FIELD_IN_MESSAGE = re.compile(r"^Object (missing required|contains unknown) field `([^`]+)`$")
+_INDEX = re.compile(r"\[\d+\]")
+
+
+class FieldProblem(msgspec.Struct, frozen=True):
+    field: str
+    message: str
+    allowed: list[str] | None = None
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    errors: list[FieldProblem] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "status": status,
+        "title": title or HTTPStatus(status).phrase,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = [
+            {k: v for k, v in msgspec.structs.asdict(e).items() if v is not None} for e in errors
+        ]
+    body.update(extra)
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+class ConflictProblem(ProblemDetailsException):
+    """A 409 with extra members (the allowed moves, say)."""
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail=detail, status_code=409, title="Conflict", extra=extra or None)
+
+
+class UnprocessableProblem(HTTPException):
+    """A 422 raised by a service rule (a cross-field check) with its field errors."""
+
+    status_code = 422
+
+    def __init__(self, errors: list[FieldProblem], detail: str = "The request body is not valid.") -> None:
+        super().__init__(detail=detail)
+        self.errors = errors
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated/Optional/list down to the type that a path step lands on."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else tp
+    return tp
+
+
+def _type_at(root: Any, path: str) -> Any:
+    tp: Any = root
+    for step in [p for p in _INDEX.sub(".[]", path).split(".") if p]:
+        tp = _unwrap(tp)
+        if step == "[]":
+            args = typing.get_args(tp)
+            tp = args[0] if args else Any
+            continue
+        try:
+            hints = typing.get_type_hints(tp, include_extras=True)
+        except TypeError:
+            return None
+        if step not in hints:
+            return None
+        tp = hints[step]
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) in (list, tuple, set, frozenset):
+        tp = _unwrap(typing.get_args(tp)[0])
+    return tp
+
+
+def _body_type(request: Request[Any, Any, Any]) -> Any:
+    fn = getattr(request.route_handler, "fn", None)
+    if fn is None:
+        return None
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # a handler with unresolvable hints simply gets no enum help
+        return None
+    return hints.get("data")
+
+
+def field_problems_from_validation(extra: Any, body_type: Any = None) -> tuple[list[FieldProblem], str]:
+    """Turn Litestar's `extra` list into precise field problems; return them and a detail line."""
+    problems: list[FieldProblem] = []
+    items = extra if isinstance(extra, list) else []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        key = str(item.get("key") or "")
+        message = str(item.get("message") or "invalid value")
+        source = item.get("source")
+        if source not in (None, "body"):
+            problems.append(FieldProblem(field=key or str(source), message=message))
+            continue
+        path = "" if key == "data" else key
+        match = _FIELD_IN_MESSAGE.match(message)
+        if match:
+            path = f"{path}.{match.group(2)}" if path else match.group(2)
+            message = "This field is required." if match.group(1) == "missing required" else "Unknown field."
+        elif message == "'data'":
+            path, message = "body", "A JSON object body is required."
+        allowed = None
+        if message.startswith("Invalid enum value") and body_type is not None:
+            target = _type_at(body_type, path)
+            if isinstance(target, type) and issubclass(target, enum.Enum):
+                allowed = [str(m.value) for m in target]
+                message = f"{message}; allowed: {', '.join(allowed)}"
+        problems.append(FieldProblem(field=path or "body", message=message, allowed=allowed))
+    detail = "; ".join(f"{p.field}: {p.message}" for p in problems) or "The request is not valid."
+    return problems, detail
+
+
+def _validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    problems, detail = field_problems_from_validation(exc.extra, _body_type(request))
+    if not problems:  # malformed JSON and the like: Litestar gives no field
+        problems = [FieldProblem(field="body", message=str(exc.detail))]
+        detail = str(exc.detail)
+        status = 400
+    else:
+        status = 422
+    return problem_response(status, detail, title="Invalid request", errors=problems)
+
+
+def _unprocessable_handler(request: Request[Any, Any, Any], exc: UnprocessableProblem) -> Response[Any]:
+    detail = "; ".join(f"{p.field}: {p.message}" for p in exc.errors)
+    return problem_response(422, detail, title="Invalid request", errors=exc.errors)
+
+
+def _http_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
+    if status == 400 and detail.startswith("JSON is malformed"):
+        return problem_response(
+            400, detail, title="Invalid request", errors=[FieldProblem(field="body", message=detail)]
+        )
+    if status == 413:
+        detail = "The request body is too large."
+    extra = exc.extra if isinstance(exc.extra, dict) else {}
+    return problem_response(status, detail, headers=exc.headers, **extra)
+
+
+def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled_error", error_type=type(exc).__name__)
+    return problem_response(
+        HTTP_500_INTERNAL_SERVER_ERROR, "An unexpected error occurred; it has been logged."
+    )
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    return ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=False))
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ValidationException: _validation_handler,
+    UnprocessableProblem: _unprocessable_handler,
+    HTTPException: _http_handler,
+    Exception: _internal_handler,
+}

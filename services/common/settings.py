@@ -1,0 +1,146 @@
+"""Typed settings, read once from the environment.
+
+Every setting has a default that works for `clinic up` on one machine; the README lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _int_list(name: str, default: str) -> tuple[int, ...]:
+    raw = _env(name, default)
+    try:
+        return tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be comma-separated integers, got {raw!r}") from exc
+
+
+def _str_list(name: str, default: str = "") -> tuple[str, ...]:
+    return tuple(part.strip() for part in _env(name, default).split(",") if part.strip())
+
+
+def default_data_dir() -> Path:
+    """`./.clinic`, except as root: the embedded server then opens every parent directory to a
+    system user, so the data must not live under /root."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/clinic")
+    return Path(".clinic")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None
+    data_dir: Path
+    log_format: str
+    log_level: str
+    host: str
+    intake_port: int
+    referral_port: int
+    pool_size: int
+    pool_overflow: int
+    # queue
+    queue_batch_size: int
+    queue_lease_seconds: float
+    queue_poll_seconds: float
+    queue_max_attempts: int
+    queue_backoff_base_seconds: float
+    queue_backoff_max_seconds: float
+    queue_retention_hours: int
+    # intake
+    idempotency_hours: int
+    max_body_bytes: int
+    # triage and service levels
+    chronic_weeks: int
+    severe_pain_threshold: int
+    procedure_window_weeks: int
+    sla_stat_minutes: int
+    sla_urgent_hours: int
+    sla_routine_days: int
+    follow_up_offsets_days: tuple[int, ...]
+    follow_up_poll_seconds: float
+    # webhooks
+    webhook_allow_hosts: tuple[str, ...]
+    webhook_retry_schedule: tuple[int, ...]
+    webhook_timeout_seconds: float
+    webhook_disable_after_days: int
+    webhook_concurrency_per_endpoint: int
+    inbound_webhook_secret: str | None
+
+    @property
+    def log_json(self) -> bool:
+        return self.log_format == "json"
+
+
+def load_settings() -> Settings:
+    log_format = _env("CLINIC_LOG_FORMAT", "console" if sys.stderr.isatty() else "json")
+    if log_format not in {"json", "console"}:
+        raise SystemExit(f"CLINIC_LOG_FORMAT must be json or console, got {log_format!r}")
+    secret = os.environ.get("CLINIC_INBOUND_WEBHOOK_SECRET") or None
+    return Settings(
+        database_url=os.environ.get("CLINIC_DATABASE_URL") or None,
+        data_dir=Path(_env("CLINIC_DATA_DIR", str(default_data_dir()))),
+        log_format=log_format,
+        log_level=_env("CLINIC_LOG_LEVEL", "info").upper(),
+        host=_env("CLINIC_HOST", "127.0.0.1"),
+        intake_port=_int("CLINIC_INTAKE_PORT", 8001),
+        referral_port=_int("CLINIC_REFERRAL_PORT", 8002),
+        pool_size=_int("CLINIC_DB_POOL_SIZE", 10),
+        pool_overflow=_int("CLINIC_DB_POOL_OVERFLOW", 10),
+        queue_batch_size=_int("CLINIC_QUEUE_BATCH_SIZE", 50),
+        queue_lease_seconds=_float("CLINIC_QUEUE_LEASE_SECONDS", 60.0),
+        queue_poll_seconds=_float("CLINIC_QUEUE_POLL_SECONDS", 2.0),
+        queue_max_attempts=_int("CLINIC_QUEUE_MAX_ATTEMPTS", 8),
+        queue_backoff_base_seconds=_float("CLINIC_QUEUE_BACKOFF_BASE_SECONDS", 1.0),
+        queue_backoff_max_seconds=_float("CLINIC_QUEUE_BACKOFF_MAX_SECONDS", 600.0),
+        queue_retention_hours=_int("CLINIC_QUEUE_RETENTION_HOURS", 168),
+        idempotency_hours=_int("CLINIC_IDEMPOTENCY_HOURS", 24),
+        max_body_bytes=_int("CLINIC_MAX_BODY_BYTES", 256 * 1024),
+        chronic_weeks=_int("CLINIC_TRIAGE_CHRONIC_WEEKS", 12),
+        severe_pain_threshold=_int("CLINIC_TRIAGE_SEVERE_PAIN_THRESHOLD", 7),
+        procedure_window_weeks=_int("CLINIC_TRIAGE_PROCEDURE_WINDOW_WEEKS", 26),
+        sla_stat_minutes=_int("CLINIC_SLA_STAT_MINUTES", 60),
+        sla_urgent_hours=_int("CLINIC_SLA_URGENT_HOURS", 24),
+        sla_routine_days=_int("CLINIC_SLA_ROUTINE_DAYS", 14),
+        follow_up_offsets_days=_int_list("CLINIC_FOLLOW_UP_OFFSETS_DAYS", "14,42,91,182"),
+        follow_up_poll_seconds=_float("CLINIC_FOLLOW_UP_POLL_SECONDS", 60.0),
+        webhook_allow_hosts=_str_list("CLINIC_WEBHOOK_ALLOW_HOSTS"),
+        webhook_retry_schedule=_int_list(
+            "CLINIC_WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000"
+        ),
+        webhook_timeout_seconds=_float("CLINIC_WEBHOOK_TIMEOUT_SECONDS", 15.0),
+        webhook_disable_after_days=_int("CLINIC_WEBHOOK_DISABLE_AFTER_DAYS", 5),
+        webhook_concurrency_per_endpoint=_int("CLINIC_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 2),
+        inbound_webhook_secret=secret,
+    )
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings()

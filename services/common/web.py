@@ -1,0 +1,187 @@
+"""What both Litestar apps share: database plugin, auth, problems, logging, health, metrics,
+OpenAPI. Each service's `create_app` adds its own controllers and background workers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from advanced_alchemy.extensions.litestar import (
+    AsyncSessionConfig,
+    SQLAlchemyAsyncConfig,
+    SQLAlchemyPlugin,
+)
+from litestar import Litestar, Response, get
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ControllerRouterHandler
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.common.auth import ApiKeyMiddleware
+from services.common.logging import RequestLogMiddleware
+from services.common.migrate import current_versions, expected_heads
+from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
+from services.common.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+PUBLIC_PATHS = ["^/health/", "^/schema", "^/metrics"]
+
+#: A background loop a service runs inside its lifespan: it gets the app state and a stop event.
+Worker = Callable[[State], AbstractAsyncContextManager[None]]
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    title: str
+    description: str
+    route_handlers: Sequence[ControllerRouterHandler]
+    workers: Sequence[Worker] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@get("/health/live", tags=["health"], opt={"exclude_from_auth": True}, security=[{}], sync_to_thread=False)
+def live() -> dict[str, str]:
+    """The process is up (no dependency is checked)."""
+    return {"status": "ok"}
+
+
+@get("/health/ready", tags=["health"], opt={"exclude_from_auth": True}, security=[{}])
+async def ready(state: State) -> Response[dict[str, Any]]:
+    """Database reachable, migrations at head, background workers running."""
+    checks: dict[str, Any] = {}
+    engine: AsyncEngine = state["clinic_engine"]
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        found = await current_versions(engine)
+        heads = state["clinic_heads"]
+        behind = sorted(h for h, v in heads.items() if found.get(h) != v)
+        checks["migrations"] = "ok" if not behind else f"not at head: {', '.join(behind)}"
+    except Exception as exc:  # readiness reports, never raises
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    expected = state.get("clinic_workers_expected", 0)
+    running = sum(1 for t in state.get("clinic_worker_tasks", []) if not t.done())
+    checks["workers"] = "ok" if running >= expected else f"{running}/{expected} running"
+    ok = all(v == "ok" for v in checks.values())
+    return Response(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
+    opt = {"exclude_from_auth": True}
+
+
+def build_app(
+    spec: ServiceSpec,
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    run_workers: bool,
+) -> Litestar:
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    workers = list(spec.workers) if run_workers else []
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state["clinic_worker_tasks"] = []
+        async with AsyncExitStack() as stack:
+            for worker in workers:
+                await stack.enter_async_context(worker(app.state))
+            log.info("service_started", service=spec.name, workers=len(workers))
+            yield
+            log.info("service_stopping", service=spec.name)
+
+    sqlalchemy = SQLAlchemyAsyncConfig(
+        engine_instance=engine,
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        session_dependency_key="db_session",
+    )
+    prometheus = PrometheusConfig(
+        app_name=spec.name,
+        prefix="clinic_http",
+        group_path=True,
+        exclude=["^/health/", "^/metrics"],
+    )
+    return Litestar(
+        route_handlers=[live, ready, MetricsController, *spec.route_handlers],
+        plugins=[SQLAlchemyPlugin(config=sqlalchemy), problem_details_plugin()],
+        middleware=[
+            RequestLogMiddleware,
+            prometheus.middleware,
+            DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        lifespan=[lifespan],
+        state=State(
+            {
+                "clinic_settings": settings,
+                "clinic_engine": engine,
+                "clinic_sessionmaker": sessionmaker,
+                "clinic_heads": expected_heads(),
+                "clinic_workers_expected": len(workers),
+                **spec.state,
+            }
+        ),
+        openapi_config=OpenAPIConfig(
+            title=spec.title,
+            version="1.0.0",
+            description=spec.description,
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(
+                        type="http", scheme="bearer", description="`clinic keys create` prints a key."
+                    )
+                }
+            ),
+            security=[{"apiKey": []}],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def sessionmaker_from(state: State) -> async_sessionmaker[AsyncSession]:
+    maker: async_sessionmaker[AsyncSession] = state["clinic_sessionmaker"]
+    return maker
+
+
+@asynccontextmanager
+async def background_loop(
+    state: State,
+    name: str,
+    loop: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    *,
+    grace: float = 10.0,
+) -> AsyncIterator[None]:
+    """Run `loop(stop)` as a task for the life of the app; on exit signal stop, wait, then cancel.
+
+    The task is registered in the app state so `/health/ready` can tell a dead worker.
+    """
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop(stop), name=name)
+    state["clinic_worker_tasks"].append(task)
+    try:
+        yield
+    finally:
+        stop.set()
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("worker_failed", worker=name, error=repr(task.exception()))

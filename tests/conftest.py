@@ -1,0 +1,114 @@
+"""Fixtures on real PostgreSQL: `CLINIC_TEST_DATABASE_URL` when set, else an embedded server.
+
+One fresh database per test session, migrated by the same code `clinic migrate` runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from services.common.auth import create_api_key
+from services.common.db import asyncpg_url, create_engine, libpq_url
+from services.common.migrate import upgrade_all
+from services.common.settings import Settings, load_settings
+
+MakeKey = Callable[..., Awaitable[str]]
+
+
+def embedded_data_dir() -> Path:
+    """A data dir the embedded server's system user can reach (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="clinic-test-"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """An admin URL on the test server (the machine's, or an embedded one started here)."""
+    configured = os.environ.get("CLINIC_TEST_DATABASE_URL")
+    if configured:
+        yield asyncpg_url(configured)
+        return
+    from services.common.embedded import start_embedded, stop_embedded
+
+    data_dir = embedded_data_dir()
+    yield asyncpg_url(start_embedded(data_dir))
+    stop_embedded(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    name = f"clinic_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(libpq_url(server_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url, null_pool=True)
+    await upgrade_all(engine)
+    await engine.dispose()
+    yield url
+    admin = await asyncpg.connect(libpq_url(server_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url, null_pool=True)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    """Settings as `clinic up` would read them, pointed at the test database, with fast polling."""
+    base = load_settings()
+    return dataclasses.replace(
+        base,
+        database_url=database_url,
+        log_format="json",
+        queue_poll_seconds=0.2,
+        queue_lease_seconds=5.0,
+        queue_backoff_base_seconds=0.05,
+        queue_backoff_max_seconds=0.5,
+        follow_up_poll_seconds=0.2,
+        webhook_allow_hosts=("127.0.0.1", "localhost"),
+    )
+
+
+@pytest.fixture
+async def make_key(engine: AsyncEngine) -> MakeKey:
+    """Create an API key as `clinic keys create` does; return the key."""
+
+    async def make(role: str, destination: str | None = None, name: str | None = None) -> str:
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            key, _ = await create_api_key(
+                session, role=role, destination=destination, name=name or f"{role}-{uuid.uuid4().hex[:6]}"
+            )
+            await session.commit()
+        return key
+
+    return make
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]

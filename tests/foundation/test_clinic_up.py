@@ -1,0 +1,121 @@
+"""`clinic up` as a newcomer runs it: embedded PostgreSQL, both services, clean stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import REPO_ROOT, embedded_data_dir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, deadline: float) -> int:
+    last = 0
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return int(resp.status)
+        except Exception:
+            time.sleep(0.3)
+    return last
+
+
+def postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if any(str(data_dir) in part for part in cmdline):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture
+def data_dir():
+    path = embedded_data_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.e2e
+def test_clinic_up_serves_both_services_and_sigterm_leaves_no_process(data_dir: Path) -> None:
+    intake_port, referral_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CLINIC_DATABASE_URL"}
+    env.update(
+        CLINIC_DATA_DIR=str(data_dir),
+        CLINIC_INTAKE_PORT=str(intake_port),
+        CLINIC_REFERRAL_PORT=str(referral_port),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        assert wait_ready(f"http://127.0.0.1:{intake_port}/health/ready", deadline) == 200
+        assert wait_ready(f"http://127.0.0.1:{referral_port}/health/ready", deadline) == 200
+        family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert postgres_processes(data_dir), "the embedded server should be running"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert b"clinic is up" in out
+    time.sleep(0.5)
+    left = [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert left == [], f"processes left behind: {left}"
+    assert postgres_processes(data_dir) == [], "the embedded server outlived clinic up"
+
+
+@pytest.mark.e2e
+def test_a_killed_owner_leaves_no_orphan_server_after_the_next_run(data_dir: Path) -> None:
+    """A SIGKILLed owner leaves its pid in the owner list; the next command prunes it, so when
+    that command exits it is the last owner and stops the server."""
+    env = {k: v for k, v in os.environ.items() if k != "CLINIC_DATABASE_URL"}
+    env["CLINIC_DATA_DIR"] = str(data_dir)
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from services.common.embedded import start_embedded;"
+            "start_embedded(Path(sys.argv[1])); print('up', flush=True); time.sleep(120)",
+            str(data_dir),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert owner.stdout is not None
+    assert b"up\n" in iter(owner.stdout.readline, b""), "the owner never started the server"
+    owner.kill()
+    owner.wait()
+    assert postgres_processes(data_dir), "a SIGKILLed owner leaves its server running"
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "migrate"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    time.sleep(0.5)
+    assert postgres_processes(data_dir) == [], "the orphaned server was not stopped"
