@@ -25,15 +25,17 @@ def alembic_config(history: str, connection: Connection | None = None) -> Config
     return cfg
 
 
-def expected_heads() -> dict[str, str | None]:
-    return {h: ScriptDirectory.from_config(alembic_config(h)).get_current_head() for h in HISTORIES}
+def expected_heads() -> dict[str, frozenset[str]]:
+    """Each history's heads: a history may have several independent branches (the referral
+    service's referrals and its webhooks, say), each a root of its own."""
+    return {h: frozenset(ScriptDirectory.from_config(alembic_config(h)).get_heads()) for h in HISTORIES}
 
 
 def _upgrade_all(connection: Connection) -> None:
     connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _LOCK_ID})
     try:
         for history in HISTORIES:
-            command.upgrade(alembic_config(history, connection), "head")
+            command.upgrade(alembic_config(history, connection), "heads")
             connection.commit()
     finally:
         connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
@@ -41,21 +43,25 @@ def _upgrade_all(connection: Connection) -> None:
 
 
 async def upgrade_all(engine: AsyncEngine) -> None:
+    """Every history to head, then the queue's subscriptions as the code declares them."""
+    from services.common.queue import sync_subscriptions
+
     async with engine.connect() as conn:
         await conn.run_sync(_upgrade_all)
+    async with engine.begin() as conn:
+        await sync_subscriptions(conn)
 
 
-async def current_versions(engine: AsyncEngine) -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
+async def current_versions(engine: AsyncEngine) -> dict[str, frozenset[str]]:
+    found: dict[str, frozenset[str]] = {}
     async with engine.connect() as conn:
         for history in HISTORIES:
             exists = (
                 await conn.execute(text("SELECT to_regclass(:t)"), {"t": f"{history}.alembic_version"})
             ).scalar()
             if exists is None:
-                found[history] = None
+                found[history] = frozenset()
                 continue
-            found[history] = (
-                await conn.execute(text(f'SELECT version_num FROM "{history}".alembic_version'))  # noqa: S608
-            ).scalar()
+            rows = await conn.execute(text(f'SELECT version_num FROM "{history}".alembic_version'))  # noqa: S608
+            found[history] = frozenset(rows.scalars())
     return found

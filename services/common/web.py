@@ -29,6 +29,7 @@ from services.common.auth import ApiKeyMiddleware
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
+from services.common.queue import Consumer, QueueTuning, QueueWorker
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -46,6 +47,8 @@ class ServiceSpec:
     description: str
     route_handlers: Sequence[ControllerRouterHandler]
     workers: Sequence[Worker] = field(default_factory=list)
+    #: Queue consumers this service owns; run as workers, listed in its dead-letter views.
+    consumers: Sequence[Consumer] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,7 +96,7 @@ def build_app(
     run_workers: bool,
 ) -> Litestar:
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-    workers = list(spec.workers) if run_workers else []
+    workers = [*_queue_workers(spec, settings, engine), *spec.workers] if run_workers else []
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -153,6 +156,20 @@ def build_app(
         logging_config=None,
         debug=False,
     )
+
+
+def _queue_workers(spec: ServiceSpec, settings: Settings, engine: AsyncEngine) -> list[Worker]:
+    database_url = engine.url.render_as_string(hide_password=False)
+    tuning = QueueTuning.from_settings(settings)
+    workers: list[Worker] = []
+    for consumer in spec.consumers:
+        queue_worker = QueueWorker(engine, database_url, consumer, tuning)
+
+        def start(state: State, w: QueueWorker = queue_worker) -> AbstractAsyncContextManager[None]:
+            return background_loop(state, f"queue:{w.consumer.name}", w.run)
+
+        workers.append(start)
+    return workers
 
 
 def sessionmaker_from(state: State) -> async_sessionmaker[AsyncSession]:

@@ -112,7 +112,7 @@ async def test_health_schema_and_metrics_are_open(settings: Settings, engine: As
 
 async def test_ready_is_503_when_migrations_are_behind(settings: Settings, engine: AsyncEngine) -> None:
     app = create_intake_app(settings, engine)
-    app.state["clinic_heads"] = {**app.state["clinic_heads"], "access": "a_future_revision"}
+    app.state["clinic_heads"] = {**app.state["clinic_heads"], "access": frozenset({"a_future_revision"})}
     async with AsyncTestClient(app) as client:
         ready = await client.get("/health/ready")
     assert ready.status_code == 503

@@ -1,0 +1,118 @@
+"""Event types both services exchange, and who consumes them.
+
+Events are past tense and versioned. The envelope (`Envelope`) is what the queue stores and hands
+to consumers; `data` is one of the payload structs below, encoded as JSON. Events travel inside
+PostgreSQL only; what leaves the clinic (webhooks) is built from them separately and thinner.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, ClassVar
+
+import msgspec
+
+from services.common.intake_body import IntakeBody
+
+
+class Payload(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every event payload: each subclass names its type and version."""
+
+    TYPE: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+
+
+class ReferralSummary(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    destination: str
+    priority: str
+    status: str
+
+
+class IntakeSubmitted(Payload, frozen=True, kw_only=True):
+    """A new intake (version 1). Carries the form, since the referral service may not read the
+    intake schema and needs the facts to triage and the patient snapshot to show specialists."""
+
+    TYPE: ClassVar[str] = "intake.submitted"
+    intake_id: uuid.UUID
+    patient_id: uuid.UUID
+    intake_version: int
+    submitted_at: dt.datetime
+    submitted_by: str
+    intake: IntakeBody
+
+
+class IntakeAmended(IntakeSubmitted, frozen=True, kw_only=True):
+    """A new version of an existing intake: the referral service re-triages it."""
+
+    TYPE: ClassVar[str] = "intake.amended"
+
+
+class ReferralCreated(Payload, frozen=True, kw_only=True):
+    TYPE: ClassVar[str] = "referral.created"
+    referral_id: uuid.UUID
+    intake_id: uuid.UUID
+    intake_version: int
+    destination: str
+    priority: str
+    status: str
+    due_by: dt.datetime
+    created_at: dt.datetime
+    reason_codes: list[str]
+    supersedes: uuid.UUID | None = None
+
+
+class ReferralStatusChanged(Payload, frozen=True, kw_only=True):
+    TYPE: ClassVar[str] = "referral.status_changed"
+    referral_id: uuid.UUID
+    intake_id: uuid.UUID
+    destination: str
+    priority: str
+    status: str
+    previous_status: str
+    changed_at: dt.datetime
+    changed_by: str
+    due_by: dt.datetime | None = None
+    superseded_by: uuid.UUID | None = None
+
+
+class ReferralFollowUpDue(Payload, frozen=True, kw_only=True):
+    TYPE: ClassVar[str] = "referral.follow_up_due"
+    referral_id: uuid.UUID
+    intake_id: uuid.UUID
+    follow_up_id: uuid.UUID
+    destination: str
+    due_on: dt.date
+
+
+PAYLOAD_TYPES: dict[str, type[Payload]] = {
+    t.TYPE: t
+    for t in (IntakeSubmitted, IntakeAmended, ReferralCreated, ReferralStatusChanged, ReferralFollowUpDue)
+}
+
+#: Every consumer and the event types it subscribes to. `clinic migrate` writes these into the
+#: queue's subscription table, so an event published before a consumer first starts still reaches it.
+CONSUMERS: dict[str, tuple[str, ...]] = {
+    "referral.triage": (IntakeSubmitted.TYPE, IntakeAmended.TYPE),
+    "intake.referral_mirror": (ReferralCreated.TYPE, ReferralStatusChanged.TYPE),
+    "referral.webhooks": (
+        IntakeSubmitted.TYPE,
+        ReferralCreated.TYPE,
+        ReferralStatusChanged.TYPE,
+        ReferralFollowUpDue.TYPE,
+    ),
+}
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    type: str
+    version: int
+    occurred_at: dt.datetime
+    subject: uuid.UUID
+    data: dict[str, Any]
+
+    def payload(self) -> Payload:
+        """The typed payload; raises if the type is unknown or the data does not fit it."""
+        return msgspec.convert(self.data, PAYLOAD_TYPES[self.type], strict=False)
