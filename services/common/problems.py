@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
@@ -79,6 +79,15 @@ class UnprocessableProblem(HTTPException):
         self.errors = errors
 
 
+class MalformedBodyProblem(UnprocessableProblem):
+    """A 400: the body is not JSON at all (reported on the field `body`)."""
+
+    status_code = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__([FieldProblem(field="body", message=detail)], detail=detail)
+
+
 def _unwrap(tp: Any) -> Any:
     """Strip Annotated/Optional/list down to the type that a path step lands on."""
     origin = typing.get_origin(tp)
@@ -111,19 +120,29 @@ def _type_at(root: Any, path: str) -> Any:
     return tp
 
 
-def _body_type(request: Request[Any, Any, Any]) -> Any:
+def _handler_hints(request: Request[Any, Any, Any]) -> dict[str, Any]:
     fn = getattr(request.route_handler, "fn", None)
     if fn is None:
-        return None
+        return {}
     try:
-        hints = typing.get_type_hints(fn, include_extras=True)
+        return typing.get_type_hints(fn, include_extras=True)
     except Exception:  # a handler with unresolvable hints simply gets no enum help
-        return None
-    return hints.get("data")
+        return {}
 
 
-def field_problems_from_validation(extra: Any, body_type: Any = None) -> tuple[list[FieldProblem], str]:
-    """Turn Litestar's `extra` list into precise field problems; return them and a detail line."""
+def _allowed_values(target: Any) -> list[str] | None:
+    if isinstance(target, type) and issubclass(target, enum.Enum):
+        return [str(m.value) for m in target]
+    return None
+
+
+def field_problems_from_validation(
+    extra: Any, body_type: Any = None, param_types: dict[str, Any] | None = None
+) -> tuple[list[FieldProblem], str]:
+    """Turn Litestar's `extra` list into precise field problems; return them and a detail line.
+
+    `body_type` (the handler's `data` type) and `param_types` (its other parameters' types, by
+    name) let an enum error list the allowed values."""
     problems: list[FieldProblem] = []
     items = extra if isinstance(extra, list) else []
     for item in items:
@@ -133,7 +152,12 @@ def field_problems_from_validation(extra: Any, body_type: Any = None) -> tuple[l
         message = str(item.get("message") or "invalid value")
         source = item.get("source")
         if source not in (None, "body"):
-            problems.append(FieldProblem(field=key or str(source), message=message))
+            allowed = _allowed_values(_unwrap((param_types or {}).get(key)))
+            if allowed is not None and message.startswith("Invalid enum value"):
+                message = f"{message}; allowed: {', '.join(allowed)}"
+            else:
+                allowed = None
+            problems.append(FieldProblem(field=key or str(source), message=message, allowed=allowed))
             continue
         path = "" if key == "data" else key
         match = _FIELD_IN_MESSAGE.match(message)
@@ -144,17 +168,29 @@ def field_problems_from_validation(extra: Any, body_type: Any = None) -> tuple[l
             path, message = "body", "A JSON object body is required."
         allowed = None
         if message.startswith("Invalid enum value") and body_type is not None:
-            target = _type_at(body_type, path)
-            if isinstance(target, type) and issubclass(target, enum.Enum):
-                allowed = [str(m.value) for m in target]
+            allowed = _allowed_values(_type_at(body_type, path))
+            if allowed is not None:
                 message = f"{message}; allowed: {', '.join(allowed)}"
         problems.append(FieldProblem(field=path or "body", message=message, allowed=allowed))
     detail = "; ".join(f"{p.field}: {p.message}" for p in problems) or "The request is not valid."
     return problems, detail
 
 
+_MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+def field_problems_from_msgspec(exc: msgspec.ValidationError, body_type: Any) -> list[FieldProblem]:
+    """The field problems of a body decoded by msgspec itself (strictly, from the raw bytes),
+    in the same form as those of Litestar's `data` parameter."""
+    match = _MSGSPEC_PATH.match(str(exc))
+    message, path = (match.group("message"), match.group("path") or "") if match else (str(exc), "")
+    item = {"message": message, "key": path.removeprefix(".") or "data", "source": "body"}
+    return field_problems_from_validation([item], body_type)[0]
+
+
 def _validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    problems, detail = field_problems_from_validation(exc.extra, _body_type(request))
+    hints = _handler_hints(request)
+    problems, detail = field_problems_from_validation(exc.extra, hints.get("data"), hints)
     if not problems:  # malformed JSON and the like: Litestar gives no field
         problems = [FieldProblem(field="body", message=str(exc.detail))]
         detail = str(exc.detail)
@@ -166,18 +202,23 @@ def _validation_handler(request: Request[Any, Any, Any], exc: ValidationExceptio
 
 def _unprocessable_handler(request: Request[Any, Any, Any], exc: UnprocessableProblem) -> Response[Any]:
     detail = "; ".join(f"{p.field}: {p.message}" for p in exc.errors)
-    return problem_response(422, detail, title="Invalid request", errors=exc.errors)
+    return problem_response(exc.status_code, detail, title="Invalid request", errors=exc.errors)
 
 
 def _http_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
-    if status == 400 and detail.startswith("JSON is malformed"):
+    # Litestar turns a body msgspec cannot parse ("Input data was truncated", "JSON is malformed:
+    # ...") into a bare 400 whose cause is a SerializationException.
+    if status == 400 and isinstance(exc.__cause__, SerializationException):
         return problem_response(
             400, detail, title="Invalid request", errors=[FieldProblem(field="body", message=detail)]
         )
     if status == 413:
         detail = "The request body is too large."
+        return problem_response(
+            413, detail, errors=[FieldProblem(field="body", message=detail)], headers=exc.headers
+        )
     extra = exc.extra if isinstance(exc.extra, dict) else {}
     return problem_response(status, detail, headers=exc.headers, **extra)
 

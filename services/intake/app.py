@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.bootstrap import create_service_app
 from services.common.settings import Settings
 from services.common.web import ServiceSpec
+from services.intake.intakes.controllers import IntakeController
 
 NAME = "intake"
 
@@ -18,7 +19,7 @@ def service_spec(settings: Settings) -> ServiceSpec:
         title="Clinic intake service",
         description="Front-desk intake of back-pain history and red flags; each intake is triaged "
         "by the referral service and its referral status mirrored here.",
-        route_handlers=[],
+        route_handlers=[IntakeController],
         workers=[],
     )
 

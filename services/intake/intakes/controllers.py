@@ -1,0 +1,243 @@
+"""HTTP for intakes: `POST/GET /v1/intakes`, `GET /v1/intakes/{id}` (and its versions),
+`POST /v1/intakes/{id}/amendments`. The rules live in `services.py`."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter, RawBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.auth import Principal, Role, require_roles
+from services.common.intake_body import IntakeBody
+from services.common.problems import PROBLEM_MEDIA_TYPE, FieldProblem, UnprocessableProblem
+from services.common.settings import Settings
+from services.intake.intakes import services
+from services.intake.intakes.schemas import Intake, IntakePage, IntakeStatus
+
+#: Who submits intakes (admin always passes the guard).
+SUBMITTERS = (Role.front_desk,)
+#: Who reads them. Clinicians resolve clinician reviews, which needs the whole form (symptoms,
+#: history, notes), not only the referral's summary; specialists see their referrals only.
+READERS = (Role.front_desk, Role.clinician)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        description="Send the same key to retry safely: the same key and body return the first "
+        "response; the same key with another body is a 409. Keys are kept for 24 hours.",
+    ),
+]
+DbSession = NamedDependency[AsyncSession]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size (1-200).")]
+
+
+def _problem(status: int, description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=dict[str, Any], description=description, media_type=PROBLEM_MEDIA_TYPE)
+
+
+WRITE_RESPONSES = {
+    400: _problem(400, "The body is not JSON."),
+    409: _problem(409, "The idempotency key was used for another request."),
+    413: _problem(413, "The body is over the size limit (256 KiB)."),
+    422: _problem(422, "A field is not valid; `errors` names each by its full path."),
+}
+READ_RESPONSES = {422: _problem(422, "A query parameter is not valid.")}
+
+
+def now_from(state: State) -> dt.datetime:
+    """The app's clock (`clinic_clock` in the state, swappable in tests), else the system's."""
+    clock = state.get("clinic_clock")
+    return clock.now() if clock is not None else dt.datetime.now(dt.UTC)
+
+
+def encode_cursor(key: Any) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, shape: Any) -> Any:
+    """The sort key an opaque cursor carries; a cursor this API did not give is a 422."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return msgspec.json.decode(raw, type=shape)
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise UnprocessableProblem(
+            [FieldProblem(field="cursor", message="Not a cursor this API gave; start without one.")]
+        ) from exc
+
+
+class _Created(msgspec.Struct):
+    id: uuid.UUID
+
+
+def intake_response(stored: services.StoredResponse, intake_id: uuid.UUID | None = None) -> Response[Any]:
+    """The stored response as it was first sent (bytes for bytes on a replay)."""
+    headers = {"Idempotent-Replayed": "true"} if stored.replayed else {}
+    if intake_id is not None:
+        headers["Location"] = f"/v1/intakes/{intake_id}"
+    return Response(
+        content=stored.content,
+        status_code=stored.status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def claim_for(
+    request: Request[Any, Any, Any], key: str | None, body: IntakeBody, settings: Settings
+) -> services.IdempotencyClaim | None:
+    key = services.check_idempotency_key(key)
+    if key is None:
+        return None
+    principal = request.user
+    assert isinstance(principal, Principal)
+    return services.IdempotencyClaim(
+        scope=f"key:{principal.key_id}",
+        key=key,
+        request_hash=services.request_hash(request.method, request.url.path, body),
+        ttl=dt.timedelta(hours=settings.idempotency_hours),
+    )
+
+
+def accept_form(
+    request: Request[Any, Any, Any], state: State, body: bytes, key: str | None
+) -> tuple[IntakeBody, services.Author, services.IdempotencyClaim | None]:
+    """The strictly decoded form, who sends it and when, and its idempotency claim (if keyed)."""
+    now = now_from(state)
+    intake = services.parse_intake(body, services.latest_today(now))
+    principal = request.user
+    assert isinstance(principal, Principal)
+    claim = claim_for(request, key, intake, state["clinic_settings"])
+    return intake, services.Author(name=principal.name, at=now), claim
+
+
+class IntakeController(Controller):
+    path = "/v1/intakes"
+    tags = ["intakes"]
+
+    @post(
+        "/",
+        guards=[require_roles(*SUBMITTERS)],
+        status_code=201,
+        responses=WRITE_RESPONSES,
+        summary="Submit an intake",
+    )
+    async def submit(
+        self,
+        request: Request[Principal, str, State],
+        state: State,
+        db_session: DbSession,
+        data: JSONBody[IntakeBody],
+        body: RawBody,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[Intake]:
+        """Store the intake (version 1) and publish `intake.submitted` in the same transaction.
+        The referral service then triages it; `status` turns `routed` when it has."""
+        intake, author, claim = accept_form(request, state, body, idempotency_key)
+        stored = await services.submit_intake(db_session, intake, author, claim)
+        return intake_response(stored, msgspec.json.decode(stored.content, type=_Created).id)
+
+    @post(
+        "/{intake_id:uuid}/amendments",
+        guards=[require_roles(*SUBMITTERS)],
+        status_code=201,
+        responses={**WRITE_RESPONSES, 404: _problem(404, "No such intake.")},
+        summary="Amend an intake (a new version, re-triaged)",
+    )
+    async def amend(
+        self,
+        request: Request[Principal, str, State],
+        state: State,
+        db_session: DbSession,
+        intake_id: FromPath[uuid.UUID],
+        data: JSONBody[IntakeBody],
+        body: RawBody,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[Intake]:
+        """Store the corrected form as the next version and publish `intake.amended`; earlier
+        versions stay readable under `/versions`."""
+        intake, author, claim = accept_form(request, state, body, idempotency_key)
+        stored = await services.amend_intake(db_session, intake_id, intake, author, claim)
+        return intake_response(stored, intake_id)
+
+    @get("/{intake_id:uuid}", guards=[require_roles(*READERS)], summary="An intake, current version")
+    async def read(self, db_session: DbSession, intake_id: FromPath[uuid.UUID]) -> Intake:
+        intake = await services.get_intake(db_session, intake_id)
+        if intake is None:
+            raise NotFoundException("No intake with this id.")
+        return intake
+
+    @get(
+        "/",
+        guards=[require_roles(*READERS)],
+        responses=READ_RESPONSES,
+        summary="Intakes, newest first",
+    )
+    async def list_intakes(
+        self,
+        db_session: DbSession,
+        status: FromQuery[IntakeStatus | None] = None,
+        mrn: FromQuery[str | None] = None,
+        submitted_after: FromQuery[dt.datetime | None] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
+    ) -> IntakePage:
+        """Filter by `status`, the patient's `mrn`, and `submitted_after` (RFC 3339; a time
+        without offset is UTC); page with `limit` and the `next_cursor` of the previous page."""
+        if submitted_after is not None and submitted_after.tzinfo is None:
+            submitted_after = submitted_after.replace(tzinfo=dt.UTC)
+        after = decode_cursor(cursor, tuple[dt.datetime, uuid.UUID])
+        items, last = await services.list_intakes(
+            db_session,
+            services.IntakeFilter(status=status, mrn=mrn, submitted_after=submitted_after),
+            limit,
+            after,
+        )
+        return IntakePage(items=items, next_cursor=None if last is None else encode_cursor(last))
+
+    @get(
+        "/{intake_id:uuid}/versions",
+        guards=[require_roles(*READERS)],
+        responses=READ_RESPONSES,
+        summary="Every version of an intake, oldest first",
+    )
+    async def versions(
+        self,
+        db_session: DbSession,
+        intake_id: FromPath[uuid.UUID],
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
+    ) -> IntakePage:
+        found = await services.list_versions(db_session, intake_id, limit, decode_cursor(cursor, int))
+        if found is None:
+            raise NotFoundException("No intake with this id.")
+        items, last = found
+        return IntakePage(items=items, next_cursor=None if last is None else encode_cursor(last))
+
+    @get(
+        "/{intake_id:uuid}/versions/{version:int}",
+        guards=[require_roles(*READERS)],
+        summary="An intake as it was at one version",
+    )
+    async def version(
+        self, db_session: DbSession, intake_id: FromPath[uuid.UUID], version: FromPath[int]
+    ) -> Intake:
+        intake = await services.get_intake(db_session, intake_id, version)
+        if intake is None:
+            raise NotFoundException("No such intake or version.")
+        return intake

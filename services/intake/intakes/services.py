@@ -1,0 +1,498 @@
+"""The intake rules: validating a form, matching its patient, storing a version, publishing its
+event in the same transaction, and answering a repeated request from what was stored.
+
+A submission (or amendment) is one transaction: idempotency claim, patient, intake, version,
+event, stored response; then one explicit commit. Anything that fails before the commit leaves
+nothing behind, and a rejected body never gets this far.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar.exceptions import NotFoundException
+from sqlalchemy import Text, cast, delete, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.events import IntakeAmended, IntakeSubmitted
+from services.common.intake_body import IntakeBody, PatientIn, Sex, check_intake, decode_intake
+from services.common.problems import (
+    ConflictProblem,
+    FieldProblem,
+    MalformedBodyProblem,
+    UnprocessableProblem,
+    field_problems_from_msgspec,
+)
+from services.common.queue import publish
+from services.intake.db.models import (
+    IdempotencyKey,
+    Intake,
+    IntakeVersion,
+    Patient,
+    PatientChange,
+)
+from services.intake.intakes import schemas
+
+#: UTC+14 is the earliest time zone: a date that is already today there is not in the future for
+#: any clinic, so a form filled in near midnight is never refused for its own date.
+_EARLIEST_OFFSET = dt.timedelta(hours=14)
+
+
+def latest_today(now: dt.datetime) -> dt.date:
+    return (now.astimezone(dt.UTC) + _EARLIEST_OFFSET).date()
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _nul_fields(value: Any, path: str = "") -> list[str]:
+    """Paths of strings holding NUL, which PostgreSQL text cannot store."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nul_fields(v, f"{path}.{k}" if path else k)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nul_fields(v, f"{path}[{i}]")]
+    return []
+
+
+def parse_intake(raw: bytes, today: dt.date) -> IntakeBody:
+    """The body as the contract defines it, decoded strictly from the raw bytes.
+
+    Litestar's own `data` decoding converts leniently (`"intensity": "6"` becomes 6); the form's
+    types are part of the contract, so the raw body is decoded again here, strictly. Raises a 400
+    problem for malformed JSON and a 422 naming the field for anything else."""
+    try:
+        body = decode_intake(raw)
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
+        raise UnprocessableProblem(field_problems_from_msgspec(exc, IntakeBody)) from exc
+    except msgspec.DecodeError as exc:
+        if not raw.strip():
+            raise UnprocessableProblem(
+                [FieldProblem(field="body", message="A JSON object body is required.")]
+            ) from exc
+        raise MalformedBodyProblem(f"The body is not valid JSON: {exc}") from exc
+    problems = [FieldProblem(field=e.field, message=e.message) for e in check_intake(body, today)]
+    problems += [
+        FieldProblem(field=path, message="Text may not contain NUL characters.")
+        for path in _nul_fields(msgspec.to_builtins(body))
+    ]
+    if problems:
+        raise UnprocessableProblem(problems)
+    return body
+
+
+# -- idempotency ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """A request that must be answered once: `scope` is whose key it is (an API key, or the
+    inbound form webhook), `key` the caller's key (`Idempotency-Key` or `webhook-id`)."""
+
+    scope: str
+    key: str
+    request_hash: str
+    ttl: dt.timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status_code: int
+    content: bytes
+    replayed: bool = False
+
+
+def request_hash(method: str, path: str, body: IntakeBody) -> str:
+    """Of the request's meaning, not its bytes: key order and whitespace do not make it another
+    request, but another path (an amendment of another intake) does."""
+    digest = hashlib.sha256(f"{method} {path}\n".encode())
+    digest.update(msgspec.json.encode(body))
+    return digest.hexdigest()
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
+        raise UnprocessableProblem(
+            [FieldProblem(field="Idempotency-Key", message="Use 1-255 printable ASCII characters.")]
+        )
+    return key
+
+
+async def _claim(session: AsyncSession, claim: IdempotencyClaim, now: dt.datetime) -> StoredResponse | None:
+    """Take the key for this transaction, or return the first response if the key was used.
+
+    The row is inserted first: a concurrent request with the same key waits on it until this
+    transaction ends, then sees the committed response (or takes the key if this one rolled
+    back). An expired row is taken over as if it did not exist."""
+    table = IdempotencyKey.__table__
+    stmt = pg_insert(IdempotencyKey).values(
+        scope=claim.scope,
+        key=claim.key,
+        request_hash=claim.request_hash,
+        created_at=now,
+        expires_at=now + claim.ttl,
+    )
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[table.c.scope, table.c.key],
+        set_={
+            "request_hash": stmt.excluded.request_hash,
+            "status_code": None,
+            "response": None,
+            "created_at": stmt.excluded.created_at,
+            "expires_at": stmt.excluded.expires_at,
+        },
+        where=table.c.expires_at <= stmt.excluded.created_at,
+    ).returning(table.c.key)
+    if (await session.execute(upsert)).first() is not None:
+        return None
+    row = (
+        await session.execute(
+            select(IdempotencyKey).where(IdempotencyKey.scope == claim.scope, IdempotencyKey.key == claim.key)
+        )
+    ).scalar_one()
+    if row.request_hash != claim.request_hash or row.status_code is None or row.response is None:
+        raise ConflictProblem(
+            "This idempotency key was already used for a different request; use a new key for a new request."
+        )
+    return StoredResponse(row.status_code, row.response.encode(), replayed=True)
+
+
+async def _remember(session: AsyncSession, claim: IdempotencyClaim, response: StoredResponse) -> None:
+    await session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.scope == claim.scope, IdempotencyKey.key == claim.key)
+        .values(status_code=response.status_code, response=response.content.decode())
+    )
+
+
+async def purge_expired_keys(session: AsyncSession, now: dt.datetime) -> int:
+    result = await session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at <= now))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- patients ------------------------------------------------------------------------------------
+
+
+def _demographics(patient: PatientIn) -> dict[str, Any]:
+    """The values a form sets. Names and birth date are always on the form; an `unknown` sex or
+    a missing phone or email means "not asked", so it does not erase what the clinic knows."""
+    values: dict[str, Any] = {
+        "given_name": patient.given_name,
+        "family_name": patient.family_name,
+        "birth_date": patient.birth_date,
+    }
+    if patient.sex is not Sex.UNKNOWN:
+        values["sex"] = patient.sex.value
+    if patient.phone is not None:
+        values["phone"] = patient.phone
+    if patient.email is not None:
+        values["email"] = patient.email
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who submitted, when, and through what (`api` or `inbound`)."""
+
+    name: str
+    at: dt.datetime
+    source: str = "api"
+
+
+async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author) -> uuid.UUID | None:
+    """Insert a patient; None if the MRN is already taken (by a concurrent request, say)."""
+    patient_id = uuid.uuid4()
+    stmt = (
+        pg_insert(Patient)
+        .values(
+            id=patient_id,
+            mrn=patient.mrn,
+            given_name=patient.given_name,
+            family_name=patient.family_name,
+            birth_date=patient.birth_date,
+            sex=patient.sex.value,
+            phone=patient.phone,
+            email=patient.email,
+            created_at=author.at,
+            updated_at=author.at,
+        )
+        .on_conflict_do_nothing(index_elements=[Patient.__table__.c.mrn])
+        .returning(Patient.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def _update_patient(
+    session: AsyncSession, patient: Patient, values: dict[str, Any], author: Author, intake_id: uuid.UUID
+) -> None:
+    """Apply the values that differ, keeping the replaced ones in `patient_changes`."""
+    changed = {k: v for k, v in values.items() if getattr(patient, k) != v}
+    if not changed:
+        return
+    session.add(
+        PatientChange(
+            patient_id=patient.id,
+            intake_id=intake_id,
+            changed_at=author.at,
+            changed_by=author.name,
+            previous=msgspec.to_builtins({k: getattr(patient, k) for k in changed}),
+        )
+    )
+    await session.execute(
+        update(Patient).where(Patient.id == patient.id).values(**changed, updated_at=author.at)
+    )
+
+
+async def _patient_by_mrn(session: AsyncSession, mrn: str) -> Patient | None:
+    return (
+        await session.execute(select(Patient).where(Patient.mrn == mrn).with_for_update())
+    ).scalar_one_or_none()
+
+
+async def _patient_for_new_intake(
+    session: AsyncSession, patient: PatientIn, author: Author, intake_id: uuid.UUID
+) -> uuid.UUID:
+    """The patient with this MRN (updated by the form), else a new patient."""
+    created = await _new_patient(session, patient, author)
+    if created is not None:
+        return created
+    assert patient.mrn is not None  # only an MRN can conflict
+    existing = await _patient_by_mrn(session, patient.mrn)
+    assert existing is not None
+    await _update_patient(session, existing, _demographics(patient), author, intake_id)
+    return existing.id
+
+
+async def _patient_for_amendment(
+    session: AsyncSession, current_id: uuid.UUID, patient: PatientIn, author: Author, intake_id: uuid.UUID
+) -> uuid.UUID:
+    """An amendment corrects the intake's patient: the same patient unless the form now names
+    another MRN. A known MRN moves the intake to that patient; an MRN new to the clinic is given
+    to the current patient if it had none, else it starts a new patient."""
+    current = await session.get(Patient, current_id, with_for_update=True)
+    assert current is not None
+    values = _demographics(patient)
+    if patient.mrn is not None and patient.mrn != current.mrn:
+        other = await _patient_by_mrn(session, patient.mrn)
+        if other is not None:
+            await _update_patient(session, other, values, author, intake_id)
+            return other.id
+        if current.mrn is not None:
+            return await _patient_for_new_intake(session, patient, author, intake_id)
+        values["mrn"] = patient.mrn
+    await _update_patient(session, current, values, author, intake_id)
+    return current.id
+
+
+# -- submitting and amending ---------------------------------------------------------------------
+
+
+async def _store_version(
+    session: AsyncSession,
+    intake_id: uuid.UUID,
+    version: int,
+    patient_id: uuid.UUID,
+    body: IntakeBody,
+    author: Author,
+) -> None:
+    session.add(
+        IntakeVersion(
+            intake_id=intake_id,
+            version=version,
+            patient_id=patient_id,
+            submitted_at=author.at,
+            submitted_by=author.name,
+            body=msgspec.to_builtins(body),
+        )
+    )
+    await session.flush()
+    event_type = IntakeSubmitted if version == 1 else IntakeAmended
+    await publish(
+        session,
+        event_type(
+            intake_id=intake_id,
+            patient_id=patient_id,
+            intake_version=version,
+            submitted_at=author.at,
+            submitted_by=author.name,
+            intake=body,
+        ),
+        subject=intake_id,
+        key=f"{event_type.TYPE}:{intake_id}:{version}",
+    )
+
+
+async def _respond(
+    session: AsyncSession, intake_id: uuid.UUID, status_code: int, claim: IdempotencyClaim | None
+) -> StoredResponse:
+    intake = await get_intake(session, intake_id)
+    assert intake is not None
+    response = StoredResponse(status_code, msgspec.json.encode(intake))
+    if claim is not None:
+        await _remember(session, claim, response)
+    await session.commit()
+    return response
+
+
+async def submit_intake(
+    session: AsyncSession, body: IntakeBody, author: Author, claim: IdempotencyClaim | None = None
+) -> StoredResponse:
+    """Store a new intake (version 1) and publish `intake.submitted`, in one transaction."""
+    if claim is not None and (stored := await _claim(session, claim, author.at)) is not None:
+        await session.rollback()
+        return stored
+    intake_id = uuid.uuid4()
+    patient_id = await _patient_for_new_intake(session, body.patient, author, intake_id)
+    session.add(
+        Intake(
+            id=intake_id,
+            patient_id=patient_id,
+            version=1,
+            status=schemas.IntakeStatus.SUBMITTED.value,
+            source=author.source,
+            submitted_at=author.at,
+            submitted_by=author.name,
+            updated_at=author.at,
+        )
+    )
+    await session.flush()
+    await _store_version(session, intake_id, 1, patient_id, body, author)
+    return await _respond(session, intake_id, 201, claim)
+
+
+async def amend_intake(
+    session: AsyncSession,
+    intake_id: uuid.UUID,
+    body: IntakeBody,
+    author: Author,
+    claim: IdempotencyClaim | None = None,
+) -> StoredResponse:
+    """Store the next version of an intake and publish `intake.amended`, in one transaction.
+    Earlier versions are kept as they were."""
+    if claim is not None and (stored := await _claim(session, claim, author.at)) is not None:
+        await session.rollback()
+        return stored
+    intake = await session.get(Intake, intake_id, with_for_update=True)
+    if intake is None:
+        await session.rollback()
+        raise NotFoundException("No intake with this id.")
+    patient_id = await _patient_for_amendment(session, intake.patient_id, body.patient, author, intake_id)
+    version = intake.version + 1
+    await session.execute(
+        update(Intake)
+        .where(Intake.id == intake_id)
+        .values(version=version, patient_id=patient_id, updated_at=author.at)
+    )
+    await _store_version(session, intake_id, version, patient_id, body, author)
+    return await _respond(session, intake_id, 201, claim)
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+_COLUMNS = (
+    Intake,
+    IntakeVersion.version.label("shown_version"),
+    IntakeVersion.submitted_at.label("version_at"),
+    IntakeVersion.submitted_by.label("version_by"),
+    cast(IntakeVersion.body, Text).label("body_json"),
+)
+
+
+def _to_schema(row: Any) -> schemas.Intake:
+    intake: Intake = row.Intake
+    body = msgspec.json.decode(row.body_json, type=IntakeBody)
+    referral = None
+    if intake.referral_id is not None:
+        referral = schemas.ReferralSummary(
+            id=intake.referral_id,
+            destination=intake.referral_destination or "",
+            priority=intake.referral_priority or "",
+            status=intake.referral_status or "",
+            intake_version=intake.referral_intake_version,
+        )
+    amended = row.shown_version > 1
+    return schemas.Intake(
+        **msgspec.structs.asdict(body),
+        id=intake.id,
+        patient_id=intake.patient_id,
+        status=schemas.IntakeStatus(intake.status),
+        version=row.shown_version,
+        submitted_at=intake.submitted_at,
+        submitted_by=intake.submitted_by,
+        amended_at=row.version_at if amended else None,
+        amended_by=row.version_by if amended else None,
+        referral=referral,
+    )
+
+
+async def get_intake(
+    session: AsyncSession, intake_id: uuid.UUID, version: int | None = None
+) -> schemas.Intake | None:
+    """The intake as of `version` (default: the current one)."""
+    shown = IntakeVersion.version == (Intake.version if version is None else version)
+    row = (
+        await session.execute(
+            select(*_COLUMNS)
+            .join(IntakeVersion, (IntakeVersion.intake_id == Intake.id) & shown)
+            .where(Intake.id == intake_id)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    return None if row is None else _to_schema(row)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeFilter:
+    status: schemas.IntakeStatus | None = None
+    mrn: str | None = None
+    submitted_after: dt.datetime | None = None
+
+
+async def list_intakes(
+    session: AsyncSession, where: IntakeFilter, limit: int, after: tuple[dt.datetime, uuid.UUID] | None
+) -> tuple[list[schemas.Intake], tuple[dt.datetime, uuid.UUID] | None]:
+    """Newest first; returns the page and the sort key to continue after (None at the end)."""
+    query = select(*_COLUMNS).join(
+        IntakeVersion, (IntakeVersion.intake_id == Intake.id) & (IntakeVersion.version == Intake.version)
+    )
+    if where.status is not None:
+        query = query.where(Intake.status == where.status.value)
+    if where.mrn is not None:
+        query = query.join(Patient, Patient.id == Intake.patient_id).where(Patient.mrn == where.mrn)
+    if where.submitted_after is not None:
+        query = query.where(Intake.submitted_at > where.submitted_after)
+    if after is not None:
+        query = query.where(tuple_(Intake.submitted_at, Intake.id) < tuple_(*after))
+    rows = (
+        await session.execute(query.order_by(Intake.submitted_at.desc(), Intake.id.desc()).limit(limit + 1))
+    ).all()
+    items = [_to_schema(row) for row in rows[:limit]]
+    last = items[-1] if len(rows) > limit else None
+    return items, None if last is None else (last.submitted_at, last.id)
+
+
+async def list_versions(
+    session: AsyncSession, intake_id: uuid.UUID, limit: int, after: int | None
+) -> tuple[list[schemas.Intake], int | None] | None:
+    """Every version of an intake, oldest first; None if there is no such intake."""
+    if await session.get(Intake, intake_id) is None:
+        return None
+    query = (
+        select(*_COLUMNS)
+        .join(IntakeVersion, IntakeVersion.intake_id == Intake.id)
+        .where(Intake.id == intake_id, IntakeVersion.version > (after or 0))
+        .order_by(IntakeVersion.version)
+        .limit(limit + 1)
+    )
+    rows = (await session.execute(query)).all()
+    items = [_to_schema(row) for row in rows[:limit]]
+    return items, items[-1].version if len(rows) > limit else None
