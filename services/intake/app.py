@@ -1,16 +1,46 @@
-"""The intake service: patients, intakes, amendments, the referral status mirror."""
+"""The intake service: patients, intakes, amendments, the referral status mirror, inbound forms."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
+from contextlib import AbstractAsyncContextManager
+
+import structlog
 from litestar import Litestar
+from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bootstrap import create_service_app
 from services.common.settings import Settings
-from services.common.web import ServiceSpec
+from services.common.web import ServiceSpec, background_loop, sessionmaker_from
+from services.intake.inbound import receive_intake_form
 from services.intake.intakes.controllers import IntakeController
+from services.intake.intakes.services import purge_expired_keys
+from services.intake.mirror import referral_mirror
 
 NAME = "intake"
+#: Expired idempotency keys are already ignored; this only keeps their table small.
+PURGE_EVERY_SECONDS = 3600.0
+log = structlog.get_logger(__name__)
+
+
+def idempotency_purge(state: State) -> AbstractAsyncContextManager[None]:
+    async def loop(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with sessionmaker_from(state)() as session:
+                    purged = await purge_expired_keys(session, dt.datetime.now(dt.UTC))
+                    await session.commit()
+                if purged:
+                    log.info("idempotency_keys_purged", count=purged)
+            except Exception as exc:  # a failed purge is retried at the next round
+                log.warning("idempotency_purge_failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=PURGE_EVERY_SECONDS)
+
+    return background_loop(state, "intake:idempotency_purge", loop)
 
 
 def service_spec(settings: Settings) -> ServiceSpec:
@@ -19,8 +49,9 @@ def service_spec(settings: Settings) -> ServiceSpec:
         title="Clinic intake service",
         description="Front-desk intake of back-pain history and red flags; each intake is triaged "
         "by the referral service and its referral status mirrored here.",
-        route_handlers=[IntakeController],
-        workers=[],
+        route_handlers=[IntakeController, receive_intake_form],
+        workers=[idempotency_purge],
+        consumers=[referral_mirror],
     )
 
 

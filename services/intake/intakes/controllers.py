@@ -45,17 +45,17 @@ DbSession = NamedDependency[AsyncSession]
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size (1-200).")]
 
 
-def _problem(status: int, description: str) -> ResponseSpec:
+def problem_spec(description: str) -> ResponseSpec:
     return ResponseSpec(data_container=dict[str, Any], description=description, media_type=PROBLEM_MEDIA_TYPE)
 
 
 WRITE_RESPONSES = {
-    400: _problem(400, "The body is not JSON."),
-    409: _problem(409, "The idempotency key was used for another request."),
-    413: _problem(413, "The body is over the size limit (256 KiB)."),
-    422: _problem(422, "A field is not valid; `errors` names each by its full path."),
+    400: problem_spec("The body is not JSON."),
+    409: problem_spec("The idempotency key was used for another request."),
+    413: problem_spec("The body is over the size limit (256 KiB)."),
+    422: problem_spec("A field is not valid; `errors` names each by its full path."),
 }
-READ_RESPONSES = {422: _problem(422, "A query parameter is not valid.")}
+READ_RESPONSES = {422: problem_spec("A query parameter is not valid.")}
 
 
 def now_from(state: State) -> dt.datetime:
@@ -85,11 +85,11 @@ class _Created(msgspec.Struct):
     id: uuid.UUID
 
 
-def intake_response(stored: services.StoredResponse, intake_id: uuid.UUID | None = None) -> Response[Any]:
+def intake_response(stored: services.StoredResponse) -> Response[Any]:
     """The stored response as it was first sent (bytes for bytes on a replay)."""
-    headers = {"Idempotent-Replayed": "true"} if stored.replayed else {}
-    if intake_id is not None:
-        headers["Location"] = f"/v1/intakes/{intake_id}"
+    headers = {"Location": f"/v1/intakes/{msgspec.json.decode(stored.content, type=_Created).id}"}
+    if stored.replayed:
+        headers["Idempotent-Replayed"] = "true"
     return Response(
         content=stored.content,
         status_code=stored.status_code,
@@ -150,13 +150,13 @@ class IntakeController(Controller):
         The referral service then triages it; `status` turns `routed` when it has."""
         intake, author, claim = accept_form(request, state, body, idempotency_key)
         stored = await services.submit_intake(db_session, intake, author, claim)
-        return intake_response(stored, msgspec.json.decode(stored.content, type=_Created).id)
+        return intake_response(stored)
 
     @post(
         "/{intake_id:uuid}/amendments",
         guards=[require_roles(*SUBMITTERS)],
         status_code=201,
-        responses={**WRITE_RESPONSES, 404: _problem(404, "No such intake.")},
+        responses={**WRITE_RESPONSES, 404: problem_spec("No such intake.")},
         summary="Amend an intake (a new version, re-triaged)",
     )
     async def amend(
@@ -173,7 +173,7 @@ class IntakeController(Controller):
         versions stay readable under `/versions`."""
         intake, author, claim = accept_form(request, state, body, idempotency_key)
         stored = await services.amend_intake(db_session, intake_id, intake, author, claim)
-        return intake_response(stored, intake_id)
+        return intake_response(stored)
 
     @get("/{intake_id:uuid}", guards=[require_roles(*READERS)], summary="An intake, current version")
     async def read(self, db_session: DbSession, intake_id: FromPath[uuid.UUID]) -> Intake:

@@ -117,12 +117,12 @@ def request_hash(method: str, path: str, body: IntakeBody) -> str:
     return digest.hexdigest()
 
 
-def check_idempotency_key(key: str | None) -> str | None:
+def check_idempotency_key(key: str | None, field: str = "Idempotency-Key") -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
         raise UnprocessableProblem(
-            [FieldProblem(field="Idempotency-Key", message="Use 1-255 printable ASCII characters.")]
+            [FieldProblem(field=field, message="Use 1-255 printable ASCII characters.")]
         )
     return key
 

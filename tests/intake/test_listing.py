@@ -1,0 +1,106 @@
+"""`GET /v1/intakes`: filters by status, MRN and submission time; newest first; opaque cursors."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from tests.intake.conftest import SteppedClock, intake_form, unique_mrn
+
+
+async def _submit_three(
+    client: AsyncTestClient[Any], headers: dict[str, str], mrn: str
+) -> list[dict[str, Any]]:
+    """Three intakes for one MRN, a minute apart (by the app's clock)."""
+    clock = SteppedClock()
+    client.app.state["clinic_clock"] = clock
+    created = []
+    for _ in range(3):
+        created.append((await client.post("/v1/intakes", json=intake_form(mrn), headers=headers)).json())
+        clock.advance(datetime.timedelta(minutes=1))
+    return created
+
+
+async def test_mrn_filter_lists_the_patients_intakes_newest_first(
+    client: AsyncTestClient[Any], front_desk: dict[str, str]
+) -> None:
+    mrn = unique_mrn()
+    created = await _submit_three(client, front_desk, mrn)
+    await client.post("/v1/intakes", json=intake_form(), headers=front_desk)  # another patient
+
+    listed = (await client.get("/v1/intakes", params={"mrn": mrn}, headers=front_desk)).json()
+    assert [i["id"] for i in listed["items"]] == [c["id"] for c in reversed(created)]
+    assert listed["items"][0] == created[-1]
+    assert listed["next_cursor"] is None
+
+
+async def test_pages_follow_the_cursor_without_gaps_or_repeats(
+    client: AsyncTestClient[Any], front_desk: dict[str, str]
+) -> None:
+    mrn = unique_mrn()
+    created = await _submit_three(client, front_desk, mrn)
+    first = (await client.get("/v1/intakes", params={"mrn": mrn, "limit": 2}, headers=front_desk)).json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    second = (
+        await client.get(
+            "/v1/intakes", params={"mrn": mrn, "limit": 2, "cursor": first["next_cursor"]}, headers=front_desk
+        )
+    ).json()
+    seen = [i["id"] for i in first["items"] + second["items"]]
+    assert seen == [c["id"] for c in reversed(created)]
+    assert second["next_cursor"] is None
+
+
+async def test_submitted_after_and_status_filters(
+    client: AsyncTestClient[Any], front_desk: dict[str, str]
+) -> None:
+    mrn = unique_mrn()
+    created = await _submit_three(client, front_desk, mrn)
+    after = (
+        await client.get(
+            "/v1/intakes",
+            params={"mrn": mrn, "submitted_after": created[0]["submitted_at"]},
+            headers=front_desk,
+        )
+    ).json()
+    assert [i["id"] for i in after["items"]] == [created[2]["id"], created[1]["id"]]
+    submitted = await client.get(
+        "/v1/intakes", params={"mrn": mrn, "status": "submitted"}, headers=front_desk
+    )
+    routed = await client.get("/v1/intakes", params={"mrn": mrn, "status": "routed"}, headers=front_desk)
+    assert len(submitted.json()["items"]) == 3
+    assert routed.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 201}, "limit"),
+        ({"status": "closed"}, "status"),
+        ({"submitted_after": "last week"}, "submitted_after"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+    ],
+)
+async def test_bad_query_is_422_naming_the_parameter(
+    client: AsyncTestClient[Any], front_desk: dict[str, str], params: dict[str, Any], field: str
+) -> None:
+    response = await client.get("/v1/intakes", params=params, headers=front_desk)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    errors = response.json()["errors"]
+    assert [e["field"] for e in errors] == [field]
+    if field == "status":
+        assert errors[0]["allowed"] == ["submitted", "routed"]
+
+
+async def test_the_query_string_never_reaches_the_problem(
+    client: AsyncTestClient[Any], front_desk: dict[str, str]
+) -> None:
+    mrn = unique_mrn()
+    response = await client.get("/v1/intakes", params={"mrn": mrn, "limit": 0}, headers=front_desk)
+    assert response.status_code == 422
+    assert mrn not in response.text

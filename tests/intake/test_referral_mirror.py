@@ -1,0 +1,176 @@
+"""The closed loop: referral events, through the real queue, keep the intake's `status` and
+`referral` current, whatever order they arrive in and however often."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from services.common.events import Payload, ReferralCreated, ReferralStatusChanged
+from services.common.queue import publish
+from services.common.settings import Settings
+from services.intake.app import create_app
+from services.intake.mirror import CONSUMER_NAME
+from tests.intake.conftest import intake_form
+
+T0 = datetime.datetime(2026, 11, 1, 9, 0, tzinfo=datetime.UTC)
+
+
+@pytest.fixture
+async def running(settings: Settings, engine: AsyncEngine) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The intake app with its consumers running."""
+    async with AsyncTestClient(create_app(settings, engine, run_workers=True)) as test_client:
+        yield test_client
+
+
+async def deliver(engine: AsyncEngine, payload: Payload, subject: uuid.UUID) -> None:
+    """Publish one event and wait until the mirror has applied it."""
+    async with AsyncSession(engine) as session:
+        event_id = await publish(session, payload, subject=subject)
+        await session.commit()
+    deadline = asyncio.get_running_loop().time() + 15
+    while asyncio.get_running_loop().time() < deadline:
+        async with engine.connect() as conn:
+            applied = (
+                await conn.execute(
+                    text("SELECT 1 FROM queue.inbox WHERE consumer = :c AND event_id = :e"),
+                    {"c": CONSUMER_NAME, "e": event_id},
+                )
+            ).first()
+        if applied:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the mirror did not apply {payload.TYPE} in time")
+
+
+def created(intake_id: str, referral_id: uuid.UUID, **changes: Any) -> ReferralCreated:
+    fields: dict[str, Any] = {
+        "referral_id": referral_id,
+        "intake_id": uuid.UUID(intake_id),
+        "intake_version": 1,
+        "destination": "pain_management",
+        "priority": "routine",
+        "status": "requested",
+        "due_by": T0 + datetime.timedelta(days=14),
+        "created_at": T0,
+        "reason_codes": ["CHRONIC"],
+        **changes,
+    }
+    return ReferralCreated(**fields)
+
+
+def changed(intake_id: str, referral_id: uuid.UUID, status: str, at: datetime.datetime, **more: Any) -> Any:
+    fields: dict[str, Any] = {
+        "referral_id": referral_id,
+        "intake_id": uuid.UUID(intake_id),
+        "destination": "pain_management",
+        "priority": "routine",
+        "status": status,
+        "previous_status": "requested",
+        "changed_at": at,
+        "changed_by": "pain-desk",
+        **more,
+    }
+    return ReferralStatusChanged(**fields)
+
+
+async def _intake(client: AsyncTestClient[Any], headers: dict[str, str]) -> dict[str, Any]:
+    return (await client.post("/v1/intakes", json=intake_form(), headers=headers)).json()
+
+
+async def _read(client: AsyncTestClient[Any], headers: dict[str, str], intake_id: str) -> dict[str, Any]:
+    return (await client.get(f"/v1/intakes/{intake_id}", headers=headers)).json()
+
+
+async def test_referral_created_routes_the_intake(
+    running: AsyncTestClient[Any], front_desk: dict[str, str], engine: AsyncEngine
+) -> None:
+    intake = await _intake(running, front_desk)
+    referral_id = uuid.uuid4()
+    await deliver(engine, created(intake["id"], referral_id), uuid.UUID(intake["id"]))
+
+    seen = await _read(running, front_desk, intake["id"])
+    assert seen["status"] == "routed"
+    assert seen["referral"] == {
+        "id": str(referral_id),
+        "destination": "pain_management",
+        "priority": "routine",
+        "status": "requested",
+        "intake_version": 1,
+    }
+    routed = (await running.get("/v1/intakes", params={"mrn": intake["patient"]["mrn"], "status": "routed"},
+                                headers=front_desk)).json()  # fmt: skip
+    assert [i["id"] for i in routed["items"]] == [intake["id"]]
+
+
+async def test_status_changes_follow_and_late_ones_are_ignored(
+    running: AsyncTestClient[Any], front_desk: dict[str, str], engine: AsyncEngine
+) -> None:
+    intake = await _intake(running, front_desk)
+    subject, rid = uuid.UUID(intake["id"]), uuid.uuid4()
+    hour = datetime.timedelta(hours=1)
+    await deliver(engine, created(intake["id"], rid), subject)
+    await deliver(engine, changed(intake["id"], rid, "scheduled", T0 + 2 * hour), subject)
+    await deliver(engine, changed(intake["id"], rid, "accepted", T0 + hour), subject)  # late
+
+    assert (await _read(running, front_desk, intake["id"]))["referral"]["status"] == "scheduled"
+
+
+async def test_a_status_change_before_its_creation_is_kept(
+    running: AsyncTestClient[Any], front_desk: dict[str, str], engine: AsyncEngine
+) -> None:
+    intake = await _intake(running, front_desk)
+    subject, rid = uuid.UUID(intake["id"]), uuid.uuid4()
+    await deliver(engine, changed(intake["id"], rid, "accepted", T0 + datetime.timedelta(minutes=5)), subject)
+    assert (await _read(running, front_desk, intake["id"]))["referral"]["status"] == "accepted"
+
+    await deliver(engine, created(intake["id"], rid), subject)
+    seen = await _read(running, front_desk, intake["id"])
+    assert seen["referral"]["status"] == "accepted"
+    assert seen["referral"]["intake_version"] == 1
+
+
+async def test_the_same_event_twice_changes_nothing(
+    running: AsyncTestClient[Any], front_desk: dict[str, str], engine: AsyncEngine
+) -> None:
+    intake = await _intake(running, front_desk)
+    subject, rid = uuid.UUID(intake["id"]), uuid.uuid4()
+    await deliver(engine, created(intake["id"], rid), subject)
+    once = await _read(running, front_desk, intake["id"])
+    await deliver(engine, created(intake["id"], rid), subject)
+    assert await _read(running, front_desk, intake["id"]) == once
+
+
+@pytest.mark.parametrize("newer_first", [False, True])
+async def test_a_newer_referral_supersedes_the_summary(
+    running: AsyncTestClient[Any], front_desk: dict[str, str], engine: AsyncEngine, newer_first: bool
+) -> None:
+    intake = await _intake(running, front_desk)
+    subject, old, new = uuid.UUID(intake["id"]), uuid.uuid4(), uuid.uuid4()
+    later = T0 + datetime.timedelta(days=1)
+    events = [
+        created(intake["id"], old),
+        created(intake["id"], new, intake_version=2, destination="urgent_care", priority="urgent",
+                created_at=later, supersedes=old),
+        changed(intake["id"], old, "cancelled", later, superseded_by=new),
+    ]  # fmt: skip
+    for event in reversed(events) if newer_first else events:
+        await deliver(engine, event, subject)
+
+    seen = await _read(running, front_desk, intake["id"])
+    assert seen["status"] == "routed"
+    assert seen["referral"] == {
+        "id": str(new),
+        "destination": "urgent_care",
+        "priority": "urgent",
+        "status": "requested",
+        "intake_version": 2,
+    }
