@@ -38,7 +38,7 @@ IdempotencyKeyHeader = Annotated[
     HeaderParameter(
         name="Idempotency-Key",
         description="Send the same key to retry safely: the same key and body return the first "
-        "response; the same key with another body is a 409. Keys are kept for 24 hours.",
+        "response; the same key with another body is a 409. Keys are kept 24 h (CLINIC_IDEMPOTENCY_HOURS).",
     ),
 ]
 DbSession = NamedDependency[AsyncSession]
@@ -49,13 +49,18 @@ def problem_spec(description: str) -> ResponseSpec:
     return ResponseSpec(data_container=dict[str, Any], description=description, media_type=PROBLEM_MEDIA_TYPE)
 
 
+AUTH_RESPONSES = {
+    401: problem_spec("No API key, or not a valid one."),
+    403: problem_spec("The key's role may not do this."),
+}
+NOT_FOUND = {404: problem_spec("No such intake (or version).")}
 WRITE_RESPONSES = {
     400: problem_spec("The body is not JSON."),
     409: problem_spec("The idempotency key was used for another request."),
     413: problem_spec("The body is over the size limit (256 KiB)."),
     422: problem_spec("A field is not valid; `errors` names each by its full path."),
 }
-READ_RESPONSES = {422: problem_spec("A query parameter is not valid.")}
+READ_RESPONSES = {422: problem_spec("A query parameter is not valid."), **AUTH_RESPONSES}
 
 
 def now_from(state: State) -> dt.datetime:
@@ -134,7 +139,7 @@ class IntakeController(Controller):
         "/",
         guards=[require_roles(*SUBMITTERS)],
         status_code=201,
-        responses=WRITE_RESPONSES,
+        responses={**WRITE_RESPONSES, **AUTH_RESPONSES},
         summary="Submit an intake",
     )
     async def submit(
@@ -156,7 +161,7 @@ class IntakeController(Controller):
         "/{intake_id:uuid}/amendments",
         guards=[require_roles(*SUBMITTERS)],
         status_code=201,
-        responses={**WRITE_RESPONSES, 404: problem_spec("No such intake.")},
+        responses={**WRITE_RESPONSES, **AUTH_RESPONSES, **NOT_FOUND},
         summary="Amend an intake (a new version, re-triaged)",
     )
     async def amend(
@@ -175,7 +180,12 @@ class IntakeController(Controller):
         stored = await services.amend_intake(db_session, intake_id, intake, author, claim)
         return intake_response(stored)
 
-    @get("/{intake_id:uuid}", guards=[require_roles(*READERS)], summary="An intake, current version")
+    @get(
+        "/{intake_id:uuid}",
+        guards=[require_roles(*READERS)],
+        responses={**AUTH_RESPONSES, **NOT_FOUND},
+        summary="An intake, current version",
+    )
     async def read(self, db_session: DbSession, intake_id: FromPath[uuid.UUID]) -> Intake:
         intake = await services.get_intake(db_session, intake_id)
         if intake is None:
@@ -213,7 +223,7 @@ class IntakeController(Controller):
     @get(
         "/{intake_id:uuid}/versions",
         guards=[require_roles(*READERS)],
-        responses=READ_RESPONSES,
+        responses={**READ_RESPONSES, **NOT_FOUND},
         summary="Every version of an intake, oldest first",
     )
     async def versions(
@@ -232,6 +242,7 @@ class IntakeController(Controller):
     @get(
         "/{intake_id:uuid}/versions/{version:int}",
         guards=[require_roles(*READERS)],
+        responses={**AUTH_RESPONSES, **NOT_FOUND},
         summary="An intake as it was at one version",
     )
     async def version(
