@@ -5,16 +5,20 @@ One fresh database per test session, migrated by the same code `clinic migrate` 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+from litestar import Litestar
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -71,6 +75,11 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     eng = create_engine(database_url, null_pool=True)
+    # Make the first connection here, in the session's loop: SQLAlchemy guards an engine's first
+    # connect with an asyncio lock, which would otherwise bind to whichever loop connects first
+    # (Litestar's AsyncTestClient runs an app's lifespan, and so its workers, in a portal thread).
+    async with eng.connect():
+        pass
     yield eng
     await eng.dispose()
 
@@ -105,6 +114,33 @@ async def make_key(engine: AsyncEngine) -> MakeKey:
         return key
 
     return make
+
+
+@asynccontextmanager
+async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """Run `app` (lifespan, so its workers too) in this test's event loop and talk HTTP to it."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def run_lifespan() -> None:
+        # Entered and exited in this one task: the lifespan's cancel scopes require it, and
+        # pytest-asyncio sets a fixture up and tears it down in different tasks.
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(run_lifespan())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        await task  # raises the startup failure
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+    finally:
+        stop.set()
+        await task
 
 
 def auth(key: str) -> dict[str, str]:

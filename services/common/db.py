@@ -53,9 +53,10 @@ def resolve_database_url(settings: Settings) -> str:
 
 
 def create_engine(url: str, settings: Settings | None = None, *, null_pool: bool = False) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # hide_parameters: a failed statement must never print patient data into a log line.
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if null_pool:
-        kwargs = {"poolclass": NullPool}
+        kwargs = {"poolclass": NullPool, "hide_parameters": True}
     elif settings is not None:
         kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_overflow)
     return create_async_engine(asyncpg_url(url), **kwargs)

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import structlog
 from advanced_alchemy.extensions.litestar import (
@@ -17,6 +17,7 @@ from advanced_alchemy.extensions.litestar import (
 )
 from litestar import Litestar, Response, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -35,6 +36,9 @@ from services.common.settings import Settings
 log = structlog.get_logger(__name__)
 
 PUBLIC_PATHS = ["^/health/", "^/schema", "^/metrics"]
+
+#: The request's database session, provided by the SQLAlchemy plugin (commit explicitly).
+DbSession: TypeAlias = NamedDependency[AsyncSession]
 
 #: A background loop a service runs inside its lifespan: it gets the app state and a stop event.
 Worker = Callable[[State], AbstractAsyncContextManager[None]]

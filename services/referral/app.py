@@ -6,24 +6,35 @@ from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bootstrap import create_service_app
+from services.common.clock import Clock, SystemClock
 from services.common.settings import Settings
 from services.common.web import ServiceSpec
+from services.referral.referrals.controllers import ReferralController
+from services.referral.triage_api import TriageController
+from services.referral.triage_consumer import triage_consumer
 
 NAME = "referral"
 
 
-def service_spec(settings: Settings) -> ServiceSpec:
+def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
+    clock = clock or SystemClock()
     return ServiceSpec(
         name=NAME,
         title="Clinic referral service",
         description="Triage of intakes by published criteria, referrals to urgent care, pain "
         "management or regenerative medicine, specialists' worklists and signed webhooks.",
-        route_handlers=[],
+        route_handlers=[ReferralController, TriageController],
+        consumers=[triage_consumer(settings, clock)],
         workers=[],
+        state={"clinic_clock": clock},
     )
 
 
 def create_app(
-    settings: Settings | None = None, engine: AsyncEngine | None = None, *, run_workers: bool = False
+    settings: Settings | None = None,
+    engine: AsyncEngine | None = None,
+    *,
+    run_workers: bool = False,
+    clock: Clock | None = None,
 ) -> Litestar:
-    return create_service_app(service_spec, settings, engine, run_workers=run_workers)
+    return create_service_app(lambda s: service_spec(s, clock), settings, engine, run_workers=run_workers)

@@ -1,0 +1,135 @@
+"""`clinic demo`: submit the public vignettes through the HTTP API and show where each went.
+
+Uses a running `clinic up` when the two services answer; otherwise starts one for the demo and
+stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from services.common.settings import get_settings
+from services.referral.vignettes import load_public_vignettes
+
+
+def _ready(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(f"{url}/health/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait(client: httpx.Client, urls: list[str], deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if all(_ready(client, u) for u in urls):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _make_key() -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "keys", "create", "--role", "admin", "--name", "demo"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return result.stdout.strip()
+
+
+def _routed(
+    client: httpx.Client, referral_url: str, headers: dict[str, str], intake_id: str
+) -> dict[str, Any] | None:
+    response = client.get(f"{referral_url}/v1/referrals", params={"intake_id": intake_id}, headers=headers)
+    response.raise_for_status()
+    items = [r for r in response.json()["items"] if r["superseded_by"] is None]
+    return items[0] if items else None
+
+
+def run_demo(intake_url: str, referral_url: str, timeout: float) -> int:
+    with httpx.Client(timeout=15) as client:
+        headers = {"Authorization": f"Bearer {_make_key()}"}
+        today = dt.datetime.now(dt.UTC).date()
+        submitted: list[tuple[Any, str]] = []
+        for vignette in load_public_vignettes(today):
+            response = client.post(f"{intake_url}/v1/intakes", json=vignette.body, headers=headers)
+            if response.status_code != 201:
+                print(
+                    f"{vignette.id}: intake refused ({response.status_code}): {response.text}",
+                    file=sys.stderr,
+                )
+                return 1
+            submitted.append((vignette, response.json()["id"]))
+        rows: list[tuple[str, str, str, str, str]] = []
+        deadline = time.monotonic() + timeout
+        for vignette, intake_id in submitted:
+            referral = None
+            while referral is None and time.monotonic() < deadline:
+                referral = _routed(client, referral_url, headers, intake_id)
+                if referral is None:
+                    time.sleep(0.2)
+            if referral is None:
+                rows.append((vignette.id, "(not routed in time)", "", "", "✗"))
+                continue
+            expected = vignette.expect
+            codes = {r["code"] for r in referral["reasons"]}
+            ok = (
+                referral["destination"] == expected.destination
+                and referral["priority"] == expected.priority
+                and set(expected.reason_codes) <= codes
+            )
+            rows.append(
+                (
+                    vignette.id,
+                    referral["destination"],
+                    referral["priority"],
+                    referral["reasons"][0]["code"],
+                    "✓" if ok else "✗ expected " + f"{expected.destination}/{expected.priority}",
+                )
+            )
+    header = ("case", "destination", "priority", "deciding reason", "as expected")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0 if all(r[4] == "✓" for r in rows) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+    intake_url = args.intake_url or f"http://{host}:{settings.intake_port}"
+    referral_url = args.referral_url or f"http://{host}:{settings.referral_port}"
+    up: subprocess.Popen[bytes] | None = None
+    with httpx.Client() as client:
+        if not (_ready(client, intake_url) and _ready(client, referral_url)):
+            print("the services are not running: starting `clinic up` for the demo", file=sys.stderr)
+            up = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=dict(os.environ))
+            if not _wait(client, [intake_url, referral_url], time.monotonic() + 90):
+                up.send_signal(signal.SIGTERM)
+                up.wait(timeout=30)
+                print("clinic up did not become ready", file=sys.stderr)
+                return 1
+    try:
+        return run_demo(intake_url, referral_url, args.timeout)
+    finally:
+        if up is not None:
+            up.send_signal(signal.SIGTERM)
+            up.wait(timeout=60)
+
+
+def register(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="submit the public vignettes and print where each was routed")
+    demo.add_argument("--intake-url")
+    demo.add_argument("--referral-url")
+    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for routing")
+    demo.set_defaults(fn=cmd_demo)

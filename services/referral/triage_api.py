@@ -1,0 +1,43 @@
+"""`GET /v1/triage/rules` and `POST /v1/triage/preview`: the ruleset, readable by a clinic, and
+what it would decide for an intake (nothing stored, nothing emitted)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+
+from services.common.auth import Role, require_roles
+from services.common.clock import Clock
+from services.common.intake_body import IntakeBody, check_intake
+from services.common.problems import FieldProblem, UnprocessableProblem
+from services.common.settings import Settings
+from services.referral.referrals.services import thresholds_from
+from services.referral.triage import RulesDocument, TriageOutcome, rules_document, triage
+
+
+class TriageController(Controller):
+    path = "/v1/triage"
+    tags = ["triage"]
+
+    @get("/rules", sync_to_thread=False)
+    def rules(self, state: State) -> RulesDocument:
+        """Every rule of the running ruleset: code, destination, priority, text and source."""
+        settings: Settings = state["clinic_settings"]
+        return rules_document(thresholds_from(settings))
+
+    @post(
+        "/preview",
+        guards=[require_roles(Role.front_desk, Role.clinician, Role.specialist)],
+        status_code=200,
+        sync_to_thread=False,
+    )
+    def preview(self, state: State, data: JSONBody[IntakeBody]) -> TriageOutcome:
+        """Where this intake would go, and why. Stores nothing."""
+        clock: Clock = state["clinic_clock"]
+        today = clock.now().date()
+        errors = check_intake(data, today)
+        if errors:
+            raise UnprocessableProblem([FieldProblem(field=e.field, message=e.message) for e in errors])
+        settings: Settings = state["clinic_settings"]
+        return triage(data, today, thresholds_from(settings))

@@ -1,0 +1,25 @@
+"""The referral service's consumer of intake events: triage, then a referral."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.clock import Clock
+from services.common.events import Envelope, IntakeAmended, IntakeSubmitted
+from services.common.queue import Consumer
+from services.common.settings import Settings
+from services.referral.referrals.services import triage_intake
+
+NAME = "referral.triage"
+
+
+def triage_consumer(settings: Settings, clock: Clock) -> Consumer:
+    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+        payload = envelope.payload()
+        if not isinstance(payload, IntakeSubmitted):
+            return
+        await triage_intake(
+            session, payload, now=clock.now(), settings=settings, amended=isinstance(payload, IntakeAmended)
+        )
+
+    return Consumer(NAME, handle)

@@ -1,0 +1,139 @@
+"""Every public vignette end to end on a running system: `clinic up` as processes, real HTTP,
+the real queue between the two services."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.foundation.test_clinic_up import free_port, wait_ready
+from tests.vignettes import Vignette, load_public_vignettes
+
+pytestmark = pytest.mark.e2e
+TODAY = dt.datetime.now(dt.UTC).date()
+
+
+@dataclass(frozen=True)
+class LiveSystem:
+    intake: str
+    referral: str
+    env: dict[str, str]
+    headers: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def live(database_url: str) -> Iterator[LiveSystem]:
+    intake_port, referral_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "CLINIC_DATABASE_URL": database_url,
+        "CLINIC_INTAKE_PORT": str(intake_port),
+        "CLINIC_REFERRAL_PORT": str(referral_port),
+        "CLINIC_QUEUE_POLL_SECONDS": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        intake, referral = f"http://127.0.0.1:{intake_port}", f"http://127.0.0.1:{referral_port}"
+        assert wait_ready(f"{intake}/health/ready", deadline) == 200
+        assert wait_ready(f"{referral}/health/ready", deadline) == 200
+        key = subprocess.run(
+            [sys.executable, "-m", "services.cli", "keys", "create", "--role", "admin", "--name", "e2e"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        yield LiveSystem(intake, referral, env, {"Authorization": f"Bearer {key}"})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def poll(fn, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = fn()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError("not before the deadline")
+
+
+@pytest.mark.parametrize("vignette", load_public_vignettes(TODAY), ids=lambda v: v.id)
+def test_vignette_is_routed_as_published_and_the_intake_shows_it(
+    live: LiveSystem, vignette: Vignette
+) -> None:
+    with httpx.Client(timeout=15, headers=live.headers) as client:
+        created = client.post(f"{live.intake}/v1/intakes", json=vignette.body)
+        assert created.status_code == 201, created.text
+        intake_id = created.json()["id"]
+
+        def referral() -> dict | None:
+            items = client.get(f"{live.referral}/v1/referrals", params={"intake_id": intake_id}).json()[
+                "items"
+            ]
+            return items[0] if items else None
+
+        found = poll(referral)
+        assert found["destination"] == vignette.expect.destination
+        assert found["priority"] == vignette.expect.priority
+        codes = [r["code"] for r in found["reasons"]]
+        assert set(vignette.expect.reason_codes) <= set(codes), codes
+        expected_status = "needs_review" if vignette.expect.destination == "clinician_review" else "requested"
+        assert found["status"] == expected_status
+
+        def intake_routed() -> dict | None:
+            body = client.get(f"{live.intake}/v1/intakes/{intake_id}").json()
+            return body if body["status"] == "routed" and body["referral"] else None
+
+        intake = poll(intake_routed)
+        assert intake["referral"]["id"] == found["id"]
+        assert intake["referral"]["destination"] == vignette.expect.destination
+        assert intake["referral"]["priority"] == vignette.expect.priority
+
+
+def test_clinic_demo_prints_where_each_vignette_went(live: LiveSystem) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "demo",
+            "--intake-url",
+            live.intake,
+            "--referral-url",
+            live.referral,
+        ],
+        cwd=REPO_ROOT,
+        env=live.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["case", "destination"]
+    for vignette in load_public_vignettes(TODAY):
+        row = next(line for line in lines if line.startswith(vignette.id + " "))
+        assert vignette.expect.destination in row
+        assert row.rstrip().endswith("✓")
