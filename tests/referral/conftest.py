@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.clock import FakeClock
@@ -28,7 +28,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def referral_client(settings: Settings, engine: AsyncEngine, clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
+async def referral_client(
+    settings: Settings, engine: AsyncEngine, clock: FakeClock
+) -> AsyncIterator[httpx.AsyncClient]:
     """The referral service with its consumers running, on the test database."""
     app = create_app(settings, engine, run_workers=True, clock=clock)
     async with serve(app) as client:
@@ -84,7 +86,9 @@ async def clinician_headers(make_key: MakeKey) -> dict[str, str]:
     return auth(await make_key("clinician"))
 
 
-async def referrals_for(client: httpx.AsyncClient, headers: dict[str, str], intake_id: uuid.UUID) -> list[dict]:
+async def referrals_for(
+    client: httpx.AsyncClient, headers: dict[str, str], intake_id: uuid.UUID
+) -> list[dict]:
     response = await client.get("/v1/referrals", params={"intake_id": str(intake_id)}, headers=headers)
     assert response.status_code == 200, response.text
     return list(response.json()["items"])

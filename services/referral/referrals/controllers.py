@@ -131,7 +131,11 @@ class ReferralController(Controller):
 
     @get("/{referral_id:uuid}", guards=[READERS])
     async def get_referral(
-        self, request: Request[Any, Any, Any], state: State, db_session: DbSession, referral_id: FromPath[uuid.UUID]
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        db_session: DbSession,
+        referral_id: FromPath[uuid.UUID],
     ) -> ReferralOut:
         referral = await load_visible(db_session, _principal(request), referral_id)
         return to_out(referral, _clock(state).now())
