@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 from contextlib import AbstractAsyncContextManager
 
 import structlog
@@ -13,6 +12,7 @@ from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bootstrap import create_service_app
+from services.common.clock import Clock, SystemClock
 from services.common.settings import Settings
 from services.common.web import ServiceSpec, background_loop, sessionmaker_from
 from services.intake.inbound import receive_intake_form
@@ -31,7 +31,7 @@ def idempotency_purge(state: State) -> AbstractAsyncContextManager[None]:
         while not stop.is_set():
             try:
                 async with sessionmaker_from(state)() as session:
-                    purged = await purge_expired_keys(session, dt.datetime.now(dt.UTC))
+                    purged = await purge_expired_keys(session, state["clinic_clock"].now())
                     await session.commit()
                 if purged:
                     log.info("idempotency_keys_purged", count=purged)
@@ -43,7 +43,7 @@ def idempotency_purge(state: State) -> AbstractAsyncContextManager[None]:
     return background_loop(state, "intake:idempotency_purge", loop)
 
 
-def service_spec(settings: Settings) -> ServiceSpec:
+def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
     return ServiceSpec(
         name=NAME,
         title="Clinic intake service",
@@ -52,10 +52,15 @@ def service_spec(settings: Settings) -> ServiceSpec:
         route_handlers=[IntakeController, receive_intake_form],
         workers=[idempotency_purge],
         consumers=[referral_mirror],
+        state={"clinic_clock": clock or SystemClock()},
     )
 
 
 def create_app(
-    settings: Settings | None = None, engine: AsyncEngine | None = None, *, run_workers: bool = False
+    settings: Settings | None = None,
+    engine: AsyncEngine | None = None,
+    *,
+    run_workers: bool = False,
+    clock: Clock | None = None,
 ) -> Litestar:
-    return create_service_app(service_spec, settings, engine, run_workers=run_workers)
+    return create_service_app(lambda s: service_spec(s, clock), settings, engine, run_workers=run_workers)

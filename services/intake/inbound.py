@@ -20,10 +20,10 @@ from litestar.params import HeaderParameter, RawBody
 
 from services.common.settings import Settings
 from services.common.signing import TOLERANCE_SECONDS, SignatureError, verify
+from services.common.web import DbSession
 from services.intake.intakes import services
 from services.intake.intakes.controllers import (
     WRITE_RESPONSES,
-    DbSession,
     intake_response,
     now_from,
     problem_spec,

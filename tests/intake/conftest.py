@@ -81,16 +81,3 @@ async def events_for(engine: AsyncEngine, subject: str | uuid.UUID) -> list[dict
             {"s": str(subject)},
         )
         return [{"type": r.type, "data": r.payload} for r in rows]
-
-
-class SteppedClock:
-    """A clock the test moves (the app reads `state["clinic_clock"].now()`)."""
-
-    def __init__(self) -> None:
-        self.current = datetime.datetime.now(datetime.UTC)
-
-    def now(self) -> datetime.datetime:
-        return self.current
-
-    def advance(self, delta: datetime.timedelta) -> None:
-        self.current += delta

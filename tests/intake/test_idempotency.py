@@ -12,8 +12,9 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.clock import FakeClock
 from tests.conftest import MakeKey, auth
-from tests.intake.conftest import Counts, SteppedClock, events_for, intake_form
+from tests.intake.conftest import Counts, events_for, intake_form
 
 
 def keyed(headers: dict[str, str], key: str) -> dict[str, str]:
@@ -87,7 +88,7 @@ async def test_concurrent_retries_store_one_intake(
 async def test_keys_are_kept_for_the_configured_hours_then_forgotten(
     client: AsyncTestClient[Any], front_desk: dict[str, str]
 ) -> None:
-    clock = SteppedClock()
+    clock = FakeClock()
     client.app.state["clinic_clock"] = clock
     key = uuid.uuid4().hex
     form = intake_form()

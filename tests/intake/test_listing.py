@@ -8,14 +8,15 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.intake.conftest import SteppedClock, intake_form, unique_mrn
+from services.common.clock import FakeClock
+from tests.intake.conftest import intake_form, unique_mrn
 
 
 async def _submit_three(
     client: AsyncTestClient[Any], headers: dict[str, str], mrn: str
 ) -> list[dict[str, Any]]:
     """Three intakes for one MRN, a minute apart (by the app's clock)."""
-    clock = SteppedClock()
+    clock = FakeClock()
     client.app.state["clinic_clock"] = clock
     created = []
     for _ in range(3):

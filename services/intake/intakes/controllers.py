@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 from typing import Annotated, Any
@@ -11,16 +10,17 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter, RawBody
-from sqlalchemy.ext.asyncio import AsyncSession
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, RawBody
 
 from services.common.auth import Principal, Role, require_roles
+from services.common.clock import Clock
 from services.common.intake_body import IntakeBody
-from services.common.problems import PROBLEM_MEDIA_TYPE, FieldProblem, UnprocessableProblem
+from services.common.pagination import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
+from services.common.problems import PROBLEM_MEDIA_TYPE
 from services.common.settings import Settings
+from services.common.web import DbSession
 from services.intake.intakes import services
 from services.intake.intakes.schemas import Intake, IntakePage, IntakeStatus
 
@@ -30,8 +30,6 @@ SUBMITTERS = (Role.front_desk,)
 #: history, notes), not only the referral's summary; specialists see their referrals only.
 READERS = (Role.front_desk, Role.clinician)
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -41,8 +39,6 @@ IdempotencyKeyHeader = Annotated[
         "response; the same key with another body is a 409. Keys are kept 24 h (CLINIC_IDEMPOTENCY_HOURS).",
     ),
 ]
-DbSession = NamedDependency[AsyncSession]
-Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size (1-200).")]
 
 
 def problem_spec(description: str) -> ResponseSpec:
@@ -64,26 +60,9 @@ READ_RESPONSES = {422: problem_spec("A query parameter is not valid."), **AUTH_R
 
 
 def now_from(state: State) -> dt.datetime:
-    """The app's clock (`clinic_clock` in the state, swappable in tests), else the system's."""
-    clock = state.get("clinic_clock")
-    return clock.now() if clock is not None else dt.datetime.now(dt.UTC)
-
-
-def encode_cursor(key: Any) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, shape: Any) -> Any:
-    """The sort key an opaque cursor carries; a cursor this API did not give is a 422."""
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return msgspec.json.decode(raw, type=shape)
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise UnprocessableProblem(
-            [FieldProblem(field="cursor", message="Not a cursor this API gave; start without one.")]
-        ) from exc
+    """The app's clock (`clinic_clock` in the state; tests pass a FakeClock to `create_app`)."""
+    clock: Clock = state["clinic_clock"]
+    return clock.now()
 
 
 class _Created(msgspec.Struct):
