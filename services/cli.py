@@ -220,6 +220,7 @@ def cmd_up(_: argparse.Namespace) -> int:
             f"  intake    {urls['intake']}   (API docs: {urls['intake']}/schema)\n"
             f"  referral  {urls['referral']}   (API docs: {urls['referral']}/schema)\n"
             f"  database  {where}\n"
+            f"  webhooks  loopback/private targets allowed: {env['CLINIC_WEBHOOK_ALLOW_HOSTS'] or 'none'}\n"
             "Make a key:  uv run clinic keys create --role front_desk --name reception\n"
             "Ctrl-C stops everything.\n",
             flush=True,

@@ -1,0 +1,196 @@
+"""HTTP for webhook endpoints and deliveries (admin only)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from services.common.auth import Destination, Principal, Role, require_roles
+from services.common.pagination import DEFAULT_LIMIT, check_limit
+from services.common.problems import PROBLEM_MEDIA_TYPE
+from services.common.settings import Settings
+from services.common.web import DbSession
+from services.referral.webhooks import schemas, service
+from services.referral.webhooks.service import DeliveryFilters
+from services.referral.webhooks.ssrf import TargetGuard
+
+ADMIN = require_roles(Role.admin)
+
+
+def _problem(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=dict[str, Any], description=description, media_type=PROBLEM_MEDIA_TYPE)
+
+
+INVALID = {422: _problem("A field or query parameter is not valid; `errors` names it by its path.")}
+MISSING = {404: _problem("There is no such endpoint or delivery.")}
+CONFLICT = {409: _problem("The endpoint is disabled, or an attempt is in flight.")}
+
+
+def _guard(state: State) -> TargetGuard:
+    settings: Settings = state["clinic_settings"]
+    return TargetGuard.from_allow_list(settings.webhook_allow_hosts)
+
+
+def _who(request: Request[Any, Any, Any]) -> str:
+    user = request.user
+    assert isinstance(user, Principal)
+    return user.name
+
+
+async def delivery_filters(
+    status: FromQuery[schemas.DeliveryStatus | None] = None,
+    event_type: FromQuery[schemas.EventType | None] = None,
+    limit: FromQuery[int] = DEFAULT_LIMIT,
+    cursor: FromQuery[str | None] = None,
+) -> DeliveryFilters:
+    """The query of both delivery lists."""
+    return DeliveryFilters(status=status, event_type=event_type, limit=check_limit(limit), cursor=cursor)
+
+
+class WebhookEndpointController(Controller):
+    path = "/v1/webhooks/endpoints"
+    tags = ["webhooks"]
+    guards = [ADMIN]
+
+    @post("/", responses=INVALID)
+    async def create_endpoint(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        db_session: DbSession,
+        data: JSONBody[schemas.WebhookEndpointCreate],
+    ) -> schemas.WebhookEndpointCreated:
+        """Subscribe a URL to event types (optionally only some destinations' events). The
+        answer carries the signing secret (`whsec_...`): store it now, it is never shown again."""
+        row, secret = await service.create_endpoint(db_session, data, _guard(state), _who(request))
+        view = service.endpoint_view(row)
+        await db_session.commit()
+        return schemas.WebhookEndpointCreated(**msgspec.structs.asdict(view), secret=secret)
+
+    @get("/", responses=INVALID)
+    async def list_endpoints(
+        self,
+        db_session: DbSession,
+        event_type: FromQuery[schemas.EventType | None] = None,
+        destination: FromQuery[Destination | None] = None,
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
+    ) -> schemas.WebhookEndpointPage:
+        """Newest first; filter by an event type they get, or a destination whose events they get."""
+        return await service.list_endpoints(
+            db_session,
+            event_type=event_type,
+            destination=destination.value if destination is not None else None,
+            limit=check_limit(limit),
+            cursor=cursor,
+        )
+
+    @get("/{endpoint_id:uuid}", responses=MISSING)
+    async def get_endpoint(
+        self, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
+    ) -> schemas.WebhookEndpoint:
+        return service.endpoint_view(await service.get_endpoint(db_session, endpoint_id))
+
+    @patch("/{endpoint_id:uuid}", responses={**INVALID, **MISSING})
+    async def update_endpoint(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        db_session: DbSession,
+        endpoint_id: FromPath[uuid.UUID],
+        data: JSONBody[schemas.WebhookEndpointUpdate],
+    ) -> schemas.WebhookEndpoint:
+        """Change what is sent where. `enabled: false` disables it (pending deliveries go to the
+        dead list); `enabled: true` enables it again (replay what it missed)."""
+        row = await service.update_endpoint(db_session, endpoint_id, data, _guard(state), _who(request))
+        view = service.endpoint_view(row)
+        await db_session.commit()
+        return view
+
+    @delete("/{endpoint_id:uuid}", status_code=HTTP_204_NO_CONTENT, responses=MISSING)
+    async def delete_endpoint(self, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]) -> None:
+        """The endpoint goes, with its deliveries and their attempts."""
+        await service.delete_endpoint(db_session, endpoint_id)
+        await db_session.commit()
+
+    @post("/{endpoint_id:uuid}/rotate-secret", status_code=HTTP_200_OK, responses=MISSING)
+    async def rotate_secret(
+        self, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
+    ) -> schemas.SecretRotated:
+        """A new signing secret (shown once). For 24 h every message carries two signatures, one
+        per secret, so the subscriber can switch over without missing one."""
+        rotated = await service.rotate_secret(db_session, endpoint_id)
+        await db_session.commit()
+        return rotated
+
+    @get(
+        "/{endpoint_id:uuid}/deliveries",
+        dependencies={"filters": Provide(delivery_filters)},
+        responses={**INVALID, **MISSING},
+    )
+    async def list_endpoint_deliveries(
+        self,
+        db_session: DbSession,
+        endpoint_id: FromPath[uuid.UUID],
+        filters: NamedDependency[DeliveryFilters],
+    ) -> schemas.WebhookDeliveryPage:
+        """This endpoint's deliveries, newest first."""
+        return await service.list_deliveries(db_session, filters, endpoint_id=endpoint_id)
+
+    @post(
+        "/{endpoint_id:uuid}/replay",
+        status_code=HTTP_202_ACCEPTED,
+        responses={**INVALID, **MISSING, **CONFLICT},
+    )
+    async def replay(
+        self,
+        db_session: DbSession,
+        endpoint_id: FromPath[uuid.UUID],
+        data: JSONBody[schemas.ReplayRequest],
+    ) -> schemas.ReplayResult:
+        """Send again the endpoint's dead deliveries created since `since` (with
+        `include_succeeded`, the delivered ones too), each with a fresh retry schedule."""
+        result = await service.replay(db_session, endpoint_id, data)
+        await db_session.commit()
+        return result
+
+
+class WebhookDeliveryController(Controller):
+    path = "/v1/webhooks/deliveries"
+    tags = ["webhooks"]
+    guards = [ADMIN]
+
+    @get("/", dependencies={"filters": Provide(delivery_filters)}, responses=INVALID)
+    async def list_deliveries(
+        self,
+        db_session: DbSession,
+        filters: NamedDependency[DeliveryFilters],
+        endpoint_id: FromQuery[uuid.UUID | None] = None,
+    ) -> schemas.WebhookDeliveryPage:
+        """Every endpoint's deliveries, newest first; `?status=dead` is the dead-letter list."""
+        return await service.list_deliveries(db_session, filters, endpoint_id=endpoint_id)
+
+    @get("/{delivery_id:uuid}", responses=MISSING)
+    async def get_delivery(
+        self, db_session: DbSession, delivery_id: FromPath[uuid.UUID]
+    ) -> schemas.WebhookDeliveryDetail:
+        """One delivery, the body it sends and every attempt (status, latency, response excerpt)."""
+        return await service.get_delivery(db_session, delivery_id)
+
+    @post("/{delivery_id:uuid}/retry", status_code=HTTP_202_ACCEPTED, responses={**MISSING, **CONFLICT})
+    async def retry(self, db_session: DbSession, delivery_id: FromPath[uuid.UUID]) -> schemas.WebhookDelivery:
+        """Send it again now (a dead one gets a fresh retry schedule)."""
+        view = await service.retry_delivery(db_session, delivery_id)
+        await db_session.commit()
+        return view
+
+
+route_handlers = [WebhookEndpointController, WebhookDeliveryController]

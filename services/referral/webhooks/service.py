@@ -1,0 +1,342 @@
+"""The rules of webhook endpoints and deliveries: what an admin may do and what it changes.
+
+Controllers call these with the request's session and commit after; the sender and the consumer
+have their own paths (`sender.py`, `consumer.py`) and share only `disable_endpoint`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from litestar.exceptions import NotFoundException
+from sqlalchemy import Select, and_, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor
+from services.common.problems import ConflictProblem, FieldProblem, UnprocessableProblem
+from services.common.signing import new_secret
+from services.referral.webhooks import models, schemas
+from services.referral.webhooks.sender import disable_endpoint
+from services.referral.webhooks.ssrf import TargetError, TargetGuard
+
+#: After a rotation the replaced secret keeps signing (a second signature) for this long.
+ROTATION_GRACE = timedelta(hours=24)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- views -----------------------------------------------------------------------------------
+
+
+def endpoint_view(row: models.WebhookEndpoint) -> schemas.WebhookEndpoint:
+    expires = row.previous_secret_expires_at
+    return schemas.WebhookEndpoint(
+        id=row.id,
+        url=row.url,
+        description=row.description,
+        event_types=list(row.event_types),
+        destinations=list(row.destinations) if row.destinations is not None else None,
+        enabled=row.disabled_at is None,
+        disabled_at=row.disabled_at,
+        disabled_reason=row.disabled_reason,
+        failing_since=row.first_failure_at,
+        previous_secret_expires_at=expires if expires is not None and expires > _now() else None,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _delivery_fields(row: models.WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "endpoint_id": row.endpoint_id,
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "status": schemas.DeliveryStatus(row.status),
+        "attempts": row.attempts,
+        "next_attempt_at": row.next_attempt_at if row.status == "pending" else None,
+        "last_status_code": row.last_status_code,
+        "last_error": row.last_error,
+        "succeeded_at": row.succeeded_at,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def delivery_view(row: models.WebhookDelivery) -> schemas.WebhookDelivery:
+    return schemas.WebhookDelivery(**_delivery_fields(row))
+
+
+def delivery_detail(
+    row: models.WebhookDelivery, attempts: list[models.WebhookAttempt]
+) -> schemas.WebhookDeliveryDetail:
+    return schemas.WebhookDeliveryDetail(
+        **_delivery_fields(row),
+        payload=row.payload,
+        attempt_log=[
+            schemas.WebhookAttempt(
+                attempted_at=a.attempted_at,
+                status_code=a.status_code,
+                latency_ms=a.latency_ms,
+                error=a.error,
+                response_excerpt=a.response_excerpt,
+            )
+            for a in attempts
+        ],
+    )
+
+
+# -- endpoints -------------------------------------------------------------------------------
+
+
+async def _checked_url(guard: TargetGuard, url: str) -> str:
+    url = url.strip()
+    try:
+        await guard.check(url)
+    except TargetError as exc:
+        raise UnprocessableProblem([FieldProblem(field="url", message=str(exc))]) from exc
+    return url
+
+
+def _unique(values: list[Any]) -> list[str]:
+    return list(dict.fromkeys(str(v) for v in values))
+
+
+async def create_endpoint(
+    session: AsyncSession, data: schemas.WebhookEndpointCreate, guard: TargetGuard, created_by: str
+) -> tuple[models.WebhookEndpoint, str]:
+    """A new endpoint and its signing secret (returned once, never shown again)."""
+    url = await _checked_url(guard, data.url)
+    secret = new_secret()
+    now = _now()
+    row = models.WebhookEndpoint(
+        id=uuid.uuid4(),
+        url=url,
+        description=data.description,
+        event_types=_unique(data.event_types),
+        destinations=_unique(data.destinations) if data.destinations is not None else None,
+        secret=secret,
+        created_by=created_by,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    return row, secret
+
+
+async def get_endpoint(
+    session: AsyncSession, endpoint_id: uuid.UUID, *, lock: bool = False
+) -> models.WebhookEndpoint:
+    query = select(models.WebhookEndpoint).where(models.WebhookEndpoint.id == endpoint_id)
+    if lock:
+        query = query.with_for_update()
+    row = (await session.execute(query)).scalar_one_or_none()
+    if row is None:
+        raise NotFoundException(f"No webhook endpoint {endpoint_id}.")
+    return row
+
+
+def _after(query: Select[Any], created_at: Any, id_: Any, cursor: str | None) -> Select[Any]:
+    """Keyset pagination on (created_at, id), newest first."""
+    key = decode_cursor(cursor)
+    if key is None:
+        return query
+    try:
+        at, after_id = datetime.fromisoformat(key[0]), uuid.UUID(key[1])
+    except (IndexError, TypeError, ValueError) as exc:
+        raise UnprocessableProblem(
+            [FieldProblem(field="cursor", message="not a cursor this API gave")]
+        ) from exc
+    return query.where(or_(created_at < at, and_(created_at == at, id_ < after_id)))
+
+
+def _cursor(rows: list[Any], limit: int) -> str | None:
+    if len(rows) <= limit:
+        return None
+    last = rows[limit - 1]
+    return encode_cursor([last.created_at.isoformat(), str(last.id)])
+
+
+async def list_endpoints(
+    session: AsyncSession,
+    *,
+    event_type: schemas.EventType | None,
+    destination: str | None,
+    limit: int,
+    cursor: str | None,
+) -> schemas.WebhookEndpointPage:
+    """Newest first. `destination` matches endpoints that get that destination's events (those
+    filtered on it and those with no destination filter)."""
+    e = models.WebhookEndpoint
+    query = select(e)
+    if event_type is not None:
+        query = query.where(e.event_types.any_() == event_type.value)
+    if destination is not None:
+        query = query.where(or_(e.destinations.is_(None), e.destinations.any_() == destination))
+    query = _after(query, e.created_at, e.id, cursor).order_by(e.created_at.desc(), e.id.desc())
+    rows = list((await session.execute(query.limit(limit + 1))).scalars())
+    return schemas.WebhookEndpointPage(
+        items=[endpoint_view(r) for r in rows[:limit]], next_cursor=_cursor(rows, limit)
+    )
+
+
+async def update_endpoint(
+    session: AsyncSession,
+    endpoint_id: uuid.UUID,
+    data: schemas.WebhookEndpointUpdate,
+    guard: TargetGuard,
+    by: str,
+) -> models.WebhookEndpoint:
+    row = await get_endpoint(session, endpoint_id, lock=True)
+    if not isinstance(data.url, msgspec.UnsetType):
+        row.url = await _checked_url(guard, data.url)
+    if not isinstance(data.event_types, msgspec.UnsetType):
+        row.event_types = _unique(data.event_types)
+    if not isinstance(data.destinations, msgspec.UnsetType):
+        row.destinations = _unique(data.destinations) if data.destinations is not None else None
+    if not isinstance(data.description, msgspec.UnsetType):
+        row.description = data.description
+    row.updated_at = _now()
+    await session.flush()
+    if data.enabled is True and row.disabled_at is not None:
+        row.disabled_at = None
+        row.disabled_reason = None
+        row.first_failure_at = None
+        await session.flush()
+    elif data.enabled is False and row.disabled_at is None:
+        await disable_endpoint(session, row.id, f"disabled by {by}")
+        await session.refresh(row)
+    return row
+
+
+async def delete_endpoint(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
+    """The endpoint, its deliveries and their attempts go; a send in flight is not recorded."""
+    row = await get_endpoint(session, endpoint_id, lock=True)
+    await session.delete(row)
+    await session.flush()
+
+
+async def rotate_secret(session: AsyncSession, endpoint_id: uuid.UUID) -> schemas.SecretRotated:
+    """A new secret signs from now on; the one it replaces also signs for `ROTATION_GRACE`, so
+    the subscriber can switch without losing a message. (Rotating again within the grace drops
+    the oldest secret.)"""
+    row = await get_endpoint(session, endpoint_id, lock=True)
+    secret = new_secret()
+    now = _now()
+    row.previous_secret = row.secret
+    row.previous_secret_expires_at = now + ROTATION_GRACE
+    row.secret = secret
+    row.updated_at = now
+    await session.flush()
+    return schemas.SecretRotated(id=row.id, secret=secret, previous_secret_expires_at=now + ROTATION_GRACE)
+
+
+# -- deliveries ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilters:
+    status: schemas.DeliveryStatus | None = None
+    event_type: schemas.EventType | None = None
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+async def list_deliveries(
+    session: AsyncSession, filters: DeliveryFilters, *, endpoint_id: uuid.UUID | None = None
+) -> schemas.WebhookDeliveryPage:
+    d = models.WebhookDelivery
+    query = select(d)
+    if endpoint_id is not None:
+        await get_endpoint(session, endpoint_id)
+        query = query.where(d.endpoint_id == endpoint_id)
+    if filters.status is not None:
+        query = query.where(d.status == filters.status.value)
+    if filters.event_type is not None:
+        query = query.where(d.event_type == filters.event_type.value)
+    query = _after(query, d.created_at, d.id, filters.cursor).order_by(d.created_at.desc(), d.id.desc())
+    rows = list((await session.execute(query.limit(filters.limit + 1))).scalars())
+    return schemas.WebhookDeliveryPage(
+        items=[delivery_view(r) for r in rows[: filters.limit]], next_cursor=_cursor(rows, filters.limit)
+    )
+
+
+async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> schemas.WebhookDeliveryDetail:
+    row = await session.get(models.WebhookDelivery, delivery_id)
+    if row is None:
+        raise NotFoundException(f"No webhook delivery {delivery_id}.")
+    a = models.WebhookAttempt
+    attempts = list(
+        (
+            await session.execute(
+                select(a).where(a.delivery_id == delivery_id).order_by(a.attempted_at, a.id)
+            )
+        ).scalars()
+    )
+    return delivery_detail(row, attempts)
+
+
+def _require_enabled(endpoint: models.WebhookEndpoint) -> None:
+    if endpoint.disabled_at is not None:
+        raise ConflictProblem(
+            f"The endpoint is disabled ({endpoint.disabled_reason}); enable it first "
+            '(PATCH with {"enabled": true}).',
+            endpoint_id=str(endpoint.id),
+        )
+
+
+_RETRY = text(
+    """
+    UPDATE referral.webhook_deliveries
+    SET status = 'pending', next_attempt_at = now(), updated_at = now(),
+        attempts = CASE WHEN status = 'pending' THEN attempts ELSE 0 END
+    WHERE id = :id AND (leased_until IS NULL OR leased_until <= now())
+    RETURNING id
+    """
+)
+
+
+async def retry_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> schemas.WebhookDelivery:
+    """Send it again now: a dead (or succeeded) delivery starts a fresh retry schedule; a pending
+    one just stops waiting. 409 while an attempt is in flight or the endpoint is disabled."""
+    row = await session.get(models.WebhookDelivery, delivery_id, with_for_update=True)
+    if row is None:
+        raise NotFoundException(f"No webhook delivery {delivery_id}.")
+    _require_enabled(await get_endpoint(session, row.endpoint_id))
+    done = (await session.execute(_RETRY, {"id": delivery_id})).first()
+    if done is None:
+        raise ConflictProblem("An attempt is in flight; its outcome will show in a moment.")
+    await session.refresh(row)
+    return delivery_view(row)
+
+
+_REPLAY = text(
+    """
+    UPDATE referral.webhook_deliveries
+    SET status = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
+    WHERE endpoint_id = :endpoint_id AND created_at >= :since
+      AND (status = 'dead' OR (:include_succeeded AND status = 'succeeded'))
+      AND (leased_until IS NULL OR leased_until <= now())
+    """
+)
+
+
+async def replay(
+    session: AsyncSession, endpoint_id: uuid.UUID, data: schemas.ReplayRequest
+) -> schemas.ReplayResult:
+    """Queue again the endpoint's dead deliveries (and succeeded ones, if asked) since `since`."""
+    endpoint = await get_endpoint(session, endpoint_id, lock=True)
+    _require_enabled(endpoint)
+    result = await session.execute(
+        _REPLAY,
+        {"endpoint_id": endpoint_id, "since": data.since, "include_succeeded": data.include_succeeded},
+    )
+    return schemas.ReplayResult(replayed=int(getattr(result, "rowcount", 0) or 0))
