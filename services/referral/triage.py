@@ -32,7 +32,9 @@ Interpretation decisions (where TRIAGE.md leaves room)
   `acute_weeks` splits acute from subacute in the derived facts; no v1 rule routes on it, because
   ACUTE covers both ("acute or subacute pain without red flags").
 - ACUTE = not chronic and no red-flag question answered `yes` or `unsure` (history_of_cancer is
-  one of them).
+  one of them), and it is silenced when an urgent-care or clinician-review rule matched: a
+  fracture pattern (FRACTURE) or a cancer history is a red flag too, and "conservative care first"
+  beside it would mislead the clinician.
 - Recent procedure = performed_on between today and procedure_window_weeks * 7 days before today,
   both ends inclusive (182 days ago is recent, 183 is not). A procedure dated in the future is not
   recent (`check_intake` refuses it anyway).
@@ -303,7 +305,9 @@ class Rule:
 
     `text` may quote thresholds as `{chronic_weeks}` etc.; `detail`, when set, adds what this
     intake showed (which questions were unsure, which features counted) to the reason. A
-    `fallback` rule is recorded only when no other rule matched."""
+    `fallback` rule is recorded only when no other rule matched; a rule `silenced_by` some
+    destinations is not recorded when a rule of one of them matched (ACUTE's "conservative care
+    first" would contradict an urgent-care or clinician-review outcome)."""
 
     code: str
     destination: Destination
@@ -313,6 +317,7 @@ class Rule:
     predicate: Predicate = dataclasses.field(repr=False, compare=False)
     detail: Callable[[IntakeFacts], str] | None = dataclasses.field(default=None, repr=False, compare=False)
     fallback: bool = False
+    silenced_by: frozenset[Destination] = frozenset()
 
     def render_text(self, thresholds: TriageThresholds) -> str:
         return self.text.format(**dataclasses.asdict(thresholds))
@@ -545,6 +550,7 @@ RULES: Final[tuple[Rule, ...]] = (
         "answered no: conservative care first.",
         source="ACP 2017 low back pain guideline",
         predicate=lambda f: f.new_pain and not f.any_flag_raised,
+        silenced_by=frozenset({Destination.URGENT_CARE, Destination.CLINICIAN_REVIEW}),
     ),
     Rule(
         code="DEFAULT",
@@ -601,6 +607,8 @@ def triage(
     """Route one intake: every rule evaluated, every match recorded, the most severe decides."""
     facts = derive_facts(intake, today, thresholds)
     matched = [rule for rule in RULES if not rule.fallback and rule.predicate(facts)]
+    present = {rule.destination for rule in matched}
+    matched = [rule for rule in matched if not rule.silenced_by & present]
     if not matched:
         matched = [rule for rule in RULES if rule.fallback and rule.predicate(facts)]
     matched.sort(key=_severity)  # stable: rule order is kept within one severity

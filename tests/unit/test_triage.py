@@ -300,6 +300,14 @@ def test_known_compression_fracture_with_new_pain_is_urgent() -> None:
     assert codes(outcome)[0] == "FRACTURE"
 
 
+def test_new_fracture_pain_is_not_also_told_conservative_care_first() -> None:
+    """ACUTE ("conservative care first") must not sit beside an urgent-care red-flag pattern."""
+    fracture = triage(make_intake(duration_weeks=1, conditions=[Condition.COMPRESSION_FRACTURE]), TODAY)
+    plain = triage(make_intake(duration_weeks=1), TODAY)
+    assert codes(fracture) == ["FRACTURE"]
+    assert codes(plain) == ["ACUTE"]
+
+
 def test_old_compression_fracture_with_chronic_pain_is_not_a_new_fracture() -> None:
     outcome = triage(make_intake(duration_weeks=30, conditions=[Condition.COMPRESSION_FRACTURE]), TODAY)
     assert "FRACTURE" not in codes(outcome)
