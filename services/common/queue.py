@@ -2,20 +2,23 @@
 
 Public surface: `publish` (on the caller's session, in its transaction), `Consumer` (a name and a
 handler), `QueueWorker` (claims, handles, acks; wakes on NOTIFY, polls as a fallback),
-`sync_subscriptions` (run by `clinic migrate`), and the operator views `dead_deliveries` /
-`replay_dead`.
+`sync_subscriptions` (run by `clinic migrate`), the operator views `dead_deliveries` /
+`replay_dead` (used by `clinic events` and the admin endpoints), and `run_retention`.
 
 How it holds its promises:
 - `publish` writes the event, its permanent key and one delivery per subscribed consumer with the
   caller's session, so a rollback leaves nothing and a commit leaves everything. `NOTIFY` is sent
   in that same transaction, so listeners hear of it only after the commit.
-- A claim is its own short transaction: `FOR UPDATE SKIP LOCKED`, `attempts + 1` and
+- A claim is one short statement, committed at once: `FOR UPDATE SKIP LOCKED`, `attempts + 1` and
   `available_at = now() + lease` (one column is ready time, backoff and lease at once). A worker
   killed mid-handling therefore loses nothing: the lease runs out and another worker takes it; and
   since attempts count at claim time, an event that keeps killing its worker ends up dead.
-- The handler's effect, the consumer's inbox row (event id) and the ack commit together, so a
-  redelivery of an applied event has no second effect. Handlers only touch the database: no HTTP
-  while the transaction is open (webhooks have their own sender).
+- A claimed batch is handled in one transaction: the consumer's inbox rows (event ids), the
+  handlers' effects and the acks commit together, so a redelivery of an applied event has no
+  second effect. If a handler fails, the batch is rolled back and handled again with a SAVEPOINT
+  per event, so the failure costs only its own event a retry (with backoff) and the rest commit.
+- Handlers touch only the database (no HTTP while the transaction is open: webhooks have their own
+  sender) and never commit: the worker does.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,8 +35,9 @@ import asyncpg
 import msgspec
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from services.common import queue_metrics as metrics
 from services.common.db import libpq_url
 from services.common.events import CONSUMERS, Envelope, Payload
 from services.common.settings import Settings
@@ -41,7 +45,10 @@ from services.common.settings import Settings
 log = structlog.get_logger(__name__)
 
 CHANNEL = "clinic_queue"
+#: The listening connection's application_name (prefix), so operators can tell it apart.
+LISTENER_NAME = "clinic-queue-listener"
 _NOTIFIED_KEY = "clinic_queue_notified_tx"
+_RETENTION_LOCK = 7_246_391_002
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
@@ -83,7 +90,7 @@ async def publish(
 
     With a `key`, publishing is idempotent for good: a key seen before (even long ago, after the
     event itself was pruned) publishes nothing and returns None, without disturbing the caller's
-    transaction.
+    transaction (ON CONFLICT DO NOTHING, no error raised inside it).
     """
     event_id = uuid.uuid4()
     row = (
@@ -104,7 +111,7 @@ async def publish(
         log.info("event_publish_skipped_duplicate_key", event_type=payload.TYPE)
         return None
     transaction = session.get_transaction()
-    if session.info.get(_NOTIFIED_KEY) is not transaction:
+    if row.deliveries and session.info.get(_NOTIFIED_KEY) is not transaction:
         # One NOTIFY per transaction; PostgreSQL delivers it only if the transaction commits.
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
         session.info[_NOTIFIED_KEY] = transaction
@@ -131,6 +138,9 @@ async def sync_subscriptions(
 
 @dataclass(frozen=True, slots=True)
 class Consumer:
+    """A named consumer: `handler(session, envelope)` applies one event on the worker's session.
+    It must not commit, and must not call out of the database (the transaction is open)."""
+
     name: str
     handler: Handler
 
@@ -143,6 +153,9 @@ class QueueTuning:
     max_attempts: int = 8
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 600.0
+    #: First wait before the listener reconnects; it doubles up to `reconnect_max_seconds`.
+    reconnect_seconds: float = 0.5
+    reconnect_max_seconds: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueueTuning:
@@ -156,27 +169,30 @@ class QueueTuning:
         )
 
     def backoff(self, attempts: int) -> float:
-        """Exponential backoff with jitter (half to full of the step, capped)."""
+        """Exponential backoff with jitter: half to all of base * 2^(attempts-1), capped."""
         step = min(self.backoff_max_seconds, self.backoff_base_seconds * 2.0 ** max(0, attempts - 1))
         return float(step * random.uniform(0.5, 1.0))
 
 
+# One statement, run in autocommit: the claim is committed before any handler starts. A delivery
+# whose last attempt never finished (its worker died) is marked dead here instead of handed out.
 _CLAIM = text(
     """
     WITH picked AS (
         SELECT id FROM queue.deliveries
         WHERE consumer = :consumer AND status = 'pending' AND available_at <= now()
-        ORDER BY available_at
+        ORDER BY id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE queue.deliveries d
-        SET attempts = d.attempts + 1,
+        SET attempts = d.attempts + CASE WHEN d.attempts >= :max_attempts THEN 0 ELSE 1 END,
+            status = CASE WHEN d.attempts >= :max_attempts THEN 'dead' ELSE 'pending' END,
             available_at = now() + make_interval(secs => :lease),
             updated_at = now(),
-            status = CASE WHEN d.attempts >= :max_attempts THEN 'dead' ELSE 'pending' END,
             last_error = CASE WHEN d.attempts >= :max_attempts
-                THEN coalesce(d.last_error || '; ', '') || 'lease expired: the handler never finished'
+                THEN coalesce(d.last_error || '; then ', '')
+                     || 'attempt ' || d.attempts || ' never finished (the lease expired)'
                 ELSE d.last_error END
         FROM picked WHERE d.id = picked.id
         RETURNING d.id, d.event_id, d.attempts, d.status
@@ -184,8 +200,31 @@ _CLAIM = text(
     SELECT c.id AS delivery_id, c.attempts, c.status, e.id, e.type, e.version, e.occurred_at,
            e.subject, e.payload::text AS payload
     FROM claimed c JOIN queue.events e ON e.id = c.event_id
+    -- A lost claim is harmless (the delivery is simply claimed again), so it need not wait for
+    -- the WAL flush; the handling transaction that follows flushes it anyway.
+    CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush_wait
     ORDER BY e.occurred_at
     """
+)
+
+# First statement of a batch's transaction: ack the batch (delete its deliveries) and record the
+# events in the consumer's inbox; the events returned are those not applied before (the others are
+# only acked). A stale worker still holding one of these events makes this wait for it, then skip.
+_ACK_AND_RECORD = text(
+    """
+    WITH ack AS (
+        DELETE FROM queue.deliveries WHERE id = ANY(CAST(:delivery_ids AS bigint[]))
+    )
+    INSERT INTO queue.inbox (event_id, consumer)
+    SELECT e, :consumer FROM unnest(CAST(:event_ids AS uuid[])) AS e ORDER BY e
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+    """
+)
+
+_FAIL = text(
+    "UPDATE queue.deliveries SET status = :status, last_error = :error, updated_at = now(), "
+    "available_at = now() + make_interval(secs => :delay) WHERE id = :id"
 )
 
 
@@ -197,9 +236,12 @@ class Claimed:
 
 
 class QueueWorker:
-    """One consumer's worker: claim a batch, handle each delivery, ack; sleep until NOTIFY or
-    the poll interval. Run as many as you like, in as many processes: SKIP LOCKED and the inbox
-    keep each event applied once per consumer."""
+    """One consumer's worker: claim a batch, handle it, ack; sleep until NOTIFY or the poll
+    interval. Run as many as you like, in as many processes: SKIP LOCKED and the inbox keep each
+    event applied once per consumer.
+
+    While there is work it keeps one pooled connection for consecutive batches (a checkout pings
+    the server: three round trips), and gives it back when the queue runs dry."""
 
     def __init__(
         self,
@@ -212,15 +254,38 @@ class QueueWorker:
         self.database_url = database_url
         self.consumer = consumer
         self.tuning = tuning
-        self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         self.wake = asyncio.Event()
         self.listening = False
         self.log = log.bind(consumer=consumer.name)
+        self._handled = metrics.HANDLED.labels(consumer.name)
+        self._retried = metrics.RETRIED.labels(consumer.name)
+        self._dead = metrics.DEAD.labels(consumer.name)
+        self._seconds = metrics.HANDLING_SECONDS.labels(consumer.name)
 
     # claims and handling --------------------------------------------------------------------
 
-    async def claim(self) -> list[Claimed]:
-        async with self.engine.begin() as conn:
+    async def drain_once(self) -> int:
+        """Claim and handle one batch; return how many deliveries were claimed."""
+        async with self.engine.connect() as conn:
+            return await self._drain_batch(conn)
+
+    async def drain(self, stop: asyncio.Event) -> None:
+        """Handle batches until fewer than a full batch was ready (or `stop`)."""
+        async with self.engine.connect() as conn:
+            while not stop.is_set() and await self._drain_batch(conn) >= self.tuning.batch_size:
+                pass
+
+    async def _drain_batch(self, conn: AsyncConnection) -> int:
+        batch = await self._claim(conn)
+        if batch:
+            await self._handle(conn, batch)
+        return len(batch)
+
+    async def _claim(self, conn: AsyncConnection) -> list[Claimed]:
+        """Lease up to a batch of ready deliveries, committed before this returns."""
+        isolation = conn.default_isolation_level
+        await conn.execution_options(isolation_level="AUTOCOMMIT")  # client-side: no round trip
+        try:
             rows = (
                 await conn.execute(
                     _CLAIM,
@@ -232,10 +297,14 @@ class QueueWorker:
                     },
                 )
             ).all()
+            await conn.commit()  # ends SQLAlchemy's bookkeeping; nothing is sent in autocommit
+        finally:
+            await conn.execution_options(isolation_level=isolation)
         claimed = []
         for row in rows:
             if row.status == "dead":
-                self.log.error("event_dead", event_id=str(row.id), attempts=row.attempts - 1)
+                self._dead.inc()
+                self.log.error("event_dead", event_id=str(row.id), attempts=row.attempts, cause="lease")
                 continue
             envelope = Envelope(
                 id=row.id,
@@ -248,71 +317,88 @@ class QueueWorker:
             claimed.append(Claimed(row.delivery_id, row.attempts, envelope))
         return claimed
 
-    async def handle(self, item: Claimed) -> bool:
-        """Apply one delivery; True when acked (applied now or before)."""
+    async def _apply(self, session: AsyncSession, item: Claimed) -> None:
         started = time.perf_counter()
-        try:
-            async with self.sessionmaker() as session, session.begin():
-                fresh = (
-                    await session.execute(
-                        text(
-                            "INSERT INTO queue.inbox (consumer, event_id) VALUES (:c, :e) "
-                            "ON CONFLICT DO NOTHING RETURNING 1"
-                        ),
-                        {"c": self.consumer.name, "e": item.envelope.id},
-                    )
-                ).first()
-                if fresh is not None:
-                    await self.consumer.handler(session, item.envelope)
-                await session.execute(
-                    text(
-                        "UPDATE queue.deliveries SET status = 'done', updated_at = now(), "
-                        "last_error = NULL WHERE id = :id"
-                    ),
-                    {"id": item.delivery_id},
-                )
-        except Exception as exc:
-            await self._failed(item, exc)
-            return False
-        self.log.debug(
-            "event_handled",
-            event_id=str(item.envelope.id),
-            event_type=item.envelope.type,
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-        return True
+        await self.consumer.handler(session, item.envelope)
+        self._seconds.observe(time.perf_counter() - started)
 
-    async def _failed(self, item: Claimed, exc: Exception) -> None:
-        dead = item.attempts >= self.tuning.max_attempts
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "UPDATE queue.deliveries SET status = :status, last_error = :error, updated_at = now(), "
-                    "available_at = now() + make_interval(secs => :delay) WHERE id = :id"
-                ),
-                {
-                    "status": "dead" if dead else "pending",
-                    "error": error,
-                    "delay": 0 if dead else self.tuning.backoff(item.attempts),
-                    "id": item.delivery_id,
-                },
+    async def _handle(self, conn: AsyncConnection, batch: Sequence[Claimed]) -> None:
+        """Apply a claimed batch in one transaction; on a handler failure, again event by event."""
+        try:
+            async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
+                fresh = set(
+                    (
+                        await session.execute(
+                            _ACK_AND_RECORD,
+                            {
+                                "consumer": self.consumer.name,
+                                "delivery_ids": [item.delivery_id for item in batch],
+                                "event_ids": [item.envelope.id for item in batch],
+                            },
+                        )
+                    ).scalars()
+                )
+                for item in batch:
+                    if item.envelope.id in fresh:
+                        await self._apply(session, item)
+        except Exception:
+            if conn.invalidated:
+                raise
+            # Rolled back as a whole: find the failing events, one savepoint each.
+            await self._handle_one_by_one(conn, batch)
+            return
+        self._handled.inc(len(batch))
+
+    async def _handle_one_by_one(self, conn: AsyncConnection, batch: Sequence[Claimed]) -> None:
+        done: list[int] = []
+        failed: list[tuple[Claimed, Exception]] = []
+        async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
+            for item in batch:
+                try:
+                    async with session.begin_nested():
+                        fresh = await session.execute(
+                            text(
+                                "INSERT INTO queue.inbox (event_id, consumer) VALUES (:e, :c) "
+                                "ON CONFLICT DO NOTHING RETURNING 1"
+                            ),
+                            {"c": self.consumer.name, "e": item.envelope.id},
+                        )
+                        if fresh.first() is not None:
+                            await self._apply(session, item)
+                    done.append(item.delivery_id)
+                except Exception as exc:
+                    failed.append((item, exc))
+            await session.execute(
+                text("DELETE FROM queue.deliveries WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": done}
             )
-        event = "event_dead" if dead else "event_retry_scheduled"
+            for item, error in failed:
+                await self._record_failure(session, item, error)
+        self._handled.inc(len(done))
+        for item, error in failed:
+            self._count_failure(item, error)
+
+    async def _record_failure(self, session: AsyncSession, item: Claimed, exc: Exception) -> None:
+        dead = item.attempts >= self.tuning.max_attempts
+        await session.execute(
+            _FAIL,
+            {
+                "status": "dead" if dead else "pending",
+                "error": f"{type(exc).__name__}: {exc}"[:2000],
+                "delay": 0 if dead else self.tuning.backoff(item.attempts),
+                "id": item.delivery_id,
+            },
+        )
+
+    def _count_failure(self, item: Claimed, exc: Exception) -> None:
+        dead = item.attempts >= self.tuning.max_attempts
+        (self._dead if dead else self._retried).inc()
         self.log.warning(
-            event,
+            "event_dead" if dead else "event_retry_scheduled",
             event_id=str(item.envelope.id),
             event_type=item.envelope.type,
             attempts=item.attempts,
             error_type=type(exc).__name__,
         )
-
-    async def drain_once(self) -> int:
-        """Claim and handle one batch; return how many deliveries were claimed."""
-        batch = await self.claim()
-        for item in batch:
-            await self.handle(item)
-        return len(batch)
 
     # the loop -------------------------------------------------------------------------------
 
@@ -320,45 +406,40 @@ class QueueWorker:
         listener = asyncio.create_task(self._listen(stop), name=f"listen:{self.consumer.name}")
         try:
             while not stop.is_set():
+                self.wake.clear()  # a NOTIFY arriving while we drain sets it again
                 try:
-                    claimed = await self.drain_once()
+                    await self.drain(stop)
                 except Exception as exc:
-                    self.log.error("queue_claim_failed", error=repr(exc))
-                    claimed = 0
-                if claimed >= self.tuning.batch_size:
-                    continue  # more may be waiting
-                self.wake.clear()
-                waiters = {asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())}
-                _, pending = await asyncio.wait(
-                    waiters, timeout=self.tuning.poll_seconds, return_when=asyncio.FIRST_COMPLETED
-                )
-                for waiter in pending:
-                    waiter.cancel()
+                    # The database failed us (handler failures never get here): the leases run
+                    # out and the deliveries are claimed again; try again after the poll interval.
+                    self.log.error("queue_drain_failed", error_type=type(exc).__name__)
+                    self.wake.clear()
+                await _first_of(self.tuning.poll_seconds, self.wake, stop)
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """LISTEN on a dedicated connection (never a pooled one); reconnect when it drops."""
-        delay = 0.5
+        delay = self.tuning.reconnect_seconds
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
             lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(libpq_url(self.database_url), timeout=10)
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())  # type: ignore[misc]
-                await conn.add_listener(CHANNEL, lambda *_: self.wake.set())
+                conn = await asyncpg.connect(
+                    libpq_url(self.database_url),
+                    timeout=10,
+                    server_settings={"application_name": f"{LISTENER_NAME}:{self.consumer.name}"[:63]},
+                )
+                conn.add_termination_listener(_setter(lost))
+                await conn.add_listener(CHANNEL, _setter(self.wake))
                 self.listening = True
-                delay = 0.5
+                delay = self.tuning.reconnect_seconds
                 self.wake.set()  # catch up on anything published while we were not listening
                 while not stop.is_set() and not lost.is_set():
-                    await asyncio.wait(
-                        {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())},
-                        timeout=self.tuning.poll_seconds * 5,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
+                    await _first_of(self.tuning.poll_seconds * 5, stop, lost)
                     if not stop.is_set() and not lost.is_set():
-                        await conn.execute("SELECT 1", timeout=5)
+                        await conn.execute("SELECT 1", timeout=5)  # notice a silent drop
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -368,8 +449,30 @@ class QueueWorker:
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
             if not stop.is_set():
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await _first_of(delay, stop)
+                delay = min(delay * 2, self.tuning.reconnect_max_seconds)
+
+
+def _setter(event: asyncio.Event) -> Callable[..., None]:
+    """A callback (for asyncpg's listeners) that sets `event`, whatever it is called with."""
+    return lambda *_: event.set()
+
+
+async def _first_of(seconds: float, *events: asyncio.Event) -> None:
+    """Wait until any of `events` is set, or `seconds` have passed."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def consumer_tasks(
+    engine: AsyncEngine, database_url: str, consumers: Iterable[Consumer], settings: Settings
+) -> list[QueueWorker]:
+    tuning = QueueTuning.from_settings(settings)
+    return [QueueWorker(engine, database_url, c, tuning) for c in consumers]
 
 
 # -- operators -------------------------------------------------------------------------------
@@ -388,8 +491,13 @@ class DeadDelivery(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def dead_deliveries(
-    conn: AsyncConnection, consumers: Iterable[str] | None = None
+    conn: AsyncConnection,
+    consumers: Iterable[str] | None = None,
+    *,
+    limit: int = 500,
+    before_id: int | None = None,
 ) -> list[DeadDelivery]:
+    """Dead deliveries, newest first (by id); `before_id` pages on from a previous page's last id."""
     names = list(consumers) if consumers is not None else None
     rows = (
         await conn.execute(
@@ -398,9 +506,10 @@ async def dead_deliveries(
                 "d.last_error, e.occurred_at, d.updated_at FROM queue.deliveries d "
                 "JOIN queue.events e ON e.id = d.event_id WHERE d.status = 'dead' "
                 "AND (CAST(:names AS text[]) IS NULL OR d.consumer = ANY(CAST(:names AS text[]))) "
-                "ORDER BY d.updated_at DESC LIMIT 500"
+                "AND (CAST(:before AS bigint) IS NULL OR d.id < CAST(:before AS bigint)) "
+                "ORDER BY d.id DESC LIMIT :limit"
             ),
-            {"names": names},
+            {"names": names, "before": before_id, "limit": limit},
         )
     ).all()
     return [DeadDelivery(**row._asdict()) for row in rows]
@@ -409,7 +518,8 @@ async def dead_deliveries(
 async def replay_dead(
     conn: AsyncConnection, delivery_id: int, consumers: Iterable[str] | None = None
 ) -> bool:
-    """Re-queue a dead delivery (attempts reset); False if there is no such dead delivery."""
+    """Re-queue a dead delivery with a fresh set of attempts; False if there is no such dead
+    delivery (among `consumers`, when given). The caller commits; workers hear of it then."""
     names = list(consumers) if consumers is not None else None
     row = (
         await conn.execute(
@@ -417,18 +527,79 @@ async def replay_dead(
                 "UPDATE queue.deliveries SET status = 'pending', attempts = 0, available_at = now(), "
                 "updated_at = now() WHERE id = :id AND status = 'dead' "
                 "AND (CAST(:names AS text[]) IS NULL OR consumer = ANY(CAST(:names AS text[]))) "
-                "RETURNING id"
+                "RETURNING id, consumer, event_id"
             ),
             {"id": delivery_id, "names": names},
         )
     ).first()
-    if row is not None:
-        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-    return row is not None
+    if row is None:
+        return False
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    log.info("event_replayed", delivery_id=row.id, consumer=row.consumer, event_id=str(row.event_id))
+    return True
 
 
-def consumer_tasks(
-    engine: AsyncEngine, database_url: str, consumers: Iterable[Consumer], settings: Settings
-) -> list[QueueWorker]:
-    tuning = QueueTuning.from_settings(settings)
-    return [QueueWorker(engine, database_url, c, tuning) for c in consumers]
+async def redeliver(conn: AsyncConnection, consumer: str, event_id: uuid.UUID) -> None:
+    """Owe an event to a consumer again, as a lost ack or an expired lease would (tests and
+    operators); the consumer's inbox keeps an event it has applied from having a second effect."""
+    await conn.execute(
+        text(
+            "INSERT INTO queue.deliveries (event_id, consumer) VALUES (:e, :c) "
+            "ON CONFLICT (event_id, consumer) DO UPDATE SET status = 'pending', available_at = now()"
+        ),
+        {"e": event_id, "c": consumer},
+    )
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+
+# -- retention -------------------------------------------------------------------------------
+
+# An event goes once it is older than the retention and no delivery of it is left (every consumer
+# handled it; a dead delivery keeps it for replay). The consumers' inbox rows go with it, since
+# nothing can deliver it again. Its key stays in event_keys for good.
+_PRUNE = text(
+    """
+    WITH gone AS (
+        DELETE FROM queue.events WHERE id IN (
+            SELECT e.id FROM queue.events e
+            WHERE e.recorded_at < now() - make_interval(hours => :hours)
+              AND NOT EXISTS (SELECT 1 FROM queue.deliveries d WHERE d.event_id = e.id)
+            ORDER BY e.recorded_at
+            LIMIT :batch
+        )
+        RETURNING id
+    ), applied AS (
+        DELETE FROM queue.inbox i USING gone WHERE i.event_id = gone.id
+    )
+    SELECT count(*) FROM gone
+    """
+)
+
+
+async def prune(engine: AsyncEngine, retention_hours: float, *, batch: int = 5000) -> int | None:
+    """Delete handled events older than the retention (and their inbox rows), in transactions of
+    at most `batch` events; return how many. None when another process is pruning right now."""
+    removed = 0
+    while True:
+        async with engine.begin() as conn:
+            if not await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _RETENTION_LOCK}):
+                return None
+            count = int(await conn.scalar(_PRUNE, {"hours": retention_hours, "batch": batch}) or 0)
+        removed += count
+        if count < batch:
+            return removed
+
+
+async def run_retention(
+    engine: AsyncEngine, retention_hours: float, stop: asyncio.Event, *, interval: float = 300.0
+) -> None:
+    """Prune every `interval` seconds until `stop`. Every service may run this: one prunes at a
+    time (an advisory lock), the others skip that round."""
+    while not stop.is_set():
+        try:
+            removed = await prune(engine, retention_hours)
+            if removed:
+                log.info("queue_pruned", events=removed)
+        except Exception as exc:
+            log.warning("queue_prune_failed", error_type=type(exc).__name__)
+        await _first_of(interval, stop)

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeAlias
 
 import structlog
@@ -30,7 +31,9 @@ from services.common.auth import ApiKeyMiddleware
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
-from services.common.queue import Consumer, QueueTuning, QueueWorker
+from services.common.queue import Consumer, QueueTuning, QueueWorker, run_retention
+from services.common.queue_admin import dead_letter_controller
+from services.common.queue_metrics import run_depth_refresher
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -124,7 +127,13 @@ def build_app(
         exclude=["^/health/", "^/metrics"],
     )
     return Litestar(
-        route_handlers=[live, ready, MetricsController, *spec.route_handlers],
+        route_handlers=[
+            live,
+            ready,
+            MetricsController,
+            dead_letter_controller(c.name for c in spec.consumers),
+            *spec.route_handlers,
+        ],
         plugins=[SQLAlchemyPlugin(config=sqlalchemy), problem_details_plugin()],
         middleware=[
             RequestLogMiddleware,
@@ -173,6 +182,11 @@ def _queue_workers(spec: ServiceSpec, settings: Settings, engine: AsyncEngine) -
             return background_loop(state, f"queue:{w.consumer.name}", w.run)
 
         workers.append(start)
+    names = [c.name for c in spec.consumers]
+    depth = partial(run_depth_refresher, engine, names, max(1.0, settings.queue_poll_seconds * 5))
+    retention = partial(run_retention, engine, settings.queue_retention_hours)
+    workers.append(lambda state: background_loop(state, "queue:depth", depth))
+    workers.append(lambda state: background_loop(state, "queue:retention", retention))
     return workers
 
 

@@ -1,0 +1,218 @@
+"""Drain N events through the clinic's queue and through a bare asyncpg loop, on one database.
+
+    uv run python -m bench.queue [--events 20000] [--workers 4] [--batch 50] [--rounds 1]
+
+The baseline is the least a PostgreSQL queue can do: W connections each looping
+`DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT B) RETURNING ...` until empty.
+The queue does what the services rely on: a committed lease per claim, a transaction per batch
+with the consumer's inbox, handler calls and acks, metrics. Both drain a backlog published
+before the clock starts; the queue's handler does nothing, so what is measured is the queue.
+
+The database: a fresh one on the server at CLINIC_BENCH_DATABASE_URL (dropped afterwards), or an
+embedded server in a temporary directory when that is unset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar
+
+import asyncpg
+import structlog
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from services.common.db import asyncpg_url, create_engine, libpq_url
+from services.common.events import Envelope, Payload
+from services.common.migrate import upgrade_all
+from services.common.queue import Consumer, QueueTuning, QueueWorker, publish
+
+CONSUMER = "bench.noop"
+PUBLISH_CHUNK = 1000
+
+
+class BenchTick(Payload, frozen=True, kw_only=True):
+    """A payload of about the size of the clinic's small events."""
+
+    TYPE: ClassVar[str] = "bench.tick"
+    referral_id: uuid.UUID
+    intake_id: uuid.UUID
+    destination: str
+    status: str
+    n: int
+
+
+@asynccontextmanager
+async def bench_database() -> AsyncIterator[str]:
+    """A fresh, migrated database; dropped (and the embedded server stopped) afterwards."""
+    configured = os.environ.get("CLINIC_BENCH_DATABASE_URL")
+    data_dir: Path | None = None
+    if configured:
+        server = asyncpg_url(configured)
+    else:
+        from services.common.embedded import start_embedded
+
+        data_dir = Path(tempfile.mkdtemp(prefix="clinic-bench-"))
+        data_dir.chmod(0o755)  # the embedded server's system user must reach it
+        server = asyncpg_url(start_embedded(data_dir))
+    name = f"clinic_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(libpq_url(server))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        engine = create_engine(url, null_pool=True)
+        await upgrade_all(engine)
+        await engine.dispose()
+        yield url
+    finally:
+        admin = await asyncpg.connect(libpq_url(server))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+        if data_dir is not None:
+            from services.common.embedded import stop_embedded
+
+            stop_embedded(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# -- the clinic's queue ----------------------------------------------------------------------
+
+
+async def publish_backlog(engine: AsyncEngine, events: int) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO queue.subscriptions VALUES (:c, :t) ON CONFLICT DO NOTHING"),
+            {"c": CONSUMER, "t": BenchTick.TYPE},
+        )
+    for start in range(0, events, PUBLISH_CHUNK):
+        async with AsyncSession(engine) as session:
+            for n in range(start, min(events, start + PUBLISH_CHUNK)):
+                tick = BenchTick(
+                    referral_id=uuid.uuid4(),
+                    intake_id=uuid.uuid4(),
+                    destination="pain_management",
+                    status="accepted",
+                    n=n,
+                )
+                await publish(session, tick, subject=tick.referral_id, occurred_at=datetime.now(UTC))
+            await session.commit()
+    async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        await conn.execute(text("VACUUM ANALYZE queue.deliveries"))
+
+
+async def drain_queue(url: str, events: int, workers: int, batch: int) -> float:
+    """Seconds for `workers` QueueWorkers (in this process) to handle `events` events."""
+    engine = create_engine(url)
+    await publish_backlog(engine, events)
+    handled = 0
+    all_handled = asyncio.Event()
+
+    async def handler(_session: AsyncSession, _envelope: Envelope) -> None:
+        nonlocal handled
+        handled += 1
+        if handled >= events:
+            all_handled.set()
+
+    tuning = QueueTuning(batch_size=batch, poll_seconds=1.0)
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    tasks = [
+        asyncio.create_task(QueueWorker(engine, url, Consumer(CONSUMER, handler), tuning).run(stop))
+        for _ in range(workers)
+    ]
+    await all_handled.wait()
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await asyncio.gather(*tasks)
+    async with engine.connect() as conn:
+        owed = await conn.scalar(
+            text("SELECT count(*) FROM queue.deliveries WHERE consumer = :c"), {"c": CONSUMER}
+        )
+        applied = await conn.scalar(
+            text("SELECT count(*) FROM queue.inbox WHERE consumer = :c"), {"c": CONSUMER}
+        )
+        await conn.execute(text("DELETE FROM queue.subscriptions WHERE consumer = :c"), {"c": CONSUMER})
+        await conn.execute(text("TRUNCATE queue.deliveries, queue.inbox, queue.events"))
+        await conn.commit()
+    await engine.dispose()
+    if owed or applied != events:
+        raise SystemExit(f"the queue left {owed} deliveries owed and recorded {applied} of {events} events")
+    return elapsed
+
+
+# -- the bare loop ---------------------------------------------------------------------------
+
+_RAW_TAKE = (
+    "DELETE FROM bench_raw WHERE id IN "
+    "(SELECT id FROM bench_raw ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1) RETURNING id, payload"
+)
+
+
+async def drain_raw(url: str, events: int, workers: int, batch: int) -> float:
+    """Seconds for `workers` asyncpg connections to delete `events` rows in SKIP LOCKED batches."""
+    dsn = libpq_url(url)
+    setup = await asyncpg.connect(dsn)
+    await setup.execute(
+        "CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL)"
+    )
+    await setup.execute(
+        "INSERT INTO bench_raw (payload) SELECT jsonb_build_object('referral_id', gen_random_uuid(), "
+        "'destination', 'pain_management', 'status', 'accepted', 'n', n) FROM generate_series(1, $1) n",
+        events,
+    )
+    await setup.execute("VACUUM ANALYZE bench_raw")
+    conns = [await asyncpg.connect(dsn) for _ in range(workers)]
+    taken = 0
+
+    async def loop(conn: asyncpg.Connection) -> None:
+        nonlocal taken
+        while rows := await conn.fetch(_RAW_TAKE, batch):
+            taken += len(rows)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(c) for c in conns))
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        await conn.close()
+    await setup.execute("DROP TABLE bench_raw")
+    await setup.close()
+    if taken != events:
+        raise SystemExit(f"the bare loop took {taken} of {events} rows")
+    return elapsed
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.queue", description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate both drains this many times")
+    args = parser.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
+    async with bench_database() as url:
+        print(f"draining {args.events} events, {args.workers} workers, batch {args.batch}", flush=True)
+        for round_ in range(1, args.rounds + 1):
+            raw = args.events / await drain_raw(url, args.events, args.workers, args.batch)
+            queue = args.events / await drain_queue(url, args.events, args.workers, args.batch)
+            print(
+                f"round {round_}: clinic queue {queue:,.0f} events/s, bare asyncpg loop {raw:,.0f} rows/s, "
+                f"queue/bare {queue / raw:.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
