@@ -77,10 +77,17 @@ async def test_endpoint_list_pages_with_a_cursor(hooks: Hooks) -> None:
         if cursor is None:
             break
     assert mine <= set(seen) and len(seen) == len(set(seen))
-    bad = await hooks.client.get(
-        "/v1/webhooks/endpoints", params={"cursor": "nonsense!"}, headers=hooks.admin
-    )
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "cursor"
+    for path, params, field in (
+        ("/v1/webhooks/endpoints", {"cursor": "nonsense!"}, "cursor"),
+        ("/v1/webhooks/endpoints", {"limit": "0"}, "limit"),
+        ("/v1/webhooks/deliveries", {"limit": "201"}, "limit"),
+        ("/v1/webhooks/deliveries", {"status": "lost"}, "status"),
+    ):
+        bad = await hooks.client.get(path, params=params, headers=hooks.admin)
+        assert bad.status_code == 422, (params, bad.text)
+        assert bad.json()["errors"][0]["field"] == field
+    lost = await hooks.client.get("/v1/webhooks/deliveries", params={"status": "lost"}, headers=hooks.admin)
+    assert lost.json()["errors"][0]["allowed"] == ["pending", "succeeded", "dead"]
 
 
 async def test_endpoint_can_be_changed_disabled_enabled_and_deleted(hooks: Hooks) -> None:

@@ -8,13 +8,12 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from services.common.auth import Destination, Principal, Role, require_roles
-from services.common.pagination import DEFAULT_LIMIT, check_limit
+from services.common.pagination import DEFAULT_LIMIT, Limit
 from services.common.problems import PROBLEM_MEDIA_TYPE
 from services.common.settings import Settings
 from services.common.web import DbSession
@@ -45,14 +44,9 @@ def _who(request: Request[Any, Any, Any]) -> str:
     return user.name
 
 
-async def delivery_filters(
-    status: FromQuery[schemas.DeliveryStatus | None] = None,
-    event_type: FromQuery[schemas.EventType | None] = None,
-    limit: FromQuery[int] = DEFAULT_LIMIT,
-    cursor: FromQuery[str | None] = None,
-) -> DeliveryFilters:
-    """The query of both delivery lists."""
-    return DeliveryFilters(status=status, event_type=event_type, limit=check_limit(limit), cursor=cursor)
+#: The delivery lists' filters (enums, so a wrong value is a 422 listing the allowed ones).
+StatusFilter = FromQuery[schemas.DeliveryStatus | None]
+EventTypeFilter = FromQuery[schemas.EventType | None]
 
 
 class WebhookEndpointController(Controller):
@@ -79,9 +73,9 @@ class WebhookEndpointController(Controller):
     async def list_endpoints(
         self,
         db_session: DbSession,
-        event_type: FromQuery[schemas.EventType | None] = None,
+        event_type: EventTypeFilter = None,
         destination: FromQuery[Destination | None] = None,
-        limit: FromQuery[int] = DEFAULT_LIMIT,
+        limit: Limit = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> schemas.WebhookEndpointPage:
         """Newest first; filter by an event type they get, or a destination whose events they get."""
@@ -89,7 +83,7 @@ class WebhookEndpointController(Controller):
             db_session,
             event_type=event_type,
             destination=destination.value if destination is not None else None,
-            limit=check_limit(limit),
+            limit=limit,
             cursor=cursor,
         )
 
@@ -131,18 +125,18 @@ class WebhookEndpointController(Controller):
         await db_session.commit()
         return rotated
 
-    @get(
-        "/{endpoint_id:uuid}/deliveries",
-        dependencies={"filters": Provide(delivery_filters)},
-        responses={**INVALID, **MISSING},
-    )
+    @get("/{endpoint_id:uuid}/deliveries", responses={**INVALID, **MISSING})
     async def list_endpoint_deliveries(
         self,
         db_session: DbSession,
         endpoint_id: FromPath[uuid.UUID],
-        filters: NamedDependency[DeliveryFilters],
+        status: StatusFilter = None,
+        event_type: EventTypeFilter = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
     ) -> schemas.WebhookDeliveryPage:
         """This endpoint's deliveries, newest first."""
+        filters = DeliveryFilters(status=status, event_type=event_type, limit=limit, cursor=cursor)
         return await service.list_deliveries(db_session, filters, endpoint_id=endpoint_id)
 
     @post(
@@ -168,14 +162,18 @@ class WebhookDeliveryController(Controller):
     tags = ["webhooks"]
     guards = [ADMIN]
 
-    @get("/", dependencies={"filters": Provide(delivery_filters)}, responses=INVALID)
+    @get("/", responses=INVALID)
     async def list_deliveries(
         self,
         db_session: DbSession,
-        filters: NamedDependency[DeliveryFilters],
+        status: StatusFilter = None,
+        event_type: EventTypeFilter = None,
         endpoint_id: FromQuery[uuid.UUID | None] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
     ) -> schemas.WebhookDeliveryPage:
         """Every endpoint's deliveries, newest first; `?status=dead` is the dead-letter list."""
+        filters = DeliveryFilters(status=status, event_type=event_type, limit=limit, cursor=cursor)
         return await service.list_deliveries(db_session, filters, endpoint_id=endpoint_id)
 
     @get("/{delivery_id:uuid}", responses=MISSING)
