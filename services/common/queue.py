@@ -15,8 +15,10 @@ How it holds its promises:
   since attempts count at claim time, an event that keeps killing its worker ends up dead.
 - A claimed batch is handled in one transaction: the consumer's inbox rows (event ids), the
   handlers' effects and the acks commit together, so a redelivery of an applied event has no
-  second effect. If a handler fails, the batch is rolled back and handled again with a SAVEPOINT
-  per event, so the failure costs only its own event a retry (with backoff) and the rest commit.
+  second effect. The ack comes first and locks the deliveries, so a slow worker keeps its batch
+  past the lease; a hung one loses its transaction once idle for longer than the lease. If a
+  handler fails, the batch is rolled back and handled again with a SAVEPOINT per event, so the
+  failure costs only its own event a retry (with backoff) and the rest commit.
 - Handlers touch only the database (no HTTP while the transaction is open: webhooks have their own
   sender) and never commit: the worker does.
 """
@@ -207,20 +209,25 @@ _CLAIM = text(
     """
 )
 
-# First statement of a batch's transaction: ack the batch (delete its deliveries) and record the
-# events in the consumer's inbox; the events returned are those not applied before (the others are
-# only acked). A stale worker still holding one of these events makes this wait for it, then skip.
+# First statement of a batch's transaction: ack the batch (delete its deliveries, which locks them:
+# no other worker can claim them while this transaction lives, lease or not) and record the events
+# in the consumer's inbox; the events returned are those not applied before (the others are only
+# acked). A handler that hangs outside the database for longer than the lease has its transaction
+# ended by PostgreSQL (idle_in_transaction_session_timeout), so the lease holds for it too.
 _ACK_AND_RECORD = text(
     """
     WITH ack AS (
         DELETE FROM queue.deliveries WHERE id = ANY(CAST(:delivery_ids AS bigint[]))
+    ), hang_limit AS (
+        SELECT set_config('idle_in_transaction_session_timeout', :idle_ms, true)
     )
     INSERT INTO queue.inbox (event_id, consumer)
-    SELECT e, :consumer FROM unnest(CAST(:event_ids AS uuid[])) AS e ORDER BY e
+    SELECT e, :consumer FROM unnest(CAST(:event_ids AS uuid[])) AS e, hang_limit ORDER BY e
     ON CONFLICT DO NOTHING
     RETURNING event_id
     """
 )
+_HANG_LIMIT = text("SELECT set_config('idle_in_transaction_session_timeout', :idle_ms, true)")
 
 _FAIL = text(
     "UPDATE queue.deliveries SET status = :status, last_error = :error, updated_at = now(), "
@@ -261,6 +268,7 @@ class QueueWorker:
         self._retried = metrics.RETRIED.labels(consumer.name)
         self._dead = metrics.DEAD.labels(consumer.name)
         self._seconds = metrics.HANDLING_SECONDS.labels(consumer.name)
+        self._idle_ms = str(max(1, round(tuning.lease_seconds * 1000)))
 
     # claims and handling --------------------------------------------------------------------
 
@@ -324,6 +332,7 @@ class QueueWorker:
 
     async def _handle(self, conn: AsyncConnection, batch: Sequence[Claimed]) -> None:
         """Apply a claimed batch in one transaction; on a handler failure, again event by event."""
+        failure: tuple[Claimed, Exception] | None = None
         try:
             async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
                 fresh = set(
@@ -334,26 +343,37 @@ class QueueWorker:
                                 "consumer": self.consumer.name,
                                 "delivery_ids": [item.delivery_id for item in batch],
                                 "event_ids": [item.envelope.id for item in batch],
+                                "idle_ms": self._idle_ms,
                             },
                         )
                     ).scalars()
                 )
                 for item in batch:
                     if item.envelope.id in fresh:
-                        await self._apply(session, item)
+                        try:
+                            await self._apply(session, item)
+                        except Exception as exc:
+                            failure = (item, exc)
+                            raise
         except Exception:
             if conn.invalidated:
                 raise
-            # Rolled back as a whole: find the failing events, one savepoint each.
-            await self._handle_one_by_one(conn, batch)
+            # Rolled back as a whole: again with a savepoint per event, the failed one excepted.
+            await self._handle_one_by_one(conn, batch, failure)
             return
         self._handled.inc(len(batch))
 
-    async def _handle_one_by_one(self, conn: AsyncConnection, batch: Sequence[Claimed]) -> None:
+    async def _handle_one_by_one(
+        self, conn: AsyncConnection, batch: Sequence[Claimed], failure: tuple[Claimed, Exception] | None
+    ) -> None:
         done: list[int] = []
         failed: list[tuple[Claimed, Exception]] = []
         async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
+            await session.execute(_HANG_LIMIT, {"idle_ms": self._idle_ms})
             for item in batch:
+                if failure is not None and item is failure[0]:
+                    failed.append(failure)  # its handler has had this attempt
+                    continue
                 try:
                     async with session.begin_nested():
                         fresh = await session.execute(
