@@ -10,7 +10,9 @@ from services.common.clock import Clock, SystemClock
 from services.common.settings import Settings
 from services.common.web import ServiceSpec
 from services.referral import webhooks
+from services.referral.followups import FollowUpController, follow_up_worker
 from services.referral.referrals.controllers import ReferralController
+from services.referral.reports import ReportController
 from services.referral.triage_api import TriageController
 from services.referral.triage_consumer import triage_consumer
 
@@ -24,9 +26,15 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
         title="Clinic referral service",
         description="Triage of intakes by published criteria, referrals to urgent care, pain "
         "management or regenerative medicine, specialists' worklists and signed webhooks.",
-        route_handlers=[ReferralController, TriageController, *webhooks.route_handlers],
+        route_handlers=[
+            ReferralController,
+            FollowUpController,
+            ReportController,
+            TriageController,
+            *webhooks.route_handlers,
+        ],
         consumers=[triage_consumer(settings, clock), webhooks.consumer],
-        workers=[webhooks.sender_worker],
+        workers=[webhooks.sender_worker, follow_up_worker],
         state={"clinic_clock": clock},
     )
 

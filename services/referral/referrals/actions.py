@@ -1,15 +1,21 @@
-"""The referral status machine's actions, as specialists and clinicians take them."""
+"""The referral status machine's actions, as specialists and clinicians take them.
+
+Every move goes through `take_action`: it refuses a move the machine does not allow (409 naming
+the moves that are allowed), records the history entry and the `referral.status_changed` event
+(through `record_status`), and does what the move implies: follow-ups on completing a
+regenerative-medicine referral, a new linked referral on a decline with `redirect_to`.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import enum
+from typing import Annotated
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.auth import Principal, Role
-from services.common.problems import ConflictProblem
+from services.common.auth import Destination, Principal, Role
+from services.common.problems import ConflictProblem, FieldProblem, UnprocessableProblem
 from services.common.settings import Settings
 from services.referral.db.models import FollowUp, Referral
 from services.referral.referrals.services import (
@@ -20,54 +26,137 @@ from services.referral.referrals.services import (
     record_status,
     service_level,
 )
+from services.referral.triage import Priority
 
-
-class Destination(enum.StrEnum):
-    urgent_care = "urgent_care"
-    pain_management = "pain_management"
-    regenerative_medicine = "regenerative_medicine"
-
-
-class Priority(enum.StrEnum):
-    stat = "stat"
-    urgent = "urgent"
-    routine = "routine"
+#: A reason a person gives (decline, cancel): required, and more than blanks.
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"\S")]
+Note = Annotated[str, msgspec.Meta(max_length=4000)]
 
 
 class DeclineBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    reason: str
+    reason: Reason
+    #: Send the patient on to another destination instead: a new referral, linked both ways.
     redirect_to: Destination | None = None
 
 
 class ScheduleBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    appointment_at: dt.datetime
+    #: With its UTC offset: an appointment time without one is ambiguous.
+    appointment_at: Annotated[dt.datetime, msgspec.Meta(tz=True)]
 
 
 class CancelBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    reason: str
+    reason: Reason
 
 
 class ResolveBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     destination: Destination
     priority: Priority
-    note: str | None = None
+    note: Note | None = None
 
 
 class NoteBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    note: str | None = None
+    note: Note | None = None
+
+
+ActionBody = DeclineBody | ScheduleBody | CancelBody | ResolveBody | NoteBody
 
 
 def ensure_allowed(referral: Referral, action: str) -> str:
+    """The status `action` leads to; a 409 naming the allowed moves if it may not be taken now."""
     sources, target = ACTIONS[action]
     if referral.status not in sources:
         allowed = allowed_actions(referral.status)
         raise ConflictProblem(
             f"A referral that is {referral.status} cannot be moved by '{action}'. "
             f"Allowed: {', '.join(allowed) or 'none (the referral is closed)'}.",
-            status=referral.status,
+            current_status=referral.status,
             allowed_actions=allowed,
         )
     return target
+
+
+def _check_redirect(referral: Referral, body: DeclineBody) -> None:
+    if body.redirect_to is not None and body.redirect_to.value == referral.destination:
+        raise UnprocessableProblem(
+            [
+                FieldProblem(
+                    field="redirect_to",
+                    message=f"the referral is already for {referral.destination}; name another destination",
+                    allowed=[d.value for d in Destination if d.value != referral.destination],
+                )
+            ]
+        )
+
+
+async def _redirect(
+    session: AsyncSession,
+    referral: Referral,
+    body: DeclineBody,
+    principal: Principal,
+    *,
+    now: dt.datetime,
+    settings: Settings,
+) -> Referral:
+    """The referral that takes over from a declined one: same patient and priority, the
+    decline's reason first among its reasons, linked both ways."""
+    assert body.redirect_to is not None
+    return await create_referral(
+        session,
+        intake_id=referral.intake_id,
+        intake_version=referral.intake_version,
+        patient=referral.patient,
+        destination=body.redirect_to.value,
+        priority=referral.priority,
+        reasons=[
+            {
+                "code": "REDIRECT",
+                "text": f"Redirected by {principal.name} from {referral.destination}: {body.reason}",
+                "source": "specialist decline",
+            },
+            *referral.reasons,
+        ],
+        ruleset_version=referral.ruleset_version,
+        now=now,
+        settings=settings,
+        by=principal.name,
+        note=f"redirected from referral {referral.id}: {body.reason}",
+        supersedes=referral,
+    )
+
+
+def _schedule_follow_ups(
+    session: AsyncSession, referral: Referral, now: dt.datetime, settings: Settings
+) -> None:
+    """After a regenerative procedure: one follow-up per configured offset (days after
+    completion, by the UTC date)."""
+    for offset in sorted(set(settings.follow_up_offsets_days)):
+        session.add(
+            FollowUp(
+                referral_id=referral.id,
+                due_on=(now + dt.timedelta(days=offset)).date(),
+                status="scheduled",
+            )
+        )
+
+
+def _resolve(
+    referral: Referral, body: ResolveBody, principal: Principal, now: dt.datetime, settings: Settings
+) -> str:
+    """A clinician decides where a held referral goes; its service level starts now."""
+    referral.destination = body.destination.value
+    referral.priority = body.priority.value
+    referral.priority_rank = PRIORITY_RANK[body.priority.value]
+    referral.due_by = now + service_level(body.priority.value, settings)
+    referral.reasons = [
+        *referral.reasons,
+        {
+            "code": "CLINICIAN",
+            "text": f"Clinician review by {principal.name}: {body.destination.value}, {body.priority.value}."
+            + (f" {body.note}" if body.note else ""),
+            "source": "clinician review",
+        },
+    ]
+    return body.note or f"resolved to {body.destination.value} ({body.priority.value})"
 
 
 async def take_action(
@@ -78,14 +167,13 @@ async def take_action(
     *,
     now: dt.datetime,
     settings: Settings,
-    body: msgspec.Struct | None = None,
+    body: ActionBody | None = None,
 ) -> Referral:
-    """Apply `action` to `referral`; the caller commits. Returns the referral the caller should
-    show (the new one, for a decline with a redirect, is linked from the old)."""
+    """Apply `action` to `referral` (locked by the caller); the caller commits. Returns the
+    referral acted on: after a redirect it names its successor in `superseded_by` (which the
+    caller may not be allowed to see, so it is not returned itself)."""
     target = ensure_allowed(referral, action)
-    note: str | None = None
-    if isinstance(body, NoteBody):
-        note = body.note
+    note = body.note if isinstance(body, NoteBody) else None
     if action == "accept":
         referral.accepted_at = now
     elif action == "schedule":
@@ -97,57 +185,19 @@ async def take_action(
         assert isinstance(body, DeclineBody | CancelBody)
         referral.close_reason = body.reason
         note = body.reason
+        if isinstance(body, DeclineBody) and body.redirect_to is not None:
+            _check_redirect(referral, body)
+            # First, so the decline's event already names the successor.
+            successor = await _redirect(session, referral, body, principal, now=now, settings=settings)
+            note = f"{body.reason} (redirected to {successor.destination}: referral {successor.id})"
     elif action == "resolve":
         assert isinstance(body, ResolveBody)
-        referral.destination = body.destination.value
-        referral.priority = body.priority.value
-        referral.priority_rank = PRIORITY_RANK[body.priority.value]
-        referral.due_by = now + service_level(body.priority.value, settings)
-        referral.reasons = [
-            *referral.reasons,
-            {
-                "code": "CLINICIAN",
-                "text": f"Clinician review by {principal.name}: "
-                f"{body.destination.value}, {body.priority.value}." + (f" {body.note}" if body.note else ""),
-                "source": "clinician review",
-            },
-        ]
-        note = body.note or f"resolved to {body.destination.value} ({body.priority.value})"
+        note = _resolve(referral, body, principal, now, settings)
     await record_status(session, referral, target, by=principal.name, now=now, note=note)
-    if action == "complete" and referral.destination == "regenerative_medicine":
-        for offset in settings.follow_up_offsets_days:
-            session.add(
-                FollowUp(
-                    referral_id=referral.id,
-                    due_on=(now + dt.timedelta(days=offset)).date(),
-                    status="scheduled",
-                )
-            )
+    if action == "complete" and referral.destination == Destination.regenerative_medicine:
+        _schedule_follow_ups(session, referral, now, settings)
         await session.flush()
         await session.refresh(referral, ["follow_ups"])
-    if action == "decline" and isinstance(body, DeclineBody) and body.redirect_to is not None:
-        return await create_referral(
-            session,
-            intake_id=referral.intake_id,
-            intake_version=referral.intake_version,
-            patient=referral.patient,
-            destination=body.redirect_to.value,
-            priority=referral.priority,
-            reasons=[
-                {
-                    "code": "REDIRECT",
-                    "text": f"Redirected by {principal.name} from {referral.destination}: {body.reason}",
-                    "source": "specialist decline",
-                },
-                *referral.reasons,
-            ],
-            ruleset_version=referral.ruleset_version,
-            now=now,
-            settings=settings,
-            by=principal.name,
-            note=f"redirected from referral {referral.id}: {body.reason}",
-            supersedes=referral,
-        )
     return referral
 
 

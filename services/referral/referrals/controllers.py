@@ -1,4 +1,5 @@
-"""HTTP for referrals: worklists, one referral, and the status actions."""
+"""HTTP for referrals: worklists, one referral, and the status actions (the rules live in
+`services.py` and `actions.py`)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,18 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.auth import Principal, Role, require_roles
-from services.common.clock import Clock
-from services.common.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor
-from services.common.problems import FieldProblem, UnprocessableProblem
+from services.common.auth import Principal
+from services.common.pagination import DEFAULT_LIMIT, check_limit, decode_cursor
 from services.common.settings import Settings
 from services.common.web import DbSession
 from services.referral.db.models import Referral
 from services.referral.referrals.actions import (
+    ActionBody,
     CancelBody,
     DeclineBody,
     NoteBody,
@@ -29,56 +29,53 @@ from services.referral.referrals.actions import (
     take_action,
 )
 from services.referral.referrals.schemas import ReferralOut, ReferralPage
-from services.referral.referrals.services import cursor_key, scoped, to_out, worklist_query
-
-READERS = require_roles(Role.front_desk, Role.specialist, Role.clinician)
-ACTORS = require_roles(Role.specialist, Role.clinician)
-DESTINATIONS = ("urgent_care", "pain_management", "regenerative_medicine", "clinician_review")
-STATUSES = (
-    "needs_review",
-    "requested",
-    "accepted",
-    "declined",
-    "scheduled",
-    "completed",
-    "no_show",
-    "cancelled",
+from services.referral.referrals.services import (
+    PRIORITIES,
+    STATUSES,
+    cursor_key,
+    scoped,
+    to_out,
+    worklist_query,
+)
+from services.referral.referrals.web import (
+    ACTORS,
+    CLINICIANS,
+    NOT_FOUND,
+    READ_RESPONSES,
+    READERS,
+    WRITE_RESPONSES,
+    check_destination_filter,
+    now_of,
+    one_of,
+    page_of,
+    principal_of,
 )
 
-
-def _principal(request: Request[Any, Any, Any]) -> Principal:
-    user = request.user
-    assert isinstance(user, Principal)
-    return user
+ACTION_RESPONSES = WRITE_RESPONSES
 
 
-def _clock(state: State) -> Clock:
-    clock: Clock = state["clinic_clock"]
-    return clock
+async def load_visible(
+    session: AsyncSession, principal: Principal, referral_id: uuid.UUID, *, lock: bool = False
+) -> Referral:
+    """The referral if the caller may see it; a 404 otherwise (never another destination's record).
 
-
-async def load_visible(session: AsyncSession, principal: Principal, referral_id: uuid.UUID) -> Referral:
-    """The referral if the caller may see it; a 404 otherwise (never another destination's record)."""
-    referral = (
-        await session.execute(scoped(select(Referral).where(Referral.id == referral_id), principal))
-    ).scalar_one_or_none()
+    With `lock`, the row is locked for the rest of the transaction: two people pressing buttons
+    on one referral at once are served one after the other, the second against the first's result.
+    """
+    query = scoped(select(Referral).where(Referral.id == referral_id), principal)
+    if lock:
+        query = query.with_for_update(of=Referral).execution_options(populate_existing=True)
+    referral = (await session.execute(query)).scalar_one_or_none()
     if referral is None:
         raise NotFoundException(f"No referral {referral_id} that you can see.")
     return referral
-
-
-def _one_of(field: str, value: str | None, allowed: tuple[str, ...]) -> None:
-    if value is not None and value not in allowed:
-        raise UnprocessableProblem(
-            [FieldProblem(field=field, message=f"must be one of {', '.join(allowed)}", allowed=list(allowed))]
-        )
 
 
 class ReferralController(Controller):
     path = "/v1/referrals"
     tags = ["referrals"]
 
-    @get("/", guards=[READERS])
+    @get("/", guards=[READERS], responses=READ_RESPONSES)
     async def list_referrals(
         self,
         request: Request[Any, Any, Any],
@@ -88,48 +85,36 @@ class ReferralController(Controller):
         status: Annotated[list[str] | None, QueryParameter(description="one or more statuses")] = None,
         priority: FromQuery[str | None] = None,
         intake_id: FromQuery[uuid.UUID | None] = None,
-        overdue: FromQuery[bool | None] = None,
+        overdue: Annotated[
+            bool | None, QueryParameter(description="true: due_by passed and still open; false: the others")
+        ] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> ReferralPage:
         """A worklist: most urgent first (priority, then due_by). Specialists see their own
         destination only."""
-        principal = _principal(request)
-        _one_of("destination", destination, DESTINATIONS)
-        for s in status or []:
-            _one_of("status", s, STATUSES)
-        _one_of("priority", priority, ("stat", "urgent", "routine"))
-        if principal.role is Role.specialist and destination not in (None, principal.destination):
-            raise UnprocessableProblem(
-                [FieldProblem(field="destination", message="a specialist sees only its own destination")]
-            )
+        principal = principal_of(request)
+        for one in status or []:
+            one_of("status", one, STATUSES)
+        one_of("priority", priority, PRIORITIES)
+        check_destination_filter(principal, destination, "referrals")
         limit = check_limit(limit)
-        now = _clock(state).now()
-        rows = list(
-            (
-                await db_session.execute(
-                    worklist_query(
-                        principal,
-                        destination=destination,
-                        status=status,
-                        priority=priority,
-                        intake_id=intake_id,
-                        overdue=overdue,
-                        now=now,
-                        after=decode_cursor(cursor),
-                        limit=limit,
-                    )
-                )
-            ).scalars()
+        now = now_of(state)
+        query = worklist_query(
+            principal,
+            destination=destination,
+            status=status,
+            priority=priority,
+            intake_id=intake_id,
+            overdue=overdue,
+            now=now,
+            after=decode_cursor(cursor),
+            limit=limit,
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return ReferralPage(
-            items=[to_out(r, now) for r in rows],
-            next_cursor=encode_cursor(cursor_key(rows[-1])) if more and rows else None,
-        )
+        rows, next_cursor = page_of((await db_session.execute(query)).scalars().all(), limit, cursor_key)
+        return ReferralPage(items=[to_out(r, now) for r in rows], next_cursor=next_cursor)
 
-    @get("/{referral_id:uuid}", guards=[READERS])
+    @get("/{referral_id:uuid}", guards=[READERS], responses={**READ_RESPONSES, **NOT_FOUND})
     async def get_referral(
         self,
         request: Request[Any, Any, Any],
@@ -137,35 +122,32 @@ class ReferralController(Controller):
         db_session: DbSession,
         referral_id: FromPath[uuid.UUID],
     ) -> ReferralOut:
-        referral = await load_visible(db_session, _principal(request), referral_id)
-        return to_out(referral, _clock(state).now())
+        """One referral with its reasons, history, links and follow-ups."""
+        referral = await load_visible(db_session, principal_of(request), referral_id)
+        return to_out(referral, now_of(state))
 
     async def _act(
         self,
         request: Request[Any, Any, Any],
         state: State,
-        db_session: DbSession,
-        referral_id: FromPath[uuid.UUID],
+        db_session: AsyncSession,
+        referral_id: uuid.UUID,
         action: str,
-        body: Any = None,
+        body: ActionBody,
     ) -> ReferralOut:
-        principal = _principal(request)
-        referral = await load_visible(db_session, principal, referral_id)
+        principal = principal_of(request)
+        referral = await load_visible(db_session, principal, referral_id, lock=True)
         if not may_act(principal, referral, action):
-            from litestar.exceptions import PermissionDeniedException
-
             raise PermissionDeniedException(f"Your role may not '{action}' this referral.")
         settings: Settings = state["clinic_settings"]
-        now = _clock(state).now()
-        # Lock the row: two specialists pressing buttons at once must not both win.
-        await db_session.refresh(referral, with_for_update=True)
-        shown = await take_action(
+        now = now_of(state)
+        acted = await take_action(
             db_session, referral, action, principal, now=now, settings=settings, body=body
         )
         await db_session.commit()
-        return to_out(shown, now)
+        return to_out(acted, now)
 
-    @post("/{referral_id:uuid}/accept", guards=[ACTORS], status_code=200)
+    @post("/{referral_id:uuid}/accept", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
     async def accept(
         self,
         request: Request[Any, Any, Any],
@@ -174,9 +156,10 @@ class ReferralController(Controller):
         referral_id: FromPath[uuid.UUID],
         data: JSONBody[NoteBody | None] = None,
     ) -> ReferralOut:
+        """`requested` → `accepted` (the specialist takes the patient on)."""
         return await self._act(request, state, db_session, referral_id, "accept", data or NoteBody())
 
-    @post("/{referral_id:uuid}/decline", guards=[ACTORS], status_code=200)
+    @post("/{referral_id:uuid}/decline", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
     async def decline(
         self,
         request: Request[Any, Any, Any],
@@ -185,9 +168,11 @@ class ReferralController(Controller):
         referral_id: FromPath[uuid.UUID],
         data: JSONBody[DeclineBody],
     ) -> ReferralOut:
+        """`requested` → `declined`, with the reason; with `redirect_to`, a new referral to that
+        destination takes over, linked both ways (`superseded_by` here, `supersedes` there)."""
         return await self._act(request, state, db_session, referral_id, "decline", data)
 
-    @post("/{referral_id:uuid}/schedule", guards=[ACTORS], status_code=200)
+    @post("/{referral_id:uuid}/schedule", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
     async def schedule(
         self,
         request: Request[Any, Any, Any],
@@ -196,9 +181,10 @@ class ReferralController(Controller):
         referral_id: FromPath[uuid.UUID],
         data: JSONBody[ScheduleBody],
     ) -> ReferralOut:
+        """`accepted` → `scheduled`, with the appointment time."""
         return await self._act(request, state, db_session, referral_id, "schedule", data)
 
-    @post("/{referral_id:uuid}/complete", guards=[ACTORS], status_code=200)
+    @post("/{referral_id:uuid}/complete", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
     async def complete(
         self,
         request: Request[Any, Any, Any],
@@ -207,9 +193,10 @@ class ReferralController(Controller):
         referral_id: FromPath[uuid.UUID],
         data: JSONBody[NoteBody | None] = None,
     ) -> ReferralOut:
+        """`scheduled` → `completed`; a regenerative-medicine referral gets its follow-ups."""
         return await self._act(request, state, db_session, referral_id, "complete", data or NoteBody())
 
-    @post("/{referral_id:uuid}/no-show", guards=[ACTORS], status_code=200)
+    @post("/{referral_id:uuid}/no-show", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
     async def no_show(
         self,
         request: Request[Any, Any, Any],
@@ -218,9 +205,10 @@ class ReferralController(Controller):
         referral_id: FromPath[uuid.UUID],
         data: JSONBody[NoteBody | None] = None,
     ) -> ReferralOut:
+        """`scheduled` → `no_show`."""
         return await self._act(request, state, db_session, referral_id, "no-show", data or NoteBody())
 
-    @post("/{referral_id:uuid}/cancel", guards=[ACTORS], status_code=200)
+    @post("/{referral_id:uuid}/cancel", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
     async def cancel(
         self,
         request: Request[Any, Any, Any],
@@ -229,9 +217,10 @@ class ReferralController(Controller):
         referral_id: FromPath[uuid.UUID],
         data: JSONBody[CancelBody],
     ) -> ReferralOut:
+        """Any open status → `cancelled`, with the reason."""
         return await self._act(request, state, db_session, referral_id, "cancel", data)
 
-    @post("/{referral_id:uuid}/resolve", guards=[require_roles(Role.clinician)], status_code=200)
+    @post("/{referral_id:uuid}/resolve", guards=[CLINICIANS], status_code=200, responses=ACTION_RESPONSES)
     async def resolve(
         self,
         request: Request[Any, Any, Any],
@@ -240,4 +229,5 @@ class ReferralController(Controller):
         referral_id: FromPath[uuid.UUID],
         data: JSONBody[ResolveBody],
     ) -> ReferralOut:
+        """Clinician: `needs_review` → `requested` at the destination and priority decided."""
         return await self._act(request, state, db_session, referral_id, "resolve", data)

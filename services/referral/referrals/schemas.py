@@ -32,7 +32,9 @@ class FollowUpOut(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     referral_id: uuid.UUID
     due_on: dt.date
+    #: `scheduled`, then `due` (and `referral.follow_up_due` emitted) on its day, then `done`.
     status: str
+    emitted_at: dt.datetime | None = None
     done_at: dt.datetime | None = None
     done_by: str | None = None
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import Principal, Role
 from services.common.events import IntakeSubmitted, ReferralCreated, ReferralStatusChanged
+from services.common.problems import FieldProblem, UnprocessableProblem
 from services.common.queue import publish
 from services.common.settings import Settings
 from services.referral.db.models import FollowUp, Referral, ReferralHistory
@@ -29,6 +30,18 @@ from services.referral.triage import TriageOutcome, TriageThresholds, triage
 log = structlog.get_logger(__name__)
 
 PRIORITY_RANK = {"stat": 0, "urgent": 1, "routine": 2}
+PRIORITIES = tuple(PRIORITY_RANK)
+DESTINATIONS = ("urgent_care", "pain_management", "regenerative_medicine", "clinician_review")
+STATUSES = (
+    "needs_review",
+    "requested",
+    "accepted",
+    "declined",
+    "scheduled",
+    "completed",
+    "no_show",
+    "cancelled",
+)
 OPEN_STATUSES = frozenset({"needs_review", "requested", "accepted", "scheduled"})
 #: action -> (statuses it may be taken from, status it leads to)
 ACTIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -86,7 +99,8 @@ async def record_status(
     referral.updated_at = now
     if status not in OPEN_STATUSES:
         referral.closed_at = now
-    session.add(ReferralHistory(referral_id=referral.id, status=status, at=now, by=by, note=note))
+    # Through the collection, so the referral shown after the move lists it.
+    referral.history.append(ReferralHistory(status=status, at=now, by=by, note=note))
     await session.flush()
     await publish(
         session,
@@ -138,9 +152,10 @@ async def create_referral(
         updated_at=now,
         due_by=now + service_level(priority, settings),
         supersedes=supersedes.id if supersedes else None,
+        history=[ReferralHistory(status=status, at=now, by=by, note=note)],
+        follow_ups=[],
     )
     session.add(referral)
-    session.add(ReferralHistory(referral_id=referral.id, status=status, at=now, by=by, note=note))
     await session.flush()  # the new row must exist before the old one points at it
     if supersedes is not None:
         supersedes.superseded_by = referral.id
@@ -193,15 +208,35 @@ async def open_referral_for(session: AsyncSession, intake_id: uuid.UUID) -> Refe
     ).scalar_one_or_none()
 
 
+async def latest_triaged_version(session: AsyncSession, intake_id: uuid.UUID) -> int | None:
+    return (
+        await session.execute(
+            select(func.max(Referral.intake_version)).where(Referral.intake_id == intake_id)
+        )
+    ).scalar_one()
+
+
 async def triage_intake(
     session: AsyncSession, event: IntakeSubmitted, *, now: dt.datetime, settings: Settings, amended: bool
-) -> Referral:
+) -> Referral | None:
     """Triage an intake (or its amendment) into a referral.
 
     On an amendment with the same outcome, the open referral keeps its place in the worklist and
     only its reasons are brought up to date; with a different outcome it is cancelled as
     superseded and a new referral, linked to it, takes over.
+
+    Events may arrive out of order (a retried version 1 after version 2): a version no newer than
+    one already triaged changes nothing and returns None.
     """
+    latest = await latest_triaged_version(session, event.intake_id)
+    if latest is not None and event.intake_version <= latest:
+        log.info(
+            "intake_version_already_triaged",
+            intake_id=str(event.intake_id),
+            intake_version=event.intake_version,
+            latest_version=latest,
+        )
+        return None
     outcome = triage(event.intake, now.date(), thresholds_from(settings))
     reasons = _reasons(outcome)
     current = await open_referral_for(session, event.intake_id) if amended else None
@@ -214,9 +249,8 @@ async def triage_intake(
         current.patient = patient_snapshot(event)
         current.ruleset_version = outcome.ruleset_version
         current.updated_at = now
-        session.add(
+        current.history.append(
             ReferralHistory(
-                referral_id=current.id,
                 status=current.status,
                 at=now,
                 by=TRIAGE_ACTOR,
@@ -256,8 +290,12 @@ async def triage_intake(
 # -- reading ---------------------------------------------------------------------------------
 
 
-def scoped(query: Select[Referral], principal: Principal) -> Select[Referral]:
-    """A specialist sees its own destination's referrals only."""
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
+
+
+def scoped(query: _Query, principal: Principal) -> _Query:
+    """A specialist sees its own destination's referrals only (any query over `Referral`, such
+    as follow-ups joined to their referral)."""
     if principal.role is Role.specialist:
         own = principal.destination.value if principal.destination else None
         return query.where(Referral.destination == own)
@@ -290,7 +328,7 @@ def worklist_query(
     elif overdue is False:
         query = query.where(or_(Referral.due_by >= now, Referral.status.not_in(OPEN_STATUSES)))
     if after is not None:
-        rank, due_by, rid = int(after[0]), dt.datetime.fromisoformat(after[1]), uuid.UUID(after[2])
+        rank, due_by, rid = worklist_cursor(after)
         query = query.where(
             or_(
                 Referral.priority_rank > rank,
@@ -299,6 +337,23 @@ def worklist_query(
             )
         )
     return query.order_by(Referral.priority_rank, Referral.due_by, Referral.id).limit(limit + 1)
+
+
+def bad_cursor() -> UnprocessableProblem:
+    return UnprocessableProblem([FieldProblem(field="cursor", message="not a cursor this list gave")])
+
+
+def worklist_cursor(key: list[Any]) -> tuple[int, dt.datetime, uuid.UUID]:
+    """The (priority rank, due_by, id) a worklist cursor carries; a 422 naming `cursor` if it
+    carries something else (another list's cursor, say)."""
+    try:
+        rank, due_by, rid = key
+        parsed = int(rank), dt.datetime.fromisoformat(due_by), uuid.UUID(rid)
+    except (TypeError, ValueError) as exc:
+        raise bad_cursor() from exc
+    if parsed[1].tzinfo is None:
+        raise bad_cursor()
+    return parsed
 
 
 def cursor_key(referral: Referral) -> list[Any]:
@@ -311,23 +366,27 @@ def follow_up_out(f: FollowUp) -> FollowUpOut:
         referral_id=f.referral_id,
         due_on=f.due_on,
         status=f.status,
+        emitted_at=f.emitted_at,
         done_at=f.done_at,
         done_by=f.done_by,
     )
 
 
+def patient_out(snapshot: dict[str, Any]) -> PatientSnapshot:
+    return PatientSnapshot(
+        given_name=snapshot["given_name"],
+        family_name=snapshot["family_name"],
+        birth_date=dt.date.fromisoformat(snapshot["birth_date"]),
+        mrn=snapshot.get("mrn"),
+    )
+
+
 def to_out(referral: Referral, now: dt.datetime) -> ReferralOut:
-    p = referral.patient
     return ReferralOut(
         id=referral.id,
         intake_id=referral.intake_id,
         intake_version=referral.intake_version,
-        patient=PatientSnapshot(
-            given_name=p["given_name"],
-            family_name=p["family_name"],
-            birth_date=dt.date.fromisoformat(p["birth_date"]),
-            mrn=p.get("mrn"),
-        ),
+        patient=patient_out(referral.patient),
         destination=referral.destination,
         priority=referral.priority,
         status=referral.status,

@@ -1,0 +1,73 @@
+"""The follow-up scheduler: a background loop that turns follow-ups whose day has come into
+`referral.follow_up_due` events.
+
+Everything it knows is in PostgreSQL, so it survives restarts (a follow-up that came due while no
+scheduler ran is emitted by the next one) and runs in any number of replicas: each batch is one
+short transaction that claims rows with SKIP LOCKED, marks them `due` and publishes their events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import AbstractAsyncContextManager
+
+import structlog
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.common.clock import Clock
+from services.common.settings import Settings
+from services.common.web import background_loop, sessionmaker_from
+from services.referral.followups.services import emit_due
+
+log = structlog.get_logger(__name__)
+
+BATCH_SIZE = 100
+
+
+class FollowUpScheduler:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        poll_seconds: float,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.batch_size = batch_size
+
+    async def run_once(self) -> int:
+        """Emit every follow-up due by the clock's (UTC) date, a batch per transaction; return how
+        many this scheduler emitted."""
+        total = 0
+        while True:
+            now = self.clock.now()
+            async with self.sessionmaker() as session:
+                emitted = await emit_due(session, today=now.date(), now=now, limit=self.batch_size)
+                await session.commit()
+            total += emitted
+            if emitted < self.batch_size:
+                return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception as exc:  # a database blip must not end the loop: try again next poll
+                log.error("follow_up_scheduler_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
+
+
+def follow_up_worker(state: State) -> AbstractAsyncContextManager[None]:
+    """The service's worker: the scheduler on the app's clock, every `follow_up_poll_seconds`."""
+    settings: Settings = state["clinic_settings"]
+    clock: Clock = state["clinic_clock"]
+    scheduler = FollowUpScheduler(
+        sessionmaker_from(state), clock, poll_seconds=settings.follow_up_poll_seconds
+    )
+    return background_loop(state, "follow-ups:scheduler", scheduler.run)
