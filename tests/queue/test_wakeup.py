@@ -4,6 +4,7 @@ connection is down, and the listener reconnects."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,7 +45,7 @@ async def test_notify_wakes_the_worker_well_within_the_poll_interval(
         await eventually(lambda: _applied_nothing_owed(lane, consumer, events), within=10.0)
 
 
-async def _applied_nothing_owed(lane: Lane, consumer: str, events: set) -> bool:  # type: ignore[type-arg]
+async def _applied_nothing_owed(lane: Lane, consumer: str, events: set[uuid.UUID]) -> bool:
     return await lane.applied(consumer) == events and await lane.deliveries(consumer) == []
 
 
