@@ -199,8 +199,10 @@ _CLAIM = text(
         FROM picked WHERE d.id = picked.id
         RETURNING d.id, d.event_id, d.attempts, d.status
     )
-    SELECT c.id AS delivery_id, c.attempts, c.status, e.id, e.type, e.version, e.occurred_at,
-           e.subject, e.payload::text AS payload
+    SELECT c.id AS delivery_id, c.attempts, c.status,
+           json_build_object('id', e.id, 'type', e.type, 'version', e.version,
+                             'occurred_at', e.occurred_at, 'subject', e.subject, 'data', e.payload
+           )::text AS envelope
     FROM claimed c JOIN queue.events e ON e.id = c.event_id
     -- A lost claim is harmless (the delivery is simply claimed again), so it need not wait for
     -- the WAL flush; the handling transaction that follows flushes it anyway.
@@ -214,6 +216,8 @@ _CLAIM = text(
 # in the consumer's inbox; the events returned are those not applied before (the others are only
 # acked). A handler that hangs outside the database for longer than the lease has its transaction
 # ended by PostgreSQL (idle_in_transaction_session_timeout), so the lease holds for it too.
+_ENVELOPE = msgspec.json.Decoder(Envelope)
+
 _ACK_AND_RECORD = text(
     """
     WITH ack AS (
@@ -309,20 +313,12 @@ class QueueWorker:
         finally:
             await conn.execution_options(isolation_level=isolation)
         claimed = []
-        for row in rows:
-            if row.status == "dead":
+        for delivery_id, attempts, status, envelope in rows:
+            if status == "dead":
                 self._dead.inc()
-                self.log.error("event_dead", event_id=str(row.id), attempts=row.attempts, cause="lease")
+                self.log.error("event_dead", delivery_id=delivery_id, attempts=attempts, cause="lease")
                 continue
-            envelope = Envelope(
-                id=row.id,
-                type=row.type,
-                version=row.version,
-                occurred_at=row.occurred_at,
-                subject=row.subject,
-                data=msgspec.json.decode(row.payload),
-            )
-            claimed.append(Claimed(row.delivery_id, row.attempts, envelope))
+            claimed.append(Claimed(delivery_id, attempts, _ENVELOPE.decode(envelope)))
         return claimed
 
     async def _apply(self, session: AsyncSession, item: Claimed) -> None:
