@@ -33,7 +33,10 @@ async def test_submitted_intake_becomes_a_referral_with_reasons_and_due_by(
     created = datetime.fromisoformat(referral["created_at"])
     assert datetime.fromisoformat(referral["due_by"]) - created == timedelta(hours=1)
     assert referral["patient"] == {
-        "given_name": "Test", "family_name": "Patient", "birth_date": "1975-06-15", "mrn": "VIG-P01",
+        "given_name": "Test",
+        "family_name": "Patient",
+        "birth_date": "1975-06-15",
+        "mrn": "VIG-P01",
     }
     assert referral["history"][0]["status"] == "requested"
     assert referral["history"][0]["by"] == "triage"
@@ -45,7 +48,9 @@ async def test_unsure_answer_is_held_for_clinician_review(
     intake_id = await publish_intake(_by_id("P11", clock.now().date()))
     [referral] = await wait_for(lambda: referrals_for(referral_client, clinician_headers, intake_id))
     assert (referral["destination"], referral["status"], referral["priority"]) == (
-        "clinician_review", "needs_review", "urgent",
+        "clinician_review",
+        "needs_review",
+        "urgent",
     )
     assert referral["allowed_actions"] == ["cancel", "resolve"]
 
@@ -61,8 +66,11 @@ async def test_routine_referral_is_due_in_fourteen_days(
 
 
 async def test_redelivered_intake_event_creates_no_second_referral(
-    referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers,
-    clock: FakeClock, engine: AsyncEngine,
+    referral_client: AsyncClient,
+    publish_intake: PublishIntake,
+    clinician_headers,
+    clock: FakeClock,
+    engine: AsyncEngine,
 ) -> None:
     intake_id = await publish_intake(_by_id("P06", clock.now().date()))
     await wait_for(lambda: referrals_for(referral_client, clinician_headers, intake_id))
