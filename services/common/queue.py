@@ -176,13 +176,14 @@ class QueueTuning:
         return float(step * random.uniform(0.5, 1.0))
 
 
-# One statement, run in autocommit: the claim is committed before any handler starts. A delivery
-# whose last attempt never finished (its worker died) is marked dead here instead of handed out.
-_CLAIM = text(
-    """
-    WITH picked AS (
+# Claim up to :limit ready deliveries of :consumer, oldest first, passing over those other workers
+# hold (and :holding, the batch this worker is finishing), as one JSON array. A delivery whose last
+# attempt never finished (its worker died) is marked dead here instead of handed out.
+_CLAIM_CTES = """
+    picked AS (
         SELECT id FROM queue.deliveries
         WHERE consumer = :consumer AND status = 'pending' AND available_at <= now()
+          AND id <> ALL(CAST(:holding AS bigint[]))
         ORDER BY id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -198,38 +199,44 @@ _CLAIM = text(
                 ELSE d.last_error END
         FROM picked WHERE d.id = picked.id
         RETURNING d.id, d.event_id, d.attempts, d.status
+    ), batch AS (
+        SELECT json_agg(json_build_object(
+            'delivery_id', c.id, 'attempts', c.attempts, 'status', c.status,
+            'envelope', json_build_object('id', e.id, 'type', e.type, 'version', e.version,
+                'occurred_at', e.occurred_at, 'subject', e.subject, 'data', e.payload)
+        ) ORDER BY c.id)::text AS claimed
+        FROM claimed c JOIN queue.events e ON e.id = c.event_id
     )
-    SELECT c.id AS delivery_id, c.attempts, c.status,
-           json_build_object('id', e.id, 'type', e.type, 'version', e.version,
-                             'occurred_at', e.occurred_at, 'subject', e.subject, 'data', e.payload
-           )::text AS envelope
-    FROM claimed c JOIN queue.events e ON e.id = c.event_id
-    -- A lost claim is harmless (the delivery is simply claimed again), so it need not wait for
-    -- the WAL flush; the handling transaction that follows flushes it anyway.
-    CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush_wait
-    ORDER BY e.occurred_at
-    """
+"""
+
+# The claim on its own, in autocommit: committed before any handler starts. A lost claim is
+# harmless (the delivery is simply claimed again), so it need not wait for the WAL flush; the
+# handling transaction that follows flushes it anyway.
+_CLAIM = text(
+    "WITH" + _CLAIM_CTES + "SELECT batch.claimed FROM batch "  # noqa: S608 (constants only)
+    "CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush_wait"
 )
 
 # First statement of a batch's transaction: ack the batch (delete its deliveries, which locks them:
-# no other worker can claim them while this transaction lives, lease or not) and record the events
-# in the consumer's inbox; the events returned are those not applied before (the others are only
-# acked). A handler that hangs outside the database for longer than the lease has its transaction
-# ended by PostgreSQL (idle_in_transaction_session_timeout), so the lease holds for it too.
-_ENVELOPE = msgspec.json.Decoder(Envelope)
-
-_ACK_AND_RECORD = text(
+# no other worker can claim them while this transaction lives, lease or not), record the events in
+# the consumer's inbox (`fresh`: those not applied before; the others are only acked) and, while
+# the queue is busy, claim the next batch (committed with this one, before it is handled). A
+# handler that hangs outside the database for longer than the lease has its transaction ended by
+# PostgreSQL (idle_in_transaction_session_timeout), so the lease holds for it too.
+_ACK_RECORD_AND_CLAIM = text(
     """
     WITH ack AS (
-        DELETE FROM queue.deliveries WHERE id = ANY(CAST(:delivery_ids AS bigint[]))
+        DELETE FROM queue.deliveries WHERE id = ANY(CAST(:holding AS bigint[]))
     ), hang_limit AS (
         SELECT set_config('idle_in_transaction_session_timeout', :idle_ms, true)
-    )
-    INSERT INTO queue.inbox (event_id, consumer)
-    SELECT e, :consumer FROM unnest(CAST(:event_ids AS uuid[])) AS e, hang_limit ORDER BY e
-    ON CONFLICT DO NOTHING
-    RETURNING event_id
-    """
+    ), recorded AS (
+        INSERT INTO queue.inbox (event_id, consumer)
+        SELECT e, :consumer FROM unnest(CAST(:event_ids AS uuid[])) AS e, hang_limit ORDER BY e
+        ON CONFLICT DO NOTHING
+        RETURNING event_id
+    ),"""  # noqa: S608 (constants only)
+    + _CLAIM_CTES
+    + "SELECT (SELECT array_agg(event_id) FROM recorded) AS fresh, (SELECT claimed FROM batch) AS claimed"
 )
 _HANG_LIMIT = text("SELECT set_config('idle_in_transaction_session_timeout', :idle_ms, true)")
 
@@ -239,11 +246,14 @@ _FAIL = text(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
+class Claimed(msgspec.Struct, frozen=True):
     delivery_id: int
     attempts: int
+    status: str
     envelope: Envelope
+
+
+_CLAIMED = msgspec.json.Decoder(list[Claimed])
 
 
 class QueueWorker:
@@ -282,68 +292,81 @@ class QueueWorker:
             return await self._drain_batch(conn)
 
     async def drain(self, stop: asyncio.Event) -> None:
-        """Handle batches until fewer than a full batch was ready (or `stop`)."""
+        """Handle batches until fewer than a full batch was ready (or `stop`). While batches come
+        full, each one's transaction also claims the next."""
         async with self.engine.connect() as conn:
-            while not stop.is_set() and await self._drain_batch(conn) >= self.tuning.batch_size:
-                pass
+            batch = await self._claim(conn)
+            while batch:
+                busy = len(batch) >= self.tuning.batch_size and not stop.is_set()
+                following = await self._handle(conn, batch, claim_next=busy)
+                if following is None and busy:
+                    following = await self._claim(conn)  # the claim made with the batch was undone
+                batch = following or []
 
     async def _drain_batch(self, conn: AsyncConnection) -> int:
         batch = await self._claim(conn)
         if batch:
-            await self._handle(conn, batch)
+            await self._handle(conn, batch, claim_next=False)
         return len(batch)
+
+    def _claim_params(self, holding: list[int], limit: int) -> dict[str, object]:
+        return {
+            "consumer": self.consumer.name,
+            "holding": holding,
+            "limit": limit,
+            "lease": self.tuning.lease_seconds,
+            "max_attempts": self.tuning.max_attempts,
+        }
 
     async def _claim(self, conn: AsyncConnection) -> list[Claimed]:
         """Lease up to a batch of ready deliveries, committed before this returns."""
         isolation = conn.default_isolation_level
         await conn.execution_options(isolation_level="AUTOCOMMIT")  # client-side: no round trip
         try:
-            rows = (
-                await conn.execute(
-                    _CLAIM,
-                    {
-                        "consumer": self.consumer.name,
-                        "limit": self.tuning.batch_size,
-                        "lease": self.tuning.lease_seconds,
-                        "max_attempts": self.tuning.max_attempts,
-                    },
-                )
-            ).all()
+            claimed = await conn.scalar(_CLAIM, self._claim_params([], self.tuning.batch_size))
             await conn.commit()  # ends SQLAlchemy's bookkeeping; nothing is sent in autocommit
         finally:
             await conn.execution_options(isolation_level=isolation)
-        claimed = []
-        for delivery_id, attempts, status, envelope in rows:
-            if status == "dead":
+        return self._live(claimed)
+
+    def _live(self, claimed: str | None) -> list[Claimed]:
+        """The claimed deliveries to handle (those the claim found out of attempts are dead)."""
+        live = []
+        for item in _CLAIMED.decode(claimed) if claimed else []:
+            if item.status == "dead":
                 self._dead.inc()
-                self.log.error("event_dead", delivery_id=delivery_id, attempts=attempts, cause="lease")
-                continue
-            claimed.append(Claimed(delivery_id, attempts, _ENVELOPE.decode(envelope)))
-        return claimed
+                self.log.error(
+                    "event_dead", delivery_id=item.delivery_id, attempts=item.attempts, cause="lease"
+                )
+            else:
+                live.append(item)
+        return live
 
     async def _apply(self, session: AsyncSession, item: Claimed) -> None:
         started = time.perf_counter()
         await self.consumer.handler(session, item.envelope)
         self._seconds.observe(time.perf_counter() - started)
 
-    async def _handle(self, conn: AsyncConnection, batch: Sequence[Claimed]) -> None:
-        """Apply a claimed batch in one transaction; on a handler failure, again event by event."""
+    async def _handle(
+        self, conn: AsyncConnection, batch: Sequence[Claimed], *, claim_next: bool
+    ) -> list[Claimed] | None:
+        """Apply a claimed batch in one transaction; on a handler failure, again event by event.
+        Return the next batch when it was claimed with this one (None when none was)."""
         failure: tuple[Claimed, Exception] | None = None
         try:
             async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
-                fresh = set(
-                    (
-                        await session.execute(
-                            _ACK_AND_RECORD,
-                            {
-                                "consumer": self.consumer.name,
-                                "delivery_ids": [item.delivery_id for item in batch],
-                                "event_ids": [item.envelope.id for item in batch],
-                                "idle_ms": self._idle_ms,
-                            },
-                        )
-                    ).scalars()
-                )
+                holding = [item.delivery_id for item in batch]
+                row = (
+                    await session.execute(
+                        _ACK_RECORD_AND_CLAIM,
+                        {
+                            **self._claim_params(holding, self.tuning.batch_size if claim_next else 0),
+                            "event_ids": [item.envelope.id for item in batch],
+                            "idle_ms": self._idle_ms,
+                        },
+                    )
+                ).one()
+                fresh = set(row.fresh or ())
                 for item in batch:
                     if item.envelope.id in fresh:
                         try:
@@ -356,8 +379,9 @@ class QueueWorker:
                 raise
             # Rolled back as a whole: again with a savepoint per event, the failed one excepted.
             await self._handle_one_by_one(conn, batch, failure)
-            return
+            return None
         self._handled.inc(len(batch))
+        return self._live(row.claimed) if claim_next else None
 
     async def _handle_one_by_one(
         self, conn: AsyncConnection, batch: Sequence[Claimed], failure: tuple[Claimed, Exception] | None
