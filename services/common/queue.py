@@ -295,16 +295,19 @@ class QueueWorker:
         """Handle batches until fewer than a full batch was ready (or `stop`). While batches come
         full, each one's transaction also claims the next."""
         async with self.engine.connect() as conn:
-            batch = await self._claim(conn)
-            while batch:
-                busy = len(batch) >= self.tuning.batch_size and not stop.is_set()
-                following = await self._handle(conn, batch, claim_next=busy)
+            claimed = await self._claim(conn)
+            while claimed:
+                busy = len(claimed) >= self.tuning.batch_size and not stop.is_set()
+                live = self._live(claimed)
+                if not live and not busy:
+                    return
+                following = await self._handle(conn, live, claim_next=busy)
                 if following is None and busy:
                     following = await self._claim(conn)  # the claim made with the batch was undone
-                batch = following or []
+                claimed = following or []
 
     async def _drain_batch(self, conn: AsyncConnection) -> int:
-        batch = await self._claim(conn)
+        batch = self._live(await self._claim(conn))
         if batch:
             await self._handle(conn, batch, claim_next=False)
         return len(batch)
@@ -327,12 +330,12 @@ class QueueWorker:
             await conn.commit()  # ends SQLAlchemy's bookkeeping; nothing is sent in autocommit
         finally:
             await conn.execution_options(isolation_level=isolation)
-        return self._live(claimed)
+        return _CLAIMED.decode(claimed) if claimed else []
 
-    def _live(self, claimed: str | None) -> list[Claimed]:
+    def _live(self, claimed: list[Claimed]) -> list[Claimed]:
         """The claimed deliveries to handle (those the claim found out of attempts are dead)."""
         live = []
-        for item in _CLAIMED.decode(claimed) if claimed else []:
+        for item in claimed:
             if item.status == "dead":
                 self._dead.inc()
                 self.log.error(
@@ -351,7 +354,7 @@ class QueueWorker:
         self, conn: AsyncConnection, batch: Sequence[Claimed], *, claim_next: bool
     ) -> list[Claimed] | None:
         """Apply a claimed batch in one transaction; on a handler failure, again event by event.
-        Return the next batch when it was claimed with this one (None when none was)."""
+        Return what was claimed with it for the next round (None when nothing was)."""
         failure: tuple[Claimed, Exception] | None = None
         try:
             async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
@@ -381,7 +384,9 @@ class QueueWorker:
             await self._handle_one_by_one(conn, batch, failure)
             return None
         self._handled.inc(len(batch))
-        return self._live(row.claimed) if claim_next else None
+        if not claim_next:
+            return None
+        return _CLAIMED.decode(row.claimed) if row.claimed else []
 
     async def _handle_one_by_one(
         self, conn: AsyncConnection, batch: Sequence[Claimed], failure: tuple[Claimed, Exception] | None

@@ -117,3 +117,26 @@ async def test_event_failing_every_attempt_is_dead_with_its_last_error_and_repla
 
 async def _dead(lane: Lane, consumer: str) -> bool:
     return [d.status for d in await lane.deliveries(consumer)] == ["dead"]
+
+
+async def test_failure_in_a_busy_queue_loses_no_following_batch(
+    lane: Lane, engine: AsyncEngine, database_url: str
+) -> None:
+    """While batches come full, each batch's transaction also claims the next; a failure rolls that
+    claim back with the batch, and the events it had taken are claimed again."""
+    [consumer] = await lane.subscribe("busy")
+    events = await lane.publish(40)
+    poison = events[3]
+
+    async def rejects_one(session: AsyncSession, envelope: Envelope) -> None:
+        if envelope.id == poison:
+            raise Flaky("cannot apply this one")
+        await record_effect(session, consumer, envelope)
+
+    small = dataclasses.replace(FAST, batch_size=8, max_attempts=2)
+    async with running(engine, database_url, (Consumer(consumer, rejects_one), small)):
+        await eventually(lambda: _dead(lane, consumer), what="all handled but the poison, which is dead")
+    effects = await lane.effects(consumer)
+    assert sorted(e.event_id for e in effects) == sorted(set(events) - {poison})
+    [dead] = await lane.deliveries(consumer)
+    assert (dead.event_id, dead.attempts) == (poison, 2)
