@@ -18,6 +18,7 @@ from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
 from litestar.params import HeaderParameter, RawBody
 
+from services.common.intake_form import latest_today, parse_intake
 from services.common.settings import Settings
 from services.common.signing import TOLERANCE_SECONDS, SignatureError, verify
 from services.common.web import DbSession
@@ -90,7 +91,7 @@ async def receive_intake_form(
         raise NotAuthorizedException(f"The webhook signature was refused: {exc}.") from exc
     message_id = services.check_idempotency_key(webhook_id, field="webhook-id")
     assert message_id is not None  # verify() requires it
-    intake = services.parse_intake(body, services.latest_today(now))
+    intake = parse_intake(body, latest_today(now))
     claim = services.IdempotencyClaim(
         scope=INBOUND_SCOPE,
         key=message_id,

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
-from litestar.params import JSONBody
+from litestar.params import JSONBody, RawBody
 
 from services.common.auth import Role, require_roles
 from services.common.clock import Clock
-from services.common.intake_body import IntakeBody, check_intake
-from services.common.problems import FieldProblem, UnprocessableProblem
+from services.common.intake_body import IntakeBody
+from services.common.intake_form import latest_today, parse_intake
 from services.common.settings import Settings
 from services.referral.referrals.services import thresholds_from
 from services.referral.triage import RulesDocument, TriageOutcome, rules_document, triage
@@ -32,12 +32,12 @@ class TriageController(Controller):
         status_code=200,
         sync_to_thread=False,
     )
-    def preview(self, state: State, data: JSONBody[IntakeBody]) -> TriageOutcome:
-        """Where this intake would go, and why. Stores nothing."""
+    def preview(self, state: State, data: JSONBody[IntakeBody], body: RawBody) -> TriageOutcome:
+        """Where this intake would go, and why. Stores nothing and emits nothing.
+
+        The body is read exactly as `POST /v1/intakes` reads it (strict types, the same 422s)."""
         clock: Clock = state["clinic_clock"]
-        today = clock.now().date()
-        errors = check_intake(data, today)
-        if errors:
-            raise UnprocessableProblem([FieldProblem(field=e.field, message=e.message) for e in errors])
+        now = clock.now()
+        intake = parse_intake(body, latest_today(now))
         settings: Settings = state["clinic_settings"]
-        return triage(data, today, thresholds_from(settings))
+        return triage(intake, now.date(), thresholds_from(settings))

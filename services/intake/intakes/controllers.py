@@ -17,6 +17,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, RawB
 from services.common.auth import Principal, Role, require_roles
 from services.common.clock import Clock
 from services.common.intake_body import IntakeBody
+from services.common.intake_form import latest_today, parse_intake
 from services.common.pagination import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
 from services.common.problems import PROBLEM_MEDIA_TYPE
 from services.common.settings import Settings
@@ -103,7 +104,7 @@ def accept_form(
 ) -> tuple[IntakeBody, services.Author, services.IdempotencyClaim | None]:
     """The strictly decoded form, who sends it and when, and its idempotency claim (if keyed)."""
     now = now_from(state)
-    intake = services.parse_intake(body, services.latest_today(now))
+    intake = parse_intake(body, latest_today(now))
     principal = request.user
     assert isinstance(principal, Principal)
     claim = claim_for(request, key, intake, state["clinic_settings"])
