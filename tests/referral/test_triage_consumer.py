@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
+from services.common.queue import redeliver
 from tests.referral.conftest import PublishIntake, referrals_for, wait_for
 from tests.vignettes import load_public_vignettes
 
@@ -74,29 +75,28 @@ async def test_redelivered_intake_event_creates_no_second_referral(
 ) -> None:
     intake_id = await publish_intake(_by_id("P06", clock.now().date()))
     await wait_for(lambda: referrals_for(referral_client, clinician_headers, intake_id))
-    # Redeliver: put the handled delivery back to pending, as an expired lease would.
+    # Owe the event to the consumer again, as a lost ack or an expired lease would.
     async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "UPDATE queue.deliveries SET status = 'pending', available_at = now() "
-                "WHERE consumer = 'referral.triage' AND event_id IN "
-                "(SELECT id FROM queue.events WHERE subject = :s)"
-            ),
-            {"s": intake_id},
-        )
+        event_id = (
+            await conn.execute(
+                text("SELECT id FROM queue.events WHERE subject = :s AND type = 'intake.submitted'"),
+                {"s": intake_id},
+            )
+        ).scalar_one()
+        await redeliver(conn, "referral.triage", event_id)
 
     async def redelivered() -> bool:
         async with engine.connect() as conn:
-            pending = (
+            owed = (
                 await conn.execute(
                     text(
-                        "SELECT count(*) FROM queue.deliveries d JOIN queue.events e ON e.id = d.event_id "
-                        "WHERE e.subject = :s AND d.consumer = 'referral.triage' AND d.status = 'pending'"
+                        "SELECT count(*) FROM queue.deliveries "
+                        "WHERE event_id = :e AND consumer = 'referral.triage'"
                     ),
-                    {"s": intake_id},
+                    {"e": event_id},
                 )
             ).scalar()
-        return pending == 0
+        return owed == 0
 
     await wait_for(redelivered)
     assert len(await referrals_for(referral_client, clinician_headers, intake_id)) == 1
