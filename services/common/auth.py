@@ -150,7 +150,11 @@ def require_roles(*roles: Role) -> Guard:
     allowed = frozenset(roles) | {Role.admin}
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-        principal = connection.user
+        # The auth middleware skips OPTIONS and HEAD; a guarded route then has no user: a 401,
+        # never a 500.
+        principal = connection.scope.get("user")
+        if principal is None:
+            raise NotAuthorizedException("An API key is required: Authorization: Bearer <key>.")
         if not isinstance(principal, Principal) or principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise PermissionDeniedException(f"This action needs one of the roles: {names}.")

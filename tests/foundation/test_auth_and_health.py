@@ -3,7 +3,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from litestar import Request, get
+from litestar import Controller, Request, get
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -63,6 +63,27 @@ async def test_no_key_is_401_problem(guarded_client: AsyncTestClient) -> None:
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["status"] == 401
+
+
+class GuardedController(Controller):
+    path = "/v1/probe/admin"
+    guards = [require_roles(Role.admin)]
+
+    @get("/", sync_to_thread=False)
+    def read(self) -> dict[str, str]:
+        return {"ok": "yes"}
+
+
+async def test_options_on_a_guarded_controller_is_401_not_a_server_error(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """The auth middleware skips OPTIONS; a controller's guard then finds no user and must
+    answer 401, not crash."""
+    spec = ServiceSpec(name="probe", title="probe", description="", route_handlers=[GuardedController])
+    async with AsyncTestClient(build_app(spec, settings, engine, run_workers=False)) as client:
+        response = await client.options("/v1/probe/admin")
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_unknown_key_is_401(guarded_client: AsyncTestClient) -> None:

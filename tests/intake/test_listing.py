@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import uuid
 from typing import Any
 
 import pytest
@@ -105,3 +106,12 @@ async def test_the_query_string_never_reaches_the_problem(
     response = await client.get("/v1/intakes", params={"mrn": mrn, "limit": 0}, headers=front_desk)
     assert response.status_code == 422
     assert mrn not in response.text
+
+
+@pytest.mark.parametrize("version", ["0", "224752512504519359374369866383360"])
+async def test_a_version_number_out_of_range_is_422_not_a_server_error(
+    client: AsyncTestClient[Any], front_desk: dict[str, str], version: str
+) -> None:
+    response = await client.get(f"/v1/intakes/{uuid.uuid4()}/versions/{version}", headers=front_desk)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")

@@ -12,7 +12,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, RawBody
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, RawBody
 
 from services.common.auth import Principal, Role, require_roles
 from services.common.clock import Clock
@@ -109,6 +109,10 @@ def accept_form(
     assert isinstance(principal, Principal)
     claim = claim_for(request, key, intake, state["clinic_settings"])
     return intake, services.Author(name=principal.name, at=now), claim
+
+
+#: A version number as PostgreSQL's integer holds it (a larger one is a 422, not a 500).
+VersionNumber = Annotated[int, PathParameter(ge=1, le=2**31 - 1)]
 
 
 class IntakeController(Controller):
@@ -226,7 +230,7 @@ class IntakeController(Controller):
         summary="An intake as it was at one version",
     )
     async def version(
-        self, db_session: DbSession, intake_id: FromPath[uuid.UUID], version: FromPath[int]
+        self, db_session: DbSession, intake_id: FromPath[uuid.UUID], version: VersionNumber
     ) -> Intake:
         intake = await services.get_intake(db_session, intake_id, version)
         if intake is None:
