@@ -8,14 +8,14 @@ operator replays an intake consumer's delivery on the intake service, never on t
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromQuery, PathParameter
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,9 @@ from services.common.auth import Role, require_roles
 from services.common.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor
 from services.common.problems import PROBLEM_MEDIA_TYPE
 from services.common.queue import DeadDelivery, dead_deliveries, replay_dead
+
+#: A delivery id as PostgreSQL's bigint holds it (a larger one is a 422, not a 500).
+DeliveryId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
 
 
 class DeadDeliveryPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,7 +75,7 @@ def dead_letter_controller(consumers: Iterable[str]) -> type[Controller]:
             responses={404: _problem("No dead delivery of this service's consumers has this id.")},
         )
         async def replay(
-            self, db_session: NamedDependency[AsyncSession], delivery_id: FromPath[int]
+            self, db_session: NamedDependency[AsyncSession], delivery_id: DeliveryId
         ) -> Replayed:
             """Re-queue a dead delivery with a fresh set of attempts (fix the cause first). An
             event its consumer had already applied is not applied again."""
