@@ -8,6 +8,7 @@ never reaches a log line whatever key path it hides under.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 import uuid
@@ -44,7 +45,25 @@ SENSITIVE_KEYS = frozenset(
 )
 
 
+#: PostgreSQL repeats a violating row's values in an error's DETAIL line ("Key (mrn)=(MRN-0042)
+#: already exists"), and SQLAlchemy may append the statement's parameters: both reach tracebacks.
+_DB_VALUES = (
+    (re.compile(r"(Key \([^)]*\)=)\((?:[^()]|\([^()]*\))*\)"), r"\1([redacted])"),
+    (re.compile(r"\[parameters: .*?\]", re.S), "[parameters: redacted]"),
+    (re.compile(r"(Failing row contains )\(.*?\)(?=\.?$)", re.M), r"\1([redacted])"),
+)
+
+
+def _scrub_text(text: str) -> str:
+    if "Key (" in text or "[parameters:" in text or "Failing row" in text:
+        for pattern, replacement in _DB_VALUES:
+            text = pattern.sub(replacement, text)
+    return text
+
+
 def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _scrub_text(value)
     if depth > 8:
         return REDACTED
     if isinstance(value, Mapping):

@@ -41,3 +41,25 @@ def test_patient_data_never_reaches_a_log_line() -> None:
     assert lines[0]["intake_id"] == "abc-1"  # identifiers stay useful
     assert lines[0]["patient"] == REDACTED
     assert lines[2]["mrn"] == REDACTED
+
+
+def test_database_error_details_are_masked_in_tracebacks() -> None:
+    """A unique violation's DETAIL line repeats the row's values (an MRN, say)."""
+
+    def emit() -> None:
+        log = structlog.get_logger("test")
+        try:
+            raise RuntimeError(
+                'duplicate key value violates unique constraint "uq_patients_mrn"\n'
+                "DETAIL:  Key (mrn)=(MRN-0042) already exists.\n"
+                "[SQL: INSERT INTO intake.patients ...]\n[parameters: ('Ana', 'Silva', 'MRN-0042')]"
+            )
+        except RuntimeError:
+            log.exception("unhandled_error")
+        log.error("worker_failed", error="IntegrityError: Failing row contains (Ana, Silva, 1971-04-02).")
+
+    lines = _capture(emit)
+    text = json.dumps(lines)
+    for secret in ("MRN-0042", "Ana", "Silva", "1971-04-02"):
+        assert secret not in text, secret
+    assert "uq_patients_mrn" in text  # the error stays diagnosable
