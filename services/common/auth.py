@@ -160,3 +160,10 @@ def require_roles(*roles: Role) -> Guard:
             raise PermissionDeniedException(f"This action needs one of the roles: {names}.")
 
     return guard
+
+
+def principal_of(connection: ASGIConnection) -> Principal:  # type: ignore[type-arg]
+    """The caller of a guarded route (the guard has already refused anyone else)."""
+    user = connection.user
+    assert isinstance(user, Principal)
+    return user

@@ -4,7 +4,7 @@ durations) without sleeping. Apps read it from `state["clinic_clock"]`."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -27,3 +27,9 @@ class FakeClock:
 
     def advance(self, delta: timedelta) -> None:
         self.current += delta
+
+
+def now_of(state: Any) -> datetime:
+    """The app's clock (`state["clinic_clock"]`: the system's, or a test's fake)."""
+    clock: Clock = state["clinic_clock"]
+    return clock.now()

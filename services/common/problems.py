@@ -19,6 +19,7 @@ import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
@@ -31,6 +32,18 @@ log = structlog.get_logger(__name__)
 
 _FIELD_IN_MESSAGE = re.compile(r"^Object (missing required|contains unknown) field `([^`]+)`$")
 _INDEX = re.compile(r"\[\d+\]")
+
+
+def problem_spec(description: str) -> ResponseSpec:
+    """An RFC 9457 response as the OpenAPI document declares it."""
+    return ResponseSpec(data_container=dict[str, Any], description=description, media_type=PROBLEM_MEDIA_TYPE)
+
+
+#: What every protected route may answer before it runs.
+AUTH_RESPONSES = {
+    401: problem_spec("No API key, or not a valid one."),
+    403: problem_spec("The key's role (or destination) may not do this."),
+}
 
 
 class FieldProblem(msgspec.Struct, frozen=True):

@@ -8,20 +8,19 @@ operator replays an intake consumer's delivery on the intake service, never on t
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, PathParameter
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import Role, require_roles
 from services.common.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor
-from services.common.problems import PROBLEM_MEDIA_TYPE
+from services.common.problems import problem_spec
 from services.common.queue import DeadDelivery, dead_deliveries, replay_dead
 
 #: A delivery id as PostgreSQL's bigint holds it (a larger one is a 422, not a 500).
@@ -38,10 +37,6 @@ class Replayed(msgspec.Struct, frozen=True, kw_only=True):
     status: str = "pending"
 
 
-def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=dict[str, Any], description=description, media_type=PROBLEM_MEDIA_TYPE)
-
-
 def dead_letter_controller(consumers: Iterable[str]) -> type[Controller]:
     """The dead-letter controller of a service owning `consumers`."""
     owned = sorted(set(consumers))
@@ -51,7 +46,7 @@ def dead_letter_controller(consumers: Iterable[str]) -> type[Controller]:
         tags = ["events"]
         guards = [require_roles(Role.admin)]
 
-        @get("/", responses={422: _problem("`limit` or `cursor` is not valid; `errors` names it.")})
+        @get("/", responses={422: problem_spec("`limit` or `cursor` is not valid; `errors` names it.")})
         async def list_dead(
             self,
             db_session: NamedDependency[AsyncSession],
@@ -72,7 +67,7 @@ def dead_letter_controller(consumers: Iterable[str]) -> type[Controller]:
         @post(
             "/{delivery_id:int}/replay",
             status_code=HTTP_200_OK,
-            responses={404: _problem("No dead delivery of this service's consumers has this id.")},
+            responses={404: problem_spec("No dead delivery of this service's consumers has this id.")},
         )
         async def replay(
             self, db_session: NamedDependency[AsyncSession], delivery_id: DeliveryId

@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bootstrap import create_service_app
-from services.common.clock import Clock, SystemClock
+from services.common.clock import Clock, SystemClock, now_of
 from services.common.settings import Settings
 from services.common.web import ServiceSpec, background_loop, sessionmaker_from
 from services.intake.inbound import receive_intake_form
@@ -31,7 +31,7 @@ def idempotency_purge(state: State) -> AbstractAsyncContextManager[None]:
         while not stop.is_set():
             try:
                 async with sessionmaker_from(state)() as session:
-                    purged = await purge_expired_keys(session, state["clinic_clock"].now())
+                    purged = await purge_expired_keys(session, now_of(state))
                     await session.commit()
                 if purged:
                     log.info("idempotency_keys_purged", count=purged)

@@ -18,7 +18,9 @@ from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
 from litestar.params import HeaderParameter, RawBody
 
+from services.common.clock import now_of
 from services.common.intake_form import latest_today, parse_intake
+from services.common.problems import problem_spec
 from services.common.settings import Settings
 from services.common.signing import TOLERANCE_SECONDS, SignatureError, verify
 from services.common.web import DbSession
@@ -26,8 +28,6 @@ from services.intake.intakes import services
 from services.intake.intakes.controllers import (
     WRITE_RESPONSES,
     intake_response,
-    now_from,
-    problem_spec,
 )
 from services.intake.intakes.schemas import Intake
 
@@ -82,7 +82,7 @@ async def receive_intake_form(
         raise ServiceUnavailableException(
             "Inbound intake forms are not configured: set CLINIC_INBOUND_WEBHOOK_SECRET."
         )
-    now = now_from(state)
+    now = now_of(state)
     try:
         verify(
             settings.inbound_webhook_secret, webhook_id, webhook_timestamp, webhook_signature, body, now=now

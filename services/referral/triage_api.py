@@ -8,7 +8,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, RawBody
 
 from services.common.auth import Role, require_roles
-from services.common.clock import Clock
+from services.common.clock import now_of
 from services.common.intake_body import IntakeBody
 from services.common.intake_form import latest_today, parse_intake
 from services.common.settings import Settings
@@ -36,8 +36,7 @@ class TriageController(Controller):
         """Where this intake would go, and why. Stores nothing and emits nothing.
 
         The body is read exactly as `POST /v1/intakes` reads it (strict types, the same 422s)."""
-        clock: Clock = state["clinic_clock"]
-        now = clock.now()
+        now = now_of(state)
         intake = parse_intake(body, latest_today(now))
         settings: Settings = state["clinic_settings"]
         return triage(intake, now.date(), thresholds_from(settings))

@@ -11,15 +11,14 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
-from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, RawBody
 
-from services.common.auth import Principal, Role, require_roles
-from services.common.clock import Clock
+from services.common.auth import Principal, Role, principal_of, require_roles
+from services.common.clock import now_of
 from services.common.intake_body import IntakeBody
 from services.common.intake_form import latest_today, parse_intake
 from services.common.pagination import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
-from services.common.problems import PROBLEM_MEDIA_TYPE
+from services.common.problems import AUTH_RESPONSES, problem_spec
 from services.common.settings import Settings
 from services.common.web import DbSession
 from services.intake.intakes import services
@@ -42,14 +41,6 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-def problem_spec(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=dict[str, Any], description=description, media_type=PROBLEM_MEDIA_TYPE)
-
-
-AUTH_RESPONSES = {
-    401: problem_spec("No API key, or not a valid one."),
-    403: problem_spec("The key's role may not do this."),
-}
 NOT_FOUND = {404: problem_spec("No such intake (or version).")}
 WRITE_RESPONSES = {
     400: problem_spec("The body is not JSON."),
@@ -58,12 +49,6 @@ WRITE_RESPONSES = {
     422: problem_spec("A field is not valid; `errors` names each by its full path."),
 }
 READ_RESPONSES = {422: problem_spec("A query parameter is not valid."), **AUTH_RESPONSES}
-
-
-def now_from(state: State) -> dt.datetime:
-    """The app's clock (`clinic_clock` in the state; tests pass a FakeClock to `create_app`)."""
-    clock: Clock = state["clinic_clock"]
-    return clock.now()
 
 
 class _Created(msgspec.Struct):
@@ -89,10 +74,8 @@ def claim_for(
     key = services.check_idempotency_key(key)
     if key is None:
         return None
-    principal = request.user
-    assert isinstance(principal, Principal)
     return services.IdempotencyClaim(
-        scope=f"key:{principal.key_id}",
+        scope=f"key:{principal_of(request).key_id}",
         key=key,
         request_hash=services.request_hash(request.method, request.url.path, body),
         ttl=dt.timedelta(hours=settings.idempotency_hours),
@@ -103,12 +86,10 @@ def accept_form(
     request: Request[Any, Any, Any], state: State, body: bytes, key: str | None
 ) -> tuple[IntakeBody, services.Author, services.IdempotencyClaim | None]:
     """The strictly decoded form, who sends it and when, and its idempotency claim (if keyed)."""
-    now = now_from(state)
+    now = now_of(state)
     intake = parse_intake(body, latest_today(now))
-    principal = request.user
-    assert isinstance(principal, Principal)
     claim = claim_for(request, key, intake, state["clinic_settings"])
-    return intake, services.Author(name=principal.name, at=now), claim
+    return intake, services.Author(name=principal_of(request).name, at=now), claim
 
 
 #: A version number as PostgreSQL's integer holds it (a larger one is a 422, not a 500).

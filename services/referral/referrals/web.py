@@ -3,22 +3,20 @@ guards and the problem responses they document."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from litestar import Request
-from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
-from litestar.openapi import ResponseSpec
 
-from services.common.auth import Principal, Role, require_roles
-from services.common.clock import Clock
+from services.common.auth import Principal, Role, principal_of, require_roles
+from services.common.clock import now_of
 from services.common.pagination import encode_cursor
-from services.common.problems import PROBLEM_MEDIA_TYPE, FieldProblem, UnprocessableProblem
+from services.common.problems import AUTH_RESPONSES, FieldProblem, UnprocessableProblem, problem_spec
 from services.referral.referrals.services import DESTINATIONS
 
 T = TypeVar("T")
+
+__all__ = ["AUTH_RESPONSES", "now_of", "principal_of", "problem_spec"]  # shared with the controllers
 
 #: Who may read referrals and follow-ups (a specialist only its own destination's).
 READERS = require_roles(Role.front_desk, Role.specialist, Role.clinician)
@@ -49,26 +47,6 @@ def page_of(rows: Sequence[T], limit: int, key: Callable[[T], list[Any]]) -> tup
     return page, encode_cursor(key(page[-1])) if len(rows) > limit and page else None
 
 
-def principal_of(request: Request[Any, Any, Any]) -> Principal:
-    user = request.user
-    assert isinstance(user, Principal)
-    return user
-
-
-def now_of(state: State) -> dt.datetime:
-    """The app's clock (`clinic_clock`: the system's, or a test's fake)."""
-    clock: Clock = state["clinic_clock"]
-    return clock.now()
-
-
-def problem_spec(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=dict[str, Any], description=description, media_type=PROBLEM_MEDIA_TYPE)
-
-
-AUTH_RESPONSES = {
-    401: problem_spec("No API key, or not a valid one."),
-    403: problem_spec("The key's role (or destination) may not do this."),
-}
 READ_RESPONSES = {422: problem_spec("A query parameter is not valid."), **AUTH_RESPONSES}
 NOT_FOUND = {404: problem_spec("No such record that this key may see.")}
 WRITE_RESPONSES = {

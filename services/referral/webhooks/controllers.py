@@ -8,13 +8,12 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
-from services.common.auth import Destination, Principal, Role, require_roles
+from services.common.auth import Destination, Role, principal_of, require_roles
 from services.common.pagination import DEFAULT_LIMIT, Limit
-from services.common.problems import PROBLEM_MEDIA_TYPE
+from services.common.problems import problem_spec
 from services.common.settings import Settings
 from services.common.web import DbSession
 from services.referral.webhooks import schemas, service
@@ -24,13 +23,9 @@ from services.referral.webhooks.ssrf import TargetGuard
 ADMIN = require_roles(Role.admin)
 
 
-def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=dict[str, Any], description=description, media_type=PROBLEM_MEDIA_TYPE)
-
-
-INVALID = {422: _problem("A field or query parameter is not valid; `errors` names it by its path.")}
-MISSING = {404: _problem("There is no such endpoint or delivery.")}
-CONFLICT = {409: _problem("The endpoint is disabled, or an attempt is in flight.")}
+INVALID = {422: problem_spec("A field or query parameter is not valid; `errors` names it by its path.")}
+MISSING = {404: problem_spec("There is no such endpoint or delivery.")}
+CONFLICT = {409: problem_spec("The endpoint is disabled, or an attempt is in flight.")}
 
 
 def _guard(state: State) -> TargetGuard:
@@ -39,9 +34,7 @@ def _guard(state: State) -> TargetGuard:
 
 
 def _who(request: Request[Any, Any, Any]) -> str:
-    user = request.user
-    assert isinstance(user, Principal)
-    return user.name
+    return principal_of(request).name
 
 
 #: The delivery lists' filters (enums, so a wrong value is a 422 listing the allowed ones).
