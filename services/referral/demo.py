@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from services.common.settings import get_settings
-from services.referral.vignettes import load_public_vignettes
+from services.vignettes import load_vignettes
 
 
 def _ready(client: httpx.Client, url: str) -> bool:
@@ -61,7 +61,7 @@ def run_demo(intake_url: str, referral_url: str, timeout: float) -> int:
         headers = {"Authorization": f"Bearer {_make_key()}"}
         today = dt.datetime.now(dt.UTC).date()
         submitted: list[tuple[Any, str]] = []
-        for vignette in load_public_vignettes(today):
+        for vignette in load_vignettes(today, ruleset="v1"):
             response = client.post(f"{intake_url}/v1/intakes", json=vignette.body, headers=headers)
             if response.status_code != 201:
                 print(

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from services.vignettes import Vignette, load_vignettes
 from tests.conftest import REPO_ROOT
 from tests.foundation.test_clinic_up import free_port, wait_ready
-from tests.vignettes import Vignette, load_public_vignettes
 
 pytestmark = pytest.mark.e2e
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -78,7 +78,7 @@ def poll(fn, timeout: float = 30.0):
     raise AssertionError("not before the deadline")
 
 
-@pytest.mark.parametrize("vignette", load_public_vignettes(TODAY), ids=lambda v: v.id)
+@pytest.mark.parametrize("vignette", load_vignettes(TODAY, ruleset="v1"), ids=lambda v: v.id)
 def test_vignette_is_routed_as_published_and_the_intake_shows_it(
     live: LiveSystem, vignette: Vignette
 ) -> None:
@@ -133,7 +133,7 @@ def test_clinic_demo_prints_where_each_vignette_went(live: LiveSystem) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["case", "destination"]
-    for vignette in load_public_vignettes(TODAY):
+    for vignette in load_vignettes(TODAY, ruleset="v1"):
         row = next(line for line in lines if line.startswith(vignette.id + " "))
         assert vignette.expect.destination in row
         assert row.rstrip().endswith("✓")

@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
 from services.common.queue import redeliver
+from services.vignettes import load_vignettes
 from tests.referral.conftest import PublishIntake, referrals_for, wait_for
-from tests.vignettes import load_public_vignettes
 
 
 def _by_id(vignette_id: str, today) -> dict:
-    return next(v for v in load_public_vignettes(today) if v.id == vignette_id).body
+    return next(v for v in load_vignettes(today, ruleset="v1") if v.id == vignette_id).body
 
 
 async def test_submitted_intake_becomes_a_referral_with_reasons_and_due_by(

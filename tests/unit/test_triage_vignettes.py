@@ -10,10 +10,10 @@ import pytest
 
 from services.common.intake_body import check_intake, decode_intake
 from services.referral.triage import triage
-from tests.vignettes import Vignette, load_public_vignettes
+from services.vignettes import Vignette, load_vignettes, resolve_date
 
 TODAY = datetime.date.today()
-VIGNETTES = load_public_vignettes(TODAY)
+VIGNETTES = load_vignettes(TODAY, ruleset="v1")
 
 
 def test_the_public_vignettes_are_all_loaded() -> None:
@@ -37,7 +37,7 @@ def test_vignette_is_routed_as_expected(vignette: Vignette) -> None:
 
 def test_relative_dates_become_iso_dates_before_today() -> None:
     today = datetime.date(2026, 5, 15)
-    by_id = {v.id: v for v in load_public_vignettes(today)}
+    by_id = {v.id: v for v in load_vignettes(today, ruleset="v1")}
     assert by_id["P07"].body["regenerative_procedure"]["performed_on"] == "2026-05-01"
     assert by_id["P08"].body["regenerative_procedure"]["performed_on"] == "2026-05-08"
     assert "-14d" not in json.dumps(by_id["P07"].body)
@@ -55,6 +55,28 @@ def test_clinic_vignettes_env_var_points_at_another_file(
     path = tmp_path / "cases.json"
     path.write_text(json.dumps({"vignettes": [case]}), encoding="utf-8")
     monkeypatch.setenv("CLINIC_VIGNETTES", str(path))
-    (loaded,) = load_public_vignettes(datetime.date(2026, 1, 1))
+    (loaded,) = load_vignettes(datetime.date(2026, 1, 1), ruleset="v1")
     assert loaded.id == "X01"
     assert loaded.body == {"a": ["2025-12-31", {"b": "2026-01-01"}], "c": "-1 day", "d": "x-1d"}
+    assert len(load_vignettes(datetime.date(2026, 1, 1), ruleset="v2")) > 1, "a v1 file leaves v2 packaged"
+
+
+@pytest.mark.parametrize(
+    ("written", "today", "meant"),
+    [
+        ("-3d", "2026-03-01", "2026-02-26"),
+        ("+1d", "2026-12-31", "2027-01-01"),
+        ("-40y", "2026-05-15", "1986-05-15"),
+        ("-2y", "2024-02-29", "2022-02-28"),
+        ("-40y+3d", "2026-05-15", "1986-05-18"),
+        ("-40y-100d", "2026-05-15", "1986-02-04"),
+        ("-0d", "2026-05-15", "2026-05-15"),
+    ],
+)
+def test_relative_dates_of_every_form_resolve(written: str, today: str, meant: str) -> None:
+    assert resolve_date(written, datetime.date.fromisoformat(today)) == meant
+
+
+@pytest.mark.parametrize("text", ["1986-05-15", "-y", "-1w", "40y", "", "-1d-1y"])
+def test_other_strings_are_not_relative_dates(text: str) -> None:
+    assert resolve_date(text, datetime.date(2026, 5, 15)) is None
