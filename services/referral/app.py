@@ -15,6 +15,7 @@ from services.referral.referrals.controllers import ReferralController
 from services.referral.reports import ReportController
 from services.referral.triage_api import TriageController
 from services.referral.triage_consumer import triage_consumer
+from services.referral.webhooks.catalogue import outgoing_webhooks
 
 NAME = "referral"
 
@@ -36,6 +37,7 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
         consumers=[triage_consumer(settings, clock), webhooks.consumer],
         workers=[webhooks.sender_worker, follow_up_worker],
         state={"clinic_clock": clock},
+        webhooks=outgoing_webhooks(),
     )
 
 
