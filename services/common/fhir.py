@@ -227,7 +227,7 @@ def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> 
     return _outcome_response(400, issues)
 
 
-def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def http_error_outcome(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
     code = _ISSUE_CODE_BY_STATUS.get(status, "processing" if status < 500 else "exception")
@@ -244,7 +244,7 @@ FHIR_EXCEPTION_HANDLERS: dict[Any, Any] = {
     FhirError: _fhir_error_handler,
     UnprocessableProblem: _unprocessable_handler,
     ValidationException: _validation_handler,
-    HTTPException: _http_handler,
+    HTTPException: http_error_outcome,
     Exception: _internal_handler,
 }
 
@@ -327,14 +327,14 @@ def token(value: str) -> tuple[str | None, str]:
     return None, value
 
 
-def reference_id(value: str, resource_type: str) -> str:
+def reference_id(param: str, value: str, resource_type: str) -> str:
     """The id a reference search value names: `Type/id`, an absolute URL ending so, or a bare id."""
     tail = value.rstrip("/").split("/")
     if len(tail) >= 2 and tail[-2] == resource_type:
         return tail[-1]
     if len(tail) == 1:
         return value
-    raise bad_parameter(resource_type.lower(), f"expected {resource_type}/<id>, got {value!r}")
+    raise bad_parameter(param, f"expected {resource_type}/<id>, got {value!r}")
 
 
 _DATE_PRECISION = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
@@ -436,6 +436,13 @@ _INTERACTIONS = {
 }
 
 
+def _shape(rest: str) -> str:
+    """A path below the resource type with its parameters named as the FHIR spec names them:
+    `{resource_id}/_history/{version_id}` -> `{id}/_history/{vid}`."""
+    names = iter(("{id}", "{vid}"))
+    return "/".join(next(names, part) if part.startswith("{") else part for part in rest.split("/") if part)
+
+
 def served_interactions(app: Litestar) -> dict[str, dict[str, Any]]:
     """What the app's FHIR routes serve, by resource type: interactions and search parameters."""
     served: dict[str, dict[str, Any]] = {}
@@ -447,7 +454,7 @@ def served_interactions(app: Litestar) -> dict[str, dict[str, Any]]:
             continue
         for handler in route.route_handlers:
             for method in handler.http_methods:
-                interaction = _INTERACTIONS.get((method, re.sub(r"\{(\w+)\}", r"{\1}", rest)))
+                interaction = _INTERACTIONS.get((method, _shape(rest)))
                 if interaction is None:
                     continue
                 entry = served.setdefault(resource_type, {"interactions": set(), "search": []})

@@ -34,11 +34,108 @@ def fhir_settings(settings: Settings) -> Settings:
     return dataclasses.replace(settings, intake_fhir_base=INTAKE_BASE)
 
 
+_PUBLICATION = {"draft", "active", "retired", "unknown"}
+
+
+def _codes(text: str) -> set[str]:
+    return set(text.split())
+
+
+_PRIORITY = {"routine", "urgent", "asap", "stat"}
+_ISSUE_TYPES = _codes(
+    "invalid structure required value invariant security login unknown expired forbidden suppressed "
+    "processing not-supported duplicate multiple-matches not-found deleted too-long code-invalid "
+    "extension too-costly business-rule conflict transient lock-error no-store exception timeout "
+    "incomplete throttled informational"
+)
+#: The FHIR R4 (4.0.1) value sets with a *required* binding on the elements the services emit.
+#: fhir.resources checks structure, cardinality and datatypes but not these codes, so they are
+#: checked here, from the R4 specification.
+REQUIRED_CODES: dict[str, dict[str, set[str]]] = {
+    "Task": {
+        "status": _codes(
+            "draft requested received accepted rejected ready cancelled in-progress on-hold failed "
+            "completed entered-in-error"
+        ),
+        "intent": _codes(
+            "unknown proposal plan order original-order reflex-order filler-order instance-order option"
+        ),
+        "priority": _PRIORITY,
+    },
+    "ServiceRequest": {
+        "status": {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"},
+        "intent": _codes(
+            "proposal plan directive order original-order reflex-order filler-order instance-order option"
+        ),
+        "priority": _PRIORITY,
+    },
+    "QuestionnaireResponse": {
+        "status": {"in-progress", "completed", "amended", "entered-in-error", "stopped"}
+    },
+    "Questionnaire": {
+        "status": _PUBLICATION,
+        "item.type": _codes(
+            "group display boolean decimal integer date dateTime time string text url choice open-choice "
+            "attachment reference quantity"
+        ),
+        "item.item.type": _codes("string text integer date choice group"),
+    },
+    "Patient": {
+        "gender": {"male", "female", "other", "unknown"},
+        "identifier.use": {"usual", "official", "temp", "secondary", "old"},
+        "name.use": {"usual", "official", "temp", "nickname", "anonymous", "old", "maiden"},
+        "telecom.system": {"phone", "fax", "email", "pager", "url", "sms", "other"},
+    },
+    "Bundle": {
+        "type": _codes(
+            "document message transaction transaction-response batch batch-response history searchset "
+            "collection"
+        ),
+        "entry.search.mode": {"match", "include", "outcome"},
+        "entry.request.method": {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"},
+    },
+    "OperationOutcome": {
+        "issue.severity": {"fatal", "error", "warning", "information"},
+        "issue.code": _ISSUE_TYPES,
+    },
+    "CodeSystem": {
+        "status": _PUBLICATION,
+        "content": {"not-present", "example", "fragment", "complete", "supplement"},
+    },
+    "CapabilityStatement": {
+        "status": _PUBLICATION,
+        "kind": {"instance", "capability", "requirements"},
+        "fhirVersion": {"4.0.1"},
+        "rest.mode": {"client", "server"},
+        "rest.resource.interaction.code": _codes(
+            "read vread update patch delete history-instance history-type create search-type"
+        ),
+        "rest.resource.versioning": {"no-version", "versioned", "versioned-update"},
+        "rest.resource.searchParam.type": _codes(
+            "number date string token reference composite quantity uri special"
+        ),
+    },
+}
+
+
+def _values(node: Any, path: list[str]) -> list[Any]:
+    if isinstance(node, list):
+        return [v for item in node for v in _values(item, path)]
+    if not path:
+        return [node]
+    if not isinstance(node, dict) or path[0] not in node:
+        return []
+    return _values(node[path[0]], path[1:])
+
+
 def validate(resource: dict[str, Any]) -> None:
-    """The resource parses as its FHIR model (fhir.resources, R4B: see the README), and so do
-    the resources a Bundle carries."""
+    """The resource parses as its FHIR model (fhir.resources, R4B: see the README), its coded
+    elements with a required binding hold R4's codes, and the same for what a Bundle carries."""
     model = get_fhir_model_class(resource["resourceType"])
     model.model_validate(resource)
+    for path, allowed in REQUIRED_CODES.get(resource["resourceType"], {}).items():
+        found = set(_values(resource, path.split(".")))
+        assert found <= allowed, (resource["resourceType"], path, found - allowed)
     for entry in resource.get("entry", []) if resource["resourceType"] == "Bundle" else []:
         validate(entry["resource"])
 

@@ -266,7 +266,7 @@ async def search_responses(
         intake_id = await store.intake_for_identifier(db_session, store.identifier_key(system, value))
         intake_id, version = intake_id or uuid.UUID(int=0), 1
     where = store.VersionQuery(
-        patient_id=_uuid_param("patient", reference_id(patient, "Patient") if patient else None),
+        patient_id=_uuid_param("patient", reference_id("patient", patient, "Patient") if patient else None),
         intake_id=intake_id,
         version=version,
         authored=date_filters(

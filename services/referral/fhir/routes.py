@@ -169,7 +169,7 @@ async def _search(
     statuses = [s for s in STATUSES if status_map[s] in codes] if codes else None
     destination = None
     if (service := search.one(performer)) is not None:
-        destination = destination_of(reference_id(service, "HealthcareService"))
+        destination = destination_of(reference_id(performer, service, "HealthcareService"))
         check_destination_filter(principal, destination, "referrals")
     nothing = (codes and not statuses) or (service is not None and destination is None)
     query = worklist_query(
@@ -184,7 +184,9 @@ async def _search(
         limit=search.count,
     ).where(*date_filters("_lastUpdated", search.values.get("_lastUpdated", []), Referral.updated_at))
     if (patient := search.one("patient")) is not None:
-        query = query.where(Referral.patient["patient_id"].astext == reference_id(patient, "Patient"))
+        query = query.where(
+            Referral.patient["patient_id"].astext == reference_id("patient", patient, "Patient")
+        )
     rows = [] if nothing else list((await session.execute(query)).scalars().all())
     page = rows[: search.count]
     next_key = cursor_key(page[-1]) if len(rows) > search.count else None
