@@ -368,3 +368,20 @@ async def test_roles_on_the_intake_fhir_routes(
     missing = await intake.get(f"/fhir/R4/Patient/{uuid.uuid4()}", headers=front_desk)
     assert fhir_json(missing, 404)["issue"][0]["code"] == "not-found"
     assert fhir_json(await intake.get("/fhir/R4/QuestionnaireResponse/not-an-id", headers=front_desk), 404)
+
+
+async def test_the_readme_example_is_accepted(intake: httpx.AsyncClient, front_desk: dict[str, str]) -> None:
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## FHIR R4") :]
+    example = section[
+        section.index("```json\n") + len("```json\n") : section.index("\n```", section.index("```json"))
+    ]
+    example = example.replace("MRN-0042", unique_mrn()).replace("form-0001", f"form-{uuid.uuid4().hex}")
+    created = await intake.post(
+        "/fhir/R4/QuestionnaireResponse",
+        content=example,
+        headers={**front_desk, "content-type": "application/fhir+json"},
+    )
+    assert fhir_json(created, 201)["status"] == "completed"
