@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -368,7 +369,7 @@ def date_filters(
         prefix, raw = (value[:2], value[2:]) if value[:2].isalpha() else ("eq", value)
         try:
             start, end = _instant_range(raw)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise bad_parameter(name, f"not a FHIR date or dateTime: {raw!r}") from exc
         if prefix == "eq":
             clauses += [column >= start, column < end]
@@ -423,6 +424,19 @@ def check_id(resource_type: str, resource_id: str) -> str:
     if not ID_PATTERN.match(resource_id):
         raise not_found(resource_type, resource_id)
     return resource_id
+
+
+def uuid_id(resource_type: str, resource_id: str) -> uuid.UUID:
+    """A resource id that is one of our UUIDs; anything else is a 404 (no such resource)."""
+    try:
+        return uuid.UUID(check_id(resource_type, resource_id))
+    except ValueError as exc:
+        raise not_found(resource_type, resource_id) from exc
+
+
+def settings_of(state: State) -> Settings:
+    settings: Settings = state["clinic_settings"]
+    return settings
 
 
 # -- the CapabilityStatement ---------------------------------------------------------------------

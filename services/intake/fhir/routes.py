@@ -37,7 +37,9 @@ from services.common.fhir import (
     parse_search,
     reference_id,
     searchset,
+    settings_of,
     token,
+    uuid_id,
 )
 from services.common.intake_form import latest_today, parse_intake
 from services.common.problems import UnprocessableProblem
@@ -62,11 +64,6 @@ from services.intake.intakes.schemas import Intake
 
 READ = require_roles(*READERS)
 SUBMIT = require_roles(*SUBMITTERS)
-
-
-def _settings(state: State) -> Settings:
-    settings: Settings = state["clinic_settings"]
-    return settings
 
 
 # -- resources -----------------------------------------------------------------------------------
@@ -155,13 +152,13 @@ def read_questionnaire(state: State, resource_id: ResourceId) -> Response[bytes]
     """The intake form as a Questionnaire (any valid key)."""
     if resource_id != QUESTIONNAIRE_ID:
         raise not_found("Questionnaire", resource_id)
-    return fhir_response(questionnaire(_settings(state)))
+    return fhir_response(questionnaire(settings_of(state)))
 
 
 @get("/CodeSystem/{resource_id:str}", sync_to_thread=False)
 def read_code_system(state: State, resource_id: ResourceId) -> Response[bytes]:
     """The codes of one of the form's closed vocabularies (any valid key)."""
-    found = vocabulary_code_system(_settings(state), resource_id)
+    found = vocabulary_code_system(settings_of(state), resource_id)
     if found is None:
         raise not_found("CodeSystem", resource_id)
     return fhir_response(found)
@@ -169,14 +166,10 @@ def read_code_system(state: State, resource_id: ResourceId) -> Response[bytes]:
 
 @get("/Patient/{resource_id:str}", guards=[READ])
 async def read_patient(state: State, db_session: DbSession, resource_id: ResourceId) -> Response[bytes]:
-    try:
-        patient_id = uuid.UUID(check_id("Patient", resource_id))
-    except ValueError as exc:
-        raise not_found("Patient", resource_id) from exc
-    patient = await store.get_patient(db_session, patient_id)
+    patient = await store.get_patient(db_session, uuid_id("Patient", resource_id))
     if patient is None:
         raise not_found("Patient", resource_id)
-    return fhir_response(patient_resource(_settings(state), patient))
+    return fhir_response(patient_resource(settings_of(state), patient))
 
 
 def _uuid_param(name: str, value: str | None) -> uuid.UUID | None:
@@ -202,7 +195,7 @@ def _uuid_param(name: str, value: str | None) -> uuid.UUID | None:
 async def search_patients(
     request: Request[Any, Any, State], state: State, db_session: DbSession
 ) -> Response[bytes]:
-    settings = _settings(state)
+    settings = settings_of(state)
     search = parse_search(request, tuple[str, uuid.UUID])
     mrn = None
     if (identifier := search.one("identifier")) is not None:
@@ -234,7 +227,7 @@ def _moment(value: str) -> dt.datetime:
 @get("/QuestionnaireResponse/{resource_id:str}", guards=[READ])
 async def read_response(state: State, db_session: DbSession, resource_id: ResourceId) -> Response[bytes]:
     intake_id, version = parse_response_id(resource_id)
-    found = await _responses(db_session, _settings(state), [(intake_id, version)])
+    found = await _responses(db_session, settings_of(state), [(intake_id, version)])
     if not found:
         raise not_found("QuestionnaireResponse", resource_id)
     return fhir_response(found[0])
@@ -256,7 +249,7 @@ async def search_responses(
     request: Request[Any, Any, State], state: State, db_session: DbSession
 ) -> Response[bytes]:
     """Every intake version as a response, newest first."""
-    settings = _settings(state)
+    settings = settings_of(state)
     search = parse_search(request, tuple[str, uuid.UUID, int])
     patient = search.one("patient") or search.one("subject")
     intake_id: uuid.UUID | None = None
@@ -343,7 +336,7 @@ async def create_response(
     """A completed back-pain questionnaire from a portal or EHR becomes an intake, through the
     same validation and the same submission as `POST /v1/intakes`. Conditional on its
     `identifier` (or `If-None-Exist`): a known one answers 200 with the response it created."""
-    settings = _settings(state)
+    settings = settings_of(state)
     now = now_of(state)
     try:
         resource = msgspec.json.decode(body)

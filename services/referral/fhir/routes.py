@@ -10,7 +10,6 @@ with `load_visible` and a search is `worklist_query`, the JSON API's own functio
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +22,6 @@ from services.common.clock import now_of
 from services.common.fhir import (
     ResourceId,
     SearchParam,
-    check_id,
     date_filters,
     fhir_response,
     fhir_router,
@@ -31,6 +29,8 @@ from services.common.fhir import (
     parse_search,
     reference_id,
     searchset,
+    settings_of,
+    uuid_id,
 )
 from services.common.settings import Settings
 from services.common.web import DbSession
@@ -50,15 +50,10 @@ from services.referral.referrals.services import STATUSES, cursor_key, worklist_
 from services.referral.referrals.web import READERS, check_destination_filter
 
 
-def _settings(state: State) -> Settings:
-    settings: Settings = state["clinic_settings"]
-    return settings
-
-
 @get("/CodeSystem/{resource_id:str}", sync_to_thread=False)
 def read_code_system(state: State, resource_id: ResourceId) -> Response[bytes]:
     """Triage rules, destinations and referral statuses (any valid key)."""
-    found = code_systems(_settings(state)).get(resource_id)
+    found = code_systems(settings_of(state)).get(resource_id)
     if found is None:
         raise not_found("CodeSystem", resource_id)
     return fhir_response(found)
@@ -70,17 +65,13 @@ def read_healthcare_service(state: State, resource_id: ResourceId) -> Response[b
     destination = destination_of(resource_id)
     if destination is None:
         raise not_found("HealthcareService", resource_id)
-    return fhir_response(healthcare_service(_settings(state), destination))
+    return fhir_response(healthcare_service(settings_of(state), destination))
 
 
 async def _visible(
     request: Request[Any, Any, State], session: AsyncSession, resource_type: str, resource_id: ResourceId
 ) -> Referral:
-    try:
-        referral_id = uuid.UUID(check_id(resource_type, resource_id))
-    except ValueError as exc:
-        raise not_found(resource_type, resource_id) from exc
-    return await load_visible(session, principal_of(request), referral_id)
+    return await load_visible(session, principal_of(request), uuid_id(resource_type, resource_id))
 
 
 @get("/ServiceRequest/{resource_id:str}", guards=[READERS])
@@ -88,7 +79,7 @@ async def read_service_request(
     request: Request[Any, Any, State], state: State, db_session: DbSession, resource_id: ResourceId
 ) -> Response[bytes]:
     referral = await _visible(request, db_session, "ServiceRequest", resource_id)
-    return fhir_response(service_request(_settings(state), referral))
+    return fhir_response(service_request(settings_of(state), referral))
 
 
 @get("/Task/{resource_id:str}", guards=[READERS])
@@ -96,7 +87,7 @@ async def read_task(
     request: Request[Any, Any, State], state: State, db_session: DbSession, resource_id: ResourceId
 ) -> Response[bytes]:
     referral = await _visible(request, db_session, "Task", resource_id)
-    return fhir_response(task(_settings(state), referral))
+    return fhir_response(task(settings_of(state), referral))
 
 
 @get("/Task/{resource_id:str}/_history", guards=[READERS])
@@ -105,7 +96,7 @@ async def task_history(
 ) -> Response[bytes]:
     """Every version of the Task, newest first: one per entry of the referral's history."""
     referral = await _visible(request, db_session, "Task", resource_id)
-    settings = _settings(state)
+    settings = settings_of(state)
     base = str(request.base_url).rstrip("/")
     entries = []
     for version in range(task_versions(referral), 0, -1):
@@ -139,7 +130,7 @@ async def read_task_version(
     referral = await _visible(request, db_session, "Task", resource_id)
     if not version_id.isdigit() or not 1 <= int(version_id) <= task_versions(referral):
         raise not_found("Task", f"{resource_id}/_history/{version_id}")
-    return fhir_response(task(_settings(state), referral, int(version_id)))
+    return fhir_response(task(settings_of(state), referral, int(version_id)))
 
 
 def _search_params(performer: str) -> tuple[SearchParam, ...]:
@@ -164,7 +155,7 @@ async def _search(
     """A worklist query (most urgent first) with the FHIR filters on top."""
     principal = principal_of(request)
     search = parse_search(request)
-    settings = _settings(state)
+    settings = settings_of(state)
     codes = search.many("status")
     statuses = [s for s in STATUSES if status_map[s] in codes] if codes else None
     destination = None
