@@ -259,6 +259,12 @@ async def test_a_resent_response_creates_one_intake(
         )
     )
     assert [e["resource"]["id"] for e in found["entry"]] == [first["id"]]
+    for value in (identifier, f"urn:other|{identifier}"):
+        any_system = await intake.get(
+            "/fhir/R4/QuestionnaireResponse", params={"identifier": value}, headers=front_desk
+        )
+        expected = [first["id"]] if "|" not in value else []
+        assert [e["resource"]["id"] for e in fhir_json(any_system)["entry"]] == expected
 
 
 def _answers(resource: dict[str, Any], link_id: str, answer: list[dict[str, Any]] | None) -> dict[str, Any]:

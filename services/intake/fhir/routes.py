@@ -172,7 +172,7 @@ async def read_patient(state: State, db_session: DbSession, resource_id: Resourc
     return fhir_response(patient_resource(settings_of(state), patient))
 
 
-def _uuid_param(name: str, value: str | None) -> uuid.UUID | None:
+def _uuid_param(value: str | None) -> uuid.UUID | None:
     if value is None:
         return None
     try:
@@ -203,7 +203,7 @@ async def search_patients(
         if system not in (None, mrn_system(settings)):  # another system's identifiers: none here
             return fhir_response(searchset(request, search, [], None))
     where = store.PatientQuery(
-        patient_id=_uuid_param("_id", search.one("_id")),
+        patient_id=_uuid_param(search.one("_id")),
         mrn=mrn,
         updated=date_filters("_lastUpdated", search.values.get("_lastUpdated", []), Patient.updated_at),
     )
@@ -252,15 +252,14 @@ async def search_responses(
     settings = settings_of(state)
     search = parse_search(request, tuple[str, uuid.UUID, int])
     patient = search.one("patient") or search.one("subject")
-    intake_id: uuid.UUID | None = None
+    patient_id = reference_id("patient", patient, "Patient") if patient else None
+    intake_ids: list[uuid.UUID] | None = None
     version = None
     if (identifier := search.one("identifier")) is not None:
-        system, value = token(identifier)
-        intake_id = await store.intake_for_identifier(db_session, store.identifier_key(system, value))
-        intake_id, version = intake_id or uuid.UUID(int=0), 1
+        intake_ids, version = await store.intakes_for_identifier(db_session, *token(identifier)), 1
     where = store.VersionQuery(
-        patient_id=_uuid_param("patient", reference_id("patient", patient, "Patient") if patient else None),
-        intake_id=intake_id,
+        patient_id=_uuid_param(patient_id),
+        intake_ids=intake_ids,
         version=version,
         authored=date_filters(
             "_lastUpdated", search.values.get("_lastUpdated", []), IntakeVersion.submitted_at

@@ -46,17 +46,18 @@ def _created_intake_id() -> ColumnElement[str]:
     return created
 
 
-async def intake_for_identifier(session: AsyncSession, key: str) -> uuid.UUID | None:
-    found = (
-        await session.execute(
-            select(_created_intake_id()).where(
-                IdempotencyKey.scope == IDENTIFIER_SCOPE,
-                IdempotencyKey.key == key,
-                IdempotencyKey.response.is_not(None),
-            )
+async def intakes_for_identifier(session: AsyncSession, system: str | None, value: str) -> list[uuid.UUID]:
+    """The intakes created under an identifier; with no system given, under any system."""
+    if system is None:
+        match = IdempotencyKey.key.endswith(f"|{value}", autoescape=True)
+    else:
+        match = IdempotencyKey.key == identifier_key(system, value)
+    found = await session.execute(
+        select(_created_intake_id()).where(
+            IdempotencyKey.scope == IDENTIFIER_SCOPE, match, IdempotencyKey.response.is_not(None)
         )
-    ).scalar_one_or_none()
-    return uuid.UUID(found) if found else None
+    )
+    return [uuid.UUID(intake_id) for intake_id in found.scalars()]
 
 
 async def identifiers_of(session: AsyncSession, intake_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
@@ -106,7 +107,7 @@ async def find_patients(
 @dataclass(frozen=True, slots=True)
 class VersionQuery:
     patient_id: uuid.UUID | None = None
-    intake_id: uuid.UUID | None = None
+    intake_ids: Sequence[uuid.UUID] | None = None
     version: int | None = None
     authored: Sequence[ColumnElement[bool]] = ()
 
@@ -126,8 +127,8 @@ async def find_versions(
     )
     if where.patient_id is not None:
         query = query.where(Intake.patient_id == where.patient_id)
-    if where.intake_id is not None:
-        query = query.where(IntakeVersion.intake_id == where.intake_id)
+    if where.intake_ids is not None:
+        query = query.where(IntakeVersion.intake_id.in_(list(where.intake_ids)))
     if where.version is not None:
         query = query.where(IntakeVersion.version == where.version)
     if after is not None:
