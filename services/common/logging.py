@@ -16,6 +16,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 REDACTED = "[redacted]"
@@ -160,16 +161,26 @@ class RequestLogMiddleware:
                 message["headers"] = headers  # type: ignore[typeddict-unknown-key]
             await send(message)
 
+        reason: str | None = None
         try:
             await self.app(scope, receive, send_with_id)
+        except HTTPException as exc:
+            # The auth middleware's 401 (and a guard's 403) is raised past this wrapper and
+            # answered outside it: log the status it will be answered with, and why.
+            status = exc.status_code
+            if status in (401, 403):
+                reason = exc.detail
+            raise
         finally:
             path = scope.get("path", "")
             if not path.startswith("/health") and path != "/metrics":
+                extra = {} if reason is None else {"reason": reason}
                 self.log.info(
                     "request_finished",
                     method=scope.get("method"),
                     path=path,
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    **extra,
                 )
             structlog.contextvars.unbind_contextvars("request_id")

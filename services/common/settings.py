@@ -95,6 +95,8 @@ class Settings:
     # intake service's FHIR base as referral resources link to it (None: from host and port).
     fhir_canonical_base: str = "https://clinic.example.org/fhir"
     intake_fhir_base: str | None = None
+    #: How long the access audit keeps its rows (6 years: the HIPAA documentation period).
+    audit_retention_days: int = 6 * 366
 
     @property
     def log_json(self) -> bool:
@@ -142,6 +144,7 @@ def load_settings() -> Settings:
         webhook_concurrency_per_endpoint=_int("CLINIC_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 2),
         inbound_webhook_secret=secret,
         fhir_canonical_base=_env("CLINIC_FHIR_CANONICAL_BASE", "https://clinic.example.org/fhir").rstrip("/"),
+        audit_retention_days=_int("CLINIC_AUDIT_RETENTION_DAYS", 6 * 366),
         intake_fhir_base=os.environ.get("CLINIC_INTAKE_FHIR_BASE", "").strip().rstrip("/") or None,
     )
 

@@ -27,7 +27,10 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from services.common.audit import AuditMiddleware, run_audit_retention
+from services.common.audit_api import AuditController
 from services.common.auth import ApiKeyMiddleware
+from services.common.input_limits import InputLimitsMiddleware
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.openapi import OutgoingWebhook, finish_document
@@ -151,12 +154,15 @@ def build_app(
             ready,
             MetricsController,
             dead_letter_controller(c.name for c in spec.consumers),
+            AuditController,
             *spec.route_handlers,
         ],
         plugins=[SQLAlchemyPlugin(config=sqlalchemy), problem_details_plugin()],
         middleware=[
             RequestLogMiddleware,
+            AuditMiddleware,
             prometheus.middleware,
+            InputLimitsMiddleware,
             DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -165,6 +171,7 @@ def build_app(
         state=State(
             {
                 "clinic_settings": settings,
+                "clinic_service": spec.name,
                 "clinic_engine": engine,
                 "clinic_sessionmaker": sessionmaker,
                 "clinic_heads": expected_heads(),
@@ -209,6 +216,8 @@ def _queue_workers(spec: ServiceSpec, settings: Settings, engine: AsyncEngine) -
     retention = partial(run_retention, engine, settings.queue_retention_hours)
     workers.append(lambda state: background_loop(state, "queue:depth", depth))
     workers.append(lambda state: background_loop(state, "queue:retention", retention))
+    audit_retention = partial(run_audit_retention, engine, settings.audit_retention_days)
+    workers.append(lambda state: background_loop(state, "audit:retention", audit_retention))
     return workers
 
 
