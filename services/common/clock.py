@@ -3,8 +3,9 @@ durations) without sleeping. Apps read it from `state["clinic_clock"]`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 
 class Clock(Protocol):
@@ -33,3 +34,9 @@ def now_of(state: Any) -> datetime:
     """The app's clock (`state["clinic_clock"]`: the system's, or a test's fake)."""
     clock: Clock = state["clinic_clock"]
     return clock.now()
+
+
+def clinic_today(now: datetime, time_zone: str) -> date:
+    """The clinic's date at `now`: the day triage, intake validation and follow-ups count from
+    (`time_zone` is the IANA name of the setting `clinic_time_zone`)."""
+    return now.astimezone(ZoneInfo(time_zone)).date()

@@ -7,9 +7,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
-from services.referral.triage import RULES, RULESET_VERSION
+from services.referral.triage.v1 import RULES as V1_RULES
+from services.referral.triage.v2 import RULES, RULESET_VERSION
+from services.vignettes import load_vignettes
 from tests.conftest import MakeKey, auth
-from tests.vignettes import load_public_vignettes
 
 
 async def _counts(engine: AsyncEngine) -> tuple[int, int]:
@@ -36,6 +37,32 @@ async def test_rules_list_every_code_with_text_source_and_version(
     assert [r["code"] for r in document["rules"]] == [r.code for r in RULES]
     assert all(r["text"] and r["source"] and r["destination"] and r["priority"] for r in document["rules"])
     assert document["thresholds"]["chronic_weeks"] == 12
+    assert document["changes_from"] == "v1" and document["changes"]
+
+
+async def test_rules_of_an_earlier_version_are_served_by_name(
+    referral_client: AsyncClient, make_key: MakeKey
+) -> None:
+    headers = auth(await make_key("clinician"))
+    response = await referral_client.get("/v1/triage/rules", params={"version": "v1"}, headers=headers)
+    assert response.status_code == 200
+    document = response.json()
+    assert document["ruleset_version"] == "v1"
+    assert [r["code"] for r in document["rules"]] == [r.code for r in V1_RULES]
+    current = await referral_client.get("/v1/triage/rules", params={"version": "v2"}, headers=headers)
+    assert current.json()["ruleset_version"] == "v2"
+
+
+async def test_rules_of_an_unknown_version_are_a_problem_naming_the_versions(
+    referral_client: AsyncClient, make_key: MakeKey
+) -> None:
+    response = await referral_client.get(
+        "/v1/triage/rules", params={"version": "v9"}, headers=auth(await make_key("clinician"))
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    [error] = response.json()["errors"]
+    assert error["field"] == "version" and error["allowed"] == ["v1", "v2"]
 
 
 async def test_rules_need_a_key(referral_client: AsyncClient) -> None:
@@ -47,7 +74,7 @@ async def test_preview_routes_each_vignette_and_stores_nothing(
 ) -> None:
     headers = auth(await make_key("front_desk"))
     before = await _counts(engine)
-    for vignette in load_public_vignettes(clock.now().date()):
+    for vignette in load_vignettes(clock.now().date()):
         response = await referral_client.post("/v1/triage/preview", json=vignette.body, headers=headers)
         assert response.status_code == 200, (vignette.id, response.text)
         outcome = response.json()
@@ -55,6 +82,7 @@ async def test_preview_routes_each_vignette_and_stores_nothing(
             vignette.expect.destination,
             vignette.expect.priority,
         ), vignette.id
+        assert outcome["reasons"][0]["code"] == vignette.expect.reason_codes[0], vignette.id
         assert set(vignette.expect.reason_codes) <= {r["code"] for r in outcome["reasons"]}
         assert outcome["ruleset_version"] == RULESET_VERSION
     assert await _counts(engine) == before
@@ -64,7 +92,7 @@ async def test_preview_reads_the_body_as_strictly_as_the_intake_service(
     referral_client: AsyncClient, make_key: MakeKey, engine: AsyncEngine, clock: FakeClock
 ) -> None:
     headers = auth(await make_key("clinician"))
-    body = load_public_vignettes(clock.now().date())[0].body
+    body = load_vignettes(clock.now().date())[0].body
     body["complaint"]["intensity"] = "6"
     before = await _counts(engine)
     response = await referral_client.post("/v1/triage/preview", json=body, headers=headers)

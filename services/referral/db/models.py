@@ -41,6 +41,8 @@ class Referral(ReferralBase):
     close_reason: Mapped[str | None] = mapped_column(Text)
     supersedes: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     superseded_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    #: On an AMEND-HOLD clinician review: the open referral whose amendment it holds.
+    amendment_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     history: Mapped[list[ReferralHistory]] = relationship(
         order_by="ReferralHistory.id", lazy="selectin", cascade="all, delete-orphan"
