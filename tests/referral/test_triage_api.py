@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+
+import msgspec
 from httpx import AsyncClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.clock import FakeClock
+from services.common.intake_body import decode_intake
+from services.common.settings import Settings
+from services.referral.referrals.services import create_referral
+from services.referral.triage import triage
 from services.referral.triage.v1 import RULES as V1_RULES
 from services.referral.triage.v2 import RULES, RULESET_VERSION
 from services.vignettes import load_vignettes
@@ -105,3 +113,39 @@ async def test_preview_reads_the_body_as_strictly_as_the_intake_service(
     assert response.status_code == 422
     assert "complaint.onset_date" in [e["field"] for e in response.json()["errors"]]
     assert await _counts(engine) == before
+
+
+async def test_a_referral_made_under_v1_still_shows_its_v1_explanation(
+    referral_client: AsyncClient, make_key: MakeKey, engine: AsyncEngine, settings: Settings, clock: FakeClock
+) -> None:
+    """A referral stored before ruleset v2 (triaged by v1) keeps the reasons v1 gave, and the
+    rules it names are served as `?version=v1`."""
+    today = clock.now().date()
+    vignette = next(v for v in load_vignettes(today, ruleset="v1") if v.id == "P03")  # v1: REGEN-CANCER
+    intake = decode_intake(json.dumps(vignette.body).encode())
+    v1_outcome = triage(intake, today, version="v1")
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        made = await create_referral(
+            session,
+            intake_id=uuid.uuid4(),
+            intake_version=1,
+            patient={"given_name": "Test", "family_name": "Patient", "birth_date": "1980-01-01", "mrn": None},
+            destination=v1_outcome.destination.value,
+            priority=v1_outcome.priority.value,
+            reasons=[msgspec.to_builtins(r) for r in v1_outcome.reasons],
+            ruleset_version=v1_outcome.ruleset_version,
+            now=clock.now(),
+            settings=settings,
+            by="triage",
+        )
+        await session.commit()
+    headers = auth(await make_key("clinician"))
+    shown = (await referral_client.get(f"/v1/referrals/{made.id}", headers=headers)).json()
+    assert shown["ruleset_version"] == "v1"
+    assert [r["code"] for r in shown["reasons"]] == ["REGEN-CANCER"]
+    v1_rules = (
+        await referral_client.get("/v1/triage/rules", params={"version": "v1"}, headers=headers)
+    ).json()
+    by_code = {r["code"]: r for r in v1_rules["rules"]}
+    assert shown["reasons"][0]["text"] == by_code["REGEN-CANCER"]["text"]
+    assert triage(intake, today).reasons[0].code == "CANCER-HX", "v2 would explain it otherwise"
