@@ -128,6 +128,20 @@ async def _amend(
     return await wait_for(taken)
 
 
+async def _resolved_to_routine(
+    client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
+) -> tuple[dict, uuid.UUID, dict, dict]:
+    """An intake held for a clinician (unsure about weight loss), resolved to routine pain
+    management: its body, id, the referral as triaged and as resolved."""
+    body = vignette_body("P24", clock.now().date())
+    intake_id = await publish_intake(body)
+    [held] = await wait_for(lambda: referrals_for(client, team.clinician, intake_id))
+    resolve = {"destination": "pain_management", "priority": "routine", "note": "weight stable on the scales"}
+    resolved = await act(client, held["id"], "resolve", team.clinician, resolve)
+    assert resolved.status_code == 200, resolved.text
+    return body, intake_id, held, resolved.json()
+
+
 def _one(items: list[dict], **match: object) -> dict:
     [found] = [r for r in items if all(r[k] == v for k, v in match.items())]
     return found
@@ -156,11 +170,7 @@ async def test_a_same_outcome_amendment_keeps_a_clinicians_resolve_and_says_so(
     clock: FakeClock,
     engine: AsyncEngine,
 ) -> None:
-    body = vignette_body("P24", clock.now().date())  # unsure about weight loss: a clinician's hold
-    intake_id = await publish_intake(body)
-    [held] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
-    resolve = {"destination": "pain_management", "priority": "routine", "note": "weight stable on the scales"}
-    assert (await act(referral_client, held["id"], "resolve", team.clinician, resolve)).status_code == 200
+    body, intake_id, held, _ = await _resolved_to_routine(referral_client, publish_intake, team, clock)
     body["red_flags"]["unexplained_weight_loss"] = "no"  # the form now agrees with the clinician
     items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
     [same] = items
@@ -199,11 +209,7 @@ async def test_urgent_care_after_a_resolve_supersedes_names_the_resolve_and_tell
     clock: FakeClock,
     engine: AsyncEngine,
 ) -> None:
-    body = vignette_body("P24", clock.now().date())
-    intake_id = await publish_intake(body)
-    [held] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
-    resolve = {"destination": "pain_management", "priority": "routine", "note": "weight stable"}
-    assert (await act(referral_client, held["id"], "resolve", team.clinician, resolve)).status_code == 200
+    body, intake_id, held, _ = await _resolved_to_routine(referral_client, publish_intake, team, clock)
     body["red_flags"]["unexplained_weight_loss"] = "yes"
     items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
     new = _one(items, intake_version=2)
@@ -286,15 +292,11 @@ async def test_an_as_urgent_amendment_elsewhere_is_held_and_cancelling_the_hold_
 async def test_a_more_urgent_hold_after_a_resolve_is_held_not_applied(
     referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
 ) -> None:
-    body = vignette_body("P24", clock.now().date())
-    intake_id = await publish_intake(body)
-    [held] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
-    resolve = {"destination": "pain_management", "priority": "routine", "note": "weight stable"}
-    resolved = await act(referral_client, held["id"], "resolve", team.clinician, resolve)
+    body, intake_id, held, resolved = await _resolved_to_routine(referral_client, publish_intake, team, clock)
     body["red_flags"]["unexplained_weight_loss"] = "no"
     body["risk_factors"] = ["recent_trauma"]  # TRAUMA: a clinician's hold, more urgent than routine
     items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
-    assert _one(items, id=held["id"]) == resolved.json(), "the clinician's resolve is not overwritten"
+    assert _one(items, id=held["id"]) == resolved, "the clinician's resolve is not overwritten"
     hold = _one(items, intake_version=2)
     assert (hold["destination"], hold["priority"], hold["amendment_of"]) == (
         "clinician_review", "urgent", held["id"],

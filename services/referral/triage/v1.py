@@ -74,9 +74,6 @@ from services.common.intake_body import (
     IntakeBody,
     RedFlagAnswer,
     RiskFactor,
-    Symptom,
-    Treatment,
-    TreatmentOutcome,
     Trend,
 )
 from services.referral.triage.engine import (
@@ -90,6 +87,15 @@ from services.referral.triage.engine import (
     TriageThresholds,
     describe,
     evaluate,
+)
+from services.referral.triage.shared import (
+    CONSERVATIVE_TREATMENTS,
+    FELL_SHORT,
+    REGENERATIVE_CONDITIONS,
+    axspa_features,
+    axspa_text,
+    unsure_text,
+    whole_years,
 )
 
 __all__ = [
@@ -119,43 +125,6 @@ class PainPhase(enum.StrEnum):
     ACUTE = "acute"
     SUBACUTE = "subacute"
     CHRONIC = "chronic"
-
-
-CONSERVATIVE_TREATMENTS: Final = frozenset(
-    {
-        Treatment.PHYSICAL_THERAPY,
-        Treatment.MEDICATION,
-        Treatment.CORTICOSTEROID_INJECTION,
-        Treatment.CHIROPRACTIC,
-        Treatment.ACUPUNCTURE,
-        Treatment.MASSAGE,
-        Treatment.YOGA_OR_PILATES,
-        Treatment.EXERCISE,
-        Treatment.HEAT_OR_COLD,
-        Treatment.WEIGHT_MANAGEMENT,
-    }
-)
-FELL_SHORT: Final = frozenset({TreatmentOutcome.NO_RELIEF, TreatmentOutcome.PARTIAL_RELIEF})
-REGENERATIVE_CONDITIONS: Final = frozenset(
-    {
-        Condition.DEGENERATIVE_DISC_DISEASE,
-        Condition.HERNIATED_DISC,
-        Condition.OSTEOARTHRITIS,
-        Condition.SPONDYLOSIS,
-    }
-)
-
-# Plain words for each red-flag question, for reason texts a clinician reads.
-RED_FLAG_LABELS: Final[Mapping[str, str]] = {
-    "bladder_or_bowel_dysfunction": "bladder or bowel dysfunction",
-    "saddle_numbness": "saddle numbness",
-    "numbness_or_tingling": "numbness or tingling",
-    "limb_weakness": "limb weakness",
-    "unexplained_weight_loss": "unexplained weight loss",
-    "fever_or_chills": "fever or chills",
-    "history_of_cancer": "history of cancer",
-    "worsening_despite_treatment": "worsening despite treatment",
-}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -212,10 +181,6 @@ class IntakeFacts:
         return any(c in REGENERATIVE_CONDITIONS for c in self.intake.conditions)
 
 
-def _whole_years(start: datetime.date, end: datetime.date) -> int:
-    return end.year - start.year - ((end.month, end.day) < (start.month, start.day))
-
-
 def derive_facts(
     intake: IntakeBody, today: datetime.date, thresholds: TriageThresholds = TriageThresholds()
 ) -> IntakeFacts:
@@ -235,25 +200,13 @@ def derive_facts(
         phase = PainPhase.ACUTE
 
     onset = complaint.onset_date or today - datetime.timedelta(weeks=complaint.duration_weeks or 0)
-    onset_age = _whole_years(intake.patient.birth_date, onset)
+    onset_age = whole_years(intake.patient.birth_date, onset)
 
     procedure = intake.regenerative_procedure
     recent = (
         procedure is not None
         and 0 <= (today - procedure.performed_on).days <= thresholds.procedure_window_weeks * 7
     )
-
-    symptoms = set(intake.symptoms)
-    candidate_features = {
-        "onset_before_35": onset_age < thresholds.axspa_early_onset_age,
-        "night_waking": Symptom.NIGHT_WAKING in symptoms,
-        "alternating_buttock_pain": Symptom.ALTERNATING_BUTTOCK_PAIN in symptoms,
-        "improves_with_exercise": Symptom.IMPROVES_WITH_EXERCISE in symptoms,
-        "nsaid_response": Symptom.NSAID_RESPONSE in symptoms,
-        "family_history_spondyloarthritis": RiskFactor.FAMILY_HISTORY_SPONDYLOARTHRITIS
-        in intake.risk_factors,
-        "psoriasis": Condition.PSORIASIS in intake.conditions,
-    }
 
     return IntakeFacts(
         intake=intake,
@@ -270,7 +223,7 @@ def derive_facts(
             for t in intake.treatments_tried
         ),
         any_treatment_tried=bool(intake.treatments_tried),
-        axspa_features=tuple(name for name, present in candidate_features.items() if present),
+        axspa_features=axspa_features(intake, onset_age, thresholds),
     )
 
 
@@ -295,15 +248,11 @@ def _axspa(f: IntakeFacts) -> bool:
 
 
 def _unsure_detail(f: IntakeFacts) -> str:
-    return "Unsure about: " + ", ".join(RED_FLAG_LABELS[q] for q in f.unsure_questions) + "."
+    return unsure_text(f.unsure_questions)
 
 
 def _axspa_detail(f: IntakeFacts) -> str:
-    return (
-        f"Onset at age {f.onset_age}; features: "
-        + ", ".join(name.replace("_", " ") for name in f.axspa_features)
-        + "."
-    )
+    return axspa_text(f.onset_age, f.axspa_features)
 
 
 _URGENT_CARE = Destination.URGENT_CARE

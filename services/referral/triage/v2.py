@@ -83,6 +83,15 @@ from services.referral.triage.engine import (
     describe,
     evaluate,
 )
+from services.referral.triage.shared import (
+    CONSERVATIVE_TREATMENTS,
+    FELL_SHORT,
+    REGENERATIVE_CONDITIONS,
+    axspa_features,
+    axspa_text,
+    unsure_text,
+    whole_years,
+)
 
 __all__ = [
     "CHANGES_FROM_V1",
@@ -100,32 +109,7 @@ RULESET_VERSION: Final = "v2"
 _EXERCISE_THERAPY: Final = frozenset(
     {Treatment.PHYSICAL_THERAPY, Treatment.EXERCISE, Treatment.YOGA_OR_PILATES}
 )
-_FELL_SHORT: Final = frozenset({TreatmentOutcome.NO_RELIEF, TreatmentOutcome.PARTIAL_RELIEF})
-_QUALIFYING: Final = frozenset(
-    {
-        Condition.DEGENERATIVE_DISC_DISEASE,
-        Condition.HERNIATED_DISC,
-        Condition.OSTEOARTHRITIS,
-        Condition.SPONDYLOSIS,
-    }
-)
-
-#: Plain words for each red-flag question, for the texts that name unsure answers.
-RED_FLAG_LABELS: Final[Mapping[str, str]] = {
-    "bladder_or_bowel_dysfunction": "bladder or bowel control",
-    "saddle_numbness": "numbness between the legs",
-    "numbness_or_tingling": "numbness or tingling",
-    "limb_weakness": "weakness in an arm or leg",
-    "unexplained_weight_loss": "unexplained weight loss",
-    "fever_or_chills": "fever or chills",
-    "history_of_cancer": "a history of cancer",
-    "worsening_despite_treatment": "pain worsening despite treatment",
-}
 _CES_QUESTIONS: Final = ("bladder_or_bowel_dysfunction", "saddle_numbness")
-
-
-def _whole_years(start: datetime.date, end: datetime.date) -> int:
-    return end.year - start.year - ((end.month, end.day) < (start.month, start.day))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -233,7 +217,7 @@ class Facts:
 
     @property
     def qualifying(self) -> bool:
-        return any(c in _QUALIFYING for c in self.intake.conditions)
+        return any(c in REGENERATIVE_CONDITIONS for c in self.intake.conditions)
 
     @property
     def structural(self) -> bool:
@@ -278,40 +262,29 @@ def derive_facts(
         weeks = 0
     onset = complaint.onset_date or today - datetime.timedelta(days=7 * (complaint.duration_weeks or 0))
     procedure = intake.regenerative_procedure
-    symptoms = set(intake.symptoms)
-    onset_age = _whole_years(intake.patient.birth_date, onset)
-    features = {
-        "onset_before_35": onset_age < thresholds.axspa_early_onset_age,
-        "night_waking": Symptom.NIGHT_WAKING in symptoms,
-        "alternating_buttock_pain": Symptom.ALTERNATING_BUTTOCK_PAIN in symptoms,
-        "improves_with_exercise": Symptom.IMPROVES_WITH_EXERCISE in symptoms,
-        "nsaid_response": Symptom.NSAID_RESPONSE in symptoms,
-        "family_history_spondyloarthritis": RiskFactor.FAMILY_HISTORY_SPONDYLOARTHRITIS
-        in intake.risk_factors,
-        "psoriasis": Condition.PSORIASIS in intake.conditions,
-    }
+    onset_age = whole_years(intake.patient.birth_date, onset)
     tried = intake.treatments_tried
     adequate_trial_short = any(
         t.treatment in _EXERCISE_THERAPY
         and t.weeks is not None
         and t.weeks >= thresholds.exercise_trial_weeks
-        and t.outcome in _FELL_SHORT
+        and t.outcome in FELL_SHORT
         for t in tried
     )
     conservative_helped = any(
-        t.treatment is not Treatment.SURGERY and t.outcome is TreatmentOutcome.GOOD_RELIEF for t in tried
+        t.treatment in CONSERVATIVE_TREATMENTS and t.outcome is TreatmentOutcome.GOOD_RELIEF for t in tried
     )
     return Facts(
         intake=intake,
         thresholds=thresholds,
         weeks=weeks,
         onset=onset,
-        age=max(0, _whole_years(intake.patient.birth_date, today)),
+        age=max(0, whole_years(intake.patient.birth_date, today)),
         onset_age=onset_age,
         answers=msgspec.structs.asdict(intake.red_flags),
         procedure_days=None if procedure is None else max(0, (today - procedure.performed_on).days),
         trial_fell_short=adequate_trial_short and not conservative_helped,
-        axspa_features=tuple(name for name, present in features.items() if present),
+        axspa_features=axspa_features(intake, onset_age, thresholds),
     )
 
 
@@ -319,23 +292,15 @@ def derive_facts(
 
 
 def _unsure_detail(f: Facts) -> str:
-    return "Unsure about: " + ", ".join(RED_FLAG_LABELS[q] for q in f.unsure_questions) + "."
+    return unsure_text(f.unsure_questions)
 
 
 def _ces_unsure_detail(f: Facts) -> str:
-    return (
-        "Unsure about: "
-        + ", ".join(RED_FLAG_LABELS[q] for q in f.unsure_questions if q in _CES_QUESTIONS)
-        + "."
-    )
+    return unsure_text(q for q in f.unsure_questions if q in _CES_QUESTIONS)
 
 
 def _axspa_detail(f: Facts) -> str:
-    return (
-        f"Onset at age {f.onset_age}; features: "
-        + ", ".join(n.replace("_", " ") for n in f.axspa_features)
-        + "."
-    )
+    return axspa_text(f.onset_age, f.axspa_features)
 
 
 def _axspa(f: Facts) -> bool:
