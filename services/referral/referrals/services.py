@@ -291,10 +291,6 @@ def _person_reasons(referral: Referral) -> list[dict[str, str]]:
     return [r for r in referral.reasons if r["code"] in PERSON_REASONS]
 
 
-def _urgency(destination: str, priority: str) -> tuple[int, int]:
-    return urgency(destination, priority)
-
-
 async def amend(
     session: AsyncSession,
     event: IntakeSubmitted,
@@ -326,7 +322,7 @@ async def amend(
     reasons = _reasons(outcome)
     proposed = (outcome.destination.value, outcome.priority.value)
     resolver = resolved_by(current)
-    more_urgent = _urgency(*proposed) < _urgency(current.destination, current.priority)
+    more_urgent = urgency(*proposed) < urgency(current.destination, current.priority)
 
     if proposed == (current.destination, current.priority):
         _retriage_in_place(current, event, outcome, [*reasons, *_person_reasons(current)], now=now)
