@@ -35,7 +35,7 @@ from services.common.health import read_heartbeat
 from services.vignettes import load_vignettes
 from tests.conftest import REPO_ROOT, MakeKey, auth
 from tests.foundation.test_clinic_up import free_port, wait_ready
-from tests.webhooks.support import Receiver
+from tests.webhooks.support import Receiver, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scale]
 
@@ -95,7 +95,7 @@ class Fleet:
         for url in self.apis["intake"] + self.apis["referral"]:
             assert await asyncio.to_thread(wait_ready, f"{url}/health/ready", deadline) == 200, url
         for heartbeat in self.heartbeats:
-            await until(lambda h=heartbeat: read_heartbeat(h, max_age=10)[0])
+            await eventually(lambda h=heartbeat: read_heartbeat(h, max_age=10)[0], within=DEADLINE)
 
     def cpu_seconds(self) -> float:
         """User and system CPU time the clinic processes have used so far (not PostgreSQL's)."""
@@ -121,18 +121,6 @@ class Fleet:
                 proc.wait()
                 codes.append(None)
         return codes
-
-
-async def until(check: Any, within: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {within} s")
 
 
 @dataclass(frozen=True)
@@ -179,7 +167,7 @@ async def burst(
         )
         return bool(found == len(ids))
 
-    await until(all_routed)
+    await eventually(all_routed, within=DEADLINE)
     return Burst(list(ids), accepted - start, time.monotonic() - start, fleet.cpu_seconds() - cpu)
 
 
@@ -293,7 +281,7 @@ async def test_two_replicas_of_everything_do_each_thing_once(
                     if m.json()["data"]["intake_id"] in ours
                 )
 
-            await until(lambda: got() == expected)
+            await eventually(lambda: got() == expected, within=DEADLINE)
 
             async def drained() -> bool:
                 pending = await db.fetchval(
@@ -308,7 +296,7 @@ async def test_two_replicas_of_everything_do_each_thing_once(
                 )
                 return bool(pending == 0 and unsent == 0)
 
-            await until(drained)
+            await eventually(drained, within=DEADLINE)
             assert fleet.all_alive() == []
 
             # Each event applied once by each of its consumers (the inbox holds one row per

@@ -15,6 +15,7 @@ from litestar.datastructures import State
 from services.common.db import create_engine
 from services.common.health import beat, read_heartbeat
 from tests.conftest import REPO_ROOT
+from tests.e2e.test_vignettes_live import poll
 from tests.foundation.test_clinic_up import free_port, wait_ready
 
 
@@ -28,16 +29,6 @@ def clinic(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         timeout=60,
         check=False,
     )
-
-
-def until(check, within: float = 60.0):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError("not before the deadline")
 
 
 def test_a_running_worker_is_healthy_and_a_stopped_one_is_not(database_url: str, tmp_path: Path) -> None:
@@ -63,7 +54,7 @@ def test_a_running_worker_is_healthy_and_a_stopped_one_is_not(database_url: str,
         stderr=subprocess.DEVNULL,
     )
     try:
-        healthy = until(lambda: (r := clinic(*health, env=env)).returncode == 0 and r)
+        healthy = poll(lambda: (r := clinic(*health, env=env)).returncode == 0 and r, timeout=60)
         assert "ok" in healthy.stdout
         record = json.loads(path.read_text())
         assert record["pid"] == proc.pid
