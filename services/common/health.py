@@ -42,9 +42,11 @@ def heartbeat_file(service: str, given: str | None = None) -> Path:
 
 async def beat(state: State, path: Path) -> bool:
     """Run the readiness checks once and record them; return whether all passed."""
-    from services.common.web import readiness
+    from services.common.web import ready
 
-    checks = await readiness(state)
+    # The very checks of the API's /health/ready handler, called directly (no HTTP here).
+    response = await ready.fn(state)
+    checks: dict[str, Any] = response.content["checks"]
     ok = all(value == "ok" for value in checks.values())
     record = {"status": "ok" if ok else "unavailable", "checks": checks, "pid": os.getpid()}
     await asyncio.to_thread(_write, path, json.dumps(record))

@@ -68,15 +68,6 @@ def live() -> dict[str, str]:
 @get("/health/ready", tags=["health"], opt={"exclude_from_auth": True}, security=[{}])
 async def ready(state: State) -> Response[dict[str, Any]]:
     """Database reachable, migrations at head, background workers running."""
-    checks = await readiness(state)
-    ok = all(v == "ok" for v in checks.values())
-    return Response(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
-    )
-
-
-async def readiness(state: State) -> dict[str, Any]:
-    """Each check's result, "ok" or why not (also what a worker's heartbeat records)."""
     checks: dict[str, Any] = {}
     engine: AsyncEngine = state["clinic_engine"]
     try:
@@ -92,7 +83,10 @@ async def readiness(state: State) -> dict[str, Any]:
     expected = state.get("clinic_workers_expected", 0)
     running = sum(1 for t in state.get("clinic_worker_tasks", []) if not t.done())
     checks["workers"] = "ok" if running >= expected else f"{running}/{expected} running"
-    return checks
+    ok = all(v == "ok" for v in checks.values())
+    return Response(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )
 
 
 class MetricsController(PrometheusController):
