@@ -4,8 +4,9 @@ durations) without sleeping. Apps read it from `state["clinic_clock"]`."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 
 class Clock(Protocol):
@@ -45,3 +46,9 @@ async def first_of(seconds: float, *events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def clinic_today(now: datetime, time_zone: str) -> date:
+    """The clinic's date at `now`: the day triage, intake validation and follow-ups count from
+    (`time_zone` is the IANA name of the setting `clinic_time_zone`)."""
+    return now.astimezone(ZoneInfo(time_zone)).date()

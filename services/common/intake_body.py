@@ -99,6 +99,8 @@ class RiskFactor(enum.StrEnum):
     IV_DRUG_USE = "iv_drug_use"
     RECENT_TRAUMA = "recent_trauma"
     FAMILY_HISTORY_SPONDYLOARTHRITIS = "family_history_spondyloarthritis"
+    #: Chemotherapy, biologics, transplant drugs, HIV: other than long-term corticosteroids.
+    IMMUNOSUPPRESSION = "immunosuppression"
 
 
 class Treatment(enum.StrEnum):

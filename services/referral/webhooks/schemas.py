@@ -17,6 +17,7 @@ class EventType(enum.StrEnum):
 
     referral_created = "referral.created"
     referral_status_changed = "referral.status_changed"
+    referral_amended = "referral.amended"
     referral_follow_up_due = "referral.follow_up_due"
     intake_submitted = "intake.submitted"
 
