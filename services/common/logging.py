@@ -55,7 +55,8 @@ _DB_VALUES = (
 )
 
 
-def _scrub_text(text: str) -> str:
+def scrub_text(text: str) -> str:
+    """A text with the row values PostgreSQL repeats in errors masked (logs and stored errors)."""
     if "Key (" in text or "[parameters:" in text or "Failing row" in text:
         for pattern, replacement in _DB_VALUES:
             text = pattern.sub(replacement, text)
@@ -64,7 +65,7 @@ def _scrub_text(text: str) -> str:
 
 def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return _scrub_text(value)
+        return scrub_text(value)
     if depth > 8:
         return REDACTED
     if isinstance(value, Mapping):
