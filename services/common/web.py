@@ -21,6 +21,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler
@@ -38,6 +39,7 @@ from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.queue import Consumer, QueueTuning, QueueWorker, run_retention
 from services.common.queue_admin import dead_letter_controller
 from services.common.queue_metrics import run_depth_refresher
+from services.common.security_headers import add_security_headers
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -166,6 +168,7 @@ def build_app(
             DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
         state=State(
@@ -192,6 +195,8 @@ def build_app(
             ),
             security=[{"apiKey": []}],
             use_handler_docstrings=True,
+            # The documents only: the interactive viewers load scripts from CDNs.
+            render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
         ),
         logging_config=None,
         debug=False,
