@@ -145,7 +145,7 @@ async def burst(
     """POST a burst of vignette intakes (unique MRNs) spread round robin over the intake APIs;
     time until all are accepted and until each has its referral."""
     apis = fleet.apis["intake"]
-    vignettes = load_vignettes(TODAY, ruleset="v1")
+    vignettes = load_vignettes(TODAY)
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def submit(i: int) -> str:
