@@ -48,6 +48,7 @@ from services.referral.referrals.web import (
     check_destination_filter,
     now_of,
     principal_of,
+    shaped_for,
 )
 from services.referral.triage import Priority
 
@@ -128,7 +129,8 @@ class ReferralController(Controller):
             limit=limit,
         )
         rows, next_cursor = page_of((await db_session.execute(query)).scalars().all(), limit, cursor_key)
-        return ReferralPage(items=[to_out(r, now) for r in rows], next_cursor=next_cursor)
+        items = [shaped_for(principal, to_out(r, now)) for r in rows]
+        return ReferralPage(items=items, next_cursor=next_cursor)
 
     @get(
         "/{referral_id:uuid}",
@@ -145,8 +147,9 @@ class ReferralController(Controller):
         referral_id: FromPath[uuid.UUID],
     ) -> ReferralOut:
         """One referral with its reasons, history, links and follow-ups."""
-        referral = await load_visible(db_session, principal_of(request), referral_id)
-        return to_out(referral, now_of(state))
+        principal = principal_of(request)
+        referral = await load_visible(db_session, principal, referral_id)
+        return shaped_for(principal, to_out(referral, now_of(state)))
 
     async def _act(
         self,
