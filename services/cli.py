@@ -71,15 +71,17 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from services.common.audit import acting_as
     from services.common.auth import KeyError_, create_api_key
 
     async def body(engine: Any) -> str:
-        async with AsyncSession(engine, expire_on_commit=False) as session:
-            key, _row = await create_api_key(
-                session, role=args.role, name=args.name, destination=args.destination
-            )
-            await session.commit()
-            return key
+        with acting_as("cli", "createApiKey", resource=("api_keys", args.name)):
+            async with AsyncSession(engine, expire_on_commit=False) as session:
+                key, _row = await create_api_key(
+                    session, role=args.role, name=args.name, destination=args.destination
+                )
+                await session.commit()
+                return key
 
     try:
         key = _run_async(lambda s: _with_engine(s, body))
@@ -93,13 +95,15 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from services.common.audit import acting_as
     from services.common.auth import revoke_api_key
 
     async def body(engine: Any) -> int:
-        async with AsyncSession(engine) as session:
-            count = await revoke_api_key(session, args.name)
-            await session.commit()
-            return count
+        with acting_as("cli", "revokeApiKey", resource=("api_keys", args.name)):
+            async with AsyncSession(engine) as session:
+                count = await revoke_api_key(session, args.name)
+                await session.commit()
+                return count
 
     count = _run_async(lambda s: _with_engine(s, body))
     print(f"revoked {count} key(s) named {args.name!r}", file=sys.stderr)
@@ -305,7 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend_parser(sub: Any) -> None:
     """Commands owned by other modules (events, demo) register themselves here."""
-    for module_name in ("services.common.queue_cli", "services.common.health", "services.referral.demo"):
+    for module_name in (
+        "services.common.queue_cli",
+        "services.common.audit_cli",
+        "services.common.health",
+        "services.referral.demo",
+    ):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

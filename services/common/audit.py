@@ -170,11 +170,20 @@ def actor_of(user: Any) -> Actor | None:
 
 
 @contextmanager
-def acting_as(service: str, action: str, actor: Actor | None = None) -> Iterator[AccessContext]:
+def acting_as(
+    service: str,
+    action: str,
+    *,
+    resource: tuple[str, str] | None = None,
+    actor: Actor | None = None,
+) -> Iterator[AccessContext]:
     """Record the commits made inside as `actor` (default: the operating-system user at the
-    command line) doing `action`."""
+    command line) doing `action` to `resource` (its type and id)."""
     who = actor or Actor(id=None, name=f"cli:{getpass.getuser()}", role="admin", kind="cli")
-    ctx = AccessContext(service=service, action=action, fixed_actor=who)
+    kind, ident = resource or (None, None)
+    ctx = AccessContext(
+        service=service, action=action, fixed_actor=who, resource_type=kind, resource_id=ident
+    )
     token = _current.set(ctx)
     try:
         yield ctx
