@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from services.common.settings import Settings, get_settings
+from services.common.settings import SettingError, Settings, get_settings
 
 SERVICES = ("intake", "referral")
 
@@ -300,7 +300,12 @@ def _extend_parser(sub: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.fn(args)
+    try:
+        get_settings()  # every command checks the whole environment before it does anything
+        result: int = args.fn(args)
+    except SettingError as exc:
+        print(f"clinic: {exc}", file=sys.stderr)
+        return 2
     return result
 
 
