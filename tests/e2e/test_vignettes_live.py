@@ -12,9 +12,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import asyncpg
 import httpx
 import pytest
 
+from services.common.db import libpq_url
 from services.vignettes import Vignette, load_vignettes
 from tests.conftest import REPO_ROOT
 from tests.foundation.test_clinic_up import free_port, wait_ready
@@ -111,7 +113,7 @@ def test_vignette_is_routed_as_published_and_the_intake_shows_it(
         assert intake["referral"]["priority"] == vignette.expect.priority
 
 
-def test_clinic_demo_prints_where_each_vignette_went(live: LiveSystem) -> None:
+async def test_clinic_demo_prints_every_vignette_as_expected_and_revokes_its_key(live: LiveSystem) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -133,7 +135,35 @@ def test_clinic_demo_prints_where_each_vignette_went(live: LiveSystem) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["case", "destination"]
-    for vignette in load_vignettes(TODAY, ruleset="v1"):
-        row = next(line for line in lines if line.startswith(vignette.id + " "))
-        assert vignette.expect.destination in row
-        assert row.rstrip().endswith("✓")
+    rows = {line.split()[0]: line for line in lines[2:]}
+    vignettes = load_vignettes(TODAY, ruleset="v1")
+    assert set(rows) == {v.id for v in vignettes}
+    for vignette in vignettes:
+        cells = rows[vignette.id].split()
+        assert cells[1:3] == [vignette.expect.destination, vignette.expect.priority], rows[vignette.id]
+        assert cells[-1] == "✓", rows[vignette.id]
+    conn = await asyncpg.connect(libpq_url(live.env["CLINIC_DATABASE_URL"]))
+    try:
+        keys = await conn.fetch("SELECT name, revoked_at FROM access.api_keys WHERE name LIKE 'demo-%'")
+    finally:
+        await conn.close()
+    assert len(keys) == 1, keys
+    assert keys[0]["revoked_at"] is not None, "the demo left its key usable"
+
+
+def test_clinic_demo_says_in_one_line_when_the_services_do_not_answer() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "demo", "--intake-url", nowhere, "--referral-url", nowhere],
+        cwd=REPO_ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CLINIC_")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"clinic demo: the services do not answer at {nowhere} and {nowhere} (is `clinic up` running there?)"
+    ]
