@@ -1,4 +1,4 @@
-"""Triage: where an intake goes, and why (ruleset `v1`, the rules of `shared/design/TRIAGE.md`).
+"""Triage: where an intake goes, and why (ruleset `v1`, published as `docs/triage-rules.md`).
 
 A pure module: the intake and today's date in, a `TriageOutcome` out. No I/O, no settings, no
 logging, so the same intake on the same day always gives the same outcome, and every rule can be
