@@ -19,7 +19,7 @@ import pytest
 
 from services.common.db import libpq_url
 from services.vignettes import Vignette, load_vignettes
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_clinic
 from tests.foundation.test_clinic_up import free_port, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -115,23 +115,8 @@ def test_vignette_is_routed_as_published_and_the_intake_shows_it(
 
 
 async def test_clinic_demo_prints_every_vignette_as_expected_and_revokes_its_key(live: LiveSystem) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "demo",
-            "--intake-url",
-            live.intake,
-            "--referral-url",
-            live.referral,
-        ],
-        cwd=REPO_ROOT,
-        env=live.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    result = run_clinic(
+        "demo", "--intake-url", live.intake, "--referral-url", live.referral, env=live.env, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -154,15 +139,8 @@ async def test_clinic_demo_prints_every_vignette_as_expected_and_revokes_its_key
 
 def test_clinic_demo_says_in_one_line_when_the_services_do_not_answer() -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", "--intake-url", nowhere, "--referral-url", nowhere],
-        cwd=REPO_ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("CLINIC_")},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINIC_")}
+    result = run_clinic("demo", "--intake-url", nowhere, "--referral-url", nowhere, env=env)
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [

@@ -10,7 +10,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from services.common.db import libpq_url
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_clinic
 
 
 async def test_keys_create_prints_the_key_alone_and_stores_its_hash(database_url: str) -> None:
@@ -86,15 +86,7 @@ async def test_keys_create_waits_for_migrations_then_makes_the_key(server_url: s
         assert keys.stderr is not None
         waiting = keys.stderr.readline()
         assert waiting.startswith("clinic keys: waiting up to 60 s for the database: migrations not applied")
-        migrate = subprocess.run(
-            [sys.executable, "-m", "services.cli", "migrate"],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        migrate = run_clinic("migrate", env=env)
         assert migrate.returncode == 0, migrate.stderr
         assert "clinic migrate: 5 migration(s) applied; every schema is at head" in migrate.stderr
         out, err = keys.communicate(timeout=120)

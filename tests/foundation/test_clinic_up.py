@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import REPO_ROOT, embedded_data_dir
+from tests.conftest import REPO_ROOT, embedded_data_dir, run_clinic
 
 
 def free_port() -> int:
@@ -152,15 +152,7 @@ def test_busy_ports_are_named_before_anything_starts(data_dir: Path) -> None:
             CLINIC_INTAKE_PORT=str(free_port()),
             CLINIC_REFERRAL_PORT=str(busy),
         )
-        result = subprocess.run(
-            [sys.executable, "-m", "services.cli", "up"],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_clinic("up", env=env)
     assert result.returncode == 1
     assert "clinic is up" not in result.stdout
     assert result.stderr.splitlines() == [
@@ -173,15 +165,7 @@ def test_both_services_on_one_port_is_refused(data_dir: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "CLINIC_DATABASE_URL"}
     env.update(CLINIC_DATA_DIR=str(data_dir), CLINIC_INTAKE_PORT=str(port), CLINIC_REFERRAL_PORT=str(port))
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "up"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_clinic("up", env=env)
     assert result.returncode == 1
     assert f"CLINIC_INTAKE_PORT and CLINIC_REFERRAL_PORT are both {port}" in result.stderr
     assert "clinic is up" not in result.stdout

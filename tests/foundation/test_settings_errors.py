@@ -4,12 +4,10 @@ what is allowed, exit code 2, no traceback, nothing started."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_clinic
 
 BAD = [
     ("CLINIC_LOG_LEVEL", "verbose", "debug, info, warning, error, critical"),
@@ -45,15 +43,7 @@ def test_a_bad_value_ends_clinic_with_one_line_naming_it(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLINIC_")}
     env[name] = value
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *command],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_clinic(*command, env=env)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()

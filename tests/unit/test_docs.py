@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
@@ -20,7 +19,7 @@ from services.common.events import CONSUMERS, PAYLOAD_TYPES
 from services.referral.triage import rules_document
 from services.referral.triage_markdown import REGENERATE, published_documents, render_rules_markdown
 from services.referral.webhooks.consumer import THIN_FIELDS
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_clinic
 
 # Built from parts so that this file does not match itself.
 OUTSIDE_REFERENCES = ["../" + "shared", "shared/" + "design", "shared/" + "vignettes"]
@@ -68,14 +67,7 @@ def test_the_rules_page_lists_each_ruleset_its_thresholds_and_rules_in_order() -
 
 def test_clinic_triage_rules_prints_the_page_and_the_json_document() -> None:
     def clinic(*args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "services.cli", "triage", "rules", *args],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = run_clinic("triage", "rules", *args)
         assert result.returncode == 0, result.stderr
         return result.stdout
 
