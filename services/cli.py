@@ -408,13 +408,13 @@ def _extend_parser(sub: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        get_settings()  # every command checks the whole environment before it does anything
-        result: int = args.fn(args)
+        get_settings()  # the whole environment is checked before anything is loaded or started
     except SettingError as exc:
         print(f"clinic: {exc}", file=sys.stderr)
         return 2
+    args = build_parser().parse_args(argv)
+    result: int = args.fn(args)
     return result
 
 
