@@ -27,6 +27,7 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from services.common.api_docs import assets_router, render_plugins
 from services.common.auth import ApiKeyMiddleware
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
@@ -150,6 +151,7 @@ def build_app(
             live,
             ready,
             MetricsController,
+            assets_router(),
             dead_letter_controller(c.name for c in spec.consumers),
             *spec.route_handlers,
         ],
@@ -185,6 +187,7 @@ def build_app(
             ),
             security=[{"apiKey": []}],
             use_handler_docstrings=True,
+            render_plugins=render_plugins(),
         ),
         logging_config=None,
         debug=False,
