@@ -204,14 +204,17 @@ async def main(argv: list[str] | None = None) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     async with bench_database() as url:
         print(f"draining {args.events} events, {args.workers} workers, batch {args.batch}", flush=True)
+        ratios = []
         for round_ in range(1, args.rounds + 1):
             raw = args.events / await drain_raw(url, args.events, args.workers, args.batch)
             queue = args.events / await drain_queue(url, args.events, args.workers, args.batch)
+            ratios.append(queue / raw)
             print(
                 f"round {round_}: clinic queue {queue:,.0f} events/s, bare asyncpg loop {raw:,.0f} rows/s, "
                 f"queue/bare {queue / raw:.2f}",
                 flush=True,
             )
+    print(f"queue ratio {sorted(ratios)[len(ratios) // 2]:.2f}")
 
 
 if __name__ == "__main__":
