@@ -7,8 +7,9 @@ handler), `QueueWorker` (claims, handles, acks; wakes on NOTIFY, polls as a fall
 
 How it holds its promises:
 - `publish` writes the event, its permanent key and one delivery per subscribed consumer with the
-  caller's session, so a rollback leaves nothing and a commit leaves everything. `NOTIFY` is sent
-  in that same transaction, so listeners hear of it only after the commit.
+  caller's session, in one statement, so a rollback leaves nothing and a commit leaves everything.
+  The same statement sends a `NOTIFY` on each of those consumers' own channels (`channel_for`), so
+  a consumer's workers wake for its events only, and only after the commit.
 - A claim is one short statement, committed at once: `FOR UPDATE SKIP LOCKED`, `attempts + 1` and
   `available_at = now() + lease` (one column is ready time, backoff and lease at once). A worker
   killed mid-handling therefore loses nothing: the lease runs out and another worker takes it; and
@@ -46,13 +47,17 @@ from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CHANNEL = "clinic_queue"
+CHANNEL_PREFIX = "clinic_queue."
 #: The listening connection's application_name (prefix), so operators can tell it apart.
 LISTENER_NAME = "clinic-queue-listener"
-_NOTIFIED_KEY = "clinic_queue_notified_tx"
 _RETENTION_LOCK = 7_246_391_002
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+
+def channel_for(consumer: str) -> str:
+    """The NOTIFY channel a consumer's workers listen on (PostgreSQL keeps 63 bytes of it)."""
+    return (CHANNEL_PREFIX + consumer)[:63]
 
 
 # -- publishing ------------------------------------------------------------------------------
@@ -73,9 +78,10 @@ _PUBLISH = text(
     ), fan AS (
         INSERT INTO queue.deliveries (event_id, consumer)
         SELECT ev.id, s.consumer FROM ev JOIN queue.subscriptions s ON s.event_type = ev.type
-        RETURNING 1
+        RETURNING consumer
     )
-    SELECT (SELECT count(*) FROM ev) AS events, (SELECT count(*) FROM fan) AS deliveries
+    SELECT (SELECT count(*) FROM ev) AS events,
+           (SELECT count(pg_notify(left(:prefix || fan.consumer, 63), '')) FROM fan) AS deliveries
     """
 )
 
@@ -106,17 +112,13 @@ async def publish(
                 "payload": msgspec.json.encode(payload).decode(),
                 "occurred_at": occurred_at or datetime.now(UTC),
                 "key": key,
+                "prefix": CHANNEL_PREFIX,
             },
         )
     ).one()
     if row.events == 0:
         log.info("event_publish_skipped_duplicate_key", event_type=payload.TYPE)
         return None
-    transaction = session.get_transaction()
-    if row.deliveries and session.info.get(_NOTIFIED_KEY) is not transaction:
-        # One NOTIFY per transaction; PostgreSQL delivers it only if the transaction commits.
-        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-        session.info[_NOTIFIED_KEY] = transaction
     return event_id
 
 
@@ -477,7 +479,7 @@ class QueueWorker:
                     server_settings={"application_name": f"{LISTENER_NAME}:{self.consumer.name}"[:63]},
                 )
                 conn.add_termination_listener(_setter(lost))
-                await conn.add_listener(CHANNEL, _setter(self.wake))
+                await conn.add_listener(channel_for(self.consumer.name), _setter(self.wake))
                 self.listening = True
                 delay = self.tuning.reconnect_seconds
                 self.wake.set()  # catch up on anything published while we were not listening
@@ -579,7 +581,7 @@ async def replay_dead(
     ).first()
     if row is None:
         return False
-    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel_for(row.consumer)})
     log.info("event_replayed", delivery_id=row.id, consumer=row.consumer, event_id=str(row.event_id))
     return True
 
@@ -594,7 +596,7 @@ async def redeliver(conn: AsyncConnection, consumer: str, event_id: uuid.UUID) -
         ),
         {"e": event_id, "c": consumer},
     )
-    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel_for(consumer)})
 
 
 # -- retention -------------------------------------------------------------------------------

@@ -91,6 +91,9 @@ class Settings:
     webhook_disable_after_days: int
     webhook_concurrency_per_endpoint: int
     inbound_webhook_secret: str | None
+    #: How long a looked-up API key is trusted without asking the database: a revoked key keeps
+    #: working for at most this long in each running process.
+    api_key_cache_seconds: float = 5.0
 
     @property
     def log_json(self) -> bool:
@@ -137,6 +140,7 @@ def load_settings() -> Settings:
         webhook_disable_after_days=_int("CLINIC_WEBHOOK_DISABLE_AFTER_DAYS", 5),
         webhook_concurrency_per_endpoint=_int("CLINIC_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 2),
         inbound_webhook_secret=secret,
+        api_key_cache_seconds=max(0.0, _float("CLINIC_API_KEY_CACHE_SECONDS", 5.0)),
     )
 
 

@@ -27,7 +27,7 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.common.auth import ApiKeyMiddleware
+from services.common.auth import ApiKeyMiddleware, KeyCache
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
@@ -148,6 +148,7 @@ def build_app(
                 "clinic_settings": settings,
                 "clinic_engine": engine,
                 "clinic_sessionmaker": sessionmaker,
+                "clinic_key_cache": KeyCache(settings.api_key_cache_seconds),
                 "clinic_heads": expected_heads(),
                 "clinic_workers_expected": len(workers),
                 **spec.state,

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 from litestar.exceptions import NotFoundException
-from sqlalchemy import Text, cast, delete, select, tuple_, update
+from sqlalchemy import Text, cast, delete, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -264,6 +264,17 @@ async def _store_version(
         )
     )
     await session.flush()
+    await _publish_version(session, intake_id, version, patient_id, body, author)
+
+
+async def _publish_version(
+    session: AsyncSession,
+    intake_id: uuid.UUID,
+    version: int,
+    patient_id: uuid.UUID,
+    body: IntakeBody,
+    author: Author,
+) -> None:
     event_type = IntakeSubmitted if version == 1 else IntakeAmended
     await publish(
         session,
@@ -292,30 +303,61 @@ async def _respond(
     return response
 
 
+# A new intake and its first version in one statement (the foreign key is checked at the end of
+# the statement, when both rows exist).
+_NEW_INTAKE = text(
+    """
+    WITH intake AS (
+        INSERT INTO intake.intakes (id, patient_id, version, status, source, submitted_at, submitted_by,
+                                    updated_at)
+        VALUES (:id, :patient_id, 1, :status, :source, :at, :by, :at)
+    )
+    INSERT INTO intake.intake_versions (intake_id, version, patient_id, submitted_at, submitted_by, body)
+    VALUES (:id, 1, :patient_id, :at, :by, CAST(:body AS jsonb))
+    """
+)
+
+
 async def submit_intake(
     session: AsyncSession, body: IntakeBody, author: Author, claim: IdempotencyClaim | None = None
 ) -> StoredResponse:
-    """Store a new intake (version 1) and publish `intake.submitted`, in one transaction."""
+    """Store a new intake (version 1) and publish `intake.submitted`, in one transaction.
+
+    For a new patient that is three statements (patient; intake and version; event, its
+    deliveries and NOTIFY) and the commit; the 201 is built from what was written, not read back
+    (a new intake has no referral yet: the referral service hears of it only after the commit)."""
     if claim is not None and (stored := await _claim(session, claim, author.at)) is not None:
         await session.rollback()
         return stored
     intake_id = uuid.uuid4()
     patient_id = await _patient_for_new_intake(session, body.patient, author, intake_id)
-    session.add(
-        Intake(
-            id=intake_id,
-            patient_id=patient_id,
-            version=1,
-            status=schemas.IntakeStatus.SUBMITTED.value,
-            source=author.source,
-            submitted_at=author.at,
-            submitted_by=author.name,
-            updated_at=author.at,
-        )
+    await session.execute(
+        _NEW_INTAKE,
+        {
+            "id": intake_id,
+            "patient_id": patient_id,
+            "status": schemas.IntakeStatus.SUBMITTED.value,
+            "source": author.source,
+            "at": author.at,
+            "by": author.name,
+            "body": msgspec.json.encode(body).decode(),
+        },
     )
-    await session.flush()
-    await _store_version(session, intake_id, 1, patient_id, body, author)
-    return await _respond(session, intake_id, 201, claim)
+    await _publish_version(session, intake_id, 1, patient_id, body, author)
+    intake = schemas.Intake(
+        **msgspec.structs.asdict(body),
+        id=intake_id,
+        patient_id=patient_id,
+        status=schemas.IntakeStatus.SUBMITTED,
+        version=1,
+        submitted_at=author.at.astimezone(dt.UTC),  # as the database gives it back
+        submitted_by=author.name,
+    )
+    response = StoredResponse(201, msgspec.json.encode(intake))
+    if claim is not None:
+        await _remember(session, claim, response)
+    await session.commit()
+    return response
 
 
 async def amend_intake(
