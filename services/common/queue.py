@@ -467,37 +467,65 @@ class QueueWorker:
             await asyncio.gather(listener, return_exceptions=True)
 
     async def _listen(self, stop: asyncio.Event) -> None:
-        """LISTEN on a dedicated connection (never a pooled one); reconnect when it drops."""
-        delay = self.tuning.reconnect_seconds
-        while not stop.is_set():
-            conn: asyncpg.Connection | None = None
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(
-                    libpq_url(self.database_url),
-                    timeout=10,
-                    server_settings={"application_name": f"{LISTENER_NAME}:{self.consumer.name}"[:63]},
-                )
-                conn.add_termination_listener(_setter(lost))
-                await conn.add_listener(channel_for(self.consumer.name), _setter(self.wake))
-                self.listening = True
-                delay = self.tuning.reconnect_seconds
-                self.wake.set()  # catch up on anything published while we were not listening
-                while not stop.is_set() and not lost.is_set():
-                    await _first_of(self.tuning.poll_seconds * 5, stop, lost)
-                    if not stop.is_set() and not lost.is_set():
-                        await conn.execute("SELECT 1", timeout=5)  # notice a silent drop
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.log.warning("queue_listener_lost", error_type=type(exc).__name__)
-            finally:
-                self.listening = False
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            if not stop.is_set():
-                await _first_of(delay, stop)
-                delay = min(delay * 2, self.tuning.reconnect_max_seconds)
+        def listening(now: bool) -> None:
+            self.listening = now
+
+        await listen(
+            self.database_url,
+            channel_for(self.consumer.name),
+            f"{LISTENER_NAME}:{self.consumer.name}",
+            self.wake,
+            stop,
+            self.tuning,
+            on_change=listening,
+            log=self.log,
+        )
+
+
+async def listen(
+    database_url: str,
+    channel: str,
+    application_name: str,
+    wake: asyncio.Event,
+    stop: asyncio.Event,
+    tuning: QueueTuning,
+    *,
+    on_change: Callable[[bool], None] = lambda _: None,
+    log: structlog.typing.FilteringBoundLogger = log,
+) -> None:
+    """Until `stop`: LISTEN on `channel` on a dedicated connection (never a pooled one) and set
+    `wake` on every notification (and once on each (re)connect, to catch up on anything sent while
+    not listening); reconnect with backoff when the connection drops. `on_change(listening)`."""
+    delay = tuning.reconnect_seconds
+    while not stop.is_set():
+        conn: asyncpg.Connection | None = None
+        lost = asyncio.Event()
+        try:
+            conn = await asyncpg.connect(
+                libpq_url(database_url),
+                timeout=10,
+                server_settings={"application_name": application_name[:63]},
+            )
+            conn.add_termination_listener(_setter(lost))
+            await conn.add_listener(channel, _setter(wake))
+            on_change(True)
+            delay = tuning.reconnect_seconds
+            wake.set()
+            while not stop.is_set() and not lost.is_set():
+                await _first_of(tuning.poll_seconds * 5, stop, lost)
+                if not stop.is_set() and not lost.is_set():
+                    await conn.execute("SELECT 1", timeout=5)  # notice a silent drop
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("queue_listener_lost", channel=channel, error_type=type(exc).__name__)
+        finally:
+            on_change(False)
+            if conn is not None and not conn.is_closed():
+                conn.terminate()
+        if not stop.is_set():
+            await _first_of(delay, stop)
+            delay = min(delay * 2, tuning.reconnect_max_seconds)
 
 
 def _setter(event: asyncio.Event) -> Callable[..., None]:

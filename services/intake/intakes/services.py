@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 from litestar.exceptions import NotFoundException
-from sqlalchemy import Text, cast, delete, select, text, tuple_, update
+from sqlalchemy import Table, Text, cast, delete, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -160,8 +160,9 @@ class Author:
 async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author) -> uuid.UUID | None:
     """Insert a patient; None if the MRN is already taken (by a concurrent request, say)."""
     patient_id = uuid.uuid4()
+    table: Table = Patient.__table__  # type: ignore[assignment]
     stmt = (
-        pg_insert(Patient)
+        pg_insert(table)  # Core: the ORM's bulk-insert bookkeeping costs more than the statement
         .values(
             id=patient_id,
             mrn=patient.mrn,
@@ -174,10 +175,11 @@ async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author
             created_at=author.at,
             updated_at=author.at,
         )
-        .on_conflict_do_nothing(index_elements=[Patient.__table__.c.mrn])
-        .returning(Patient.id)
+        .on_conflict_do_nothing(index_elements=[table.c.mrn])
+        .returning(table.c.id)
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    created: uuid.UUID | None = (await session.execute(stmt)).scalar_one_or_none()
+    return created
 
 
 async def _update_patient(

@@ -16,6 +16,11 @@ How it keeps its promises:
   every attempt has failed for `webhook_disable_after_days` is disabled. A disabled endpoint's
   pending deliveries go dead, to be replayed once it is fixed and enabled again.
 - Time is the database's (`now()`), one clock for every replica.
+- New deliveries wake the sender at once: the webhook consumer NOTIFYs `SENDER_CHANNEL` when it
+  commits some; the poll (`CLINIC_QUEUE_POLL_SECONDS`) is the fallback for retries coming due and
+  a lost listening connection.
+- Each step is one statement in autocommit (a claim; a success recorded with its attempt and the
+  endpoint's health), so a delivery costs two round trips to the database besides its POST.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from services.common.queue import QueueTuning, listen
 from services.common.settings import Settings
 from services.common.signing import signature_header
 from services.common.web import background_loop
@@ -49,6 +55,8 @@ EXCERPT_CHARS = 500
 _READ_BYTES = 4 * EXCERPT_CHARS
 RETRY_AFTER_MAX_SECONDS = 24 * 3600.0
 USER_AGENT = "clinic-webhooks/1"
+#: Notified (after their commit) when new deliveries are waiting.
+SENDER_CHANNEL = "clinic_webhook_sender"
 
 ATTEMPTS = Counter("clinic_webhook_attempts", "Webhook delivery attempts, by outcome", ["outcome"])
 
@@ -248,14 +256,29 @@ _RECORD_DELIVERY = text(
     """
 )
 
+# A success in one statement: the delivery, its attempt, and the endpoint's health.
+_RECORD_SUCCESS = text(
+    """
+    WITH delivered AS (
+        UPDATE referral.webhook_deliveries
+        SET status = 'succeeded', next_attempt_at = now(), leased_until = NULL,
+            last_status_code = :status_code, last_error = NULL, succeeded_at = now(), updated_at = now()
+        WHERE id = :id
+        RETURNING id
+    ), attempt AS (
+        INSERT INTO referral.webhook_attempts (delivery_id, status_code, latency_ms, error, response_excerpt)
+        SELECT id, :status_code, :latency_ms, NULL, :excerpt FROM delivered
+    ), healthy AS (
+        UPDATE referral.webhook_endpoints SET first_failure_at = NULL
+        WHERE id = :endpoint_id AND first_failure_at IS NOT NULL
+    )
+    SELECT count(*) FROM delivered
+    """
+)
+
 _RECORD_ATTEMPT = text(
     "INSERT INTO referral.webhook_attempts (delivery_id, status_code, latency_ms, error, response_excerpt) "
     "VALUES (:id, :status_code, :latency_ms, :error, :excerpt)"
-)
-
-_ENDPOINT_SUCCEEDED = text(
-    "UPDATE referral.webhook_endpoints SET first_failure_at = NULL "
-    "WHERE id = :id AND first_failure_at IS NOT NULL"
 )
 
 _ENDPOINT_FAILED = text(
@@ -320,6 +343,9 @@ class WebhookSender:
         self.in_flight: dict[uuid.UUID, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
+        self.listening = False
+        # One statement per step: no BEGIN/COMMIT round trips (asyncpg's autocommit is client-side).
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
     def from_settings(cls, engine: AsyncEngine, settings: Settings) -> WebhookSender:
@@ -334,7 +360,7 @@ class WebhookSender:
         if room <= 0:
             return []
         busy = [(k, v) for k, v in self.in_flight.items() if v > 0]
-        async with self.engine.begin() as conn:
+        async with self.autocommit.connect() as conn:
             rows = (
                 await conn.execute(
                     _CLAIM,
@@ -389,23 +415,36 @@ class WebhookSender:
             status_code=outcome.status_code,
             ms=outcome.latency_ms,
         )
+        if outcome.succeeded:
+            async with self.autocommit.connect() as conn:
+                recorded = await conn.scalar(
+                    _RECORD_SUCCESS,
+                    {
+                        "id": item.id,
+                        "endpoint_id": item.endpoint_id,
+                        "status_code": outcome.status_code,
+                        "latency_ms": outcome.latency_ms,
+                        "excerpt": outcome.response_excerpt,
+                    },
+                )
+            ATTEMPTS.labels(outcome="succeeded").inc()
+            if recorded:  # else the endpoint (and with it the delivery) was deleted meanwhile
+                bound.info("webhook_delivered")
+            return
         async with self.engine.begin() as conn:
-            if outcome.succeeded:
-                await conn.execute(_ENDPOINT_SUCCEEDED, {"id": item.endpoint_id})
-            else:
-                expired = (
-                    await conn.execute(
-                        _ENDPOINT_FAILED, {"id": item.endpoint_id, "days": self.tuning.disable_after_days}
-                    )
-                ).scalar()
-                if outcome.gone:
-                    await disable_endpoint(conn, item.endpoint_id, "the receiver answered 410 Gone")
-                elif expired:
-                    await disable_endpoint(
-                        conn,
-                        item.endpoint_id,
-                        f"every attempt failed for {self.tuning.disable_after_days} days",
-                    )
+            expired = (
+                await conn.execute(
+                    _ENDPOINT_FAILED, {"id": item.endpoint_id, "days": self.tuning.disable_after_days}
+                )
+            ).scalar()
+            if outcome.gone:
+                await disable_endpoint(conn, item.endpoint_id, "the receiver answered 410 Gone")
+            elif expired:
+                await disable_endpoint(
+                    conn,
+                    item.endpoint_id,
+                    f"every attempt failed for {self.tuning.disable_after_days} days",
+                )
             status = (
                 await conn.execute(
                     _RECORD_DELIVERY,
@@ -430,10 +469,8 @@ class WebhookSender:
                     "excerpt": outcome.response_excerpt,
                 },
             )
-        ATTEMPTS.labels(outcome="succeeded" if outcome.succeeded else "failed").inc()
-        if status == "succeeded":
-            bound.info("webhook_delivered")
-        elif status == "dead":
+        ATTEMPTS.labels(outcome="failed").inc()
+        if status == "dead":
             bound.warning("webhook_dead", error=outcome.error)
         else:
             bound.info("webhook_retry_scheduled", error=outcome.error, delay_seconds=round(delay or 0, 1))
@@ -474,7 +511,22 @@ class WebhookSender:
         ) as client:
             yield HttpxSender(client, self.tuning.timeout_seconds)
 
+    def _listening(self, now: bool) -> None:
+        self.listening = now
+
     async def run(self, stop: asyncio.Event) -> None:
+        listener = asyncio.create_task(
+            listen(
+                self.engine.url.render_as_string(hide_password=False),
+                SENDER_CHANNEL,
+                "clinic-webhook-sender",
+                self.wake,
+                stop,
+                QueueTuning(poll_seconds=self.tuning.poll_seconds),
+                on_change=self._listening,
+            ),
+            name="listen:webhooks",
+        )
         async with self._http() as http:
             try:
                 while not stop.is_set():
@@ -486,6 +538,8 @@ class WebhookSender:
                     self.wake.clear()
                     await _first_of((self.wake, stop), self.tuning.poll_seconds)
             finally:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
                 await self._finish(grace=5.0)
 
     async def _finish(self, grace: float) -> None:
