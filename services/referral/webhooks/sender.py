@@ -276,6 +276,48 @@ _RECORD_SUCCESS = text(
     """
 )
 
+# The same, and (with :chain) the next due delivery of that endpoint claimed in that statement, so
+# a busy endpoint's slot goes straight on to its next delivery without a separate claim. Only
+# deliveries with attempts left are chained; the main claim deals with the others.
+_RECORD_SUCCESS_AND_CLAIM_NEXT = text(
+    """
+    WITH delivered AS (
+        UPDATE referral.webhook_deliveries
+        SET status = 'succeeded', next_attempt_at = now(), leased_until = NULL,
+            last_status_code = :status_code, last_error = NULL, succeeded_at = now(), updated_at = now()
+        WHERE id = :id
+        RETURNING id
+    ), attempt AS (
+        INSERT INTO referral.webhook_attempts (delivery_id, status_code, latency_ms, error, response_excerpt)
+        SELECT id, :status_code, :latency_ms, NULL, :excerpt FROM delivered
+    ), healthy AS (
+        UPDATE referral.webhook_endpoints SET first_failure_at = NULL
+        WHERE id = :endpoint_id AND first_failure_at IS NOT NULL
+    ), picked AS (
+        SELECT d.id FROM referral.webhook_deliveries d
+        JOIN referral.webhook_endpoints e ON e.id = d.endpoint_id AND e.disabled_at IS NULL
+        WHERE d.endpoint_id = :endpoint_id AND d.id <> :id AND d.status = 'pending'
+          AND d.next_attempt_at <= now() AND (d.leased_until IS NULL OR d.leased_until <= now())
+          AND d.attempts < :max_attempts AND EXISTS (SELECT 1 FROM delivered)
+        ORDER BY d.next_attempt_at
+        LIMIT 1
+        FOR UPDATE OF d SKIP LOCKED
+    ), claimed AS (
+        UPDATE referral.webhook_deliveries d
+        SET attempts = d.attempts + 1, leased_until = now() + make_interval(secs => :lease),
+            updated_at = now()
+        FROM picked WHERE d.id = picked.id
+        RETURNING d.id, d.endpoint_id, d.attempts, d.payload::text AS payload
+    )
+    SELECT (SELECT count(*) FROM delivered) AS recorded, c.id, c.endpoint_id, c.attempts, c.payload,
+           e.url, e.secret,
+           CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret
+    FROM (SELECT 1) AS one
+    LEFT JOIN claimed c ON true
+    LEFT JOIN referral.webhook_endpoints e ON e.id = c.endpoint_id
+    """
+)
+
 _RECORD_ATTEMPT = text(
     "INSERT INTO referral.webhook_attempts (delivery_id, status_code, latency_ms, error, response_excerpt) "
     "VALUES (:id, :status_code, :latency_ms, :error, :excerpt)"
@@ -344,6 +386,7 @@ class WebhookSender:
         self.tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
         self.listening = False
+        self.stopping = False
         # One statement per step: no BEGIN/COMMIT round trips (asyncpg's autocommit is client-side).
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -401,6 +444,37 @@ class WebhookSender:
         outcome = await http.post(item.url, self.headers(item), item.body)
         await self.record(item, outcome)
         return outcome
+
+    async def _deliver_and_claim_next(
+        self, item: ClaimedDelivery, http: HttpSender
+    ) -> ClaimedDelivery | None:
+        """One attempt; after a success, the endpoint's next due delivery (claimed), if any."""
+        outcome = await http.post(item.url, self.headers(item), item.body)
+        if not outcome.succeeded or self.stopping:
+            await self.record(item, outcome)
+            return None
+        async with self.autocommit.connect() as conn:
+            row = (
+                await conn.execute(
+                    _RECORD_SUCCESS_AND_CLAIM_NEXT,
+                    {
+                        "id": item.id,
+                        "endpoint_id": item.endpoint_id,
+                        "status_code": outcome.status_code,
+                        "latency_ms": outcome.latency_ms,
+                        "excerpt": outcome.response_excerpt,
+                        "max_attempts": self.tuning.max_attempts,
+                        "lease": self.tuning.lease_seconds,
+                    },
+                )
+            ).one()
+        ATTEMPTS.labels(outcome="succeeded").inc()
+        if row.recorded:
+            log.info("webhook_delivered", delivery_id=str(item.id), endpoint_id=str(item.endpoint_id))
+        if row.id is None:
+            return None
+        secrets = [row.secret] + ([row.previous_secret] if row.previous_secret else [])
+        return ClaimedDelivery(row.id, row.endpoint_id, row.attempts, row.url, secrets, row.payload.encode())
 
     async def record(self, item: ClaimedDelivery, outcome: AttemptOutcome) -> None:
         delay = (
@@ -481,10 +555,13 @@ class WebhookSender:
         self.in_flight[item.endpoint_id] = self.in_flight.get(item.endpoint_id, 0) + 1
 
         async def attempt() -> None:
+            current: ClaimedDelivery | None = item
             try:
-                await self.deliver(item, http)
+                while current is not None:
+                    current = await self._deliver_and_claim_next(current, http)
             except Exception as exc:  # the lease brings it back; the loop must go on
-                log.error("webhook_attempt_crashed", delivery_id=str(item.id), error=repr(exc))
+                failed = current.id if current is not None else item.id
+                log.error("webhook_attempt_crashed", delivery_id=str(failed), error=repr(exc))
             finally:
                 left = self.in_flight.get(item.endpoint_id, 1) - 1
                 if left > 0:
@@ -538,6 +615,7 @@ class WebhookSender:
                     self.wake.clear()
                     await _first_of((self.wake, stop), self.tuning.poll_seconds)
             finally:
+                self.stopping = True
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
                 await self._finish(grace=5.0)
