@@ -98,7 +98,7 @@ WITH key AS (
     RETURNING id, type
 ), fan AS (
     INSERT INTO queue.deliveries (event_id, consumer)
-    SELECT ev.id, s.consumer FROM ev JOIN queue.subscriptions s ON s.event_type = ev.type
+    SELECT ev.id, s.consumer FROM ev JOIN queue.subscriptions s ON s.event_type = ev.type AND s.wanted
     RETURNING consumer
 )
 SELECT count(pg_notify('clinic_queue.' || consumer, '')) FROM fan

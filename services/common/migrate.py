@@ -44,12 +44,15 @@ def _upgrade_all(connection: Connection) -> None:
 
 async def upgrade_all(engine: AsyncEngine) -> None:
     """Every history to head, then the queue's subscriptions as the code declares them."""
-    from services.common.queue import sync_subscriptions
+    from services.common.events import DEMAND
+    from services.common.queue import refresh_demand, sync_subscriptions
 
     async with engine.connect() as conn:
         await conn.run_sync(_upgrade_all)
     async with engine.begin() as conn:
         await sync_subscriptions(conn)
+        for consumer in DEMAND:
+            await refresh_demand(conn, consumer)
 
 
 async def current_versions(engine: AsyncEngine) -> dict[str, frozenset[str]]:

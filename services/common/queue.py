@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.common import queue_metrics as metrics
 from services.common.db import libpq_url
-from services.common.events import CONSUMERS, Envelope, Payload
+from services.common.events import CONSUMERS, DEMAND, Envelope, Payload
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -77,7 +77,7 @@ _PUBLISH = text(
         RETURNING id, type
     ), fan AS (
         INSERT INTO queue.deliveries (event_id, consumer)
-        SELECT ev.id, s.consumer FROM ev JOIN queue.subscriptions s ON s.event_type = ev.type
+        SELECT ev.id, s.consumer FROM ev JOIN queue.subscriptions s ON s.event_type = ev.type AND s.wanted
         RETURNING consumer
     )
     SELECT (SELECT count(*) FROM ev) AS events,
@@ -135,6 +135,28 @@ async def sync_subscriptions(
                 ),
                 {"c": consumer, "t": event_type},
             )
+
+
+async def refresh_demand(conn: AsyncConnection | AsyncSession, consumer: str) -> None:
+    """Mark which of `consumer`'s subscriptions are wanted now (its `DEMAND` query), in the
+    caller's transaction.
+
+    No event published after the caller commits may miss a subscription it turned on. So this
+    first takes the subscription table exclusively: that waits for every transaction that has
+    already published (and read the old state) to end, and holds off every publish until the
+    caller commits; a publish waiting on the lock takes its snapshot only once it has it, so it
+    sees the new state. Only the callers that change demand (webhook endpoint changes) pay this,
+    for as long as their transaction lasts; at most `lock_timeout` (5 s) is spent waiting."""
+    await conn.execute(text("SELECT set_config('lock_timeout', '5s', true)"))
+    await conn.execute(text("LOCK TABLE queue.subscriptions IN ACCESS EXCLUSIVE MODE"))
+    wanted = list((await conn.execute(text(DEMAND[consumer]))).scalars())
+    await conn.execute(
+        text(
+            "UPDATE queue.subscriptions SET wanted = (event_type = ANY(CAST(:wanted AS text[]))) "
+            "WHERE consumer = :c AND wanted IS DISTINCT FROM (event_type = ANY(CAST(:wanted AS text[])))"
+        ),
+        {"c": consumer, "wanted": wanted},
+    )
 
 
 # -- consuming -------------------------------------------------------------------------------
