@@ -28,45 +28,13 @@ from bench.common import PLOTS, Load, Proc, Series, clinic_service, median, post
 from bench.queue import bench_database
 from services.common.auth import create_api_key
 from services.common.db import create_engine, libpq_url
-
-EXAMPLE: dict[str, object] = {
-    "patient": {
-        "given_name": "Ana",
-        "family_name": "Silva",
-        "birth_date": "1971-04-02",
-        "sex": "female",
-        "phone": "+1 555 0100",
-        "email": "ana@example.org",
-    },
-    "complaint": {
-        "regions": ["lower_back"],
-        "onset_date": "2026-03-01",
-        "intensity": 6,
-        "trend": "stable",
-        "radiates_to": ["left_leg"],
-    },
-    "symptoms": ["stiffness", "radiating_pain"],
-    "conditions": ["herniated_disc"],
-    "risk_factors": ["inactivity"],
-    "treatments_tried": [{"treatment": "physical_therapy", "outcome": "partial_relief", "weeks": 8}],
-    "red_flags": {
-        "bladder_or_bowel_dysfunction": "no",
-        "saddle_numbness": "no",
-        "numbness_or_tingling": "no",
-        "limb_weakness": "no",
-        "unexplained_weight_loss": "no",
-        "fever_or_chills": "no",
-        "history_of_cancer": "no",
-        "worsening_despite_treatment": "no",
-    },
-    "regenerative_procedure": None,
-    "notes": "free text, at most 4000 characters",
-}
+from tests.unit.test_intake_body import API_EXAMPLE
 
 
 def intake_body() -> bytes:
-    """The API example, onset 60 days ago (any date in the past is valid), no MRN."""
-    form = copy.deepcopy(EXAMPLE)
+    """The API's example form (the one the tests use), onset 60 days ago, no MRN."""
+    form = copy.deepcopy(API_EXAMPLE)
+    del form["patient"]["mrn"]
     onset = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=60)
     form["complaint"]["onset_date"] = onset.isoformat()  # type: ignore[index]
     return msgspec.json.encode(form)

@@ -257,8 +257,7 @@ _RECORD_DELIVERY = text(
 )
 
 # A success in one statement: the delivery, its attempt, and the endpoint's health.
-_RECORD_SUCCESS = text(
-    """
+_SUCCESS_CTES = """
     WITH delivered AS (
         UPDATE referral.webhook_deliveries
         SET status = 'succeeded', next_attempt_at = now(), leased_until = NULL,
@@ -271,29 +270,15 @@ _RECORD_SUCCESS = text(
     ), healthy AS (
         UPDATE referral.webhook_endpoints SET first_failure_at = NULL
         WHERE id = :endpoint_id AND first_failure_at IS NOT NULL
-    )
-    SELECT count(*) FROM delivered
-    """
-)
+"""
+_RECORD_SUCCESS = text(_SUCCESS_CTES + "    ) SELECT count(*) FROM delivered")  # noqa: S608 (constants)
 
-# The same, and (with :chain) the next due delivery of that endpoint claimed in that statement, so
-# a busy endpoint's slot goes straight on to its next delivery without a separate claim. Only
+# The same, and the next due delivery of that endpoint claimed in that statement, so a busy
+# endpoint's slot goes straight on to its next delivery without a separate claim. Only
 # deliveries with attempts left are chained; the main claim deals with the others.
 _RECORD_SUCCESS_AND_CLAIM_NEXT = text(
-    """
-    WITH delivered AS (
-        UPDATE referral.webhook_deliveries
-        SET status = 'succeeded', next_attempt_at = now(), leased_until = NULL,
-            last_status_code = :status_code, last_error = NULL, succeeded_at = now(), updated_at = now()
-        WHERE id = :id
-        RETURNING id
-    ), attempt AS (
-        INSERT INTO referral.webhook_attempts (delivery_id, status_code, latency_ms, error, response_excerpt)
-        SELECT id, :status_code, :latency_ms, NULL, :excerpt FROM delivered
-    ), healthy AS (
-        UPDATE referral.webhook_endpoints SET first_failure_at = NULL
-        WHERE id = :endpoint_id AND first_failure_at IS NOT NULL
-    ), picked AS (
+    _SUCCESS_CTES  # noqa: S608 (constants only)
+    + """    ), picked AS (
         SELECT d.id FROM referral.webhook_deliveries d
         JOIN referral.webhook_endpoints e ON e.id = d.endpoint_id AND e.disabled_at IS NULL
         WHERE d.endpoint_id = :endpoint_id AND d.id <> :id AND d.status = 'pending'
