@@ -247,28 +247,6 @@ async def _patient_for_amendment(
 # -- submitting and amending ---------------------------------------------------------------------
 
 
-async def _store_version(
-    session: AsyncSession,
-    intake_id: uuid.UUID,
-    version: int,
-    patient_id: uuid.UUID,
-    body: IntakeBody,
-    author: Author,
-) -> None:
-    session.add(
-        IntakeVersion(
-            intake_id=intake_id,
-            version=version,
-            patient_id=patient_id,
-            submitted_at=author.at,
-            submitted_by=author.name,
-            body=msgspec.to_builtins(body),
-        )
-    )
-    await session.flush()
-    await _publish_version(session, intake_id, version, patient_id, body, author)
-
-
 async def _publish_version(
     session: AsyncSession,
     intake_id: uuid.UUID,
@@ -385,7 +363,18 @@ async def amend_intake(
         .where(Intake.id == intake_id)
         .values(version=version, patient_id=patient_id, updated_at=author.at)
     )
-    await _store_version(session, intake_id, version, patient_id, body, author)
+    session.add(
+        IntakeVersion(
+            intake_id=intake_id,
+            version=version,
+            patient_id=patient_id,
+            submitted_at=author.at,
+            submitted_by=author.name,
+            body=msgspec.to_builtins(body),
+        )
+    )
+    await session.flush()
+    await _publish_version(session, intake_id, version, patient_id, body, author)
     return await _respond(session, intake_id, 201, claim)
 
 
