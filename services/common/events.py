@@ -139,6 +139,16 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Consumers that have use for only some of their event types at a time, and the query naming
+#: the types they want now. Publish writes them deliveries of those types only; `refresh_demand`
+#: (run by `clinic migrate` and wherever the answer changes) keeps the subscriptions in step.
+DEMAND: dict[str, str] = {
+    # The webhook consumer: the types some enabled endpoint subscribes to.
+    "referral.webhooks": "SELECT DISTINCT unnest(event_types) FROM referral.webhook_endpoints "
+    "WHERE disabled_at IS NULL",
+}
+
+
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     type: str

@@ -117,12 +117,15 @@ def _upgrade_all(connection: Connection) -> int:
 async def upgrade_all(engine: AsyncEngine) -> int:
     """Every history to head, then the queue's subscriptions as the code declares them; returns
     how many revisions this call applied (0 when the database was already at head)."""
-    from services.common.queue import sync_subscriptions
+    from services.common.events import DEMAND
+    from services.common.queue import refresh_demand, sync_subscriptions
 
     async with engine.connect() as conn:
         applied: int = await conn.run_sync(_upgrade_all)
     async with engine.begin() as conn:
         await sync_subscriptions(conn)
+        for consumer in DEMAND:
+            await refresh_demand(conn, consumer)
     return applied
 
 

@@ -44,14 +44,14 @@ def _port(name: str, default: int) -> int:
     return _int(name, default, minimum=1, maximum=65535)
 
 
-def _float(name: str, default: float) -> float:
+def _float(name: str, default: float, *, zero_allowed: bool = False) -> float:
     raw = _env(name, str(default))
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise SettingError(name, raw, "a number greater than 0")
+    if not (math.isfinite(value) and (value > 0 or (zero_allowed and value == 0))):
+        raise SettingError(name, raw, "a number of 0 or more" if zero_allowed else "a number greater than 0")
     return value
 
 
@@ -172,6 +172,9 @@ class Settings:
     # intake service's FHIR base as referral resources link to it (None: from host and port).
     fhir_canonical_base: str = "https://clinic.example.org/fhir"
     intake_fhir_base: str | None = None
+    #: How long a looked-up API key is trusted without asking the database: a revoked key keeps
+    #: working for at most this long in each running process.
+    api_key_cache_seconds: float = 5.0
 
     @property
     def log_json(self) -> bool:
@@ -218,6 +221,7 @@ def load_settings() -> Settings:
         inbound_webhook_secret=_signing_secret("CLINIC_INBOUND_WEBHOOK_SECRET"),
         fhir_canonical_base=_env("CLINIC_FHIR_CANONICAL_BASE", "https://clinic.example.org/fhir").rstrip("/"),
         intake_fhir_base=os.environ.get("CLINIC_INTAKE_FHIR_BASE", "").strip().rstrip("/") or None,
+        api_key_cache_seconds=_float("CLINIC_API_KEY_CACHE_SECONDS", 5.0, zero_allowed=True),
     )
 
 

@@ -28,7 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.common.api_docs import assets_router, render_plugins
-from services.common.auth import ApiKeyMiddleware
+from services.common.auth import ApiKeyMiddleware, KeyCache
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.openapi import OutgoingWebhook, finish_document
@@ -169,6 +169,7 @@ def build_app(
                 "clinic_settings": settings,
                 "clinic_engine": engine,
                 "clinic_sessionmaker": sessionmaker,
+                "clinic_key_cache": KeyCache(settings.api_key_cache_seconds),
                 "clinic_heads": expected_heads(),
                 "clinic_workers_expected": len(workers),
                 **spec.state,

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 from litestar.exceptions import NotFoundException
-from sqlalchemy import Text, cast, delete, select, tuple_, update
+from sqlalchemy import Table, Text, cast, delete, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -160,8 +160,9 @@ class Author:
 async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author) -> uuid.UUID | None:
     """Insert a patient; None if the MRN is already taken (by a concurrent request, say)."""
     patient_id = uuid.uuid4()
+    table: Table = Patient.__table__  # type: ignore[assignment]
     stmt = (
-        pg_insert(Patient)
+        pg_insert(table)  # Core: the ORM's bulk-insert bookkeeping costs more than the statement
         .values(
             id=patient_id,
             mrn=patient.mrn,
@@ -174,10 +175,11 @@ async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author
             created_at=author.at,
             updated_at=author.at,
         )
-        .on_conflict_do_nothing(index_elements=[Patient.__table__.c.mrn])
-        .returning(Patient.id)
+        .on_conflict_do_nothing(index_elements=[table.c.mrn])
+        .returning(table.c.id)
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    created: uuid.UUID | None = (await session.execute(stmt)).scalar_one_or_none()
+    return created
 
 
 async def _update_patient(
@@ -245,7 +247,7 @@ async def _patient_for_amendment(
 # -- submitting and amending ---------------------------------------------------------------------
 
 
-async def _store_version(
+async def _publish_version(
     session: AsyncSession,
     intake_id: uuid.UUID,
     version: int,
@@ -253,17 +255,6 @@ async def _store_version(
     body: IntakeBody,
     author: Author,
 ) -> None:
-    session.add(
-        IntakeVersion(
-            intake_id=intake_id,
-            version=version,
-            patient_id=patient_id,
-            submitted_at=author.at,
-            submitted_by=author.name,
-            body=msgspec.to_builtins(body),
-        )
-    )
-    await session.flush()
     event_type = IntakeSubmitted if version == 1 else IntakeAmended
     await publish(
         session,
@@ -292,30 +283,61 @@ async def _respond(
     return response
 
 
+# A new intake and its first version in one statement (the foreign key is checked at the end of
+# the statement, when both rows exist).
+_NEW_INTAKE = text(
+    """
+    WITH intake AS (
+        INSERT INTO intake.intakes (id, patient_id, version, status, source, submitted_at, submitted_by,
+                                    updated_at)
+        VALUES (:id, :patient_id, 1, :status, :source, :at, :by, :at)
+    )
+    INSERT INTO intake.intake_versions (intake_id, version, patient_id, submitted_at, submitted_by, body)
+    VALUES (:id, 1, :patient_id, :at, :by, CAST(:body AS jsonb))
+    """
+)
+
+
 async def submit_intake(
     session: AsyncSession, body: IntakeBody, author: Author, claim: IdempotencyClaim | None = None
 ) -> StoredResponse:
-    """Store a new intake (version 1) and publish `intake.submitted`, in one transaction."""
+    """Store a new intake (version 1) and publish `intake.submitted`, in one transaction.
+
+    For a new patient that is three statements (patient; intake and version; event, its
+    deliveries and NOTIFY) and the commit; the 201 is built from what was written, not read back
+    (a new intake has no referral yet: the referral service hears of it only after the commit)."""
     if claim is not None and (stored := await _claim(session, claim, author.at)) is not None:
         await session.rollback()
         return stored
     intake_id = uuid.uuid4()
     patient_id = await _patient_for_new_intake(session, body.patient, author, intake_id)
-    session.add(
-        Intake(
-            id=intake_id,
-            patient_id=patient_id,
-            version=1,
-            status=schemas.IntakeStatus.SUBMITTED.value,
-            source=author.source,
-            submitted_at=author.at,
-            submitted_by=author.name,
-            updated_at=author.at,
-        )
+    await session.execute(
+        _NEW_INTAKE,
+        {
+            "id": intake_id,
+            "patient_id": patient_id,
+            "status": schemas.IntakeStatus.SUBMITTED.value,
+            "source": author.source,
+            "at": author.at,
+            "by": author.name,
+            "body": msgspec.json.encode(body).decode(),
+        },
     )
-    await session.flush()
-    await _store_version(session, intake_id, 1, patient_id, body, author)
-    return await _respond(session, intake_id, 201, claim)
+    await _publish_version(session, intake_id, 1, patient_id, body, author)
+    intake = schemas.Intake(
+        **msgspec.structs.asdict(body),
+        id=intake_id,
+        patient_id=patient_id,
+        status=schemas.IntakeStatus.SUBMITTED,
+        version=1,
+        submitted_at=author.at.astimezone(dt.UTC),  # as the database gives it back
+        submitted_by=author.name,
+    )
+    response = StoredResponse(201, msgspec.json.encode(intake))
+    if claim is not None:
+        await _remember(session, claim, response)
+    await session.commit()
+    return response
 
 
 async def amend_intake(
@@ -341,7 +363,18 @@ async def amend_intake(
         .where(Intake.id == intake_id)
         .values(version=version, patient_id=patient_id, updated_at=author.at)
     )
-    await _store_version(session, intake_id, version, patient_id, body, author)
+    session.add(
+        IntakeVersion(
+            intake_id=intake_id,
+            version=version,
+            patient_id=patient_id,
+            submitted_at=author.at,
+            submitted_by=author.name,
+            body=msgspec.to_builtins(body),
+        )
+    )
+    await session.flush()
+    await _publish_version(session, intake_id, version, patient_id, body, author)
     return await _respond(session, intake_id, 201, claim)
 
 
