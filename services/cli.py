@@ -288,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend_parser(sub: Any) -> None:
     """Commands owned by other modules (events, demo) register themselves here."""
-    for module_name in ("services.common.queue_cli", "services.referral.demo"):
+    for module_name in (
+        "services.common.queue_cli",
+        "services.referral.demo",
+        "services.common.accounts_cli",
+    ):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -91,6 +91,11 @@ class Settings:
     webhook_disable_after_days: int
     webhook_concurrency_per_endpoint: int
     inbound_webhook_secret: str | None
+    # staff sign-in and pages
+    session_idle_minutes: int = 15
+    session_max_hours: int = 12
+    intake_public_url: str = ""
+    referral_public_url: str = ""
 
     @property
     def log_json(self) -> bool:
@@ -137,6 +142,10 @@ def load_settings() -> Settings:
         webhook_disable_after_days=_int("CLINIC_WEBHOOK_DISABLE_AFTER_DAYS", 5),
         webhook_concurrency_per_endpoint=_int("CLINIC_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 2),
         inbound_webhook_secret=secret,
+        session_idle_minutes=_int("CLINIC_SESSION_IDLE_MINUTES", 15),
+        session_max_hours=_int("CLINIC_SESSION_MAX_HOURS", 12),
+        intake_public_url=_env("CLINIC_INTAKE_PUBLIC_URL", ""),
+        referral_public_url=_env("CLINIC_REFERRAL_PUBLIC_URL", ""),
     )
 
 

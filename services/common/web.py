@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import structlog
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.common.auth import ApiKeyMiddleware
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
+from services.common.pages import common_page_handlers, template_config
 from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.queue import Consumer, QueueTuning, QueueWorker, run_retention
 from services.common.queue_admin import dead_letter_controller
@@ -57,6 +59,8 @@ class ServiceSpec:
     #: Queue consumers this service owns; run as workers, listed in its dead-letter views.
     consumers: Sequence[Consumer] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    #: The service's own page templates, beside the shared layout (services/common/pages).
+    template_dirs: Sequence[Path] = ()
 
 
 @get("/health/live", tags=["health"], opt={"exclude_from_auth": True}, security=[{}], sync_to_thread=False)
@@ -132,8 +136,10 @@ def build_app(
             ready,
             MetricsController,
             dead_letter_controller(c.name for c in spec.consumers),
+            *common_page_handlers(),
             *spec.route_handlers,
         ],
+        template_config=template_config(spec.template_dirs),
         plugins=[SQLAlchemyPlugin(config=sqlalchemy), problem_details_plugin()],
         middleware=[
             RequestLogMiddleware,
