@@ -373,3 +373,96 @@ async def test_failed_sign_ins_are_throttled_per_account(page: Page, site: Site)
         await expect(page.get_by_role("alert")).to_contain_text("not right")
     await sign_in(page, site, email)
     await expect(page.get_by_role("alert")).to_contain_text("Too many failed sign-ins")
+
+
+async def _focused(page: Page) -> dict[str, Any]:
+    return await page.evaluate(
+        """() => { const e = document.activeElement; return e ? {
+            tag: e.tagName.toLowerCase(), type: e.type || "", name: e.name || "", value: e.value || "",
+            checked: !!e.checked, text: (e.innerText || "").trim(), id: e.id || "" } : null }"""
+    )
+
+
+def _wanted(body: dict[str, Any]) -> dict[str, Any]:
+    """What each form field should hold for `body`: text by name, radio by name, checkboxes as sets."""
+    p, c = body["patient"], body["complaint"]
+    want: dict[str, Any] = {f"patient.{k}": str(v) for k, v in p.items() if v is not None and k != "sex"}
+    if p.get("sex") and p["sex"] != "unknown":
+        want["patient.sex"] = p["sex"]
+    want["complaint.regions"] = set(c["regions"])
+    want["complaint.radiates_to"] = set(c.get("radiates_to", []))
+    if c.get("onset_date"):
+        want["duration_kind"], want["complaint.onset_date"] = "onset", c["onset_date"]
+    else:
+        want["duration_kind"], want["complaint.duration_weeks"] = "weeks", str(c["duration_weeks"])
+    want["complaint.intensity"] = str(c["intensity"])
+    want["complaint.trend"] = c["trend"]
+    for name, answer in body["red_flags"].items():
+        want[f"red_flags.{name}"] = answer
+    for name in ("symptoms", "conditions", "risk_factors"):
+        want[name] = set(body.get(name, []))
+    for i, row in enumerate(body.get("treatments_tried", [])):
+        for k, v in row.items():
+            if v is not None:
+                want[f"treatments_tried[{i}].{k}"] = str(v)
+    procedure = body.get("regenerative_procedure")
+    want["procedure_asked"] = "yes" if procedure else "no"
+    if procedure:
+        want["regenerative_procedure.performed_on"] = procedure["performed_on"]
+        want["regenerative_procedure.complications"] = set(procedure.get("complications", []))
+    if body.get("notes"):
+        want["notes"] = body["notes"]
+    return want
+
+
+async def _type_date(page: Page, iso: str) -> None:
+    year, month, day = iso.split("-")
+    await page.keyboard.type(month + day + year)  # the en-US order of a date field's segments
+
+
+async def test_the_whole_intake_form_can_be_completed_with_the_keyboard_alone(
+    front_desk: Page, site: Site
+) -> None:
+    page = front_desk
+    case = vignette("urgent_care", red_flag=True)
+    body = {**case.body, "treatments_tried": case.body.get("treatments_tried", [])[:2]}
+    want = _wanted(body)
+    await page.goto(f"{site.intake}/intakes/new")
+    done_radio: set[str] = set()
+    last_key = None
+    for _ in range(400):
+        await page.keyboard.press("Tab")
+        el = await _focused(page)
+        key = (el["tag"], el["name"], el["value"] if el["type"] in ("radio", "checkbox") else "")
+        if key == last_key:  # a date field's next segment: still the same field
+            continue
+        last_key = key
+        name, kind = el["name"], el["type"]
+        if el["tag"] == "button" and el["text"] == "Send the intake":
+            await page.keyboard.press("Enter")
+            break
+        if name not in want:
+            continue
+        target = want[name]
+        if kind == "radio" and name not in done_radio:
+            while (await _focused(page))["value"] != target:
+                await page.keyboard.press("ArrowRight")
+            await page.keyboard.press("Space")
+            done_radio.add(name)
+        elif kind == "checkbox" and el["value"] in target and not el["checked"]:
+            await page.keyboard.press("Space")
+        elif el["tag"] == "select":
+            for _ in range(20):
+                if (await _focused(page))["value"] == target:
+                    break
+                await page.keyboard.press("ArrowDown")
+        elif kind == "date":
+            await _type_date(page, target)
+        elif el["tag"] in ("input", "textarea") and kind not in ("radio", "checkbox", "hidden"):
+            await page.keyboard.type(target)
+    else:
+        raise AssertionError("never reached the send button")
+    await expect(page.get_by_role("heading", name=re.compile("^Intake for"))).to_be_visible()
+    await expect(page.locator("#routing")).to_contain_text("URGENT CARE", timeout=20_000)
+    # The form sent what the keyboard entered.
+    await expect(page.get_by_text(f"{body['complaint']['intensity']} out of 10")).to_be_visible()

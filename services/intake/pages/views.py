@@ -190,35 +190,25 @@ async def _intake_or_404(session: AsyncSession, intake_id: uuid.UUID, version: i
     return intake
 
 
-@get("/intakes/{intake_id:uuid}")
-async def show_intake(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, intake_id: FromPath[uuid.UUID]
-) -> Template:
-    require_staff_role(staff, *READERS)
-    intake = await _intake_or_404(db_session, intake_id)
-    routing = await services.routing_of(db_session, intake_id)
-    return render(request, "intake/intake.html", **_common(intake=intake, routing=routing, print_view=False))
+#: The views of one intake with its routing, by the path after `/intakes/{id}`.
+INTAKE_VIEWS = {
+    "": "intake/intake.html",  # the intake and its routing
+    "/routing": "intake/routing.html",  # the routing panel alone, polled by htmx until routed
+    "/summary": "intake/summary.html",  # printable summary
+}
 
 
-@get("/intakes/{intake_id:uuid}/routing")
-async def routing_fragment(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, intake_id: FromPath[uuid.UUID]
-) -> Template:
-    """The routing panel alone, polled by htmx until the referral exists."""
-    require_staff_role(staff, *READERS)
-    intake = await _intake_or_404(db_session, intake_id)
-    routing = await services.routing_of(db_session, intake_id)
-    return render(request, "intake/routing.html", **_common(intake=intake, routing=routing))
+def _intake_view(suffix: str, template: str) -> Any:
+    @get(f"/intakes/{{intake_id:uuid}}{suffix}", name=f"intake{suffix.replace('/', '_')}")
+    async def view(
+        request: Request[Any, Any, State], staff: Staff, db_session: DbSession, intake_id: FromPath[uuid.UUID]
+    ) -> Template:
+        require_staff_role(staff, *READERS)
+        intake = await _intake_or_404(db_session, intake_id)
+        routing = await services.routing_of(db_session, intake_id)
+        return render(request, template, **_common(intake=intake, routing=routing))
 
-
-@get("/intakes/{intake_id:uuid}/summary")
-async def print_summary(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, intake_id: FromPath[uuid.UUID]
-) -> Template:
-    require_staff_role(staff, *READERS)
-    intake = await _intake_or_404(db_session, intake_id)
-    routing = await services.routing_of(db_session, intake_id)
-    return render(request, "intake/summary.html", **_common(intake=intake, routing=routing, print_view=True))
+    return view
 
 
 @get("/intakes/{intake_id:uuid}/amend")
@@ -318,9 +308,7 @@ def front_desk_pages() -> Any:
             home,
             new_intake,
             submit_new_intake,
-            show_intake,
-            routing_fragment,
-            print_summary,
+            *(_intake_view(suffix, template) for suffix, template in INTAKE_VIEWS.items()),
             amend_page,
             amend_submit,
             versions_page,
