@@ -323,9 +323,10 @@ async def sign_in(
 
 
 async def staff_for_token(
-    session: AsyncSession, token: str, now: dt.datetime, settings: Settings
+    session: AsyncSession, token: str, now: dt.datetime, settings: Settings, *, touch: bool = True
 ) -> StaffMember | None:
-    """The person a session cookie belongs to, if the session is still open; marks it seen."""
+    """The person a session cookie belongs to, if the session is still open; marks it seen unless
+    `touch` is false (a page's background refresh is not the person at the desk)."""
     idle = dt.timedelta(minutes=settings.session_idle_minutes)
     row = (
         await session.execute(
@@ -343,7 +344,10 @@ async def staff_for_token(
     if row is None:
         return None
     sess, user = row
-    await session.execute(update(SignInSession).where(SignInSession.id == sess.id).values(last_seen_at=now))
+    if touch:
+        await session.execute(
+            update(SignInSession).where(SignInSession.id == sess.id).values(last_seen_at=now)
+        )
     return StaffMember(
         user_id=user.id,
         name=user.name,

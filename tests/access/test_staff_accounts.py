@@ -127,6 +127,9 @@ async def test_sessions_end_when_idle_and_at_their_absolute_limit(
         )
         token = await accounts.sign_in(session, email, password, HERE, settings)
         await session.commit()
+        # A page's background refresh does not count as use.
+        soon = T0 + dt.timedelta(minutes=settings.session_idle_minutes - 1)
+        assert await accounts.staff_for_token(session, token, soon, settings, touch=False) is not None
         idle = T0 + dt.timedelta(minutes=settings.session_idle_minutes, seconds=1)
         assert await accounts.staff_for_token(session, token, idle, settings) is None
 

@@ -162,6 +162,11 @@ async def test_routine_intake_shows_destination_reasons_and_due_time(front_desk:
     await expect(routing).not_to_contain_text("URGENT")
     await expect(routing.get_by_role("listitem").first).not_to_be_empty()
     await expect(routing).to_contain_text("Routine")
+    # On a tablet (768 px wide) the form and the intake fit without sideways scrolling.
+    await page.set_viewport_size({"width": 768, "height": 1024})
+    for path in ("/intakes/new", page.url.removeprefix(site.intake)):
+        await page.goto(site.intake + path)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 768
 
 
 async def test_a_form_with_several_errors_shows_them_all_and_keeps_the_input(

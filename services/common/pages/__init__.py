@@ -6,7 +6,6 @@ the headers to each of them) and renders with `render(...)`; its templates exten
 """
 
 from services.common.pages.web import (
-    PAGE_ROLES,
     SignInRequired,
     Staff,
     common_page_handlers,
@@ -19,7 +18,6 @@ from services.common.pages.web import (
 )
 
 __all__ = [
-    "PAGE_ROLES",
     "SignInRequired",
     "Staff",
     "common_page_handlers",

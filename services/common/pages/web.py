@@ -40,9 +40,6 @@ HERE = Path(__file__).parent
 SESSION_COOKIE = "clinic_session"
 CSRF_COOKIE = "clinic_csrf"
 CSRF_FIELD = "_csrf"
-#: Every role may sign in; each page says which roles it serves.
-PAGE_ROLES = tuple(Role)
-
 #: The person signed in, as a page handler's parameter.
 Staff: TypeAlias = NamedDependency[StaffMember]
 
@@ -94,7 +91,14 @@ async def current_staff(request: Request[Any, Any, Any]) -> StaffMember | None:
     if not token or len(token) > 200:
         return None
     async with _maker(request)() as session:
-        staff = await accounts.staff_for_token(session, token, now_of(request.app.state), _settings(request))
+        staff = await accounts.staff_for_token(
+            session,
+            token,
+            now_of(request.app.state),
+            _settings(request),
+            # htmx's polling (HX-Request) must not keep an unattended workstation signed in.
+            touch=not request.headers.get("hx-request"),
+        )
         await session.commit()
     return staff
 
