@@ -205,6 +205,8 @@ async def test_a_form_with_several_errors_shows_them_all_and_keeps_the_input(
         assert any(expected in t for t in texts), (expected, texts)
     assert not any(RED_FLAG_QUESTIONS["saddle_numbness"] in t for t in texts)
     assert len(texts) >= 12
+    # Listed in the order of the form.
+    assert texts[0].startswith("Family name") and texts[-1].startswith("Regenerative procedure")
     # Each error sits beside its field too, and what was typed is kept.
     await expect(page.locator("#f-complaint-intensity-error")).to_contain_text("Enter a whole number")
     await expect(page.get_by_label("Given name")).to_have_value("Ada")

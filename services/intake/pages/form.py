@@ -173,6 +173,45 @@ def add_problems(state: FormState, problems: list[FieldProblem]) -> None:
         state.add_error(name, plain_message(problem))
 
 
+#: The order of the form's questions, for listing errors as the form shows them.
+FORM_ORDER = (
+    "patient_choice",
+    *(
+        f"patient.{name}"
+        for name in ("given_name", "family_name", "birth_date", "mrn", "phone", "email", "sex")
+    ),
+    "complaint.regions",
+    "duration_kind",
+    "complaint.onset_date",
+    "complaint.duration_weeks",
+    "complaint.intensity",
+    "complaint.trend",
+    "complaint.radiates_to",
+    "red_flags.",
+    "symptoms",
+    "conditions",
+    "risk_factors",
+    "treatments_tried[",
+    "procedure_asked",
+    "regenerative_procedure",
+    "notes",
+    "change_reason",
+)
+
+
+def in_form_order(errors: dict[str, list[str]]) -> dict[str, list[str]]:
+    def position(name: str) -> int:
+        for i, prefix in enumerate(FORM_ORDER):
+            if name == prefix or (
+                (prefix.endswith((".", "[")) or prefix == "regenerative_procedure")
+                and name.startswith(prefix)
+            ):
+                return i
+        return len(FORM_ORDER)
+
+    return dict(sorted(errors.items(), key=lambda item: position(item[0])))
+
+
 def form_from_body(body: IntakeBody) -> FormState:
     """A form prefilled from a stored intake (to amend it)."""
     raw = msgspec.to_builtins(body)

@@ -46,6 +46,7 @@ from services.intake.pages.form import (
     body_from_form,
     flatten,
     form_from_body,
+    in_form_order,
     row_count,
     today_utc,
 )
@@ -112,6 +113,7 @@ def _form_page(
     request: Request[Any, Any, Any], state: FormState, *, amend_of: Any = None, **context: Any
 ) -> Template:
     status = 422 if state.errors else 200
+    state.errors = in_form_order(state.errors)
     return render(
         request, "intake/form.html", status_code=status, **_common(form=state, amend_of=amend_of, **context)
     )
