@@ -344,11 +344,13 @@ def cmd_up(_: argparse.Namespace) -> int:
         where = f"embedded PostgreSQL in {settings.data_dir.resolve()}" if embedded else "CLINIC_DATABASE_URL"
         print(
             "\nclinic is up\n"
+            f"  front desk  {urls['intake']}/   (staff sign in here)\n"
             f"  intake    {urls['intake']}   (API docs: {urls['intake']}/schema)\n"
             f"  referral  {urls['referral']}   (API docs: {urls['referral']}/schema)\n"
             f"  database  {where}\n"
             f"  webhooks  loopback/private targets allowed: {env['CLINIC_WEBHOOK_ALLOW_HOSTS'] or 'none'}\n"
             "Make a key:  uv run clinic keys create --role front_desk --name reception\n"
+            "Make a staff account:  uv run clinic users create --role front_desk --name NAME --email E\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )
@@ -413,6 +415,7 @@ def _extend_parser(sub: Any) -> None:
     for module_name in (
         "services.common.queue_cli",
         "services.common.health",
+        "services.common.accounts_cli",
         "services.referral.demo",
         "services.referral.triage_markdown",
     ):

@@ -81,10 +81,9 @@ class KeyError_(ValueError):
     """A key request that makes no sense (a specialist with no destination, say)."""
 
 
-async def create_api_key(
-    session: AsyncSession, *, role: str, name: str, destination: str | None = None
-) -> tuple[str, ApiKey]:
-    """Store a new key's hash; return the key itself (shown once) and its row."""
+def check_role_destination(role: str, destination: str | None) -> tuple[Role, str | None]:
+    """A role, and the destination a specialist (and only a specialist) is bound to; for keys and
+    staff accounts alike."""
     try:
         role_ = Role(role)
     except ValueError as exc:
@@ -99,6 +98,14 @@ async def create_api_key(
             raise KeyError_(f"destination must be one of {allowed}") from exc
     elif destination is not None:
         raise KeyError_("only specialist keys are bound to a destination")
+    return role_, destination
+
+
+async def create_api_key(
+    session: AsyncSession, *, role: str, name: str, destination: str | None = None
+) -> tuple[str, ApiKey]:
+    """Store a new key's hash; return the key itself (shown once) and its row."""
+    role_, destination = check_role_destination(role, destination)
     name = name.strip()
     if not name or len(name) > 100:
         raise KeyError_("name must be 1-100 characters")

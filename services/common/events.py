@@ -57,6 +57,8 @@ class ReferralCreated(Payload, frozen=True, kw_only=True):
     created_at: dt.datetime
     reason_codes: list[str]
     supersedes: uuid.UUID | None = None
+    #: The reasons in words (`code`, `text`), in the order of `reason_codes`.
+    reasons: list[dict[str, str]] = []
 
 
 class ReferralStatusChanged(Payload, frozen=True, kw_only=True):

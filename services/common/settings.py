@@ -175,6 +175,11 @@ class Settings:
     #: How long a looked-up API key is trusted without asking the database: a revoked key keeps
     #: working for at most this long in each running process.
     api_key_cache_seconds: float = 5.0
+    # staff sign-in and pages
+    session_idle_minutes: int = 15
+    session_max_hours: int = 12
+    intake_public_url: str = ""
+    referral_public_url: str = ""
 
     @property
     def log_json(self) -> bool:
@@ -222,6 +227,10 @@ def load_settings() -> Settings:
         fhir_canonical_base=_env("CLINIC_FHIR_CANONICAL_BASE", "https://clinic.example.org/fhir").rstrip("/"),
         intake_fhir_base=os.environ.get("CLINIC_INTAKE_FHIR_BASE", "").strip().rstrip("/") or None,
         api_key_cache_seconds=_float("CLINIC_API_KEY_CACHE_SECONDS", 5.0, zero_allowed=True),
+        session_idle_minutes=_int("CLINIC_SESSION_IDLE_MINUTES", 15),
+        session_max_hours=_int("CLINIC_SESSION_MAX_HOURS", 12),
+        intake_public_url=_env("CLINIC_INTAKE_PUBLIC_URL", ""),
+        referral_public_url=_env("CLINIC_REFERRAL_PUBLIC_URL", ""),
     )
 
 

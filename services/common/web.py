@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import structlog
@@ -32,6 +33,7 @@ from services.common.auth import ApiKeyMiddleware, KeyCache
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.openapi import OutgoingWebhook, finish_document
+from services.common.pages import common_page_handlers, template_config
 from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.queue import Consumer, QueueTuning, QueueWorker, run_retention
 from services.common.queue_admin import dead_letter_controller
@@ -61,6 +63,8 @@ class ServiceSpec:
     state: dict[str, Any] = field(default_factory=dict)
     #: Calls this service makes to subscribers, documented as OpenAPI 3.1 `webhooks`.
     webhooks: Sequence[OutgoingWebhook] = ()
+    #: The service's own page templates, beside the shared layout (services/common/pages).
+    template_dirs: Sequence[Path] = ()
 
 
 @get(
@@ -153,8 +157,10 @@ def build_app(
             MetricsController,
             assets_router(),
             dead_letter_controller(c.name for c in spec.consumers),
+            *common_page_handlers(),
             *spec.route_handlers,
         ],
+        template_config=template_config(spec.template_dirs),
         plugins=[SQLAlchemyPlugin(config=sqlalchemy), problem_details_plugin()],
         middleware=[
             RequestLogMiddleware,

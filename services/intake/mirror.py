@@ -42,8 +42,14 @@ def _mirror_row(payload: ReferralCreated | ReferralStatusChanged) -> dict[str, o
             "created_at": payload.created_at,
             "intake_version": payload.intake_version,
             "supersedes": payload.supersedes,
+            "due_by": payload.due_by,
+            "reasons": payload.reasons or None,
         }
-    return row | {"status_at": payload.changed_at, "superseded_by": payload.superseded_by}
+    return row | {
+        "status_at": payload.changed_at,
+        "superseded_by": payload.superseded_by,
+        "due_by": payload.due_by,
+    }
 
 
 async def _record(session: AsyncSession, row: dict[str, object]) -> None:
@@ -64,6 +70,10 @@ async def _record(session: AsyncSession, row: dict[str, object]) -> None:
                 "intake_version": func.coalesce(old.intake_version, new.intake_version),
                 "supersedes": func.coalesce(old.supersedes, new.supersedes),
                 "superseded_by": func.coalesce(new.superseded_by, old.superseded_by),
+                "due_by": case(
+                    (newer & new.due_by.is_not(None), new.due_by), else_=func.coalesce(old.due_by, new.due_by)
+                ),
+                "reasons": func.coalesce(old.reasons, new.reasons),
             },
         )
     )
