@@ -52,7 +52,8 @@ from sqlalchemy import (
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
+from sqlalchemy.sql.dml import ValuesBase
 
 from services.common.db import AccessBase
 
@@ -152,6 +153,13 @@ class AccessContext:
 
 
 _current: contextvars.ContextVar[AccessContext | None] = contextvars.ContextVar("clinic_audit", default=None)
+
+
+def audit_service() -> str:
+    """The service serving the current request (`cli` outside one)."""
+    ctx = _current.get()
+    return ctx.service if ctx is not None else "cli"
+
 
 ANONYMOUS = Actor(id=None, name="anonymous", role=None, kind="anonymous")
 
@@ -256,6 +264,26 @@ def _on_load(_session: Session, instance: Any) -> None:
     ctx = _current.get()
     if ctx is not None:
         ctx.patients.update(_patients_of(instance))
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _on_execute(state: ORMExecuteState) -> None:
+    # Writes sent as statements rather than objects: their `patient_id` parameters (and a new
+    # patient row's id) name the patients concerned.
+    ctx = _current.get()
+    if ctx is None or state.is_select:
+        return
+    params = state.parameters
+    rows = params if isinstance(params, list) else [params or {}]
+    if (state.is_insert or state.is_update) and isinstance(state.statement, ValuesBase):
+        compiled = state.statement.compile().params
+        table = getattr(getattr(state.statement, "table", None), "name", None)
+        if table == "patients" and (found := _as_uuid(compiled.get("id"))) is not None:
+            ctx.patients.add(found)
+        rows = [*rows, compiled]
+    for row in rows:
+        if isinstance(row, Mapping) and (found := _as_uuid(row.get("patient_id"))) is not None:
+            ctx.patients.add(found)
 
 
 @event.listens_for(Session, "before_flush")

@@ -15,6 +15,7 @@ from services.common.problems import (
     FieldProblem,
     MalformedBodyProblem,
     UnprocessableProblem,
+    all_field_problems,
     field_problems_from_msgspec,
 )
 
@@ -46,7 +47,8 @@ def parse_intake(raw: bytes, today: dt.date) -> IntakeBody:
     try:
         body = decode_intake(raw)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
-        raise UnprocessableProblem(field_problems_from_msgspec(exc, IntakeBody)) from exc
+        every = all_field_problems(raw, IntakeBody) or field_problems_from_msgspec(exc, IntakeBody)
+        raise UnprocessableProblem(every) from exc
     except msgspec.DecodeError as exc:
         if not raw.strip():
             raise UnprocessableProblem(

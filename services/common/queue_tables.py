@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Uuid,
     func,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -62,6 +64,8 @@ subscriptions = Table(
     Column("consumer", Text, primary_key=True),
     Column("event_type", Text, primary_key=True),
     _at("created_at"),
+    #: False: the consumer has no use for the type now, so publish writes no delivery for it.
+    Column("wanted", Boolean, nullable=False, server_default=true()),
 )
 
 deliveries = Table(

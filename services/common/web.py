@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import structlog
@@ -21,20 +22,21 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from services.common.api_docs import assets_router, render_plugins
 from services.common.audit import AuditMiddleware, run_audit_retention
 from services.common.audit_api import AuditController
-from services.common.auth import ApiKeyMiddleware
+from services.common.auth import ApiKeyMiddleware, KeyCache
 from services.common.input_limits import InputLimitsMiddleware
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.openapi import OutgoingWebhook, finish_document
+from services.common.pages import common_page_handlers, template_config
 from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.queue import Consumer, QueueTuning, QueueWorker, run_retention
 from services.common.queue_admin import dead_letter_controller
@@ -65,6 +67,8 @@ class ServiceSpec:
     state: dict[str, Any] = field(default_factory=dict)
     #: Calls this service makes to subscribers, documented as OpenAPI 3.1 `webhooks`.
     webhooks: Sequence[OutgoingWebhook] = ()
+    #: The service's own page templates, beside the shared layout (services/common/pages).
+    template_dirs: Sequence[Path] = ()
 
 
 @get(
@@ -155,10 +159,13 @@ def build_app(
             live,
             ready,
             MetricsController,
+            assets_router(),
             dead_letter_controller(c.name for c in spec.consumers),
             AuditController,
+            *common_page_handlers(),
             *spec.route_handlers,
         ],
+        template_config=template_config(spec.template_dirs),
         plugins=[SQLAlchemyPlugin(config=sqlalchemy), problem_details_plugin()],
         middleware=[
             RequestLogMiddleware,
@@ -177,6 +184,7 @@ def build_app(
                 "clinic_service": spec.name,
                 "clinic_engine": engine,
                 "clinic_sessionmaker": sessionmaker,
+                "clinic_key_cache": KeyCache(settings.api_key_cache_seconds),
                 "clinic_heads": expected_heads(),
                 "clinic_workers_expected": len(workers),
                 **spec.state,
@@ -195,8 +203,7 @@ def build_app(
             ),
             security=[{"apiKey": []}],
             use_handler_docstrings=True,
-            # The documents only: the interactive viewers load scripts from CDNs.
-            render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
+            render_plugins=render_plugins(),
         ),
         logging_config=None,
         debug=False,

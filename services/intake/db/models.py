@@ -17,7 +17,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Date, DateTime, ForeignKey, Identity, Index, Integer, String, Text, Uuid
+from sqlalchemy import Date, DateTime, ForeignKey, Identity, Index, Integer, String, Text, Uuid, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -30,6 +30,15 @@ class IntakeBase(DeclarativeBase):
 
 class Patient(IntakeBase):
     __tablename__ = "patients"
+    #: Finding a patient by name and birth date (the pages' search).
+    __table_args__ = (
+        Index(
+            "ix_patients_names_birth_date",
+            func.lower(text("family_name")),
+            func.lower(text("given_name")),
+            "birth_date",
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     mrn: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -88,6 +97,8 @@ class IntakeVersion(IntakeBase):
     submitted_by: Mapped[str] = mapped_column(String(100))
     #: The body exactly as validated (`IntakeBody` encoded by msgspec).
     body: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: Why an amendment was made, as the front desk gave it (None for version 1 and the API's).
+    change_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ReferralMirror(IntakeBase):
@@ -105,6 +116,9 @@ class ReferralMirror(IntakeBase):
     intake_version: Mapped[int | None] = mapped_column(Integer)
     supersedes: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     superseded_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    due_by: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The triage reasons ({code, text}), in plain words, deciding one first.
+    reasons: Mapped[list[dict[str, str]] | None] = mapped_column(JSONB)
 
 
 class IdempotencyKey(IntakeBase):

@@ -3,8 +3,8 @@
 A trigger refuses UPDATE, DELETE and TRUNCATE. The only deletion it lets through is the retention
 purge's: a transaction that has set `clinic.audit_purge_before` may delete rows older than it.
 
-Revision ID: access_0002
-Revises: access_0001
+Revision ID: access_0003
+Revises: access_0002
 Create Date: 2026-11-30
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "access_0002"
-down_revision = "access_0001"
+revision = "access_0003"
+down_revision = "access_0002"
 branch_labels = None
 depends_on = None
 
