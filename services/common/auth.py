@@ -101,6 +101,16 @@ def check_role_destination(role: str, destination: str | None) -> tuple[Role, st
     return role_, destination
 
 
+#: Names the system records as the author of its own acts: a key may not pass for them.
+RESERVED_NAMES = frozenset({"triage", "system", "anonymous"})
+RESERVED_PREFIXES = ("inbound:", "cli:", "system:")
+
+
+def is_reserved_name(name: str) -> bool:
+    lowered = name.strip().lower()
+    return lowered in RESERVED_NAMES or lowered.startswith(RESERVED_PREFIXES)
+
+
 async def create_api_key(
     session: AsyncSession, *, role: str, name: str, destination: str | None = None
 ) -> tuple[str, ApiKey]:
@@ -109,6 +119,12 @@ async def create_api_key(
     name = name.strip()
     if not name or len(name) > 100:
         raise KeyError_("name must be 1-100 characters")
+    if is_reserved_name(name):
+        raise KeyError_(f"the name {name!r} is the system's own (triage, inbound:*, system): choose another")
+    if (await session.execute(select(ApiKey.id).where(func.lower(ApiKey.name) == name.lower()))).first():
+        raise KeyError_(
+            f"a key named {name!r} exists already (revoked keys keep their names): choose another"
+        )
     key = new_key()
     row = ApiKey(name=name, role=role_.value, destination=destination, key_hash=hash_key(key))
     session.add(row)
