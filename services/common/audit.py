@@ -65,7 +65,7 @@ ADMIN_TABLES = frozenset({"api_keys", "webhook_endpoints"})
 _SECRET_COLUMN = re.compile(r"secret|hash|password|token", re.I)
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([0-9a-fA-F-]{36})$")
 #: Health, schema and metrics: no patient data, no key (the auth middleware skips them too).
-_PUBLIC = re.compile(r"^/(health/|schema|metrics)")
+PUBLIC = re.compile(r"^/(health/|schema|metrics)")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -407,7 +407,7 @@ class AuditMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _PUBLIC.match(scope.get("path", "")):  # type: ignore[comparison-overlap]
+        if scope["type"] != "http" or PUBLIC.match(scope.get("path", "")):  # type: ignore[comparison-overlap]
             await self.app(scope, receive, send)
             return
         state = scope["app"].state

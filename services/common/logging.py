@@ -174,6 +174,13 @@ class RequestLogMiddleware:
             raise
         finally:
             path = scope.get("path", "")
+            if status in (401, 403):
+                from services.common.auth_throttle import AUTH_FAILURES
+
+                code = (
+                    "forbidden" if status == 403 else "no_key" if "required" in (reason or "") else "bad_key"
+                )
+                AUTH_FAILURES.labels(status=str(status), reason=code).inc()
             if not path.startswith("/health") and path != "/metrics":
                 extra = {} if reason is None else {"reason": reason}
                 self.log.info(

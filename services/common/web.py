@@ -32,6 +32,7 @@ from services.common.api_docs import assets_router, render_plugins
 from services.common.audit import AuditMiddleware, run_audit_retention
 from services.common.audit_api import AuditController
 from services.common.auth import ApiKeyMiddleware, KeyCache
+from services.common.auth_throttle import AuthThrottleMiddleware, FailureWindow
 from services.common.input_limits import InputLimitsMiddleware
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
@@ -172,6 +173,7 @@ def build_app(
             AuditMiddleware,
             prometheus.middleware,
             InputLimitsMiddleware,
+            DefineMiddleware(AuthThrottleMiddleware),
             DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -182,6 +184,7 @@ def build_app(
             {
                 "clinic_settings": settings,
                 "clinic_service": spec.name,
+                "clinic_auth_failures": FailureWindow(settings.auth_failure_limit, 60.0),
                 "clinic_engine": engine,
                 "clinic_sessionmaker": sessionmaker,
                 "clinic_key_cache": KeyCache(settings.api_key_cache_seconds),
