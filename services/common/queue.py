@@ -238,6 +238,11 @@ _ACK_RECORD_AND_CLAIM = text(
     + _CLAIM_CTES
     + "SELECT (SELECT array_agg(event_id) FROM recorded) AS fresh, (SELECT claimed FROM batch) AS claimed"
 )
+# Shutdown: claimed deliveries go back to the queue at once (the claim's attempt still counts).
+_RELEASE = text(
+    "UPDATE queue.deliveries SET available_at = now(), updated_at = now() "
+    "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'pending'"
+)
 _HANG_LIMIT = text("SELECT set_config('idle_in_transaction_session_timeout', :idle_ms, true)")
 
 _FAIL = text(
@@ -294,17 +299,35 @@ class QueueWorker:
     async def drain(self, stop: asyncio.Event) -> None:
         """Handle batches until fewer than a full batch was ready (or `stop`). While batches come
         full, each one's transaction also claims the next."""
-        async with self.engine.connect() as conn:
-            claimed = await self._claim(conn)
-            while claimed:
-                busy = len(claimed) >= self.tuning.batch_size and not stop.is_set()
-                live = self._live(claimed)
-                if not live and not busy:
-                    return
-                following = await self._handle(conn, live, claim_next=busy)
-                if following is None and busy:
-                    following = await self._claim(conn)  # the claim made with the batch was undone
-                claimed = following or []
+        claimed: list[Claimed] = []
+        try:
+            async with self.engine.connect() as conn:
+                claimed = await self._claim(conn)
+                while claimed:
+                    busy = len(claimed) >= self.tuning.batch_size and not stop.is_set()
+                    live = self._live(claimed)
+                    if not live and not busy:
+                        return
+                    following = await self._handle(conn, live, claim_next=busy)
+                    if following is None and busy:
+                        following = await self._claim(conn)  # the claim made with the batch was undone
+                    claimed = following or []
+        except asyncio.CancelledError:
+            # Cancelled at shutdown (past the grace period) mid-batch: its transaction is rolled
+            # back; hand the claimed deliveries back now rather than after the lease.
+            if claimed:
+                await asyncio.shield(self._release([item.delivery_id for item in claimed]))
+            raise
+
+    async def _release(self, delivery_ids: list[int]) -> None:
+        """Make claimed (unhandled) deliveries available again at once; log how many."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+                released = await conn.execute(_RELEASE, {"ids": delivery_ids})
+            self.log.warning("queue_deliveries_released", count=released.rowcount, reason="shutdown")
+        except Exception as exc:  # the lease still brings them back
+            self.log.warning("queue_release_failed", count=len(delivery_ids), error_type=type(exc).__name__)
 
     async def _drain_batch(self, conn: AsyncConnection) -> int:
         batch = self._live(await self._claim(conn))
@@ -467,6 +490,7 @@ class QueueWorker:
     async def _listen(self, stop: asyncio.Event) -> None:
         """LISTEN on a dedicated connection (never a pooled one); reconnect when it drops."""
         delay = self.tuning.reconnect_seconds
+        reconnecting = False
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
             lost = asyncio.Event()
@@ -479,16 +503,25 @@ class QueueWorker:
                 conn.add_termination_listener(_setter(lost))
                 await conn.add_listener(CHANNEL, _setter(self.wake))
                 self.listening = True
+                if reconnecting:
+                    self.log.info("queue_listener_reconnected")
+                    reconnecting = False
                 delay = self.tuning.reconnect_seconds
                 self.wake.set()  # catch up on anything published while we were not listening
                 while not stop.is_set() and not lost.is_set():
                     await _first_of(self.tuning.poll_seconds * 5, stop, lost)
                     if not stop.is_set() and not lost.is_set():
                         await conn.execute("SELECT 1", timeout=5)  # notice a silent drop
+                if lost.is_set() and not stop.is_set():
+                    # Terminated by the server (a restart, pg_terminate_backend): polling covers
+                    # the gap until the reconnect below.
+                    self.log.warning("queue_listener_lost", error_type="ConnectionTerminated")
+                    reconnecting = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.log.warning("queue_listener_lost", error_type=type(exc).__name__)
+                reconnecting = True
             finally:
                 self.listening = False
                 if conn is not None and not conn.is_closed():
