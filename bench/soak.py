@@ -82,7 +82,8 @@ def rss_mb(system: System) -> dict[str, float]:
         except psutil.NoSuchProcess:
             continue
     pg = 0.0
-    for proc in system.postgres():
+    postmasters = system.postgres()  # the postmaster names the data dir; its backends do not
+    for proc in {p.pid: p for pm in postmasters for p in [pm, *pm.children(recursive=True)]}.values():
         try:
             pg += proc.memory_info().rss / 2**20
         except psutil.NoSuchProcess:
@@ -107,7 +108,9 @@ def snapshot(system: System, load: Load, started: float) -> dict[str, Any]:
         "dead_tuples": {r["name"]: r["dead_tuples"] for r in sizes if r["dead_tuples"]},
         "dead_letters": {"queue": dead["queue"], "webhooks": dead["webhooks"]},
         "answers": load.by_status(),
-        "pending_deliveries": sql(dsn, "SELECT count(*) FROM queue.deliveries WHERE status = 'pending'")[0][0],
+        "pending_deliveries": sql(dsn, "SELECT count(*) FROM queue.deliveries WHERE status = 'pending'")[0][
+            0
+        ],
     }
 
 
@@ -124,7 +127,9 @@ def drift(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--rate", type=float, default=10.0, help="intakes per second (about)")
     parser.add_argument("--every", type=float, default=60.0, help="seconds between snapshots")

@@ -155,9 +155,10 @@ class QueueTuning:
     max_attempts: int = 8
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 600.0
-    #: First wait before the listener reconnects; it doubles up to `reconnect_max_seconds`.
+    #: First wait before the listener reconnects; it doubles up to `reconnect_max_seconds`
+    #: (kept short: readiness waits for the listeners after a database restart).
     reconnect_seconds: float = 0.5
-    reconnect_max_seconds: float = 10.0
+    reconnect_max_seconds: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueueTuning:

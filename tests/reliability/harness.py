@@ -92,7 +92,7 @@ class System:
 
     # processes ---------------------------------------------------------------------------
 
-    def start(self, *, timeout: float = 120) -> None:
+    def start(self, *, timeout: float = 300) -> None:
         ports = free_port(), free_port()
         self.env.update(CLINIC_INTAKE_PORT=str(ports[0]), CLINIC_REFERRAL_PORT=str(ports[1]))
         self.intake, self.referral = (f"http://127.0.0.1:{p}" for p in ports)

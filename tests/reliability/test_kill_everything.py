@@ -9,7 +9,7 @@ import pytest
 
 from tests.reliability.harness import HEAVY, Load, clinic, report, settle_and_check, wait_for
 
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
+pytestmark = pytest.mark.reliability
 
 
 def test_kill_9_mid_burst_loses_nothing_acknowledged_and_a_clean_stop_leaves_no_server() -> None:
