@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from services.common.settings import Settings, get_settings
@@ -159,16 +159,27 @@ def _child_preexec() -> None:
         pass
 
 
-def _wait_ready(url: str, deadline: float, procs: list[subprocess.Popen[bytes]]) -> bool:
+def is_ready(base_url: str) -> bool:
+    """Whether the service at `base_url` answers its readiness check with a 200."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/health/ready", timeout=2) as resp:  # noqa: S310 - loopback
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_until_ready(
+    base_urls: Iterable[str], deadline: float, procs: Sequence[subprocess.Popen[bytes]] = ()
+) -> bool:
+    """Poll each service's readiness until all are ready (True), the `time.monotonic()` deadline
+    passes or one of `procs` exits (False)."""
+    waiting = list(base_urls)
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
             return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback URL
-                if resp.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
+        waiting = [url for url in waiting if not is_ready(url)]
+        if not waiting:
+            return True
         time.sleep(0.25)
     return False
 
@@ -211,7 +222,7 @@ def cmd_up(_: argparse.Namespace) -> int:
         urls = {name: f"http://{host}:{_port(settings, name)}" for name in SERVICES}
         deadline = time.monotonic() + 60
         for name, url in urls.items():
-            if not _wait_ready(url + "/health/ready", deadline, procs):
+            if not wait_until_ready([url], deadline, procs):
                 print(f"clinic up: the {name} service did not become ready", file=sys.stderr)
                 return 1
         where = f"embedded PostgreSQL in {settings.data_dir.resolve()}" if embedded else "CLINIC_DATABASE_URL"

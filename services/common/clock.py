@@ -3,6 +3,7 @@ durations) without sleeping. Apps read it from `state["clinic_clock"]`."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -33,3 +34,14 @@ def now_of(state: Any) -> datetime:
     """The app's clock (`state["clinic_clock"]`: the system's, or a test's fake)."""
     clock: Clock = state["clinic_clock"]
     return clock.now()
+
+
+async def first_of(seconds: float, *events: asyncio.Event) -> None:
+    """Wait until any of `events` is set (a stop, a wake-up), or `seconds` of real time have
+    passed: how every background loop sleeps between rounds without missing its stop."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

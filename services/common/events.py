@@ -23,13 +23,6 @@ class Payload(msgspec.Struct, frozen=True, kw_only=True):
     VERSION: ClassVar[int] = 1
 
 
-class ReferralSummary(msgspec.Struct, frozen=True, kw_only=True):
-    id: uuid.UUID
-    destination: str
-    priority: str
-    status: str
-
-
 class IntakeSubmitted(Payload, frozen=True, kw_only=True):
     """A new intake (version 1). Carries the form, since the referral service may not read the
     intake schema and needs the facts to triage and the patient snapshot to show specialists."""
@@ -50,6 +43,9 @@ class IntakeAmended(IntakeSubmitted, frozen=True, kw_only=True):
 
 
 class ReferralCreated(Payload, frozen=True, kw_only=True):
+    """Triage made a referral for an intake version (`supersedes` names the referral it replaces
+    when an amendment re-triaged the intake)."""
+
     TYPE: ClassVar[str] = "referral.created"
     referral_id: uuid.UUID
     intake_id: uuid.UUID
@@ -64,6 +60,9 @@ class ReferralCreated(Payload, frozen=True, kw_only=True):
 
 
 class ReferralStatusChanged(Payload, frozen=True, kw_only=True):
+    """A referral moved (accepted, declined, scheduled, completed, no-show, cancelled, resolved,
+    or superseded by a newer referral: `superseded_by`)."""
+
     TYPE: ClassVar[str] = "referral.status_changed"
     referral_id: uuid.UUID
     intake_id: uuid.UUID
@@ -78,6 +77,8 @@ class ReferralStatusChanged(Payload, frozen=True, kw_only=True):
 
 
 class ReferralFollowUpDue(Payload, frozen=True, kw_only=True):
+    """A follow-up of a completed referral has reached its day (`due_on`)."""
+
     TYPE: ClassVar[str] = "referral.follow_up_due"
     referral_id: uuid.UUID
     intake_id: uuid.UUID

@@ -18,11 +18,12 @@ from typing import Annotated
 
 import msgspec
 
+from services.common.problems import FieldProblem
+
 __all__ = [
     "Complaint",
     "Complication",
     "Condition",
-    "FieldError",
     "IntakeBody",
     "PatientIn",
     "RadiatesTo",
@@ -234,19 +235,11 @@ def decode_intake(raw: bytes) -> IntakeBody:
 # --- Cross-field checks -------------------------------------------------------------------------
 
 
-class FieldError(msgspec.Struct, frozen=True, kw_only=True):
-    """One problem with the body, as the 422 response lists it: the full dotted path of the field
-    to fix and a sentence a receptionist can act on."""
-
-    field: str
-    message: str
-
-
 ONSET_FIELD = "complaint.onset_date"
 DURATION_FIELD = "complaint.duration_weeks"
 
 
-def check_intake(body: IntakeBody, today: datetime.date) -> list[FieldError]:
+def check_intake(body: IntakeBody, today: datetime.date) -> list[FieldProblem]:
     """The rules msgspec cannot express: those relating two fields and those that need today.
 
     Decisions:
@@ -256,9 +249,11 @@ def check_intake(body: IntakeBody, today: datetime.date) -> list[FieldError]:
       `complaint.duration_weeks`; it is the same mistake as an onset date before birth.
     - A name of spaces only passes the length bound but is not a name, so it is reported here.
 
-    Returns an empty list when the body is acceptable; `today` is a parameter so tests can pin it.
+    Each problem names the full dotted path of the field to fix and says, in a sentence a
+    receptionist can act on, what to do. Returns an empty list when the body is acceptable;
+    `today` is a parameter so tests can pin it.
     """
-    errors: list[FieldError] = []
+    errors: list[FieldProblem] = []
     patient = body.patient
     complaint = body.complaint
 
@@ -267,12 +262,12 @@ def check_intake(body: IntakeBody, today: datetime.date) -> list[FieldError]:
         ("patient.family_name", patient.family_name, "family name"),
     ):
         if not value.strip():
-            errors.append(FieldError(field=field_name, message=f"Enter the patient's {label}."))
+            errors.append(FieldProblem(field=field_name, message=f"Enter the patient's {label}."))
 
     birth_in_future = patient.birth_date > today
     if birth_in_future:
         errors.append(
-            FieldError(
+            FieldProblem(
                 field="patient.birth_date",
                 message="The birth date is in the future; check the year.",
             )
@@ -280,7 +275,7 @@ def check_intake(body: IntakeBody, today: datetime.date) -> list[FieldError]:
 
     if complaint.onset_date is not None and complaint.duration_weeks is not None:
         errors.append(
-            FieldError(
+            FieldProblem(
                 field=ONSET_FIELD,
                 message=(
                     "Give onset_date or duration_weeks, not both: either the date the pain started "
@@ -290,7 +285,7 @@ def check_intake(body: IntakeBody, today: datetime.date) -> list[FieldError]:
         )
     elif complaint.onset_date is None and complaint.duration_weeks is None:
         errors.append(
-            FieldError(
+            FieldProblem(
                 field=ONSET_FIELD,
                 message=(
                     "Give onset_date or duration_weeks: the date the pain started, "
@@ -301,14 +296,14 @@ def check_intake(body: IntakeBody, today: datetime.date) -> list[FieldError]:
     elif complaint.onset_date is not None:
         if complaint.onset_date > today:
             errors.append(
-                FieldError(
+                FieldProblem(
                     field=ONSET_FIELD,
                     message="The date the pain started is in the future; check the date.",
                 )
             )
         elif not birth_in_future and complaint.onset_date < patient.birth_date:
             errors.append(
-                FieldError(
+                FieldProblem(
                     field=ONSET_FIELD,
                     message="The pain cannot have started before the patient was born; "
                     "check the onset date and the birth date.",
@@ -320,7 +315,7 @@ def check_intake(body: IntakeBody, today: datetime.date) -> list[FieldError]:
         and complaint.duration_weeks * 7 > (today - patient.birth_date).days
     ):
         errors.append(
-            FieldError(
+            FieldProblem(
                 field=DURATION_FIELD,
                 message="The pain cannot have lasted longer than the patient has been alive; "
                 "check the number of weeks and the birth date.",
@@ -330,7 +325,7 @@ def check_intake(body: IntakeBody, today: datetime.date) -> list[FieldError]:
     procedure = body.regenerative_procedure
     if procedure is not None and procedure.performed_on > today:
         errors.append(
-            FieldError(
+            FieldProblem(
                 field="regenerative_procedure.performed_on",
                 message="The procedure date is in the future; give the date it was done.",
             )

@@ -53,7 +53,7 @@ def parse_intake(raw: bytes, today: dt.date) -> IntakeBody:
                 [FieldProblem(field="body", message="A JSON object body is required.")]
             ) from exc
         raise MalformedBodyProblem(f"The body is not valid JSON: {exc}") from exc
-    problems = [FieldProblem(field=e.field, message=e.message) for e in check_intake(body, today)]
+    problems = check_intake(body, today)
     problems += [
         FieldProblem(field=path, message="Text may not contain NUL characters.")
         for path in _nul_fields(msgspec.to_builtins(body))

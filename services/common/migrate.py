@@ -3,17 +3,58 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 #: Order matters only for readability; no history refers to another's tables.
 HISTORIES = ("access", "queue", "intake", "referral")
 _LOCK_ID = 7_246_391_001
+
+
+def models_of(history: str) -> list[MetaData]:
+    """What the tables of a history's schema should be, as the code declares them (the models of
+    every owner of the schema: the referrals and the webhooks share `referral`)."""
+    if history == "access":
+        from services.common.auth import ApiKey
+
+        return [ApiKey.metadata]
+    if history == "queue":
+        from services.common.queue_tables import metadata
+
+        return [metadata]
+    if history == "intake":
+        from services.intake.db.models import IntakeBase
+
+        return [IntakeBase.metadata]
+    if history == "referral":
+        from services.referral.db.models import ReferralBase
+        from services.referral.webhooks.models import WebhookBase
+
+        return [ReferralBase.metadata, WebhookBase.metadata]
+    raise ValueError(f"no history {history!r}")
+
+
+def comparison_options(history: str) -> dict[str, Any]:
+    """Alembic's options for a history: its own schema only (each schema has its own history
+    and version table), compared with the models of that schema."""
+
+    def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+        if type_ == "schema":
+            return name == history
+        return True
+
+    return {
+        "target_metadata": models_of(history),
+        "version_table_schema": history,
+        "include_schemas": True,
+        "include_name": include_name,
+    }
 
 
 def alembic_config(history: str, connection: Connection | None = None) -> Config:

@@ -4,12 +4,18 @@ that encodes the sort key of the last item returned (keyset pagination: stable u
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar.params import QueryParameter
+from sqlalchemy import Select, and_, or_
 
 from services.common.problems import FieldProblem, UnprocessableProblem
+
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -22,6 +28,13 @@ def encode_cursor(key: Any) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
 
 
+def bad_cursor() -> UnprocessableProblem:
+    """The 422 for a cursor this API did not give (or one of another list)."""
+    return UnprocessableProblem(
+        [FieldProblem(field="cursor", message="Not a cursor this API gave; start without one.")]
+    )
+
+
 def decode_cursor(cursor: str | None, shape: Any = list[Any]) -> Any:
     """The sort key an opaque cursor carries, as `shape`; a cursor this API did not give is a 422
     naming `cursor`."""
@@ -31,14 +44,19 @@ def decode_cursor(cursor: str | None, shape: Any = list[Any]) -> Any:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         return msgspec.json.decode(raw, type=shape)
     except (ValueError, msgspec.DecodeError) as exc:
-        raise UnprocessableProblem(
-            [FieldProblem(field="cursor", message="Not a cursor this API gave; start without one.")]
-        ) from exc
+        raise bad_cursor() from exc
 
 
-def check_limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_LIMIT:
-        raise UnprocessableProblem(
-            [FieldProblem(field="limit", message=f"must be between 1 and {MAX_LIMIT}")]
-        )
-    return limit
+def page_of(rows: Sequence[T], limit: int, key: Callable[[T], Any]) -> tuple[list[T], str | None]:
+    """The page's rows and the cursor after them, from a query that asked for `limit + 1` rows."""
+    page = list(rows[:limit])
+    return page, encode_cursor(key(page[-1])) if len(rows) > limit and page else None
+
+
+def newest_first(query: Select[Any], at: Any, id_: Any, cursor: str | None) -> Select[Any]:
+    """`query` ordered newest first on the columns `(at, id_)`, from after the cursor's row."""
+    key = decode_cursor(cursor, tuple[datetime, uuid.UUID])
+    if key is not None:
+        after_at, after_id = key
+        query = query.where(or_(at < after_at, and_(at == after_at, id_ < after_id)))
+    return query.order_by(at.desc(), id_.desc())

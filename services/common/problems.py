@@ -35,9 +35,40 @@ _FIELD_IN_MESSAGE = re.compile(r"^Object (missing required|contains unknown) fie
 _INDEX = re.compile(r"\[\d+\]")
 
 
+class FieldProblem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One field at fault: its full path (`complaint.intensity`), what is wrong, and for a closed
+    set the values that would have been accepted."""
+
+    field: str
+    message: str
+    allowed: list[str] | None = None
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An RFC 9457 problem: every error either service answers has this body
+    (`application/problem+json`). Bad input names each field at fault in `errors`; a refused move
+    adds the moves that are allowed (`allowed_actions`)."""
+
+    #: `about:blank`: the status and title say all there is.
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+    #: On a refused move (409): the status the record is in, and the moves allowed from it.
+    current_status: str | None = None
+    allowed_actions: list[str] | None = None
+
+
 def problem_spec(description: str) -> ResponseSpec:
     """An RFC 9457 response as the OpenAPI document declares it."""
-    return ResponseSpec(data_container=dict[str, Any], description=description, media_type=PROBLEM_MEDIA_TYPE)
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=PROBLEM_MEDIA_TYPE,
+        generate_examples=False,  # `services.common.openapi` gives each status a realistic one
+    )
 
 
 #: What every protected route may answer before it runs.
@@ -45,12 +76,6 @@ AUTH_RESPONSES = {
     401: problem_spec("No API key, or not a valid one."),
     403: problem_spec("The key's role (or destination) may not do this."),
 }
-
-
-class FieldProblem(msgspec.Struct, frozen=True):
-    field: str
-    message: str
-    allowed: list[str] | None = None
 
 
 def problem_response(
@@ -62,16 +87,14 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response[dict[str, Any]]:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "status": status,
-        "title": title or HTTPStatus(status).phrase,
-        "detail": detail,
-    }
-    if errors is not None:
-        body["errors"] = [
-            {k: v for k, v in msgspec.structs.asdict(e).items() if v is not None} for e in errors
-        ]
+    problem = Problem(
+        type="about:blank",
+        title=title or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        errors=errors,
+    )
+    body: dict[str, Any] = msgspec.to_builtins(problem)
     body.update(extra)
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
@@ -220,6 +243,10 @@ def _unprocessable_handler(request: Request[Any, Any, Any], exc: UnprocessablePr
 
 
 def _http_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if request.url.path.startswith("/fhir/"):  # no route or method there: still FHIR's error shape
+        from services.common.fhir import http_error_outcome  # fhir.py imports this module
+
+        return http_error_outcome(request, exc)
     status = exc.status_code
     detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
     # Litestar turns a body msgspec cannot parse ("Input data was truncated", "JSON is malformed:

@@ -40,6 +40,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.common import queue_metrics as metrics
+from services.common.clock import first_of as _first_of
 from services.common.db import libpq_url
 from services.common.events import CONSUMERS, Envelope, Payload
 from services.common.settings import Settings
@@ -535,23 +536,6 @@ class QueueWorker:
 def _setter(event: asyncio.Event) -> Callable[..., None]:
     """A callback (for asyncpg's listeners) that sets `event`, whatever it is called with."""
     return lambda *_: event.set()
-
-
-async def _first_of(seconds: float, *events: asyncio.Event) -> None:
-    """Wait until any of `events` is set, or `seconds` have passed."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-def consumer_tasks(
-    engine: AsyncEngine, database_url: str, consumers: Iterable[Consumer], settings: Settings
-) -> list[QueueWorker]:
-    tuning = QueueTuning.from_settings(settings)
-    return [QueueWorker(engine, database_url, c, tuning) for c in consumers]
 
 
 # -- operators -------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from litestar.status_codes import HTTP_200_OK
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import Role, require_roles
-from services.common.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor
-from services.common.problems import problem_spec
+from services.common.pagination import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
+from services.common.problems import AUTH_RESPONSES, problem_spec
 from services.common.queue import DeadDelivery, dead_deliveries, replay_dead
 
 #: A delivery id as PostgreSQL's bigint holds it (a larger one is a 422, not a 500).
@@ -46,17 +46,24 @@ def dead_letter_controller(consumers: Iterable[str]) -> type[Controller]:
         tags = ["events"]
         guards = [require_roles(Role.admin)]
 
-        @get("/", responses={422: problem_spec("`limit` or `cursor` is not valid; `errors` names it.")})
+        @get(
+            "/",
+            operation_id="listDeadDeliveries",
+            summary="Dead deliveries, newest first",
+            responses={
+                422: problem_spec("`limit` or `cursor` is not valid; `errors` names it."),
+                **AUTH_RESPONSES,
+            },
+        )
         async def list_dead(
             self,
             db_session: NamedDependency[AsyncSession],
             consumer: FromQuery[str | None] = None,
-            limit: FromQuery[int] = DEFAULT_LIMIT,
+            limit: Limit = DEFAULT_LIMIT,
             cursor: FromQuery[str | None] = None,
         ) -> DeadDeliveryPage:
             """Deliveries this service's consumers gave up on, newest first, with the last error.
             Filter by `consumer`; page with `limit` and the previous page's `next_cursor`."""
-            limit = check_limit(limit)
             names = [name for name in owned if consumer is None or name == consumer]
             conn = await db_session.connection()
             rows = await dead_deliveries(conn, names, limit=limit + 1, before_id=decode_cursor(cursor, int))
@@ -66,8 +73,13 @@ def dead_letter_controller(consumers: Iterable[str]) -> type[Controller]:
 
         @post(
             "/{delivery_id:int}/replay",
+            operation_id="replayDeadDelivery",
+            summary="Replay a dead delivery",
             status_code=HTTP_200_OK,
-            responses={404: problem_spec("No dead delivery of this service's consumers has this id.")},
+            responses={
+                404: problem_spec("No dead delivery of this service's consumers has this id."),
+                **AUTH_RESPONSES,
+            },
         )
         async def replay(
             self, db_session: NamedDependency[AsyncSession], delivery_id: DeliveryId

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.common.auth import ApiKeyMiddleware
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
+from services.common.openapi import OutgoingWebhook, finish_document
 from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.queue import Consumer, QueueTuning, QueueWorker, run_retention
 from services.common.queue_admin import dead_letter_controller
@@ -57,17 +58,35 @@ class ServiceSpec:
     #: Queue consumers this service owns; run as workers, listed in its dead-letter views.
     consumers: Sequence[Consumer] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    #: Calls this service makes to subscribers, documented as OpenAPI 3.1 `webhooks`.
+    webhooks: Sequence[OutgoingWebhook] = ()
 
 
-@get("/health/live", tags=["health"], opt={"exclude_from_auth": True}, security=[{}], sync_to_thread=False)
+@get(
+    "/health/live",
+    operation_id="liveness",
+    summary="Is the process up?",
+    tags=["health"],
+    opt={"exclude_from_auth": True},
+    security=[{}],
+    sync_to_thread=False,
+)
 def live() -> dict[str, str]:
     """The process is up (no dependency is checked)."""
     return {"status": "ok"}
 
 
-@get("/health/ready", tags=["health"], opt={"exclude_from_auth": True}, security=[{}])
+@get(
+    "/health/ready",
+    operation_id="readiness",
+    summary="Is the service ready to serve?",
+    tags=["health"],
+    opt={"exclude_from_auth": True},
+    security=[{}],
+)
 async def ready(state: State) -> Response[dict[str, Any]]:
-    """Database reachable, migrations at head, background workers running, queue listeners connected."""
+    """Database reachable, migrations at head, background workers running, queue listeners
+    connected: 200 with each check `ok`, else 503 naming the check that is not."""
     checks: dict[str, Any] = {}
     engine: AsyncEngine = state["clinic_engine"]
     try:
@@ -131,7 +150,7 @@ def build_app(
         group_path=True,
         exclude=["^/health/", "^/metrics"],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             live,
             ready,
@@ -171,10 +190,13 @@ def build_app(
                 }
             ),
             security=[{"apiKey": []}],
+            use_handler_docstrings=True,
         ),
         logging_config=None,
         debug=False,
     )
+    finish_document(app.openapi_schema, spec.webhooks)
+    return app
 
 
 def _queue_workers(

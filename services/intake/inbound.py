@@ -56,6 +56,7 @@ WebhookSignature = Annotated[
 
 @post(
     "/v1/inbound/intake-forms",
+    operation_id="receiveIntakeForm",
     tags=["inbound"],
     status_code=201,
     opt={"exclude_from_auth": True},

@@ -9,12 +9,13 @@ from services.common.bootstrap import create_service_app
 from services.common.clock import Clock, SystemClock
 from services.common.settings import Settings
 from services.common.web import ServiceSpec
-from services.referral import webhooks
+from services.referral import fhir, webhooks
 from services.referral.followups import FollowUpController, follow_up_worker
 from services.referral.referrals.controllers import ReferralController
 from services.referral.reports import ReportController
 from services.referral.triage_api import TriageController
 from services.referral.triage_consumer import triage_consumer
+from services.referral.webhooks.catalogue import outgoing_webhooks
 
 NAME = "referral"
 
@@ -32,10 +33,12 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
             ReportController,
             TriageController,
             *webhooks.route_handlers,
+            fhir.router,
         ],
         consumers=[triage_consumer(settings, clock), webhooks.consumer],
         workers=[webhooks.sender_worker, follow_up_worker],
         state={"clinic_clock": clock},
+        webhooks=outgoing_webhooks(),
     )
 
 

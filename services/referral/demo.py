@@ -17,23 +17,9 @@ from typing import Any
 
 import httpx
 
+from services.cli import is_ready, wait_until_ready
 from services.common.settings import get_settings
 from services.vignettes import load_vignettes
-
-
-def _ready(client: httpx.Client, url: str) -> bool:
-    try:
-        return client.get(f"{url}/health/ready", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _wait(client: httpx.Client, urls: list[str], deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        if all(_ready(client, u) for u in urls):
-            return True
-        time.sleep(0.3)
-    return False
 
 
 def _make_key() -> str:
@@ -110,15 +96,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     intake_url = args.intake_url or f"http://{host}:{settings.intake_port}"
     referral_url = args.referral_url or f"http://{host}:{settings.referral_port}"
     up: subprocess.Popen[bytes] | None = None
-    with httpx.Client() as client:
-        if not (_ready(client, intake_url) and _ready(client, referral_url)):
-            print("the services are not running: starting `clinic up` for the demo", file=sys.stderr)
-            up = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=dict(os.environ))
-            if not _wait(client, [intake_url, referral_url], time.monotonic() + 90):
-                up.send_signal(signal.SIGTERM)
-                up.wait(timeout=30)
-                print("clinic up did not become ready", file=sys.stderr)
-                return 1
+    if not (is_ready(intake_url) and is_ready(referral_url)):
+        print("the services are not running: starting `clinic up` for the demo", file=sys.stderr)
+        up = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=dict(os.environ))
+        if not wait_until_ready([intake_url, referral_url], time.monotonic() + 90, [up]):
+            up.send_signal(signal.SIGTERM)
+            up.wait(timeout=30)
+            print("clinic up did not become ready", file=sys.stderr)
+            return 1
     try:
         return run_demo(intake_url, referral_url, args.timeout)
     finally:

@@ -11,6 +11,7 @@ from services.common.auth import Role, require_roles
 from services.common.clock import now_of
 from services.common.intake_body import IntakeBody
 from services.common.intake_form import latest_today, parse_intake
+from services.common.problems import AUTH_RESPONSES
 from services.common.settings import Settings
 from services.referral.referrals.services import thresholds_from
 from services.referral.triage import RulesDocument, TriageOutcome, rules_document, triage
@@ -20,7 +21,7 @@ class TriageController(Controller):
     path = "/v1/triage"
     tags = ["triage"]
 
-    @get("/rules", sync_to_thread=False)
+    @get("/rules", operation_id="listTriageRules", summary="The published triage rules", sync_to_thread=False)
     def rules(self, state: State) -> RulesDocument:
         """Every rule of the running ruleset: code, destination, priority, text and source."""
         settings: Settings = state["clinic_settings"]
@@ -28,7 +29,10 @@ class TriageController(Controller):
 
     @post(
         "/preview",
+        operation_id="previewTriage",
+        summary="Preview where an intake would go",
         guards=[require_roles(Role.front_desk, Role.clinician, Role.specialist)],
+        responses=AUTH_RESPONSES,
         status_code=200,
         sync_to_thread=False,
     )

@@ -13,9 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
+from services.vignettes import load_vignettes
 from tests.conftest import MakeKey, auth
 from tests.referral.conftest import PublishIntake, referrals_for, wait_for
-from tests.vignettes import load_public_vignettes
 
 Headers = dict[str, str]
 
@@ -59,7 +59,7 @@ async def make_team(make_key: MakeKey) -> Team:
 
 
 def vignette_body(vignette_id: str, today: dt.date) -> dict[str, Any]:
-    body = next(v for v in load_public_vignettes(today) if v.id == vignette_id).body
+    body = next(v for v in load_vignettes(today, ruleset="v1") if v.id == vignette_id).body
     body["patient"]["mrn"] = f"{vignette_id}-{uuid.uuid4().hex[:8]}"
     return body
 

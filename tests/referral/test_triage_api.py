@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
 from services.referral.triage import RULES, RULESET_VERSION
+from services.vignettes import load_vignettes
 from tests.conftest import MakeKey, auth
-from tests.vignettes import load_public_vignettes
 
 
 async def _counts(engine: AsyncEngine) -> tuple[int, int]:
@@ -47,7 +47,7 @@ async def test_preview_routes_each_vignette_and_stores_nothing(
 ) -> None:
     headers = auth(await make_key("front_desk"))
     before = await _counts(engine)
-    for vignette in load_public_vignettes(clock.now().date()):
+    for vignette in load_vignettes(clock.now().date(), ruleset="v1"):
         response = await referral_client.post("/v1/triage/preview", json=vignette.body, headers=headers)
         assert response.status_code == 200, (vignette.id, response.text)
         outcome = response.json()
@@ -64,7 +64,7 @@ async def test_preview_reads_the_body_as_strictly_as_the_intake_service(
     referral_client: AsyncClient, make_key: MakeKey, engine: AsyncEngine, clock: FakeClock
 ) -> None:
     headers = auth(await make_key("clinician"))
-    body = load_public_vignettes(clock.now().date())[0].body
+    body = load_vignettes(clock.now().date(), ruleset="v1")[0].body
     body["complaint"]["intensity"] = "6"
     before = await _counts(engine)
     response = await referral_client.post("/v1/triage/preview", json=body, headers=headers)

@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from services.common.intake_body import (
     Complication,
     Condition,
-    FieldError,
     IntakeBody,
     RadiatesTo,
     RedFlagAnswer,
@@ -30,6 +29,7 @@ from services.common.intake_body import (
     check_intake,
     decode_intake,
 )
+from services.common.problems import FieldProblem
 from tests.strategies import intake_bodies
 
 TODAY = datetime.date(2026, 5, 15)
@@ -296,7 +296,7 @@ def test_malformed_json_is_a_decode_error() -> None:
 # --- Cross-field checks --------------------------------------------------------------------------
 
 
-def problems(data: dict[str, Any]) -> list[FieldError]:
+def problems(data: dict[str, Any]) -> list[FieldProblem]:
     return check_intake(decode(data), TODAY)
 
 

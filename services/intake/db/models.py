@@ -17,7 +17,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Date, DateTime, ForeignKey, Integer, String, Text, Uuid
+from sqlalchemy import Date, DateTime, ForeignKey, Identity, Index, Integer, String, Text, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -46,8 +46,8 @@ class Patient(IntakeBase):
 class PatientChange(IntakeBase):
     __tablename__ = "patient_changes"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("intake.patients.id"))
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("intake.patients.id"), index=True)
     intake_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     changed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     changed_by: Mapped[str] = mapped_column(String(100))
@@ -57,9 +57,14 @@ class PatientChange(IntakeBase):
 
 class Intake(IntakeBase):
     __tablename__ = "intakes"
+    # The list pages newest first, optionally by status; MRN filters go through patients.
+    __table_args__ = (
+        Index("ix_intakes_submitted", "submitted_at", "id"),
+        Index("ix_intakes_status_submitted", "status", "submitted_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("intake.patients.id"))
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("intake.patients.id"), index=True)
     version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(String(20))

@@ -102,6 +102,7 @@ class IntakeController(Controller):
 
     @post(
         "/",
+        operation_id="submitIntake",
         guards=[require_roles(*SUBMITTERS)],
         status_code=201,
         responses={**WRITE_RESPONSES, **AUTH_RESPONSES},
@@ -124,6 +125,7 @@ class IntakeController(Controller):
 
     @post(
         "/{intake_id:uuid}/amendments",
+        operation_id="amendIntake",
         guards=[require_roles(*SUBMITTERS)],
         status_code=201,
         responses={**WRITE_RESPONSES, **AUTH_RESPONSES, **NOT_FOUND},
@@ -147,11 +149,14 @@ class IntakeController(Controller):
 
     @get(
         "/{intake_id:uuid}",
+        operation_id="getIntake",
         guards=[require_roles(*READERS)],
         responses={**AUTH_RESPONSES, **NOT_FOUND},
         summary="An intake, current version",
     )
     async def read(self, db_session: DbSession, intake_id: FromPath[uuid.UUID]) -> Intake:
+        """The intake's current version: the patient, the form as submitted, and the status of
+        the referral it led to (mirrored from the referral service)."""
         intake = await services.get_intake(db_session, intake_id)
         if intake is None:
             raise NotFoundException("No intake with this id.")
@@ -159,6 +164,7 @@ class IntakeController(Controller):
 
     @get(
         "/",
+        operation_id="listIntakes",
         guards=[require_roles(*READERS)],
         responses=READ_RESPONSES,
         summary="Intakes, newest first",
@@ -187,6 +193,7 @@ class IntakeController(Controller):
 
     @get(
         "/{intake_id:uuid}/versions",
+        operation_id="listIntakeVersions",
         guards=[require_roles(*READERS)],
         responses={**READ_RESPONSES, **NOT_FOUND},
         summary="Every version of an intake, oldest first",
@@ -198,6 +205,8 @@ class IntakeController(Controller):
         limit: Limit = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> IntakePage:
+        """Each version as it was submitted, the first one first; page with `limit` and the
+        `next_cursor` of the previous page."""
         found = await services.list_versions(db_session, intake_id, limit, decode_cursor(cursor, int))
         if found is None:
             raise NotFoundException("No intake with this id.")
@@ -206,6 +215,7 @@ class IntakeController(Controller):
 
     @get(
         "/{intake_id:uuid}/versions/{version:int}",
+        operation_id="getIntakeVersion",
         guards=[require_roles(*READERS)],
         responses={**AUTH_RESPONSES, **NOT_FOUND},
         summary="An intake as it was at one version",
@@ -213,6 +223,8 @@ class IntakeController(Controller):
     async def version(
         self, db_session: DbSession, intake_id: FromPath[uuid.UUID], version: VersionNumber
     ) -> Intake:
+        """The intake exactly as one version had it (versions count from 1; an amendment adds
+        one)."""
         intake = await services.get_intake(db_session, intake_id, version)
         if intake is None:
             raise NotFoundException("No such intake or version.")

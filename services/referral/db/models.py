@@ -6,7 +6,20 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Identity, Integer, String, Text, Uuid
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -19,6 +32,10 @@ class ReferralBase(DeclarativeBase):
 
 class Referral(ReferralBase):
     __tablename__ = "referrals"
+    __table_args__ = (
+        # A specialist's worklist: their destination and status, most pressing first.
+        Index("ix_referrals_worklist", "destination", "status", "priority_rank", "due_by", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     intake_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
@@ -31,7 +48,7 @@ class Referral(ReferralBase):
     status: Mapped[str] = mapped_column(String(20))
     reasons: Mapped[list[dict[str, str]]] = mapped_column(JSONB)
     ruleset_version: Mapped[str] = mapped_column(String(20))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     due_by: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     accepted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -39,8 +56,8 @@ class Referral(ReferralBase):
     appointment_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     close_reason: Mapped[str | None] = mapped_column(Text)
-    supersedes: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    superseded_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    supersedes: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("referral.referrals.id"))
+    superseded_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("referral.referrals.id"))
 
     history: Mapped[list[ReferralHistory]] = relationship(
         order_by="ReferralHistory.id", lazy="selectin", cascade="all, delete-orphan"
@@ -54,7 +71,9 @@ class ReferralHistory(ReferralBase):
     __tablename__ = "referral_history"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    referral_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("referral.referrals.id", ondelete="CASCADE"))
+    referral_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("referral.referrals.id", ondelete="CASCADE"), index=True
+    )
     status: Mapped[str] = mapped_column(String(20))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     by: Mapped[str] = mapped_column(String(100))
@@ -63,6 +82,11 @@ class ReferralHistory(ReferralBase):
 
 class FollowUp(ReferralBase):
     __tablename__ = "follow_ups"
+    __table_args__ = (
+        UniqueConstraint("referral_id", "due_on"),
+        # The scheduler's scan: follow-ups still waiting for their day.
+        Index("ix_follow_ups_scheduled", "due_on", postgresql_where=text("status = 'scheduled'")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     referral_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("referral.referrals.id", ondelete="CASCADE"))

@@ -11,11 +11,11 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from services.common.pagination import DEFAULT_LIMIT, check_limit, decode_cursor
+from services.common.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page_of
 from services.common.web import DbSession
 from services.referral.followups.schemas import FollowUpItem, FollowUpPage
 from services.referral.followups.services import (
-    STATUSES,
+    FollowUpStatus,
     cursor_key,
     follow_up_item,
     follow_up_query,
@@ -24,14 +24,15 @@ from services.referral.followups.services import (
 )
 from services.referral.referrals.web import (
     ACTORS,
+    AUTH_RESPONSES,
+    NOT_FOUND,
     READ_RESPONSES,
     READERS,
-    WRITE_RESPONSES,
+    DestinationFilter,
     check_destination_filter,
     now_of,
-    one_of,
-    page_of,
     principal_of,
+    problem_spec,
 )
 
 
@@ -39,7 +40,13 @@ class FollowUpController(Controller):
     path = "/v1/follow-ups"
     tags = ["follow-ups"]
 
-    @get("/", guards=[READERS], responses=READ_RESPONSES)
+    @get(
+        "/",
+        operation_id="listFollowUps",
+        summary="Follow-ups worklist, soonest first",
+        guards=[READERS],
+        responses=READ_RESPONSES,
+    )
     async def list_follow_ups(
         self,
         request: Request[Any, Any, Any],
@@ -48,20 +55,17 @@ class FollowUpController(Controller):
             dt.date | None, QueryParameter(description="only those due strictly before this date")
         ] = None,
         status: Annotated[
-            list[str] | None, QueryParameter(description="one or more of scheduled, due, done, cancelled")
+            list[FollowUpStatus] | None, QueryParameter(description="one or more statuses")
         ] = None,
-        destination: FromQuery[str | None] = None,
+        destination: DestinationFilter = None,
         referral_id: FromQuery[uuid.UUID | None] = None,
-        limit: FromQuery[int] = DEFAULT_LIMIT,
+        limit: Limit = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> FollowUpPage:
         """The follow-ups worklist, soonest first (`?status=due` for those whose day has come).
         A specialist sees its own destination's only."""
         principal = principal_of(request)
-        for one in status or []:
-            one_of("status", one, STATUSES)
         check_destination_filter(principal, destination, "follow-ups")
-        limit = check_limit(limit)
         query = follow_up_query(
             principal,
             status=status,
@@ -75,7 +79,18 @@ class FollowUpController(Controller):
         rows, next_cursor = page_of(found, limit, cursor_key)
         return FollowUpPage(items=[follow_up_item(f, r) for f, r in rows], next_cursor=next_cursor)
 
-    @post("/{follow_up_id:uuid}/done", guards=[ACTORS], status_code=200, responses=WRITE_RESPONSES)
+    @post(
+        "/{follow_up_id:uuid}/done",
+        operation_id="completeFollowUp",
+        summary="Mark a follow-up done",
+        guards=[ACTORS],
+        status_code=200,
+        responses={
+            **AUTH_RESPONSES,
+            **NOT_FOUND,
+            409: problem_spec("The follow-up is already done or cancelled."),
+        },
+    )
     async def done(
         self,
         request: Request[Any, Any, Any],

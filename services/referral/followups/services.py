@@ -9,7 +9,9 @@ and `done` when someone marks it so (possibly before its day: it is then never e
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -18,15 +20,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import Principal
 from services.common.events import ReferralFollowUpDue
+from services.common.pagination import bad_cursor
 from services.common.problems import ConflictProblem
 from services.common.queue import publish
 from services.referral.db.models import FollowUp, Referral
 from services.referral.followups.schemas import FollowUpItem
-from services.referral.referrals.services import bad_cursor, patient_out, scoped
+from services.referral.referrals.services import patient_out, scoped
 
 log = structlog.get_logger(__name__)
 
-STATUSES = ("scheduled", "due", "done", "cancelled")
+
+class FollowUpStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    DUE = "due"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+STATUSES = tuple(s.value for s in FollowUpStatus)
 #: A follow-up that can still be marked done.
 OPEN_STATUSES = frozenset({"scheduled", "due"})
 
@@ -34,7 +45,7 @@ OPEN_STATUSES = frozenset({"scheduled", "due"})
 def follow_up_query(
     principal: Principal,
     *,
-    status: list[str] | None,
+    status: Sequence[str] | None,
     due_before: dt.date | None,
     destination: str | None,
     referral_id: uuid.UUID | None,

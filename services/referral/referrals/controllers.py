@@ -10,11 +10,12 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.types import Guard
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import Principal
-from services.common.pagination import DEFAULT_LIMIT, check_limit, decode_cursor
+from services.common.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page_of
 from services.common.settings import Settings
 from services.common.web import DbSession
 from services.referral.db.models import Referral
@@ -30,8 +31,7 @@ from services.referral.referrals.actions import (
 )
 from services.referral.referrals.schemas import ReferralOut, ReferralPage
 from services.referral.referrals.services import (
-    PRIORITIES,
-    STATUSES,
+    ReferralStatus,
     cursor_key,
     scoped,
     to_out,
@@ -44,14 +44,26 @@ from services.referral.referrals.web import (
     READ_RESPONSES,
     READERS,
     WRITE_RESPONSES,
+    DestinationFilter,
     check_destination_filter,
     now_of,
-    one_of,
-    page_of,
     principal_of,
 )
+from services.referral.triage import Priority
 
 ACTION_RESPONSES = WRITE_RESPONSES
+
+
+def action_route(action: str, operation_id: str, summary: str, guard: Guard = ACTORS) -> post:
+    """The route of one status action: `POST /v1/referrals/{id}/<action>`, answering the referral."""
+    return post(
+        f"/{{referral_id:uuid}}/{action}",
+        operation_id=operation_id,
+        summary=summary,
+        guards=[guard],
+        status_code=200,
+        responses=ACTION_RESPONSES,
+    )
 
 
 async def load_visible(
@@ -75,30 +87,34 @@ class ReferralController(Controller):
     path = "/v1/referrals"
     tags = ["referrals"]
 
-    @get("/", guards=[READERS], responses=READ_RESPONSES)
+    @get(
+        "/",
+        operation_id="listReferrals",
+        summary="Referrals worklist, most urgent first",
+        guards=[READERS],
+        responses=READ_RESPONSES,
+    )
     async def list_referrals(
         self,
         request: Request[Any, Any, Any],
         state: State,
         db_session: DbSession,
-        destination: FromQuery[str | None] = None,
-        status: Annotated[list[str] | None, QueryParameter(description="one or more statuses")] = None,
-        priority: FromQuery[str | None] = None,
+        destination: DestinationFilter = None,
+        status: Annotated[
+            list[ReferralStatus] | None, QueryParameter(description="one or more statuses")
+        ] = None,
+        priority: FromQuery[Priority | None] = None,
         intake_id: FromQuery[uuid.UUID | None] = None,
         overdue: Annotated[
             bool | None, QueryParameter(description="true: due_by passed and still open; false: the others")
         ] = None,
-        limit: FromQuery[int] = DEFAULT_LIMIT,
+        limit: Limit = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> ReferralPage:
         """A worklist: most urgent first (priority, then due_by). Specialists see their own
         destination only."""
         principal = principal_of(request)
-        for one in status or []:
-            one_of("status", one, STATUSES)
-        one_of("priority", priority, PRIORITIES)
         check_destination_filter(principal, destination, "referrals")
-        limit = check_limit(limit)
         now = now_of(state)
         query = worklist_query(
             principal,
@@ -114,7 +130,13 @@ class ReferralController(Controller):
         rows, next_cursor = page_of((await db_session.execute(query)).scalars().all(), limit, cursor_key)
         return ReferralPage(items=[to_out(r, now) for r in rows], next_cursor=next_cursor)
 
-    @get("/{referral_id:uuid}", guards=[READERS], responses={**READ_RESPONSES, **NOT_FOUND})
+    @get(
+        "/{referral_id:uuid}",
+        operation_id="getReferral",
+        summary="A referral with its history",
+        guards=[READERS],
+        responses={**READ_RESPONSES, **NOT_FOUND},
+    )
     async def get_referral(
         self,
         request: Request[Any, Any, Any],
@@ -147,7 +169,7 @@ class ReferralController(Controller):
         await db_session.commit()
         return to_out(acted, now)
 
-    @post("/{referral_id:uuid}/accept", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
+    @action_route("accept", "acceptReferral", "Accept a referral")
     async def accept(
         self,
         request: Request[Any, Any, Any],
@@ -159,7 +181,7 @@ class ReferralController(Controller):
         """`requested` → `accepted` (the specialist takes the patient on)."""
         return await self._act(request, state, db_session, referral_id, "accept", data or NoteBody())
 
-    @post("/{referral_id:uuid}/decline", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
+    @action_route("decline", "declineReferral", "Decline a referral")
     async def decline(
         self,
         request: Request[Any, Any, Any],
@@ -172,7 +194,7 @@ class ReferralController(Controller):
         destination takes over, linked both ways (`superseded_by` here, `supersedes` there)."""
         return await self._act(request, state, db_session, referral_id, "decline", data)
 
-    @post("/{referral_id:uuid}/schedule", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
+    @action_route("schedule", "scheduleReferral", "Schedule a referral's appointment")
     async def schedule(
         self,
         request: Request[Any, Any, Any],
@@ -184,7 +206,7 @@ class ReferralController(Controller):
         """`accepted` → `scheduled`, with the appointment time."""
         return await self._act(request, state, db_session, referral_id, "schedule", data)
 
-    @post("/{referral_id:uuid}/complete", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
+    @action_route("complete", "completeReferral", "Complete a referral")
     async def complete(
         self,
         request: Request[Any, Any, Any],
@@ -196,7 +218,7 @@ class ReferralController(Controller):
         """`scheduled` → `completed`; a regenerative-medicine referral gets its follow-ups."""
         return await self._act(request, state, db_session, referral_id, "complete", data or NoteBody())
 
-    @post("/{referral_id:uuid}/no-show", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
+    @action_route("no-show", "markReferralNoShow", "Record a missed appointment")
     async def no_show(
         self,
         request: Request[Any, Any, Any],
@@ -208,7 +230,7 @@ class ReferralController(Controller):
         """`scheduled` → `no_show`."""
         return await self._act(request, state, db_session, referral_id, "no-show", data or NoteBody())
 
-    @post("/{referral_id:uuid}/cancel", guards=[ACTORS], status_code=200, responses=ACTION_RESPONSES)
+    @action_route("cancel", "cancelReferral", "Cancel a referral")
     async def cancel(
         self,
         request: Request[Any, Any, Any],
@@ -220,7 +242,7 @@ class ReferralController(Controller):
         """Any open status → `cancelled`, with the reason."""
         return await self._act(request, state, db_session, referral_id, "cancel", data)
 
-    @post("/{referral_id:uuid}/resolve", guards=[CLINICIANS], status_code=200, responses=ACTION_RESPONSES)
+    @action_route("resolve", "resolveReferral", "Resolve a clinician review", CLINICIANS)
     async def resolve(
         self,
         request: Request[Any, Any, Any],

@@ -4,6 +4,7 @@ status machine, and reading referrals with a caller's scope applied."""
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import Principal, Role
 from services.common.events import IntakeSubmitted, ReferralCreated, ReferralStatusChanged
-from services.common.problems import FieldProblem, UnprocessableProblem
+from services.common.pagination import bad_cursor
 from services.common.queue import publish
 from services.common.settings import Settings
 from services.referral.db.models import FollowUp, Referral, ReferralHistory
@@ -32,16 +33,20 @@ log = structlog.get_logger(__name__)
 PRIORITY_RANK = {"stat": 0, "urgent": 1, "routine": 2}
 PRIORITIES = tuple(PRIORITY_RANK)
 DESTINATIONS = ("urgent_care", "pain_management", "regenerative_medicine", "clinician_review")
-STATUSES = (
-    "needs_review",
-    "requested",
-    "accepted",
-    "declined",
-    "scheduled",
-    "completed",
-    "no_show",
-    "cancelled",
-)
+
+
+class ReferralStatus(enum.StrEnum):
+    NEEDS_REVIEW = "needs_review"
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    SCHEDULED = "scheduled"
+    COMPLETED = "completed"
+    NO_SHOW = "no_show"
+    CANCELLED = "cancelled"
+
+
+STATUSES = tuple(s.value for s in ReferralStatus)
 OPEN_STATUSES = frozenset({"needs_review", "requested", "accepted", "scheduled"})
 #: action -> (statuses it may be taken from, status it leads to)
 ACTIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -194,6 +199,7 @@ def patient_snapshot(event: IntakeSubmitted) -> dict[str, Any]:
         "family_name": p.family_name,
         "birth_date": p.birth_date.isoformat(),
         "mrn": p.mrn,
+        "patient_id": str(event.patient_id),  # the intake service's patient (FHIR references it)
     }
 
 
@@ -337,10 +343,6 @@ def worklist_query(
             )
         )
     return query.order_by(Referral.priority_rank, Referral.due_by, Referral.id).limit(limit + 1)
-
-
-def bad_cursor() -> UnprocessableProblem:
-    return UnprocessableProblem([FieldProblem(field="cursor", message="not a cursor this list gave")])
 
 
 def worklist_cursor(key: list[Any]) -> tuple[int, dt.datetime, uuid.UUID]:

@@ -3,16 +3,15 @@ guards and the problem responses they document."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from litestar.exceptions import PermissionDeniedException
+from litestar.params import FromQuery
 
 from services.common.auth import Principal, Role, principal_of, require_roles
 from services.common.clock import now_of
-from services.common.pagination import encode_cursor
-from services.common.problems import AUTH_RESPONSES, FieldProblem, UnprocessableProblem, problem_spec
-from services.referral.referrals.services import DESTINATIONS
+from services.common.problems import AUTH_RESPONSES, problem_spec
+from services.referral.triage import Destination
 
 T = TypeVar("T")
 
@@ -26,25 +25,14 @@ ACTORS = require_roles(Role.specialist, Role.clinician)
 CLINICIANS = require_roles(Role.clinician)
 
 
-def one_of(field: str, value: str | None, allowed: tuple[str, ...]) -> None:
-    """A 422 naming `field` and the values it takes, unless `value` is one of them."""
-    if value is not None and value not in allowed:
-        raise UnprocessableProblem(
-            [FieldProblem(field=field, message=f"must be one of {', '.join(allowed)}", allowed=list(allowed))]
-        )
+#: A `?destination=` filter: an enum, so a wrong value is a 422 listing the allowed ones.
+DestinationFilter = FromQuery[Destination | None]
 
 
 def check_destination_filter(principal: Principal, destination: str | None, listing: str) -> None:
-    """A known destination, and for a specialist its own: asking for another's is a 403."""
-    one_of("destination", destination, DESTINATIONS)
+    """For a specialist, its own destination only: asking for another's is a 403."""
     if principal.role is Role.specialist and destination not in (None, principal.destination):
         raise PermissionDeniedException(f"A specialist's key sees only its own destination's {listing}.")
-
-
-def page_of(rows: Sequence[T], limit: int, key: Callable[[T], list[Any]]) -> tuple[list[T], str | None]:
-    """The page's rows and the cursor after them, from a query that asked for `limit + 1` rows."""
-    page = list(rows[:limit])
-    return page, encode_cursor(key(page[-1])) if len(rows) > limit and page else None
 
 
 READ_RESPONSES = {422: problem_spec("A query parameter is not valid."), **AUTH_RESPONSES}

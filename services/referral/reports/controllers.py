@@ -7,12 +7,11 @@ from typing import Annotated
 
 from litestar import Controller, get
 from litestar.datastructures import State
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import QueryParameter
 
 from services.common.problems import FieldProblem, UnprocessableProblem
 from services.common.web import DbSession
-from services.referral.referrals.services import DESTINATIONS
-from services.referral.referrals.web import CLINICIANS, READ_RESPONSES, now_of, one_of
+from services.referral.referrals.web import CLINICIANS, READ_RESPONSES, DestinationFilter, now_of
 from services.referral.reports.schemas import ReferralReport
 from services.referral.reports.services import referral_report
 
@@ -36,7 +35,13 @@ class ReportController(Controller):
     path = "/v1/reports"
     tags = ["reports"]
 
-    @get("/referrals", guards=[CLINICIANS], responses=READ_RESPONSES)
+    @get(
+        "/referrals",
+        operation_id="getReferralReport",
+        summary="Closed-loop referral report",
+        guards=[CLINICIANS],
+        responses=READ_RESPONSES,
+    )
     async def referrals(
         self,
         state: State,
@@ -52,12 +57,11 @@ class ReportController(Controller):
             str | None,
             QueryParameter(description="end of the period, exclusive: a time or a date (default: now)"),
         ] = None,
-        destination: FromQuery[str | None] = None,
+        destination: DestinationFilter = None,
     ) -> ReferralReport:
         """How the referrals created in `[since, until)` fared: counts by destination, priority and
         status; median and 90th-percentile time from creation to acceptance and to scheduling;
         open overdue; and the share closed (its definition is in the response)."""
-        one_of("destination", destination, DESTINATIONS)
         as_of = now_of(state)
         end = _moment("until", until) or as_of
         start = _moment("since", since) or end - DEFAULT_PERIOD

@@ -13,7 +13,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CO
 
 from services.common.auth import Destination, Role, principal_of, require_roles
 from services.common.pagination import DEFAULT_LIMIT, Limit
-from services.common.problems import problem_spec
+from services.common.problems import AUTH_RESPONSES, problem_spec
 from services.common.settings import Settings
 from services.common.web import DbSession
 from services.referral.webhooks import schemas, service
@@ -23,8 +23,11 @@ from services.referral.webhooks.ssrf import TargetGuard
 ADMIN = require_roles(Role.admin)
 
 
-INVALID = {422: problem_spec("A field or query parameter is not valid; `errors` names it by its path.")}
-MISSING = {404: problem_spec("There is no such endpoint or delivery.")}
+INVALID = {
+    422: problem_spec("A field or query parameter is not valid; `errors` names it by its path."),
+    **AUTH_RESPONSES,
+}
+MISSING = {404: problem_spec("There is no such endpoint or delivery."), **AUTH_RESPONSES}
 CONFLICT = {409: problem_spec("The endpoint is disabled, or an attempt is in flight.")}
 
 
@@ -47,7 +50,9 @@ class WebhookEndpointController(Controller):
     tags = ["webhooks"]
     guards = [ADMIN]
 
-    @post("/", responses=INVALID)
+    @post(
+        "/", operation_id="createWebhookEndpoint", summary="Subscribe a webhook endpoint", responses=INVALID
+    )
     async def create_endpoint(
         self,
         request: Request[Any, Any, Any],
@@ -62,7 +67,9 @@ class WebhookEndpointController(Controller):
         await db_session.commit()
         return schemas.WebhookEndpointCreated(**msgspec.structs.asdict(view), secret=secret)
 
-    @get("/", responses=INVALID)
+    @get(
+        "/", operation_id="listWebhookEndpoints", summary="Webhook endpoints, newest first", responses=INVALID
+    )
     async def list_endpoints(
         self,
         db_session: DbSession,
@@ -80,13 +87,24 @@ class WebhookEndpointController(Controller):
             cursor=cursor,
         )
 
-    @get("/{endpoint_id:uuid}", responses=MISSING)
+    @get(
+        "/{endpoint_id:uuid}",
+        operation_id="getWebhookEndpoint",
+        summary="A webhook endpoint",
+        responses=MISSING,
+    )
     async def get_endpoint(
         self, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
     ) -> schemas.WebhookEndpoint:
+        """The endpoint's subscription and state (never its secret)."""
         return service.endpoint_view(await service.get_endpoint(db_session, endpoint_id))
 
-    @patch("/{endpoint_id:uuid}", responses={**INVALID, **MISSING})
+    @patch(
+        "/{endpoint_id:uuid}",
+        operation_id="updateWebhookEndpoint",
+        summary="Change a webhook endpoint",
+        responses={**INVALID, **MISSING},
+    )
     async def update_endpoint(
         self,
         request: Request[Any, Any, Any],
@@ -102,13 +120,25 @@ class WebhookEndpointController(Controller):
         await db_session.commit()
         return view
 
-    @delete("/{endpoint_id:uuid}", status_code=HTTP_204_NO_CONTENT, responses=MISSING)
+    @delete(
+        "/{endpoint_id:uuid}",
+        operation_id="deleteWebhookEndpoint",
+        summary="Remove a webhook endpoint",
+        status_code=HTTP_204_NO_CONTENT,
+        responses=MISSING,
+    )
     async def delete_endpoint(self, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]) -> None:
         """The endpoint goes, with its deliveries and their attempts."""
         await service.delete_endpoint(db_session, endpoint_id)
         await db_session.commit()
 
-    @post("/{endpoint_id:uuid}/rotate-secret", status_code=HTTP_200_OK, responses=MISSING)
+    @post(
+        "/{endpoint_id:uuid}/rotate-secret",
+        operation_id="rotateWebhookSecret",
+        summary="Rotate an endpoint's signing secret",
+        status_code=HTTP_200_OK,
+        responses=MISSING,
+    )
     async def rotate_secret(
         self, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
     ) -> schemas.SecretRotated:
@@ -118,7 +148,12 @@ class WebhookEndpointController(Controller):
         await db_session.commit()
         return rotated
 
-    @get("/{endpoint_id:uuid}/deliveries", responses={**INVALID, **MISSING})
+    @get(
+        "/{endpoint_id:uuid}/deliveries",
+        operation_id="listWebhookEndpointDeliveries",
+        summary="An endpoint's deliveries, newest first",
+        responses={**INVALID, **MISSING},
+    )
     async def list_endpoint_deliveries(
         self,
         db_session: DbSession,
@@ -134,6 +169,8 @@ class WebhookEndpointController(Controller):
 
     @post(
         "/{endpoint_id:uuid}/replay",
+        operation_id="replayWebhookDeliveries",
+        summary="Send an endpoint's deliveries again",
         status_code=HTTP_202_ACCEPTED,
         responses={**INVALID, **MISSING, **CONFLICT},
     )
@@ -155,7 +192,12 @@ class WebhookDeliveryController(Controller):
     tags = ["webhooks"]
     guards = [ADMIN]
 
-    @get("/", responses=INVALID)
+    @get(
+        "/",
+        operation_id="listWebhookDeliveries",
+        summary="Webhook deliveries, newest first",
+        responses=INVALID,
+    )
     async def list_deliveries(
         self,
         db_session: DbSession,
@@ -169,14 +211,25 @@ class WebhookDeliveryController(Controller):
         filters = DeliveryFilters(status=status, event_type=event_type, limit=limit, cursor=cursor)
         return await service.list_deliveries(db_session, filters, endpoint_id=endpoint_id)
 
-    @get("/{delivery_id:uuid}", responses=MISSING)
+    @get(
+        "/{delivery_id:uuid}",
+        operation_id="getWebhookDelivery",
+        summary="A webhook delivery with its attempts",
+        responses=MISSING,
+    )
     async def get_delivery(
         self, db_session: DbSession, delivery_id: FromPath[uuid.UUID]
     ) -> schemas.WebhookDeliveryDetail:
         """One delivery, the body it sends and every attempt (status, latency, response excerpt)."""
         return await service.get_delivery(db_session, delivery_id)
 
-    @post("/{delivery_id:uuid}/retry", status_code=HTTP_202_ACCEPTED, responses={**MISSING, **CONFLICT})
+    @post(
+        "/{delivery_id:uuid}/retry",
+        operation_id="retryWebhookDelivery",
+        summary="Retry a webhook delivery now",
+        status_code=HTTP_202_ACCEPTED,
+        responses={**MISSING, **CONFLICT},
+    )
     async def retry(self, db_session: DbSession, delivery_id: FromPath[uuid.UUID]) -> schemas.WebhookDelivery:
         """Send it again now (a dead one gets a fresh retry schedule)."""
         view = await service.retry_delivery(db_session, delivery_id)

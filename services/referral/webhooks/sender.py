@@ -24,7 +24,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +38,7 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from services.common.clock import first_of
 from services.common.settings import Settings
 from services.common.signing import signature_header
 from services.common.web import background_loop
@@ -499,7 +500,7 @@ class WebhookSender:
                     except Exception as exc:
                         log.error("webhook_claim_failed", error=repr(exc))
                     self.wake.clear()
-                    await _first_of((self.wake, stop), self.tuning.poll_seconds)
+                    await first_of(self.tuning.poll_seconds, self.wake, stop)
             finally:
                 await self._finish(grace=5.0)
 
@@ -524,16 +525,6 @@ class WebhookSender:
             log.warning("webhook_deliveries_released", count=released.rowcount, reason="shutdown")
         except Exception as exc:  # the lease still brings them back
             log.warning("webhook_release_failed", count=len(delivery_ids), error=repr(exc))
-
-
-async def _first_of(events: Sequence[asyncio.Event], seconds: float) -> None:
-    """Until one of `events` is set, or `seconds` have passed."""
-    waiters = {asyncio.ensure_future(e.wait()) for e in events}
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 def sender_worker(state: State) -> AbstractAsyncContextManager[None]:

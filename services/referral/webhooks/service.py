@@ -13,10 +13,10 @@ from typing import Any
 
 import msgspec
 from litestar.exceptions import NotFoundException
-from sqlalchemy import Select, and_, or_, select, text
+from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor
+from services.common.pagination import DEFAULT_LIMIT, newest_first, page_of
 from services.common.problems import ConflictProblem, FieldProblem, UnprocessableProblem
 from services.common.signing import new_secret
 from services.referral.webhooks import models, schemas
@@ -144,20 +144,9 @@ async def get_endpoint(
     return row
 
 
-def _after(query: Select[Any], created_at: Any, id_: Any, cursor: str | None) -> Select[Any]:
-    """Keyset pagination on (created_at, id), newest first."""
-    key = decode_cursor(cursor, tuple[datetime, uuid.UUID])
-    if key is None:
-        return query
-    at, after_id = key
-    return query.where(or_(created_at < at, and_(created_at == at, id_ < after_id)))
-
-
-def _cursor(rows: list[Any], limit: int) -> str | None:
-    if len(rows) <= limit:
-        return None
-    last = rows[limit - 1]
-    return encode_cursor((last.created_at, last.id))
+def _key(row: models.WebhookEndpoint | models.WebhookDelivery) -> tuple[datetime, uuid.UUID]:
+    """The sort key a page's cursor carries (`newest_first`'s columns)."""
+    return (row.created_at, row.id)
 
 
 async def list_endpoints(
@@ -176,11 +165,9 @@ async def list_endpoints(
         query = query.where(e.event_types.any_() == event_type.value)
     if destination is not None:
         query = query.where(or_(e.destinations.is_(None), e.destinations.any_() == destination))
-    query = _after(query, e.created_at, e.id, cursor).order_by(e.created_at.desc(), e.id.desc())
-    rows = list((await session.execute(query.limit(limit + 1))).scalars())
-    return schemas.WebhookEndpointPage(
-        items=[endpoint_view(r) for r in rows[:limit]], next_cursor=_cursor(rows, limit)
-    )
+    query = newest_first(query, e.created_at, e.id, cursor)
+    rows, next_cursor = page_of(list((await session.execute(query.limit(limit + 1))).scalars()), limit, _key)
+    return schemas.WebhookEndpointPage(items=[endpoint_view(r) for r in rows], next_cursor=next_cursor)
 
 
 async def update_endpoint(
@@ -257,11 +244,10 @@ async def list_deliveries(
         query = query.where(d.status == filters.status.value)
     if filters.event_type is not None:
         query = query.where(d.event_type == filters.event_type.value)
-    query = _after(query, d.created_at, d.id, filters.cursor).order_by(d.created_at.desc(), d.id.desc())
-    rows = list((await session.execute(query.limit(filters.limit + 1))).scalars())
-    return schemas.WebhookDeliveryPage(
-        items=[delivery_view(r) for r in rows[: filters.limit]], next_cursor=_cursor(rows, filters.limit)
-    )
+    query = newest_first(query, d.created_at, d.id, filters.cursor)
+    found = list((await session.execute(query.limit(filters.limit + 1))).scalars())
+    rows, next_cursor = page_of(found, filters.limit, _key)
+    return schemas.WebhookDeliveryPage(items=[delivery_view(r) for r in rows], next_cursor=next_cursor)
 
 
 async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> schemas.WebhookDeliveryDetail:
