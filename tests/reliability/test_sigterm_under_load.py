@@ -79,10 +79,7 @@ def test_sigterm_finishes_requests_releases_claims_at_once_and_a_restart_picks_u
     report(
         "SIGTERM under load",
         answers=load.by_status(),
-        acknowledged=result.acknowledged,
-        lost=len(result.lost),
-        duplicated=len(result.duplicated),
-        owed=result.owed,
+        **result.figures(),
         stop_took_s=round(stop_took, 1),
         webhooks_released=released[0]["count"],
         webhook_ids_seen_twice=len(ids) - len(set(ids)),
