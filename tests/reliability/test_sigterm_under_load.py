@@ -40,16 +40,20 @@ def test_sigterm_finishes_requests_releases_claims_at_once_and_a_restart_picks_u
             answers = list(load.answers)
             acked = load.acknowledged()
 
-            # In-flight requests were answered; later ones found the port closed. None was cut
-            # off mid-way and none failed.
+            # Every answer is a 201; later requests found the port closed. A connection the server
+            # had accepted but not yet read a request from may be closed unanswered (uvicorn closes
+            # idle connections at shutdown): such a request was never handled, so nothing of it is
+            # stored and the client's retry is safe. A request that was handled got its answer.
+            dsn = system.dsn()
             assert {a.status for a in answers if a.status is not None} == {201}, load.by_status()
-            assert {a.error for a in answers if a.status is None} <= {"ConnectError"}, load.by_status()
+            cut = [a.mrn for a in answers if a.status is None and a.error != "ConnectError"]
+            stored = sql(dsn, "SELECT count(*) FROM intake.patients WHERE mrn = ANY($1::text[])", cut)
+            assert stored[0][0] == 0, f"{stored[0][0]} of {len(cut)} unanswered requests were handled"
 
             # Nothing is left under a lease: the sender released what it was sending, and the
             # queue workers finished (or released) their batches.
             released = system.events("webhook_deliveries_released")
             assert released and released[0]["count"] >= 1, system.log_tail()
-            dsn = system.dsn()
             held = [d for d in deliveries(dsn, endpoint) if d["status"] == "pending" and d["leased_until"]]
             assert held == []
             leased = sql(
@@ -81,6 +85,7 @@ def test_sigterm_finishes_requests_releases_claims_at_once_and_a_restart_picks_u
         answers=load.by_status(),
         **result.figures(),
         stop_took_s=round(stop_took, 1),
+        unanswered_never_handled=len(cut),
         webhooks_released=released[0]["count"],
         webhook_ids_seen_twice=len(ids) - len(set(ids)),
         ready_to_all_webhooks_delivered_s=round(resent_after, 1),
