@@ -1,11 +1,12 @@
-"""Done when: every route of both OpenAPI documents is tried with every role, with no key and
-with a revoked key, against the roles table in the README. A route missing from the table (a
+"""Done when: every route of both OpenAPI documents is tried with every role, with no key,
+a revoked key and an expired key, against the roles table in the README. A route missing from the table (a
 new route without a decision) fails here, and so does a route that lets in a role the table
 refuses or refuses one it admits."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 import uuid
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.auth import revoke_api_key
+from services.common.auth import create_api_key, revoke_api_key
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake
 from services.referral.app import create_app as create_referral
@@ -83,7 +84,12 @@ async def test_every_route_answers_every_role_as_the_readme_table_says(
     revoked = auth(await make_key("admin", name=revoked_name))
     async with AsyncSession(engine) as session:
         await revoke_api_key(session, revoked_name)
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        expired_key, _ = await create_api_key(
+            session, role="admin", name=f"expired-{uuid.uuid4().hex[:6]}", expires_at=past
+        )
         await session.commit()
+    expired = auth(expired_key)
 
     wrong: list[str] = []
     async with AsyncTestClient(app) as client:
@@ -96,7 +102,7 @@ async def test_every_route_answers_every_role_as_the_readme_table_says(
                 continue
             if set(decision.values()) & {"public", "signed"}:
                 continue
-            for headers, who in (({}, "no key"), (revoked, "a revoked key")):
+            for headers, who in (({}, "no key"), (revoked, "a revoked key"), (expired, "an expired key")):
                 if (status := await call(client, method, url, headers)) != 401:
                     wrong.append(f"{method} {path} with {who}: {status}, not 401")
             for role in ROLES:

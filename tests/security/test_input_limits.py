@@ -94,3 +94,21 @@ async def test_a_nul_in_a_body_string_is_a_422_and_stores_nothing(
     response = await intake.post("/v1/intakes", json=form, headers=key)
     assert response.status_code == 422 and sorted(fields(response)) == ["notes", "patient.family_name"]
     assert await row_counts() == before
+
+
+async def test_arrays_are_bounded_and_each_bound_is_in_the_openapi_schema(
+    intake: AsyncTestClient[Any],
+    make_key: MakeKey,
+    row_counts: Counts,  # noqa: F811
+) -> None:
+    key = auth(await make_key("front_desk"))
+    before = await row_counts()
+    form = intake_form()
+    form["symptoms"] = [form["symptoms"][0] if form.get("symptoms") else "night_pain"] * 20_000
+    response = await intake.post("/v1/intakes", json=form, headers=key)
+    assert response.status_code == 422 and fields(response) == ["symptoms"]
+    assert await row_counts() == before
+    schemas = (await intake.get("/schema/openapi.json")).json()["components"]["schemas"]
+    for schema in ("IntakeBody", "Complaint", "RegenerativeProcedure"):
+        arrays = {k: v for k, v in schemas[schema]["properties"].items() if v.get("type") == "array"}
+        assert arrays and all(isinstance(v.get("maxItems"), int) for v in arrays.values()), (schema, arrays)
