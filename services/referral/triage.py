@@ -65,10 +65,12 @@ from typing import Final
 
 import msgspec
 
-from services.common.intake_body import (
+from services.common.intake_body import IntakeBody
+from services.common.vocabulary import (
     Complication,
     Condition,
-    IntakeBody,
+    Destination,
+    Priority,
     RedFlagAnswer,
     RiskFactor,
     Symptom,
@@ -96,23 +98,6 @@ __all__ = [
 ]
 
 RULESET_VERSION: Final = "v1"
-
-
-class Destination(enum.StrEnum):
-    """Declared most severe first: that order is the precedence between destinations."""
-
-    URGENT_CARE = "urgent_care"
-    CLINICIAN_REVIEW = "clinician_review"
-    REGENERATIVE_MEDICINE = "regenerative_medicine"
-    PAIN_MANAGEMENT = "pain_management"
-
-
-class Priority(enum.StrEnum):
-    """FHIR request-priority codes, most severe first."""
-
-    STAT = "stat"
-    URGENT = "urgent"
-    ROUTINE = "routine"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.auth import Destination, Principal, Role
 from services.common.problems import ConflictProblem, FieldProblem, UnprocessableProblem
 from services.common.settings import Settings
+from services.common.vocabulary import Action, Priority
 from services.referral.db.models import FollowUp, Referral
 from services.referral.referrals.services import (
     ACTIONS,
@@ -26,7 +27,6 @@ from services.referral.referrals.services import (
     record_status,
     service_level,
 )
-from services.referral.triage import Priority
 
 #: A reason a person gives (decline, cancel): required, and more than blanks.
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"\S")]
@@ -63,7 +63,7 @@ ActionBody = DeclineBody | ScheduleBody | CancelBody | ResolveBody | NoteBody
 
 def ensure_allowed(referral: Referral, action: str) -> str:
     """The status `action` leads to; a 409 naming the allowed moves if it may not be taken now."""
-    sources, target = ACTIONS[action]
+    sources, target = ACTIONS[Action(action)]
     if referral.status not in sources:
         allowed = allowed_actions(referral.status)
         raise ConflictProblem(
@@ -194,7 +194,7 @@ async def take_action(
         assert isinstance(body, ResolveBody)
         note = _resolve(referral, body, principal, now, settings)
     await record_status(session, referral, target, by=principal.name, now=now, note=note)
-    if action == "complete" and referral.destination == Destination.regenerative_medicine:
+    if action == "complete" and referral.destination == Destination.REGENERATIVE_MEDICINE:
         _schedule_follow_ups(session, referral, now, settings)
         await session.flush()
         await session.refresh(referral, ["follow_ups"])

@@ -24,8 +24,9 @@ from services.common.events import (
     ReferralStatusChanged,
 )
 from services.common.queue import Consumer
+from services.common.vocabulary import ConsumerName
 
-CONSUMER_NAME = "referral.webhooks"
+CONSUMER_NAME = ConsumerName.REFERRAL_WEBHOOKS
 
 
 #: What leaves the clinic, per event type: an allow-list of fields, so a field added to an event
