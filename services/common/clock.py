@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
+@runtime_checkable  # handlers receive it by dependency injection, which checks its type
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import msgspec
 
-from services.common.problems import FieldProblem
+from services.common.errors import FieldProblem
 from services.common.vocabulary import (
     Complication,
     Condition,

@@ -9,13 +9,9 @@ from typing import Any
 
 import msgspec
 
+from services.common.errors import FieldProblem, InvalidFields, MalformedBody
 from services.common.intake_body import IntakeBody, check_intake, decode_intake
-from services.common.problems import (
-    FieldProblem,
-    MalformedBodyProblem,
-    UnprocessableProblem,
-    field_problems_from_msgspec,
-)
+from services.common.problems import field_problems_from_msgspec
 
 #: UTC+14 is the earliest time zone: a date that is already today there is not in the future for
 #: any clinic, so a form filled in near midnight is never refused for its own date.
@@ -46,18 +42,18 @@ def parse_intake(raw: bytes, today: dt.date) -> IntakeBody:
     try:
         body = decode_intake(raw)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
-        raise UnprocessableProblem(field_problems_from_msgspec(exc, IntakeBody)) from exc
+        raise InvalidFields(field_problems_from_msgspec(exc, IntakeBody)) from exc
     except msgspec.DecodeError as exc:
         if not raw.strip():
-            raise UnprocessableProblem(
+            raise InvalidFields(
                 [FieldProblem(field="body", message="A JSON object body is required.")]
             ) from exc
-        raise MalformedBodyProblem(f"The body is not valid JSON: {exc}") from exc
+        raise MalformedBody(f"The body is not valid JSON: {exc}") from exc
     problems = check_intake(body, today)
     problems += [
         FieldProblem(field=path, message="Text may not contain NUL characters.")
         for path in _nul_fields(msgspec.to_builtins(body))
     ]
     if problems:
-        raise UnprocessableProblem(problems)
+        raise InvalidFields(problems)
     return body
