@@ -237,6 +237,10 @@ def _clinic_error_handler(request: Request[Any, Any, Any], exc: ClinicError) -> 
 
 
 def _http_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if request.url.path.startswith("/fhir/"):  # no route or method there: still FHIR's error shape
+        from services.common.fhir import http_error_outcome  # fhir.py imports this module
+
+        return http_error_outcome(request, exc)
     status = exc.status_code
     detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
     # Litestar turns a body msgspec cannot parse ("Input data was truncated", "JSON is malformed:

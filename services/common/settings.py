@@ -91,6 +91,10 @@ class Settings:
     webhook_disable_after_days: int
     webhook_concurrency_per_endpoint: int
     inbound_webhook_secret: str | None
+    # FHIR: the base of the clinic's own CodeSystems, Questionnaire and identifier systems, and the
+    # intake service's FHIR base as referral resources link to it (None: from host and port).
+    fhir_canonical_base: str = "https://clinic.example.org/fhir"
+    intake_fhir_base: str | None = None
 
     @property
     def log_json(self) -> bool:
@@ -137,6 +141,8 @@ def load_settings() -> Settings:
         webhook_disable_after_days=_int("CLINIC_WEBHOOK_DISABLE_AFTER_DAYS", 5),
         webhook_concurrency_per_endpoint=_int("CLINIC_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 2),
         inbound_webhook_secret=secret,
+        fhir_canonical_base=_env("CLINIC_FHIR_CANONICAL_BASE", "https://clinic.example.org/fhir").rstrip("/"),
+        intake_fhir_base=os.environ.get("CLINIC_INTAKE_FHIR_BASE", "").strip().rstrip("/") or None,
     )
 
 

@@ -15,6 +15,7 @@ from services.common.bootstrap import create_service_app
 from services.common.clock import Clock, SystemClock, now_of
 from services.common.settings import Settings
 from services.common.web import ServiceSpec, background_loop, sessionmaker_from
+from services.intake import fhir
 from services.intake.inbound import receive_intake_form
 from services.intake.intakes.controllers import IntakeController
 from services.intake.intakes.services import purge_expired_keys
@@ -49,7 +50,7 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
         title="Clinic intake service",
         description="Front-desk intake of back-pain history and red flags; each intake is triaged "
         "by the referral service and its referral status mirrored here.",
-        route_handlers=[IntakeController, receive_intake_form],
+        route_handlers=[IntakeController, receive_intake_form, fhir.router],
         workers=[idempotency_purge],
         consumers=[referral_mirror],
         state={"clinic_clock": clock or SystemClock()},

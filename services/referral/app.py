@@ -9,7 +9,7 @@ from services.common.bootstrap import create_service_app
 from services.common.clock import Clock, SystemClock
 from services.common.settings import Settings
 from services.common.web import ServiceSpec
-from services.referral import webhooks
+from services.referral import fhir, webhooks
 from services.referral.followups import FollowUpController, follow_up_worker
 from services.referral.referrals.controllers import ReferralController
 from services.referral.reports import ReportController
@@ -33,6 +33,7 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
             ReportController,
             TriageController,
             *webhooks.route_handlers,
+            fhir.router,
         ],
         consumers=[triage_consumer(settings, clock), webhooks.consumer],
         workers=[webhooks.sender_worker, follow_up_worker],

@@ -180,6 +180,7 @@ def patient_snapshot(event: IntakeSubmitted) -> dict[str, Any]:
         "family_name": p.family_name,
         "birth_date": p.birth_date.isoformat(),
         "mrn": p.mrn,
+        "patient_id": str(event.patient_id),  # the intake service's patient (FHIR references it)
     }
 
 

@@ -1,0 +1,215 @@
+"""The referral service's FHIR R4 interface: `ServiceRequest` and `Task` per referral (read,
+search, and the Task's history), the destinations as `HealthcareService`, and the clinic's
+CodeSystems.
+
+Same keys, roles and scope as `/v1/referrals`: front desk, specialists and clinicians read (admin
+always); a specialist sees its own destination's referrals only, another's is a 404 like any
+record it may not see, and a search naming another destination is a 403. One referral is read
+with `load_visible` and a search is `worklist_query`, the JSON API's own functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.auth import principal_of
+from services.common.clock import now_of
+from services.common.fhir import (
+    ResourceId,
+    SearchParam,
+    date_filters,
+    fhir_response,
+    fhir_router,
+    not_found,
+    parse_search,
+    reference_id,
+    searchset,
+    settings_of,
+    uuid_id,
+)
+from services.common.settings import Settings
+from services.common.web import DbSession
+from services.referral.db.models import Referral
+from services.referral.fhir.resources import (
+    REQUEST_STATUS,
+    TASK_STATUS,
+    code_systems,
+    destination_of,
+    healthcare_service,
+    service_request,
+    task,
+    task_versions,
+)
+from services.referral.referrals.controllers import load_visible
+from services.referral.referrals.services import STATUSES, cursor_key, worklist_query
+from services.referral.referrals.web import READERS, check_destination_filter
+
+
+@get("/CodeSystem/{resource_id:str}", sync_to_thread=False)
+def read_code_system(state: State, resource_id: ResourceId) -> Response[bytes]:
+    """Triage rules, destinations and referral statuses (any valid key)."""
+    found = code_systems(settings_of(state)).get(resource_id)
+    if found is None:
+        raise not_found("CodeSystem", resource_id)
+    return fhir_response(found)
+
+
+@get("/HealthcareService/{resource_id:str}", sync_to_thread=False)
+def read_healthcare_service(state: State, resource_id: ResourceId) -> Response[bytes]:
+    """A destination a referral is sent to (any valid key)."""
+    destination = destination_of(resource_id)
+    if destination is None:
+        raise not_found("HealthcareService", resource_id)
+    return fhir_response(healthcare_service(settings_of(state), destination))
+
+
+async def _visible(
+    request: Request[Any, Any, State], session: AsyncSession, resource_type: str, resource_id: ResourceId
+) -> Referral:
+    return await load_visible(session, principal_of(request), uuid_id(resource_type, resource_id))
+
+
+@get("/ServiceRequest/{resource_id:str}", guards=[READERS])
+async def read_service_request(
+    request: Request[Any, Any, State], state: State, db_session: DbSession, resource_id: ResourceId
+) -> Response[bytes]:
+    referral = await _visible(request, db_session, "ServiceRequest", resource_id)
+    return fhir_response(service_request(settings_of(state), referral))
+
+
+@get("/Task/{resource_id:str}", guards=[READERS])
+async def read_task(
+    request: Request[Any, Any, State], state: State, db_session: DbSession, resource_id: ResourceId
+) -> Response[bytes]:
+    referral = await _visible(request, db_session, "Task", resource_id)
+    return fhir_response(task(settings_of(state), referral))
+
+
+@get("/Task/{resource_id:str}/_history", guards=[READERS])
+async def task_history(
+    request: Request[Any, Any, State], state: State, db_session: DbSession, resource_id: ResourceId
+) -> Response[bytes]:
+    """Every version of the Task, newest first: one per entry of the referral's history."""
+    referral = await _visible(request, db_session, "Task", resource_id)
+    settings = settings_of(state)
+    base = str(request.base_url).rstrip("/")
+    entries = []
+    for version in range(task_versions(referral), 0, -1):
+        resource = task(settings, referral, version)
+        entries.append(
+            {
+                "fullUrl": f"{base}/fhir/R4/Task/{referral.id}",
+                "resource": resource,
+                "request": {
+                    "method": "POST" if version == 1 else "PUT",
+                    "url": "Task" if version == 1 else f"Task/{referral.id}",
+                },
+                "response": {
+                    "status": "201 Created" if version == 1 else "200 OK",
+                    "lastModified": resource["meta"]["lastUpdated"],
+                },
+            }
+        )
+    bundle = {"resourceType": "Bundle", "type": "history", "total": len(entries), "entry": entries}
+    return fhir_response(bundle)
+
+
+@get("/Task/{resource_id:str}/_history/{version_id:str}", guards=[READERS])
+async def read_task_version(
+    request: Request[Any, Any, State],
+    state: State,
+    db_session: DbSession,
+    resource_id: ResourceId,
+    version_id: ResourceId,
+) -> Response[bytes]:
+    referral = await _visible(request, db_session, "Task", resource_id)
+    if not version_id.isdigit() or not 1 <= int(version_id) <= task_versions(referral):
+        raise not_found("Task", f"{resource_id}/_history/{version_id}")
+    return fhir_response(task(settings_of(state), referral, int(version_id)))
+
+
+def _search_params(performer: str) -> tuple[SearchParam, ...]:
+    return (
+        SearchParam(
+            "patient", "reference", "The patient: `Patient/<id>` (the intake service's id) or the id."
+        ),
+        SearchParam("status", "token", "The FHIR status; comma-separated values are alternatives."),
+        SearchParam(performer, "reference", "The destination: `HealthcareService/<id>` or the id."),
+        SearchParam("_lastUpdated", "date", "When the referral last changed (eq/gt/ge/lt/le)."),
+    )
+
+
+async def _search(
+    request: Request[Any, Any, State],
+    state: State,
+    session: AsyncSession,
+    status_map: dict[str, str],
+    performer: str,
+    render: Callable[[Settings, Referral], dict[str, Any]],
+) -> Response[bytes]:
+    """A worklist query (most urgent first) with the FHIR filters on top."""
+    principal = principal_of(request)
+    search = parse_search(request)
+    settings = settings_of(state)
+    codes = search.many("status")
+    statuses = [s for s in STATUSES if status_map[s] in codes] if codes else None
+    destination = None
+    if (service := search.one(performer)) is not None:
+        destination = destination_of(reference_id(performer, service, "HealthcareService"))
+        check_destination_filter(principal, destination, "referrals")
+    nothing = (codes and not statuses) or (service is not None and destination is None)
+    query = worklist_query(
+        principal,
+        destination=destination,
+        status=statuses,
+        priority=None,
+        intake_id=None,
+        overdue=None,
+        now=now_of(state),
+        after=search.after,
+        limit=search.count,
+    ).where(*date_filters("_lastUpdated", search.values.get("_lastUpdated", []), Referral.updated_at))
+    if (patient := search.one("patient")) is not None:
+        query = query.where(
+            Referral.patient["patient_id"].astext == reference_id("patient", patient, "Patient")
+        )
+    rows = [] if nothing else list((await session.execute(query)).scalars().all())
+    page = rows[: search.count]
+    next_key = cursor_key(page[-1]) if len(rows) > search.count else None
+    return fhir_response(searchset(request, search, [render(settings, r) for r in page], next_key))
+
+
+@get("/ServiceRequest", guards=[READERS], opt={"fhir_search": _search_params("performer")})
+async def search_service_requests(
+    request: Request[Any, Any, State], state: State, db_session: DbSession
+) -> Response[bytes]:
+    """Referrals as ServiceRequests, most urgent first (priority, then due time)."""
+    return await _search(request, state, db_session, REQUEST_STATUS, "performer", service_request)
+
+
+@get("/Task", guards=[READERS], opt={"fhir_search": _search_params("owner")})
+async def search_tasks(
+    request: Request[Any, Any, State], state: State, db_session: DbSession
+) -> Response[bytes]:
+    """Referrals' Tasks, most urgent first (priority, then due time)."""
+    return await _search(request, state, db_session, TASK_STATUS, "owner", lambda s, r: task(s, r))
+
+
+router = fhir_router(
+    "referral",
+    [
+        read_code_system,
+        read_healthcare_service,
+        read_service_request,
+        search_service_requests,
+        read_task,
+        task_history,
+        read_task_version,
+        search_tasks,
+    ],
+)
