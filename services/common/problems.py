@@ -227,9 +227,14 @@ def _validation_handler(request: Request[Any, Any, Any], exc: ValidationExceptio
     return problem_response(status, detail, title="Invalid request", errors=problems)
 
 
+def status_of(exc: ClinicError) -> int:
+    """The HTTP status of a clinic error, from `STATUS_OF`."""
+    return next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
+
+
 def _clinic_error_handler(request: Request[Any, Any, Any], exc: ClinicError) -> Response[Any]:
     """A rule refused the request: its problem, with the status `STATUS_OF` gives its kind."""
-    status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
+    status = status_of(exc)
     if isinstance(exc, InvalidFields):
         detail = "; ".join(f"{p.field}: {p.message}" for p in exc.errors)
         return problem_response(status, detail, title="Invalid request", errors=exc.errors)

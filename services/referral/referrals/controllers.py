@@ -16,6 +16,7 @@ from services.common.vocabulary import Action, Priority, ReferralStatus
 from services.referral.referrals import deps
 from services.referral.referrals.actions import CancelBody, DeclineBody, NoteBody, ResolveBody, ScheduleBody
 from services.referral.referrals.deps import ReferralsDep
+from services.referral.referrals.deps import load_visible as load_visible  # its old home, for other routes
 from services.referral.referrals.schemas import ReferralOut, ReferralPage
 from services.referral.referrals.web import (
     ACTORS,

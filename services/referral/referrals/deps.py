@@ -24,6 +24,24 @@ from services.referral.referrals.schemas import ReferralOut, ReferralPage
 from services.referral.referrals.services import cursor_key, scoped, to_out, worklist_query
 
 
+async def load_visible(
+    session: AsyncSession, principal: Principal, referral_id: uuid.UUID, *, lock: bool = False
+) -> Referral:
+    """The referral if the caller may see it; not found otherwise (never another destination's
+    record).
+
+    With `lock`, the row is locked for the rest of the transaction: two people pressing buttons
+    on one referral at once are served one after the other, the second against the first's
+    result."""
+    query = scoped(select(Referral).where(Referral.id == referral_id), principal)
+    if lock:
+        query = query.with_for_update(of=Referral).execution_options(populate_existing=True)
+    referral = (await session.execute(query)).scalar_one_or_none()
+    if referral is None:
+        raise NotFound(f"No referral {referral_id} that you can see.")
+    return referral
+
+
 class Referrals:
     def __init__(
         self, session: AsyncSession, caller: Principal, settings: Settings, now: dt.datetime
@@ -34,19 +52,7 @@ class Referrals:
         self.now = now
 
     async def visible(self, referral_id: uuid.UUID, *, lock: bool = False) -> Referral:
-        """The referral if the caller may see it; not found otherwise (never another
-        destination's record).
-
-        With `lock`, the row is locked for the rest of the transaction: two people pressing
-        buttons on one referral at once are served one after the other, the second against the
-        first's result."""
-        query = scoped(select(Referral).where(Referral.id == referral_id), self.caller)
-        if lock:
-            query = query.with_for_update(of=Referral).execution_options(populate_existing=True)
-        referral = (await self.session.execute(query)).scalar_one_or_none()
-        if referral is None:
-            raise NotFound(f"No referral {referral_id} that you can see.")
-        return referral
+        return await load_visible(self.session, self.caller, referral_id, lock=lock)
 
     async def worklist(
         self,
