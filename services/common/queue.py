@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.common import queue_metrics as metrics
 from services.common.clock import first_of as _first_of
+from services.common.clock import until_stopped
 from services.common.db import libpq_url
 from services.common.events import CONSUMERS, Envelope, Payload
 from services.common.settings import Settings
@@ -624,11 +625,9 @@ async def run_retention(
 ) -> None:
     """Prune every `interval` seconds until `stop`. Every service may run this: one prunes at a
     time (an advisory lock), the others skip that round."""
-    while not stop.is_set():
-        try:
-            removed = await prune(engine, retention_hours)
-            if removed:
-                log.info("queue_pruned", events=removed)
-        except Exception as exc:
-            log.warning("queue_prune_failed", error_type=type(exc).__name__)
-        await _first_of(interval, stop)
+
+    async def prune_round() -> None:
+        if removed := await prune(engine, retention_hours):
+            log.info("queue_pruned", events=removed)
+
+    await until_stopped(stop, prune_round, interval, failed="queue_prune_failed")
