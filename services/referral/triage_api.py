@@ -4,15 +4,13 @@ what it would decide for an intake (nothing stored, nothing emitted)."""
 from __future__ import annotations
 
 from litestar import Controller, get, post
-from litestar.datastructures import State
 from litestar.params import JSONBody, RawBody
 
 from services.common.auth import Role, require_roles
-from services.common.clock import now_of
+from services.common.deps import ClinicSettings, Now
 from services.common.intake_body import IntakeBody
 from services.common.intake_form import latest_today, parse_intake
 from services.common.problems import AUTH_RESPONSES
-from services.common.settings import Settings
 from services.referral.referrals.services import thresholds_from
 from services.referral.triage import RulesDocument, TriageOutcome, rules_document, triage
 
@@ -22,9 +20,8 @@ class TriageController(Controller):
     tags = ["triage"]
 
     @get("/rules", operation_id="listTriageRules", summary="The published triage rules", sync_to_thread=False)
-    def rules(self, state: State) -> RulesDocument:
+    def rules(self, settings: ClinicSettings) -> RulesDocument:
         """Every rule of the running ruleset: code, destination, priority, text and source."""
-        settings: Settings = state["clinic_settings"]
         return rules_document(thresholds_from(settings))
 
     @post(
@@ -36,11 +33,11 @@ class TriageController(Controller):
         status_code=200,
         sync_to_thread=False,
     )
-    def preview(self, state: State, data: JSONBody[IntakeBody], body: RawBody) -> TriageOutcome:
+    def preview(
+        self, settings: ClinicSettings, now: Now, data: JSONBody[IntakeBody], body: RawBody
+    ) -> TriageOutcome:
         """Where this intake would go, and why. Stores nothing and emits nothing.
 
         The body is read exactly as `POST /v1/intakes` reads it (strict types, the same 422s)."""
-        now = now_of(state)
         intake = parse_intake(body, latest_today(now))
-        settings: Settings = state["clinic_settings"]
         return triage(intake, now.date(), thresholds_from(settings))
