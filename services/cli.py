@@ -133,13 +133,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     app = _service_module(args.service).create_app(settings, run_workers=True)
 
+    from services.common.health import HEARTBEAT_SECONDS, heartbeat, heartbeat_file
+
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        # The app's lifespan is what starts and stops the workers; nothing listens on a port.
-        async with app.lifespan():
+        # The app's lifespan is what starts and stops the workers; nothing listens on a port, so
+        # health is a heartbeat file that `clinic health worker <service>` reads.
+        path = heartbeat_file(args.service, args.heartbeat_file)
+        async with app.lifespan(), heartbeat(app.state, path, args.heartbeat_seconds or HEARTBEAT_SECONDS):
             await stop.wait()
 
     asyncio.run(run())
@@ -279,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run one service's background consumers only")
     worker.add_argument("service", choices=SERVICES)
+    worker.add_argument("--heartbeat-file", help="where to record health (default: in the temp dir)")
+    worker.add_argument("--heartbeat-seconds", type=float, help="seconds between heartbeats (default 10)")
     worker.set_defaults(fn=cmd_worker)
 
     migrate = sub.add_parser("migrate", help="apply every schema's migrations")
@@ -300,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend_parser(sub: Any) -> None:
     """Commands owned by other modules (events, demo) register themselves here."""
-    for module_name in ("services.common.queue_cli", "services.referral.demo"):
+    for module_name in ("services.common.queue_cli", "services.common.health", "services.referral.demo"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

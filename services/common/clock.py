@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -72,3 +73,9 @@ async def until_stopped(
         except Exception as exc:
             log.warning(failed, error_type=type(exc).__name__)
         await first_of(every, *([wake, stop] if wake is not None else [stop]))
+
+
+def clinic_today(now: datetime, time_zone: str) -> date:
+    """The clinic's date at `now`: the day triage, intake validation and follow-ups count from
+    (`time_zone` is the IANA name of the setting `clinic_time_zone`)."""
+    return now.astimezone(ZoneInfo(time_zone)).date()

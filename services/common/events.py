@@ -77,6 +77,31 @@ class ReferralStatusChanged(Payload, frozen=True, kw_only=True):
     superseded_by: uuid.UUID | None = None
 
 
+class ReferralAmended(Payload, frozen=True, kw_only=True):
+    """An amendment was re-triaged against an open referral, and what the amendment policy did:
+    `updated` (same outcome, reasons brought up to date), `held` (an AMEND-HOLD clinician review,
+    `hold_id`, waits beside the open referral, or the open hold itself took it) or `superseded`
+    (a more urgent outcome replaced it at once: `superseded_by`). `destination` and `priority`
+    are the open referral's; `proposed_*` the amended form's outcome. `resolved_by` names the
+    clinician whose resolve the amendment met (the one to tell), if any."""
+
+    TYPE: ClassVar[str] = EventType.REFERRAL_AMENDED.value
+    referral_id: uuid.UUID
+    intake_id: uuid.UUID
+    intake_version: int
+    action: str
+    destination: str
+    priority: str
+    proposed_destination: str
+    proposed_priority: str
+    reason_codes: list[str]
+    amended_at: dt.datetime
+    hold_id: uuid.UUID | None = None
+    superseded_by: uuid.UUID | None = None
+    resolved_by: str | None = None
+    after_resolve: bool = False
+
+
 class ReferralFollowUpDue(Payload, frozen=True, kw_only=True):
     """A follow-up of a completed referral has reached its day (`due_on`)."""
 
@@ -90,7 +115,14 @@ class ReferralFollowUpDue(Payload, frozen=True, kw_only=True):
 
 PAYLOAD_TYPES: dict[str, type[Payload]] = {
     t.TYPE: t
-    for t in (IntakeSubmitted, IntakeAmended, ReferralCreated, ReferralStatusChanged, ReferralFollowUpDue)
+    for t in (
+        IntakeSubmitted,
+        IntakeAmended,
+        ReferralCreated,
+        ReferralStatusChanged,
+        ReferralAmended,
+        ReferralFollowUpDue,
+    )
 }
 
 #: Every consumer and the event types it subscribes to. `clinic migrate` writes these into the
@@ -102,6 +134,7 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
         IntakeSubmitted.TYPE,
         ReferralCreated.TYPE,
         ReferralStatusChanged.TYPE,
+        ReferralAmended.TYPE,
         ReferralFollowUpDue.TYPE,
     ),
 }

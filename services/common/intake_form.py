@@ -9,17 +9,17 @@ from typing import Any
 
 import msgspec
 
+from services.common.clock import clinic_today
 from services.common.errors import FieldProblem, InvalidFields, MalformedBody
 from services.common.intake_body import IntakeBody, check_intake, decode_intake
 from services.common.problems import field_problems_from_msgspec
 
-#: UTC+14 is the earliest time zone: a date that is already today there is not in the future for
-#: any clinic, so a form filled in near midnight is never refused for its own date.
-_EARLIEST_OFFSET = dt.timedelta(hours=14)
 
-
-def latest_today(now: dt.datetime) -> dt.date:
-    return (now.astimezone(dt.UTC) + _EARLIEST_OFFSET).date()
+def latest_today(now: dt.datetime, time_zone: str) -> dt.date:
+    """The latest date a form may carry: one day after the clinic's today, so a device a little
+    ahead of the server (or a form filled in near midnight) is not refused for its own date.
+    Triage counts such a date as today."""
+    return clinic_today(now, time_zone) + dt.timedelta(days=1)
 
 
 def _nul_fields(value: Any, path: str = "") -> list[str]:

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 def _env(name: str, default: str) -> str:
@@ -43,6 +44,15 @@ def _int_list(name: str, default: str) -> tuple[int, ...]:
 
 def _str_list(name: str, default: str = "") -> tuple[str, ...]:
     return tuple(part.strip() for part in _env(name, default).split(",") if part.strip())
+
+
+def _time_zone(name: str, default: str) -> str:
+    raw = _env(name, default)
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SystemExit(f"{name} must be an IANA time zone such as Europe/London, got {raw!r}") from exc
+    return raw
 
 
 def default_data_dir() -> Path:
@@ -79,6 +89,8 @@ class Settings:
     chronic_weeks: int
     severe_pain_threshold: int
     procedure_window_weeks: int
+    clinic_time_zone: str
+    """IANA name of the clinic's zone: its date is `today` for triage, validation and follow-ups."""
     sla_stat_minutes: int
     sla_urgent_hours: int
     sla_routine_days: int
@@ -128,6 +140,7 @@ def load_settings() -> Settings:
         chronic_weeks=_int("CLINIC_TRIAGE_CHRONIC_WEEKS", 12),
         severe_pain_threshold=_int("CLINIC_TRIAGE_SEVERE_PAIN_THRESHOLD", 7),
         procedure_window_weeks=_int("CLINIC_TRIAGE_PROCEDURE_WINDOW_WEEKS", 26),
+        clinic_time_zone=_time_zone("CLINIC_TIME_ZONE", "UTC"),
         sla_stat_minutes=_int("CLINIC_SLA_STAT_MINUTES", 60),
         sla_urgent_hours=_int("CLINIC_SLA_URGENT_HOURS", 24),
         sla_routine_days=_int("CLINIC_SLA_ROUTINE_DAYS", 14),

@@ -199,6 +199,8 @@ class RiskFactor(Word):
         "family_history_spondyloarthritis",
         "Family history of spondyloarthritis",
     )
+    #: Chemotherapy, biologics, transplant drugs, HIV: other than long-term corticosteroids.
+    IMMUNOSUPPRESSION = "immunosuppression", "Immunosuppressing treatment or condition"
 
 
 class Treatment(Word):
@@ -252,6 +254,7 @@ class EventType(Word):
     INTAKE_AMENDED = "intake.amended", "Intake amended"
     REFERRAL_CREATED = "referral.created", "Referral created"
     REFERRAL_STATUS_CHANGED = "referral.status_changed", "Referral status changed"
+    REFERRAL_AMENDED = "referral.amended", "Referral amended"
     REFERRAL_FOLLOW_UP_DUE = "referral.follow_up_due", "Follow-up due"
 
 

@@ -92,7 +92,7 @@ async def receive_intake_form(
         raise NotAuthorizedException(f"The webhook signature was refused: {exc}.") from exc
     message_id = services.check_idempotency_key(webhook_id, field="webhook-id")
     assert message_id is not None  # verify() requires it
-    intake = parse_intake(body, latest_today(now))
+    intake = parse_intake(body, latest_today(now, settings.clinic_time_zone))
     claim = services.IdempotencyClaim(
         scope=INBOUND_SCOPE,
         key=message_id,

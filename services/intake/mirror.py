@@ -80,6 +80,7 @@ async def _refresh_summary(session: AsyncSession, intake_id: object) -> None:
             .where(ReferralMirror.intake_id == intake_id)
             .order_by(
                 asc(superseded),
+                asc(ReferralMirror.status == "cancelled"),  # a kept referral over a cancelled review
                 func.coalesce(ReferralMirror.created_at, ReferralMirror.status_at).desc(),
             )
             .limit(1)

@@ -1,18 +1,20 @@
-"""`GET /v1/triage/rules` and `POST /v1/triage/preview`: the ruleset, readable by a clinic, and
-what it would decide for an intake (nothing stored, nothing emitted)."""
+"""`GET /v1/triage/rules` and `POST /v1/triage/preview`: the rulesets, readable by a clinic, and
+what the current one would decide for an intake (nothing stored, nothing emitted)."""
 
 from __future__ import annotations
 
 from litestar import Controller, get, post
-from litestar.params import JSONBody, RawBody
+from litestar.datastructures import State
+from litestar.params import JSONBody, Parameter, RawBody
 
 from services.common.auth import Role, require_roles
-from services.common.deps import ClinicSettings, Now
+from services.common.clock import clinic_today, now_of
 from services.common.intake_body import IntakeBody
 from services.common.intake_form import latest_today, parse_intake
-from services.common.problems import AUTH_RESPONSES
+from services.common.problems import AUTH_RESPONSES, FieldProblem, UnprocessableProblem
+from services.common.settings import Settings
 from services.referral.referrals.services import thresholds_from
-from services.referral.triage import RulesDocument, TriageOutcome, rules_document, triage
+from services.referral.triage import CURRENT, RULESETS, RulesDocument, TriageOutcome, rules_document, triage
 
 
 class TriageController(Controller):
@@ -20,9 +22,26 @@ class TriageController(Controller):
     tags = ["triage"]
 
     @get("/rules", operation_id="listTriageRules", summary="The published triage rules", sync_to_thread=False)
-    def rules(self, settings: ClinicSettings) -> RulesDocument:
-        """Every rule of the running ruleset: code, destination, priority, text and source."""
-        return rules_document(thresholds_from(settings))
+    def rules(
+        self,
+        state: State,
+        version: str = Parameter(
+            default=CURRENT,
+            description="The ruleset to show: the current one unless named (a referral names its own).",
+        ),
+    ) -> RulesDocument:
+        """Every rule of a ruleset: code, destination, priority, text and source; for the current
+        ruleset also what changed from the one before."""
+        if version not in RULESETS:
+            raise UnprocessableProblem(
+                [
+                    FieldProblem(
+                        field="version", message="not a ruleset this clinic has run", allowed=list(RULESETS)
+                    )
+                ]
+            )
+        settings: Settings = state["clinic_settings"]
+        return rules_document(version, thresholds_from(settings))
 
     @post(
         "/preview",
@@ -33,11 +52,12 @@ class TriageController(Controller):
         status_code=200,
         sync_to_thread=False,
     )
-    def preview(
-        self, settings: ClinicSettings, now: Now, data: JSONBody[IntakeBody], body: RawBody
-    ) -> TriageOutcome:
-        """Where this intake would go, and why. Stores nothing and emits nothing.
+    def preview(self, state: State, data: JSONBody[IntakeBody], body: RawBody) -> TriageOutcome:
+        """Where this intake would go under the current ruleset, and why. Stores nothing and
+        emits nothing.
 
         The body is read exactly as `POST /v1/intakes` reads it (strict types, the same 422s)."""
-        intake = parse_intake(body, latest_today(now))
-        return triage(intake, now.date(), thresholds_from(settings))
+        settings: Settings = state["clinic_settings"]
+        now = now_of(state)
+        intake = parse_intake(body, latest_today(now, settings.clinic_time_zone))
+        return triage(intake, clinic_today(now, settings.clinic_time_zone), thresholds_from(settings))

@@ -78,7 +78,7 @@ def poll(fn, timeout: float = 30.0):
     raise AssertionError("not before the deadline")
 
 
-@pytest.mark.parametrize("vignette", load_vignettes(TODAY, ruleset="v1"), ids=lambda v: v.id)
+@pytest.mark.parametrize("vignette", load_vignettes(TODAY), ids=lambda v: v.id)
 def test_vignette_is_routed_as_published_and_the_intake_shows_it(
     live: LiveSystem, vignette: Vignette
 ) -> None:
@@ -97,7 +97,9 @@ def test_vignette_is_routed_as_published_and_the_intake_shows_it(
         assert found["destination"] == vignette.expect.destination
         assert found["priority"] == vignette.expect.priority
         codes = [r["code"] for r in found["reasons"]]
+        assert codes[0] == vignette.expect.reason_codes[0], codes
         assert set(vignette.expect.reason_codes) <= set(codes), codes
+        assert found["ruleset_version"] == "v2"
         expected_status = "needs_review" if vignette.expect.destination == "clinician_review" else "requested"
         assert found["status"] == expected_status
 
@@ -133,7 +135,7 @@ def test_clinic_demo_prints_where_each_vignette_went(live: LiveSystem) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["case", "destination"]
-    for vignette in load_vignettes(TODAY, ruleset="v1"):
+    for vignette in load_vignettes(TODAY):
         row = next(line for line in lines if line.startswith(vignette.id + " "))
         assert vignette.expect.destination in row
         assert row.rstrip().endswith("✓")

@@ -24,7 +24,7 @@ from tests.fhir.conftest import (
 )
 from tests.intake.conftest import intake_form, unique_mrn
 
-VIGNETTES = load_vignettes(TODAY, ruleset="v1")
+VIGNETTES = load_vignettes(TODAY)
 
 
 def vignette(destination: str) -> Vignette:

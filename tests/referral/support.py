@@ -24,7 +24,7 @@ VIGNETTE_FOR = {
     "urgent_care": "P01",
     "pain_management": "P12",
     "regenerative_medicine": "P05",
-    "clinician_review": "P11",
+    "clinician_review": "P24",
 }
 
 
@@ -59,7 +59,7 @@ async def make_team(make_key: MakeKey) -> Team:
 
 
 def vignette_body(vignette_id: str, today: dt.date) -> dict[str, Any]:
-    body = next(v for v in load_vignettes(today, ruleset="v1") if v.id == vignette_id).body
+    body = next(v for v in load_vignettes(today) if v.id == vignette_id).body
     body["patient"]["mrn"] = f"{vignette_id}-{uuid.uuid4().hex[:8]}"
     return body
 

@@ -61,9 +61,9 @@ async def known_set(
             "C": "P05",  # regenerative_medicine routine
             "D": "P01",  # urgent_care stat
             "E": "P09",  # urgent_care urgent
-            "F": "P11",  # clinician_review urgent (held)
+            "F": "P24",  # clinician_review urgent (held)
             "G": "P13",  # pain_management routine
-            "H": "P03",  # pain_management routine
+            "H": "P33",  # pain_management routine
         }.items()
     }
     assert all(dt.datetime.fromisoformat(r["created_at"]) == t0 for r in made.values())

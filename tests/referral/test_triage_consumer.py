@@ -16,7 +16,7 @@ from tests.referral.conftest import PublishIntake, referrals_for, wait_for
 
 
 def _by_id(vignette_id: str, today) -> dict:
-    return next(v for v in load_vignettes(today, ruleset="v1") if v.id == vignette_id).body
+    return next(v for v in load_vignettes(today) if v.id == vignette_id).body
 
 
 async def test_submitted_intake_becomes_a_referral_with_reasons_and_due_by(
@@ -30,14 +30,14 @@ async def test_submitted_intake_becomes_a_referral_with_reasons_and_due_by(
     assert referral["status"] == "requested"
     assert referral["reasons"][0]["code"] == "CES-1"
     assert all(r["text"] and r["source"] for r in referral["reasons"])
-    assert referral["ruleset_version"] == "v1"
+    assert referral["ruleset_version"] == "v2"
     created = datetime.fromisoformat(referral["created_at"])
     assert datetime.fromisoformat(referral["due_by"]) - created == timedelta(hours=1)
     assert referral["patient"] == {
         "given_name": "Test",
         "family_name": "Patient",
-        "birth_date": "1975-06-15",
-        "mrn": "VIG-P01",
+        "birth_date": body["patient"]["birth_date"],
+        "mrn": "VIG2-P01",
     }
     assert referral["history"][0]["status"] == "requested"
     assert referral["history"][0]["by"] == "triage"
@@ -46,7 +46,7 @@ async def test_submitted_intake_becomes_a_referral_with_reasons_and_due_by(
 async def test_unsure_answer_is_held_for_clinician_review(
     referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers, clock: FakeClock
 ) -> None:
-    intake_id = await publish_intake(_by_id("P11", clock.now().date()))
+    intake_id = await publish_intake(_by_id("P24", clock.now().date()))
     [referral] = await wait_for(lambda: referrals_for(referral_client, clinician_headers, intake_id))
     assert (referral["destination"], referral["status"], referral["priority"]) == (
         "clinician_review",

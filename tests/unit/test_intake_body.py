@@ -119,7 +119,7 @@ API_VOCABULARY: dict[type[enum.StrEnum], set[str]] = {
     },
     RiskFactor: {
         "poor_posture", "obesity", "inactivity", "stress", "anxiety", "long_term_corticosteroids",
-        "iv_drug_use", "recent_trauma", "family_history_spondyloarthritis",
+        "iv_drug_use", "recent_trauma", "family_history_spondyloarthritis", "immunosuppression",
     },
     Treatment: {
         "physical_therapy", "medication", "corticosteroid_injection", "surgery", "chiropractic",

@@ -1,4 +1,5 @@
-"""Triage rule by rule, at the boundaries TRIAGE.md sets, plus the safety properties."""
+"""Ruleset v1 rule by rule, at the boundaries it set, plus its safety properties: v1 is kept as it
+ran, so the referrals it made keep their explanation."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from services.common.intake_body import (
     check_intake,
     decode_intake,
 )
-from services.referral import triage as triage_module
-from services.referral.triage import (
+from services.referral.triage import v1 as triage_module
+from services.referral.triage.v1 import (
     RULES,
     RULESET_VERSION,
     Destination,

@@ -1,4 +1,6 @@
-"""The shared clinical vignettes through `triage()`: the cases a clinician signed off."""
+"""The clinical vignettes through the pure rulesets: the cases a clinician signed off. The v1
+cases still run against ruleset v1 (kept as it ran); the v2 cases against the current ruleset,
+whose first expected code must be the deciding (first) reason."""
 
 from __future__ import annotations
 
@@ -10,22 +12,44 @@ import pytest
 
 from services.common.intake_body import check_intake, decode_intake
 from services.referral.triage import triage
-from services.vignettes import Vignette, load_vignettes, resolve_date
+from services.vignettes import Vignette, load_vignettes, resolve_date, vignettes_source
 
 TODAY = datetime.date.today()
 VIGNETTES = load_vignettes(TODAY, ruleset="v1")
+VIGNETTES_V2 = load_vignettes(TODAY, ruleset="v2")
 
 
 def test_the_public_vignettes_are_all_loaded() -> None:
-    assert len(VIGNETTES) == 14
-    assert len({v.id for v in VIGNETTES}) == 14
+    if "packaged" in vignettes_source("v1"):
+        assert len(VIGNETTES) == 14
+    if "packaged" in vignettes_source("v2"):
+        assert len(VIGNETTES_V2) == 37
+    assert len({v.id for v in VIGNETTES}) == len(VIGNETTES)
+    assert len({v.id for v in VIGNETTES_V2}) == len(VIGNETTES_V2)
 
 
-@pytest.mark.parametrize("vignette", VIGNETTES, ids=lambda v: v.id)
-def test_vignette_is_routed_as_expected(vignette: Vignette) -> None:
+@pytest.mark.parametrize("vignette", VIGNETTES_V2, ids=lambda v: v.id)
+def test_v2_vignette_is_routed_as_expected_and_decided_by_its_first_code(vignette: Vignette) -> None:
     intake = decode_intake(json.dumps(vignette.body).encode())
     assert check_intake(intake, TODAY) == [], "the vignette must be a body the API accepts"
     outcome = triage(intake, TODAY)
+    found = [reason.code for reason in outcome.reasons]
+    assert outcome.ruleset_version == "v2"
+    assert (outcome.destination, outcome.priority) == (
+        vignette.expect.destination,
+        vignette.expect.priority,
+    ), f"{vignette.id} ({vignette.description}): reasons {found}"
+    assert found[0] == vignette.expect.reason_codes[0], f"{vignette.id}: decided by {found[0]}, {found}"
+    missing = set(vignette.expect.reason_codes) - set(found)
+    assert not missing, f"{vignette.id}: expected reasons {sorted(missing)} among {found}"
+
+
+@pytest.mark.parametrize("vignette", VIGNETTES, ids=lambda v: v.id)
+def test_v1_vignette_is_still_routed_as_expected_by_ruleset_v1(vignette: Vignette) -> None:
+    intake = decode_intake(json.dumps(vignette.body).encode())
+    assert check_intake(intake, TODAY) == [], "the vignette must be a body the API accepts"
+    outcome = triage(intake, TODAY, version="v1")
+    assert outcome.ruleset_version == "v1"
     found = [reason.code for reason in outcome.reasons]
     assert (outcome.destination, outcome.priority) == (
         vignette.expect.destination,

@@ -357,7 +357,9 @@ async def create_response(
             ],
         )
     try:
-        intake = parse_intake(form_from_response(settings, resource.get("item")), latest_today(now))
+        intake = parse_intake(
+            form_from_response(settings, resource.get("item")), latest_today(now, settings.clinic_time_zone)
+        )
     except AnswerError as exc:
         raise FhirError(422, exc.issues) from exc
     except UnprocessableProblem as exc:

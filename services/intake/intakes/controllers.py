@@ -87,8 +87,9 @@ def accept_form(
 ) -> tuple[IntakeBody, services.Author, services.IdempotencyClaim | None]:
     """The strictly decoded form, who sends it and when, and its idempotency claim (if keyed)."""
     now = now_of(state)
-    intake = parse_intake(body, latest_today(now))
-    claim = claim_for(request, key, intake, state["clinic_settings"])
+    settings: Settings = state["clinic_settings"]
+    intake = parse_intake(body, latest_today(now, settings.clinic_time_zone))
+    claim = claim_for(request, key, intake, settings)
     return intake, services.Author(name=principal_of(request).name, at=now), claim
 
 

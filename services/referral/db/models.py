@@ -58,6 +58,8 @@ class Referral(ReferralBase):
     close_reason: Mapped[str | None] = mapped_column(Text)
     supersedes: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("referral.referrals.id"))
     superseded_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("referral.referrals.id"))
+    #: On an AMEND-HOLD clinician review: the open referral whose amendment it holds.
+    amendment_of: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("referral.referrals.id"))
 
     history: Mapped[list[ReferralHistory]] = relationship(
         order_by="ReferralHistory.id", lazy="selectin", cascade="all, delete-orphan"

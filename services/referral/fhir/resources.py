@@ -29,7 +29,7 @@ from services.common.settings import Settings
 from services.common.vocabulary import Destination, ReferralStatus
 from services.referral.db.models import Referral
 from services.referral.referrals.services import DESTINATIONS, STATUSES, thresholds_from
-from services.referral.triage import rules_document
+from services.referral.triage import CURRENT, RULESETS, rules_document
 
 PATIENT_REFERRAL = {"system": SNOMED, "code": "3457005", "display": "Patient referral"}
 FULFILL = {
@@ -94,9 +94,19 @@ def _coding(settings: Settings, cs_id: str, code: str, display: str | None = Non
 
 
 def code_systems(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The referral service's own CodeSystems, by id; the triage rules are read from the running
-    ruleset, so the codes served are those triage gives."""
-    rules = rules_document(thresholds_from(settings))
+    """The referral service's own CodeSystems, by id; the triage rules are read from every ruleset
+    the clinic has run (current first), so every code a stored referral carries is defined."""
+    thresholds = thresholds_from(settings)
+    documents = [rules_document(CURRENT, thresholds)] + [
+        rules_document(version, thresholds) for version in RULESETS if version != CURRENT
+    ]
+    seen: set[str] = set()
+    concepts = []
+    for document in documents:
+        for r in document.rules:
+            if r.code not in seen:
+                seen.add(r.code)
+                concepts.append(r)
     return {
         "triage-rule": code_system(
             settings,
@@ -108,9 +118,9 @@ def code_systems(settings: Settings) -> dict[str, dict[str, Any]]:
                     r.text,
                     f"Routes to {r.destination.value} at {r.priority.value} priority. Source: {r.source}",
                 )
-                for r in rules.rules
+                for r in concepts
             ],
-            version=rules.ruleset_version,
+            version=documents[0].ruleset_version,
             description="The rules by which the clinic routes a back-pain intake; a referral's "
             "reasons are the rules that matched.",
         ),
@@ -165,7 +175,9 @@ def patient_reference(settings: Settings, snapshot: dict[str, Any]) -> dict[str,
 
 
 def service_request(settings: Settings, referral: Referral) -> dict[str, Any]:
-    rule_names = {r.code: r.text for r in rules_document(thresholds_from(settings)).rules}
+    rule_names = {
+        r.code: r.text for r in rules_document(referral.ruleset_version, thresholds_from(settings)).rules
+    }
     destination_coding = _coding(
         settings, "destination", referral.destination, humanize(referral.destination)
     )

@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.common.clock import Clock, until_stopped
+from services.common.clock import Clock, clinic_today, until_stopped
 from services.common.settings import Settings
 from services.common.web import background_loop, sessionmaker_from
 from services.referral.followups.services import emit_due
@@ -30,20 +30,24 @@ class FollowUpScheduler:
         *,
         poll_seconds: float,
         batch_size: int = BATCH_SIZE,
+        time_zone: str = "UTC",
     ) -> None:
         self.sessionmaker = sessionmaker
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
+        self.time_zone = time_zone
 
     async def run_once(self) -> int:
-        """Emit every follow-up due by the clock's (UTC) date, a batch per transaction; return how
-        many this scheduler emitted."""
+        """Emit every follow-up due by the clinic's date, a batch per transaction; return how many
+        this scheduler emitted."""
         total = 0
         while True:
             now = self.clock.now()
             async with self.sessionmaker() as session:
-                emitted = await emit_due(session, today=now.date(), now=now, limit=self.batch_size)
+                emitted = await emit_due(
+                    session, today=clinic_today(now, self.time_zone), now=now, limit=self.batch_size
+                )
                 await session.commit()
             total += emitted
             if emitted < self.batch_size:
@@ -58,6 +62,9 @@ def follow_up_worker(state: State) -> AbstractAsyncContextManager[None]:
     settings: Settings = state["clinic_settings"]
     clock: Clock = state["clinic_clock"]
     scheduler = FollowUpScheduler(
-        sessionmaker_from(state), clock, poll_seconds=settings.follow_up_poll_seconds
+        sessionmaker_from(state),
+        clock,
+        poll_seconds=settings.follow_up_poll_seconds,
+        time_zone=settings.clinic_time_zone,
     )
     return background_loop(state, "follow-ups:scheduler", scheduler.run)

@@ -15,12 +15,14 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import Destination, Principal, Role
+from services.common.clock import clinic_today
 from services.common.errors import FieldProblem, IllegalTransition, InvalidFields
 from services.common.settings import Settings
 from services.common.vocabulary import Action, Priority, ReferralStatus
 from services.referral.db.models import FollowUp, Referral
 from services.referral.referrals.services import (
     ACTIONS,
+    OPEN_STATUSES,
     PRIORITY_RANK,
     allowed_actions,
     create_referral,
@@ -129,12 +131,13 @@ def _schedule_follow_ups(
     session: AsyncSession, referral: Referral, now: dt.datetime, settings: Settings
 ) -> None:
     """After a regenerative procedure: one follow-up per configured offset (days after
-    completion, by the UTC date)."""
+    completion, by the clinic's date)."""
+    completed_on = clinic_today(now, settings.clinic_time_zone)
     for offset in sorted(set(settings.follow_up_offsets_days)):
         session.add(
             FollowUp(
                 referral_id=referral.id,
-                due_on=(now + dt.timedelta(days=offset)).date(),
+                due_on=completed_on + dt.timedelta(days=offset),
                 status="scheduled",
             )
         )
@@ -158,6 +161,27 @@ def _resolve(
         },
     ]
     return body.note or f"resolved to {body.destination.value} ({body.priority.value})"
+
+
+async def _replace_held(
+    session: AsyncSession, hold: Referral, principal: Principal, *, now: dt.datetime
+) -> None:
+    """A clinician resolved an AMEND-HOLD review: the referral it held (if still open) is
+    cancelled as superseded by the resolved one. (Cancelling the hold instead keeps it.)"""
+    held = await session.get(Referral, hold.amendment_of, with_for_update=True)
+    if held is None or held.status not in OPEN_STATUSES:
+        return
+    hold.supersedes = held.id
+    held.superseded_by = hold.id
+    held.close_reason = "superseded by a clinician's review of an amendment"
+    await record_status(
+        session,
+        held,
+        "cancelled",
+        by=principal.name,
+        now=now,
+        note=f"replaced by referral {hold.id} after a clinician reviewed the amendment",
+    )
 
 
 async def take_action(
@@ -195,6 +219,8 @@ async def take_action(
         assert isinstance(body, ResolveBody)
         note = _resolve(referral, body, principal, now, settings)
     await record_status(session, referral, target, by=principal.name, now=now, note=note)
+    if action is Action.RESOLVE and referral.amendment_of is not None:
+        await _replace_held(session, referral, principal, now=now)
     if action is Action.COMPLETE and referral.destination == Destination.REGENERATIVE_MEDICINE:
         _schedule_follow_ups(session, referral, now, settings)
         await session.flush()

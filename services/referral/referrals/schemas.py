@@ -60,6 +60,9 @@ class ReferralOut(msgspec.Struct, frozen=True, kw_only=True):
     superseded_by: uuid.UUID | None
     follow_ups: list[FollowUpOut]
     allowed_actions: list[str]
+    amendment_of: uuid.UUID | None = None
+    """On an AMEND-HOLD review: the open referral whose amendment it holds (resolve to replace
+    it, cancel to keep it)."""
 
 
 class ReferralPage(msgspec.Struct, frozen=True, kw_only=True):

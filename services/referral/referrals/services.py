@@ -13,7 +13,8 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import Principal, Role
-from services.common.events import IntakeSubmitted, ReferralCreated, ReferralStatusChanged
+from services.common.clock import clinic_today
+from services.common.events import IntakeSubmitted, ReferralAmended, ReferralCreated, ReferralStatusChanged
 from services.common.pagination import bad_cursor
 from services.common.queue import publish
 from services.common.settings import Settings
@@ -30,7 +31,7 @@ from services.referral.referrals.schemas import (
     ReasonOut,
     ReferralOut,
 )
-from services.referral.triage import TriageOutcome, TriageThresholds, triage
+from services.referral.triage import TriageOutcome, TriageThresholds, triage, urgency
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +46,7 @@ def thresholds_from(settings: Settings) -> TriageThresholds:
         chronic_weeks=settings.chronic_weeks,
         severe_intensity=settings.severe_pain_threshold,
         procedure_window_weeks=settings.procedure_window_weeks,
+        urgent_hours=settings.sla_urgent_hours,
     )
 
 
@@ -121,6 +123,7 @@ async def create_referral(
     by: str,
     note: str | None = None,
     supersedes: Referral | None = None,
+    amendment_of: Referral | None = None,
 ) -> Referral:
     status = initial_status(destination)
     referral = Referral(
@@ -138,6 +141,7 @@ async def create_referral(
         updated_at=now,
         due_by=now + service_level(priority, settings),
         supersedes=supersedes.id if supersedes else None,
+        amendment_of=amendment_of.id if amendment_of else None,
         history=[ReferralHistory(status=status, at=now, by=by, note=note)],
         follow_ups=[],
     )
@@ -184,15 +188,14 @@ def patient_snapshot(event: IntakeSubmitted) -> dict[str, Any]:
     }
 
 
-async def open_referral_for(session: AsyncSession, intake_id: uuid.UUID) -> Referral | None:
-    return (
-        await session.execute(
-            select(Referral)
-            .where(Referral.intake_id == intake_id, Referral.status.in_(OPEN_STATUSES))
-            .order_by(Referral.created_at.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+async def open_referrals_for(session: AsyncSession, intake_id: uuid.UUID) -> list[Referral]:
+    """The intake's open referrals, newest first: one, or one and its AMEND-HOLD review."""
+    rows = await session.execute(
+        select(Referral)
+        .where(Referral.intake_id == intake_id, Referral.status.in_(OPEN_STATUSES))
+        .order_by(Referral.created_at.desc())
+    )
+    return list(rows.scalars())
 
 
 async def latest_triaged_version(session: AsyncSession, intake_id: uuid.UUID) -> int | None:
@@ -203,14 +206,19 @@ async def latest_triaged_version(session: AsyncSession, intake_id: uuid.UUID) ->
     ).scalar_one()
 
 
+def triage_date(event: IntakeSubmitted, settings: Settings) -> dt.date:
+    """The clinic's date when this intake version was submitted: triage counts durations and
+    procedure days from it, so a retry or a dead-letter replay days later routes the same."""
+    return clinic_today(event.submitted_at, settings.clinic_time_zone)
+
+
 async def triage_intake(
     session: AsyncSession, event: IntakeSubmitted, *, now: dt.datetime, settings: Settings, amended: bool
 ) -> Referral | None:
-    """Triage an intake (or its amendment) into a referral.
+    """Triage an intake (or its amendment) into a referral, under the current ruleset, as of
+    the clinic's date when the version was submitted.
 
-    On an amendment with the same outcome, the open referral keeps its place in the worklist and
-    only its reasons are brought up to date; with a different outcome it is cancelled as
-    superseded and a new referral, linked to it, takes over.
+    An amendment is compared with the open referral by the amendment policy (`amend`).
 
     Events may arrive out of order (a retried version 1 after version 2): a version no newer than
     one already triaged changes nothing and returns None.
@@ -224,18 +232,87 @@ async def triage_intake(
             latest_version=latest,
         )
         return None
-    outcome = triage(event.intake, now.date(), thresholds_from(settings))
+    outcome = triage(event.intake, triage_date(event, settings), thresholds_from(settings))
+    if amended:
+        open_now = await open_referrals_for(session, event.intake_id)
+        if open_now:
+            return await amend(session, event, outcome, open_now, now=now, settings=settings)
+    return await create_referral(
+        session,
+        intake_id=event.intake_id,
+        intake_version=event.intake_version,
+        patient=patient_snapshot(event),
+        destination=outcome.destination.value,
+        priority=outcome.priority.value,
+        reasons=_reasons(outcome),
+        ruleset_version=outcome.ruleset_version,
+        now=now,
+        settings=settings,
+        by=TRIAGE_ACTOR,
+        note=f"triaged intake version {event.intake_version}",
+    )
+
+
+# -- the amendment policy --------------------------------------------------------------------
+
+AMEND_HOLD = "AMEND-HOLD"
+AMEND_HOLD_TEXT = (
+    "Your updated form would change your referral; it stays in place until a clinician has "
+    "reviewed the change."
+)
+#: Reasons a person gave (a clinician's resolve, a specialist's redirect): an amendment keeps them.
+PERSON_REASONS = frozenset({"CLINICIAN", "REDIRECT"})
+
+
+def resolved_by(referral: Referral) -> str | None:
+    """Who set this referral's destination and priority by hand (a clinician's resolve, or a
+    specialist's redirect after a decline), if anyone did: the one an amendment must not
+    overrule by itself."""
+    if not _person_reasons(referral):
+        return None
+    decisions = [h.by for h in referral.history if h.status == "requested" and h.by != TRIAGE_ACTOR]
+    return decisions[-1] if decisions else None
+
+
+def _person_reasons(referral: Referral) -> list[dict[str, str]]:
+    return [r for r in referral.reasons if r["code"] in PERSON_REASONS]
+
+
+async def amend(
+    session: AsyncSession,
+    event: IntakeSubmitted,
+    outcome: TriageOutcome,
+    open_now: list[Referral],
+    *,
+    now: dt.datetime,
+    settings: Settings,
+) -> Referral:
+    """The amendment policy of ruleset v2, against the open referral:
+
+    - same destination and priority: its reasons are brought up to date in place (a person's
+      reasons kept);
+    - more urgent, and the open referral was not set by a clinician's resolve: superseded at once;
+    - more urgent and urgent care, after a resolve: superseded at once, the new referral carrying
+      the resolve's reason and the event naming the clinician;
+    - anything else (less urgent, as urgent elsewhere, a more urgent hold after a resolve):
+      AMEND-HOLD. The open referral stays as it is; a clinician-review hold beside it (or the open
+      hold itself, if it is one) gets AMEND-HOLD and the new reasons, at the more urgent of the two
+      priorities. The clinician resolves the hold to replace the open referral, or cancels it to
+      keep it.
+
+    So an amendment never lowers urgency by itself, and never overwrites a clinician's resolve
+    without a clinician. Each case emits `referral.amended`.
+    """
+    held = [r for r in open_now if r.amendment_of is not None]
+    current = next((r for r in open_now if r.amendment_of is None), held[0] if held else open_now[0])
+    pending = next((r for r in held if r is not current), None)
     reasons = _reasons(outcome)
-    current = await open_referral_for(session, event.intake_id) if amended else None
-    if current is not None and (current.destination, current.priority) == (
-        outcome.destination.value,
-        outcome.priority.value,
-    ):
-        current.reasons = reasons
-        current.intake_version = event.intake_version
-        current.patient = patient_snapshot(event)
-        current.ruleset_version = outcome.ruleset_version
-        current.updated_at = now
+    proposed = (outcome.destination.value, outcome.priority.value)
+    resolver = resolved_by(current)
+    more_urgent = urgency(*proposed) < urgency(current.destination, current.priority)
+
+    if proposed == (current.destination, current.priority):
+        _retriage_in_place(current, event, outcome, [*reasons, *_person_reasons(current)], now=now)
         current.history.append(
             ReferralHistory(
                 status=current.status,
@@ -245,33 +322,158 @@ async def triage_intake(
             )
         )
         await session.flush()
+        await _close_pending(
+            session, pending, now=now, note="the amended form no longer changes the referral"
+        )
+        await _announce(session, "updated", current, event, outcome, now=now)
         return current
-    referral = await create_referral(
-        session,
-        intake_id=event.intake_id,
-        intake_version=event.intake_version,
-        patient=patient_snapshot(event),
-        destination=outcome.destination.value,
-        priority=outcome.priority.value,
-        reasons=reasons,
-        ruleset_version=outcome.ruleset_version,
-        now=now,
-        settings=settings,
-        by=TRIAGE_ACTOR,
-        note=f"triaged intake version {event.intake_version}",
-        supersedes=current,
-    )
-    if current is not None:
+
+    if more_urgent and (resolver is None or outcome.destination.value == "urgent_care"):
+        kept = _person_reasons(current) if resolver else []
+        successor = await create_referral(
+            session,
+            intake_id=event.intake_id,
+            intake_version=event.intake_version,
+            patient=patient_snapshot(event),
+            destination=outcome.destination.value,
+            priority=outcome.priority.value,
+            reasons=[*reasons, *kept],
+            ruleset_version=outcome.ruleset_version,
+            now=now,
+            settings=settings,
+            by=TRIAGE_ACTOR,
+            note=f"triaged intake version {event.intake_version}"
+            + (f"; supersedes the resolve by {resolver}" if resolver else ""),
+            supersedes=current,
+        )
         await record_status(
             session,
             current,
             "cancelled",
             by=TRIAGE_ACTOR,
             now=now,
-            note=f"superseded by referral {referral.id} after intake amendment",
+            note=f"superseded by referral {successor.id} after intake amendment",
         )
         current.close_reason = "superseded by amendment"
-    return referral
+        await _close_pending(session, pending, now=now, note=f"superseded by referral {successor.id}")
+        await _announce(
+            session,
+            "superseded",
+            current,
+            event,
+            outcome,
+            now=now,
+            superseded_by=successor.id,
+            resolver=resolver,
+        )
+        return successor
+
+    hold_reasons = [
+        {"code": AMEND_HOLD, "text": AMEND_HOLD_TEXT, "source": "Clinic amendment policy"},
+        *reasons,
+        *_person_reasons(current),
+    ]
+    priority = min(current.priority, outcome.priority.value, key=PRIORITY_RANK.__getitem__)
+    note = (
+        f"intake amended (version {event.intake_version}) to {proposed[0]} ({proposed[1]}): "
+        "held for a clinician"
+    )
+    if current.status == "needs_review":
+        hold = current
+    elif pending is not None:
+        hold = pending
+    else:
+        hold = await create_referral(
+            session,
+            intake_id=event.intake_id,
+            intake_version=event.intake_version,
+            patient=patient_snapshot(event),
+            destination="clinician_review",
+            priority=priority,
+            reasons=hold_reasons,
+            ruleset_version=outcome.ruleset_version,
+            now=now,
+            settings=settings,
+            by=TRIAGE_ACTOR,
+            note=f"{note}; referral {current.id} stays in place",
+            amendment_of=current,
+        )
+        await _announce(session, "held", current, event, outcome, now=now, hold_id=hold.id, resolver=resolver)
+        return hold
+    _retriage_in_place(hold, event, outcome, hold_reasons, now=now)
+    if PRIORITY_RANK[priority] < hold.priority_rank:
+        hold.priority, hold.priority_rank = priority, PRIORITY_RANK[priority]
+        hold.due_by = min(hold.due_by, now + service_level(priority, settings))
+    hold.history.append(ReferralHistory(status=hold.status, at=now, by=TRIAGE_ACTOR, note=note))
+    await session.flush()
+    await _announce(session, "held", current, event, outcome, now=now, hold_id=hold.id, resolver=resolver)
+    return hold
+
+
+def _retriage_in_place(
+    referral: Referral,
+    event: IntakeSubmitted,
+    outcome: TriageOutcome,
+    reasons: list[dict[str, str]],
+    *,
+    now: dt.datetime,
+) -> None:
+    referral.reasons = reasons
+    referral.intake_version = event.intake_version
+    referral.patient = patient_snapshot(event)
+    referral.ruleset_version = outcome.ruleset_version
+    referral.updated_at = now
+
+
+async def _close_pending(
+    session: AsyncSession, hold: Referral | None, *, now: dt.datetime, note: str
+) -> None:
+    """An AMEND-HOLD review a newer amendment made moot is cancelled, saying why."""
+    if hold is None:
+        return
+    hold.close_reason = note
+    await record_status(session, hold, "cancelled", by=TRIAGE_ACTOR, now=now, note=note)
+
+
+async def _announce(
+    session: AsyncSession,
+    action: str,
+    referral: Referral,
+    event: IntakeSubmitted,
+    outcome: TriageOutcome,
+    *,
+    now: dt.datetime,
+    hold_id: uuid.UUID | None = None,
+    superseded_by: uuid.UUID | None = None,
+    resolver: str | None = None,
+) -> None:
+    await publish(
+        session,
+        ReferralAmended(
+            referral_id=referral.id,
+            intake_id=referral.intake_id,
+            intake_version=event.intake_version,
+            action=action,
+            destination=referral.destination,
+            priority=referral.priority,
+            proposed_destination=outcome.destination.value,
+            proposed_priority=outcome.priority.value,
+            reason_codes=[r.code for r in outcome.reasons],
+            amended_at=now,
+            hold_id=hold_id,
+            superseded_by=superseded_by,
+            resolved_by=resolver,
+            after_resolve=resolver is not None,
+        ),
+        subject=referral.id,
+    )
+    log.info(
+        "referral_amended",
+        referral_id=str(referral.id),
+        action=action,
+        proposed_destination=outcome.destination.value,
+        proposed_priority=outcome.priority.value,
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -384,6 +586,7 @@ def to_out(referral: Referral, now: dt.datetime) -> ReferralOut:
         history=[HistoryEntry(status=h.status, at=h.at, by=h.by, note=h.note) for h in referral.history],
         supersedes=referral.supersedes,
         superseded_by=referral.superseded_by,
+        amendment_of=referral.amendment_of,
         follow_ups=[follow_up_out(f) for f in referral.follow_ups],
         allowed_actions=allowed_actions(referral.status),
     )

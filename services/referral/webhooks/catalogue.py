@@ -32,6 +32,7 @@ SUMMARIES = {
     "referral.status_changed": "A referral changed status",
     "referral.follow_up_due": "A follow-up's day has come",
     "intake.submitted": "An intake was submitted",
+    "referral.amended": "An amendment updated, held or replaced a referral",
 }
 
 

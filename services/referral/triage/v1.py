@@ -1,12 +1,15 @@
-"""Triage: where an intake goes, and why (ruleset `v1`, the rules of `shared/design/TRIAGE.md`).
+"""Ruleset `v1`: where an intake went, and why, before ruleset v2 replaced it.
+
+Kept exactly as it ran, so a referral triaged under v1 still reads its v1 explanation and
+`GET /v1/triage/rules?version=v1` shows what made it.
 
 A pure module: the intake and today's date in, a `TriageOutcome` out. No I/O, no settings, no
 logging, so the same intake on the same day always gives the same outcome, and every rule can be
 unit-tested at its boundaries. The referral service passes thresholds built from its settings.
 
 The rules are data: `RULES` is a tuple of `Rule` records (code, destination, priority, text,
-source, predicate) in the order TRIAGE.md lists them. `GET /v1/triage/rules` serves
-`rules_document()`, so what a clinic reviews is exactly what runs.
+source, predicate) in the order ruleset v1 lists them. `GET /v1/triage/rules?version=v1`
+serves `rules_document()`, so what a clinic reviews is exactly what ran.
 
 How the rules combine
 - Every rule is evaluated and every rule that matched is recorded as a reason, the deciding ones
@@ -15,7 +18,7 @@ How the rules combine
   sees the red flag *and* the degenerative disc (a CES-1 patient who also meets REGEN gets both).
 - The destination and priority are those of the first (most severe) reason.
 
-Interpretation decisions (where TRIAGE.md leaves room)
+Interpretation decisions (where ruleset v1 left room)
 - "No rule above fired" (UNSURE, REGEN, RECOVERY): each rule evaluates only its own clinical
   predicate; precedence alone puts the rules above first. Hence a REGEN reason can appear under an
   urgent-care outcome, which is the point: the clinician sees every finding.
@@ -65,18 +68,34 @@ from typing import Final
 
 import msgspec
 
-from services.common.intake_body import IntakeBody
-from services.common.vocabulary import (
+from services.common.intake_body import (
     Complication,
     Condition,
-    Destination,
-    Priority,
+    IntakeBody,
     RedFlagAnswer,
     RiskFactor,
-    Symptom,
-    Treatment,
-    TreatmentOutcome,
     Trend,
+)
+from services.referral.triage.engine import (
+    Destination,
+    Priority,
+    Reason,
+    Rule,
+    RuleDescription,
+    RulesDocument,
+    TriageOutcome,
+    TriageThresholds,
+    describe,
+    evaluate,
+)
+from services.referral.triage.shared import (
+    CONSERVATIVE_TREATMENTS,
+    FELL_SHORT,
+    REGENERATIVE_CONDITIONS,
+    axspa_features,
+    axspa_text,
+    unsure_text,
+    whole_years,
 )
 
 __all__ = [
@@ -98,69 +117,14 @@ __all__ = [
 ]
 
 RULESET_VERSION: Final = "v1"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TriageThresholds:
-    """The numbers the rules use, with TRIAGE.md's defaults; the service builds one from settings."""
-
-    chronic_weeks: int = 12
-    """Pain is chronic when it has lasted more than this many weeks (ACP 2017)."""
-    acute_weeks: int = 4
-    """Pain is acute below this many weeks, subacute from it up to chronic_weeks."""
-    severe_intensity: int = 7
-    """Intensity (0-10) at or above which pain is severe."""
-    procedure_window_weeks: int = 26
-    """A regenerative procedure within this many weeks (inclusive) is recent."""
-    axspa_onset_age: int = 45
-    """Axial spondyloarthritis is considered only when the pain began before this age."""
-    axspa_early_onset_age: int = 35
-    """Pain that began before this age counts as one inflammatory feature."""
-    axspa_min_features: int = 4
-    """Inflammatory features needed to suspect axial spondyloarthritis (NICE NG65)."""
+_DESTINATION_ORDER: Final = tuple(Destination)
+_PRIORITY_ORDER: Final = tuple(Priority)
 
 
 class PainPhase(enum.StrEnum):
     ACUTE = "acute"
     SUBACUTE = "subacute"
     CHRONIC = "chronic"
-
-
-CONSERVATIVE_TREATMENTS: Final = frozenset(
-    {
-        Treatment.PHYSICAL_THERAPY,
-        Treatment.MEDICATION,
-        Treatment.CORTICOSTEROID_INJECTION,
-        Treatment.CHIROPRACTIC,
-        Treatment.ACUPUNCTURE,
-        Treatment.MASSAGE,
-        Treatment.YOGA_OR_PILATES,
-        Treatment.EXERCISE,
-        Treatment.HEAT_OR_COLD,
-        Treatment.WEIGHT_MANAGEMENT,
-    }
-)
-FELL_SHORT: Final = frozenset({TreatmentOutcome.NO_RELIEF, TreatmentOutcome.PARTIAL_RELIEF})
-REGENERATIVE_CONDITIONS: Final = frozenset(
-    {
-        Condition.DEGENERATIVE_DISC_DISEASE,
-        Condition.HERNIATED_DISC,
-        Condition.OSTEOARTHRITIS,
-        Condition.SPONDYLOSIS,
-    }
-)
-
-# Plain words for each red-flag question, for reason texts a clinician reads.
-RED_FLAG_LABELS: Final[Mapping[str, str]] = {
-    "bladder_or_bowel_dysfunction": "bladder or bowel dysfunction",
-    "saddle_numbness": "saddle numbness",
-    "numbness_or_tingling": "numbness or tingling",
-    "limb_weakness": "limb weakness",
-    "unexplained_weight_loss": "unexplained weight loss",
-    "fever_or_chills": "fever or chills",
-    "history_of_cancer": "history of cancer",
-    "worsening_despite_treatment": "worsening despite treatment",
-}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -217,14 +181,10 @@ class IntakeFacts:
         return any(c in REGENERATIVE_CONDITIONS for c in self.intake.conditions)
 
 
-def _whole_years(start: datetime.date, end: datetime.date) -> int:
-    return end.year - start.year - ((end.month, end.day) < (start.month, start.day))
-
-
 def derive_facts(
     intake: IntakeBody, today: datetime.date, thresholds: TriageThresholds = TriageThresholds()
 ) -> IntakeFacts:
-    """The facts of TRIAGE.md's "Facts the rules read", under the decisions in the module docstring."""
+    """The facts ruleset v1 reads, under the decisions in the module docstring."""
     complaint = intake.complaint
     if complaint.duration_weeks is not None:
         duration = complaint.duration_weeks
@@ -240,25 +200,13 @@ def derive_facts(
         phase = PainPhase.ACUTE
 
     onset = complaint.onset_date or today - datetime.timedelta(weeks=complaint.duration_weeks or 0)
-    onset_age = _whole_years(intake.patient.birth_date, onset)
+    onset_age = whole_years(intake.patient.birth_date, onset)
 
     procedure = intake.regenerative_procedure
     recent = (
         procedure is not None
         and 0 <= (today - procedure.performed_on).days <= thresholds.procedure_window_weeks * 7
     )
-
-    symptoms = set(intake.symptoms)
-    candidate_features = {
-        "onset_before_35": onset_age < thresholds.axspa_early_onset_age,
-        "night_waking": Symptom.NIGHT_WAKING in symptoms,
-        "alternating_buttock_pain": Symptom.ALTERNATING_BUTTOCK_PAIN in symptoms,
-        "improves_with_exercise": Symptom.IMPROVES_WITH_EXERCISE in symptoms,
-        "nsaid_response": Symptom.NSAID_RESPONSE in symptoms,
-        "family_history_spondyloarthritis": RiskFactor.FAMILY_HISTORY_SPONDYLOARTHRITIS
-        in intake.risk_factors,
-        "psoriasis": Condition.PSORIASIS in intake.conditions,
-    }
 
     return IntakeFacts(
         intake=intake,
@@ -275,37 +223,13 @@ def derive_facts(
             for t in intake.treatments_tried
         ),
         any_treatment_tried=bool(intake.treatments_tried),
-        axspa_features=tuple(name for name, present in candidate_features.items() if present),
+        axspa_features=axspa_features(intake, onset_age, thresholds),
     )
 
 
 # --- The rules ----------------------------------------------------------------------------------
 
 Predicate = Callable[[IntakeFacts], bool]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rule:
-    """One rule of the ruleset.
-
-    `text` may quote thresholds as `{chronic_weeks}` etc.; `detail`, when set, adds what this
-    intake showed (which questions were unsure, which features counted) to the reason. A
-    `fallback` rule is recorded only when no other rule matched; a rule `silenced_by` some
-    destinations is not recorded when a rule of one of them matched (ACUTE's "conservative care
-    first" would contradict an urgent-care or clinician-review outcome)."""
-
-    code: str
-    destination: Destination
-    priority: Priority
-    text: str
-    source: str
-    predicate: Predicate = dataclasses.field(repr=False, compare=False)
-    detail: Callable[[IntakeFacts], str] | None = dataclasses.field(default=None, repr=False, compare=False)
-    fallback: bool = False
-    silenced_by: frozenset[Destination] = frozenset()
-
-    def render_text(self, thresholds: TriageThresholds) -> str:
-        return self.text.format(**dataclasses.asdict(thresholds))
 
 
 def _regen_candidate(f: IntakeFacts) -> bool:
@@ -324,21 +248,17 @@ def _axspa(f: IntakeFacts) -> bool:
 
 
 def _unsure_detail(f: IntakeFacts) -> str:
-    return "Unsure about: " + ", ".join(RED_FLAG_LABELS[q] for q in f.unsure_questions) + "."
+    return unsure_text(f.unsure_questions)
 
 
 def _axspa_detail(f: IntakeFacts) -> str:
-    return (
-        f"Onset at age {f.onset_age}; features: "
-        + ", ".join(name.replace("_", " ") for name in f.axspa_features)
-        + "."
-    )
+    return axspa_text(f.onset_age, f.axspa_features)
 
 
 _URGENT_CARE = Destination.URGENT_CARE
 _ARTICLE = 'Article "Stem Cell Therapy for Back Pain: Does It Really Work"'
 
-RULES: Final[tuple[Rule, ...]] = (
+RULES: Final[tuple[Rule[IntakeFacts], ...]] = (
     # Urgent care, stat
     Rule(
         code="CES-1",
@@ -549,39 +469,9 @@ RULES: Final[tuple[Rule, ...]] = (
 )
 
 
-# --- The outcome --------------------------------------------------------------------------------
-
-
-class Reason(msgspec.Struct, frozen=True, kw_only=True):
-    """Why an intake went where it went, as stored on the referral and shown to the clinician."""
-
-    code: str
-    text: str
-    source: str
-
-
-class TriageOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    destination: Destination
-    priority: Priority
-    reasons: list[Reason]
-    """Every matched rule, the deciding ones first; never empty."""
-    ruleset_version: str
-
-
-_DESTINATION_ORDER: Final = tuple(Destination)
-_PRIORITY_ORDER: Final = tuple(Priority)
-
-
-def _severity(rule: Rule) -> tuple[int, int]:
+def _severity(rule: Rule[IntakeFacts]) -> tuple[int, int]:
     """Lower is more severe: destination first, then priority within a destination."""
     return _DESTINATION_ORDER.index(rule.destination), _PRIORITY_ORDER.index(rule.priority)
-
-
-def _reason(rule: Rule, facts: IntakeFacts) -> Reason:
-    text = rule.render_text(facts.thresholds)
-    if rule.detail is not None:
-        text = f"{text} {rule.detail(facts)}"
-    return Reason(code=rule.code, text=text, source=rule.source)
 
 
 def triage(
@@ -590,54 +480,11 @@ def triage(
     thresholds: TriageThresholds = TriageThresholds(),
 ) -> TriageOutcome:
     """Route one intake: every rule evaluated, every match recorded, the most severe decides."""
-    facts = derive_facts(intake, today, thresholds)
-    matched = [rule for rule in RULES if not rule.fallback and rule.predicate(facts)]
-    present = {rule.destination for rule in matched}
-    matched = [rule for rule in matched if not rule.silenced_by & present]
-    if not matched:
-        matched = [rule for rule in RULES if rule.fallback and rule.predicate(facts)]
-    matched.sort(key=_severity)  # stable: rule order is kept within one severity
-    deciding = matched[0]
-    return TriageOutcome(
-        destination=deciding.destination,
-        priority=deciding.priority,
-        reasons=[_reason(rule, facts) for rule in matched],
-        ruleset_version=RULESET_VERSION,
+    return evaluate(
+        RULES, derive_facts(intake, today, thresholds), thresholds, urgency=_severity, version=RULESET_VERSION
     )
-
-
-# --- The published ruleset ----------------------------------------------------------------------
-
-
-class RuleDescription(msgspec.Struct, frozen=True, kw_only=True):
-    code: str
-    destination: Destination
-    priority: Priority
-    text: str
-    source: str
-
-
-class RulesDocument(msgspec.Struct, frozen=True, kw_only=True):
-    """The body of `GET /v1/triage/rules`: what a clinic reviews is what `triage` runs."""
-
-    ruleset_version: str
-    thresholds: TriageThresholds
-    rules: list[RuleDescription]
 
 
 def rules_document(thresholds: TriageThresholds = TriageThresholds()) -> RulesDocument:
-    """The ruleset in precedence order of TRIAGE.md, with texts rendered for `thresholds`."""
-    return RulesDocument(
-        ruleset_version=RULESET_VERSION,
-        thresholds=thresholds,
-        rules=[
-            RuleDescription(
-                code=rule.code,
-                destination=rule.destination,
-                priority=rule.priority,
-                text=rule.render_text(thresholds),
-                source=rule.source,
-            )
-            for rule in RULES
-        ],
-    )
+    """The ruleset in its precedence order, with texts rendered for `thresholds`."""
+    return describe(RULESET_VERSION, RULES, thresholds)

@@ -1,0 +1,26 @@
+"""An AMEND-HOLD clinician review names the open referral whose amendment it holds.
+
+Revision ID: referrals_0002
+Revises: referrals_0001
+Create Date: 2026-11-30
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "referrals_0002"
+down_revision = "referrals_0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column(
+        "referrals",
+        sa.Column("amendment_of", sa.Uuid(), sa.ForeignKey("referral.referrals.id"), nullable=True),
+        schema="referral",
+    )
+
+
+def downgrade() -> None:
+    op.drop_column("referrals", "amendment_of", schema="referral")
