@@ -204,14 +204,31 @@ async def main(argv: list[str] | None = None) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     async with bench_database() as url:
         print(f"draining {args.events} events, {args.workers} workers, batch {args.batch}", flush=True)
+        ratios = []
+        rates: list[tuple[float, float]] = []
         for round_ in range(1, args.rounds + 1):
             raw = args.events / await drain_raw(url, args.events, args.workers, args.batch)
             queue = args.events / await drain_queue(url, args.events, args.workers, args.batch)
+            ratios.append(queue / raw)
+            rates.append((queue, raw))
             print(
                 f"round {round_}: clinic queue {queue:,.0f} events/s, bare asyncpg loop {raw:,.0f} rows/s, "
                 f"queue/bare {queue / raw:.2f}",
                 flush=True,
             )
+    from bench.common import PLOTS, Series, svg_plot
+
+    svg_plot(
+        PLOTS / "queue.svg",
+        "queue: events/s per round",
+        "round",
+        "events/s",
+        [
+            Series("clinic queue", [(i + 1, q) for i, (q, _) in enumerate(rates)]),
+            Series("bare SKIP LOCKED loop", [(i + 1, r) for i, (_, r) in enumerate(rates)]),
+        ],
+    )
+    print(f"queue ratio {sorted(ratios)[len(ratios) // 2]:.2f}")
 
 
 if __name__ == "__main__":

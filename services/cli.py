@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from services.common.settings import Settings, get_settings
+from services.common.settings import SettingError, Settings, get_settings
 from services.common.vocabulary import SpecialistDestination
 
 SERVICES = ("intake", "referral")
@@ -55,18 +57,62 @@ async def _with_engine(settings: Settings, body: Callable[[Any], Any]) -> Any:
 # -- migrate ---------------------------------------------------------------------------------
 
 
+def _applied(count: int) -> str:
+    return f"{count} migration(s) applied" if count else "no migration to apply"
+
+
 def cmd_migrate(_: argparse.Namespace) -> int:
     from services.common.migrate import upgrade_all
 
-    async def run(settings: Settings) -> None:
-        await _with_engine(settings, upgrade_all)
+    async def run(settings: Settings) -> int:
+        count: int = await _with_engine(settings, upgrade_all)
+        return count
 
-    _run_async(run)
-    print("migrations applied", file=sys.stderr)
+    count = _run_async(run)
+    print(f"clinic migrate: {_applied(count)}; every schema is at head", file=sys.stderr)
     return 0
 
 
 # -- keys ------------------------------------------------------------------------------------
+
+#: How long key commands wait for a database that `clinic up` (or `clinic migrate`) is preparing.
+KEYS_WAIT_SECONDS = 60.0
+
+
+class NotReady(Exception):
+    """The database did not answer, or stayed behind its migrations, for KEYS_WAIT_SECONDS."""
+
+
+async def _with_migrated_engine(settings: Settings, body: Callable[[Any], Any]) -> Any:
+    """`body(engine)` once the database answers and its migrations are at head: right after
+    `clinic up &` they may still be running. Waits, it never migrates (that is `clinic up`'s and
+    `clinic migrate`'s job, under their lock)."""
+    from services.common.migrate import wait_until_at_head
+
+    def tell(why: str) -> None:
+        print(
+            f"clinic keys: waiting up to {KEYS_WAIT_SECONDS:.0f} s for the database: {why}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def waited(engine: Any) -> Any:
+        try:
+            await wait_until_at_head(engine, KEYS_WAIT_SECONDS, tell)
+        except TimeoutError as exc:
+            raise NotReady(str(exc)) from None
+        return await body(engine)
+
+    return await _with_engine(settings, waited)
+
+
+def _not_ready(command: str, exc: NotReady) -> int:
+    print(
+        f"clinic {command}: gave up after {KEYS_WAIT_SECONDS:.0f} s, {exc}; "
+        "start `clinic up` or run `clinic migrate`",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -83,10 +129,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             return key
 
     try:
-        key = _run_async(lambda s: _with_engine(s, body))
+        key = _run_async(lambda s: _with_migrated_engine(s, body))
     except KeyError_ as exc:
         print(f"clinic keys create: {exc}", file=sys.stderr)
         return 2
+    except NotReady as exc:
+        return _not_ready("keys create", exc)
     print(key)
     return 0
 
@@ -102,7 +150,10 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
             await session.commit()
             return count
 
-    count = _run_async(lambda s: _with_engine(s, body))
+    try:
+        count = _run_async(lambda s: _with_migrated_engine(s, body))
+    except NotReady as exc:
+        return _not_ready("keys revoke", exc)
     print(f"revoked {count} key(s) named {args.name!r}", file=sys.stderr)
     return 0 if count else 1
 
@@ -189,6 +240,53 @@ def wait_until_ready(
     return False
 
 
+def _say(message: str) -> None:
+    """What `clinic up` is doing, one line each on stderr (its logs go there too)."""
+    print(f"clinic up: {message}", file=sys.stderr, flush=True)
+
+
+def _port_problems(settings: Settings) -> list[str]:
+    """Each port `clinic up` needs that it cannot have, named with its variable; checked before
+    anything starts, so a second `clinic up` never mistakes the first one for itself."""
+    wanted = {name: _port(settings, name) for name in SERVICES}
+    if len(set(wanted.values())) < len(wanted):
+        return [f"CLINIC_INTAKE_PORT and CLINIC_REFERRAL_PORT are both {settings.intake_port}"]
+    problems = []
+    for name, port in wanted.items():
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                probe.bind((settings.host, port))
+            except OSError as exc:
+                why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                problems.append(f"port {port} on {settings.host} ({name}, CLINIC_{name.upper()}_PORT): {why}")
+    return problems
+
+
+async def _migrate_url(url: str) -> int:
+    from services.common.db import create_engine
+    from services.common.migrate import upgrade_all
+
+    engine = create_engine(url, null_pool=True)
+    try:
+        return await upgrade_all(engine)
+    finally:
+        await engine.dispose()
+
+
+def _stop_children(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def cmd_up(_: argparse.Namespace) -> int:
     from services.common.db import asyncpg_url
     from services.common.embedded import start_embedded, stop_embedded
@@ -196,6 +294,10 @@ def cmd_up(_: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(json=settings.log_json, level=settings.log_level)
+    problems = _port_problems(settings)
+    if problems:
+        print(f"clinic up: cannot start, {'; '.join(problems)}", file=sys.stderr)
+        return 1
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -208,14 +310,26 @@ def cmd_up(_: argparse.Namespace) -> int:
     env = dict(os.environ)
     embedded = settings.database_url is None
     if embedded:
+        _say(f"starting the database (embedded PostgreSQL in {settings.data_dir.resolve()})")
         env["CLINIC_DATABASE_URL"] = asyncpg_url(start_embedded(settings.data_dir))
+    else:
+        _say("using the database at CLINIC_DATABASE_URL")
     # Local trials send webhooks to receivers on this machine: allow loopback unless configured.
     env.setdefault("CLINIC_WEBHOOK_ALLOW_HOSTS", "localhost,127.0.0.1,::1")
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+    urls = {name: f"http://{host}:{_port(settings, name)}" for name in SERVICES}
     procs: list[subprocess.Popen[bytes]] = []
     code = 0
     try:
-        subprocess.run([sys.executable, "-m", "services.cli", "migrate"], env=env, check=True)
+        _say("applying migrations")
+        try:
+            count = asyncio.run(_migrate_url(env["CLINIC_DATABASE_URL"]))
+        except Exception as exc:  # the one line an operator needs, not a traceback
+            _say(f"migrations failed: {type(exc).__name__}: {exc}".splitlines()[0])
+            return 1
+        _say(f"{_applied(count)}; every schema is at head")
         for name in SERVICES:
+            _say(f"starting the {name} service on {urls[name]}")
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "services.cli", "serve", name, "--with-workers"],
@@ -223,44 +337,37 @@ def cmd_up(_: argparse.Namespace) -> int:
                     preexec_fn=_child_preexec,
                 )
             )
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
-        urls = {name: f"http://{host}:{_port(settings, name)}" for name in SERVICES}
         deadline = time.monotonic() + 60
         for name, url in urls.items():
             if not wait_until_ready([url], deadline, procs):
-                print(f"clinic up: the {name} service did not become ready", file=sys.stderr)
+                _say(f"the {name} service did not become ready")
                 return 1
         where = f"embedded PostgreSQL in {settings.data_dir.resolve()}" if embedded else "CLINIC_DATABASE_URL"
         print(
             "\nclinic is up\n"
+            f"  front desk  {urls['intake']}/   (staff sign in here)\n"
             f"  intake    {urls['intake']}   (API docs: {urls['intake']}/schema)\n"
             f"  referral  {urls['referral']}   (API docs: {urls['referral']}/schema)\n"
             f"  database  {where}\n"
             f"  webhooks  loopback/private targets allowed: {env['CLINIC_WEBHOOK_ALLOW_HOSTS'] or 'none'}\n"
             "Make a key:  uv run clinic keys create --role front_desk --name reception\n"
+            "Make a staff account:  uv run clinic users create --role front_desk --name NAME --email E\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )
         while not stopping:
             if any(p.poll() is not None for p in procs):
-                print("clinic up: a service exited; stopping the rest", file=sys.stderr)
+                _say("a service exited; stopping the rest")
                 code = 1
                 break
             time.sleep(0.2)
-    except subprocess.CalledProcessError:
-        code = 1
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        parts = [f"the {name} service" for name, _ in zip(SERVICES, procs, strict=False)]
+        _say("stopping " + ", ".join([*parts, *(["the embedded database"] if embedded else [])]))
+        _stop_children(procs)
         if embedded:
             stop_embedded(settings.data_dir)
+        _say("stopped")
     return code
 
 
@@ -306,7 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend_parser(sub: Any) -> None:
     """Commands owned by other modules (events, demo) register themselves here."""
-    for module_name in ("services.common.queue_cli", "services.common.health", "services.referral.demo"):
+    for module_name in (
+        "services.common.queue_cli",
+        "services.common.health",
+        "services.common.accounts_cli",
+        "services.referral.demo",
+        "services.referral.triage_markdown",
+    ):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:
@@ -317,6 +430,11 @@ def _extend_parser(sub: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        get_settings()  # the whole environment is checked before anything is loaded or started
+    except SettingError as exc:
+        print(f"clinic: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     result: int = args.fn(args)
     return result

@@ -9,6 +9,8 @@ import asyncio
 import dataclasses
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -148,3 +150,18 @@ def auth(key: str) -> dict[str, str]:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_clinic(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`clinic ARGS...` as a process, to its end; stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

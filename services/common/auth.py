@@ -2,6 +2,11 @@
 
 A key is shown once, at creation; only its SHA-256 digest is stored. Keys are long random
 tokens, so a fast digest is enough: there is nothing to brute-force that a slow hash protects.
+
+A request costs no key lookup while its key is in the process's `KeyCache` (both answers, valid
+and not, are kept `CLINIC_API_KEY_CACHE_SECONDS`, default 5 s): a revoked key keeps working for
+at most that long in each process. A lookup is one short statement on a pooled connection, not a
+session, and the guard is a coroutine: no thread hop per request.
 """
 
 from __future__ import annotations
@@ -9,8 +14,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import secrets
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from litestar.connection import ASGIConnection
@@ -19,7 +26,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import Guard
 from sqlalchemy import DateTime, String, Uuid, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db import AccessBase
@@ -72,10 +79,9 @@ class KeyError_(ValueError):
     """A key request that makes no sense (a specialist with no destination, say)."""
 
 
-async def create_api_key(
-    session: AsyncSession, *, role: str, name: str, destination: str | None = None
-) -> tuple[str, ApiKey]:
-    """Store a new key's hash; return the key itself (shown once) and its row."""
+def check_role_destination(role: str, destination: str | None) -> tuple[Role, str | None]:
+    """A role, and the destination a specialist (and only a specialist) is bound to; for keys and
+    staff accounts alike."""
     try:
         role_ = Role(role)
     except ValueError as exc:
@@ -90,6 +96,14 @@ async def create_api_key(
             raise KeyError_(f"destination must be one of {allowed}") from exc
     elif destination is not None:
         raise KeyError_("only specialist keys are bound to a destination")
+    return role_, destination
+
+
+async def create_api_key(
+    session: AsyncSession, *, role: str, name: str, destination: str | None = None
+) -> tuple[str, ApiKey]:
+    """Store a new key's hash; return the key itself (shown once) and its row."""
+    role_, destination = check_role_destination(role, destination)
     name = name.strip()
     if not name or len(name) > 100:
         raise KeyError_("name must be 1-100 characters")
@@ -100,12 +114,13 @@ async def create_api_key(
     return key, row
 
 
-async def principal_for_key(session: AsyncSession, key: str) -> Principal | None:
-    row = (
-        await session.execute(
-            select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-        )
-    ).scalar_one_or_none()
+_KEYS = ApiKey.__table__.c
+_LOOKUP = select(_KEYS.id, _KEYS.name, _KEYS.role, _KEYS.destination).where(_KEYS.revoked_at.is_(None))
+
+
+async def principal_for_key(conn: AsyncSession | AsyncConnection, key: str) -> Principal | None:
+    """The holder of a valid (unrevoked) key; None for any other key."""
+    row = (await conn.execute(_LOOKUP.where(_KEYS.key_hash == hash_key(key)))).first()
     if row is None:
         return None
     return Principal(
@@ -114,6 +129,33 @@ async def principal_for_key(session: AsyncSession, key: str) -> Principal | None
         role=Role(row.role),
         destination=Destination(row.destination) if row.destination else None,
     )
+
+
+@dataclass
+class KeyCache:
+    """Recent key lookups of one process, valid or not, each trusted for `ttl_seconds`.
+
+    Bounded: past `max_entries` it starts afresh (an attacker sending random keys only costs
+    lookups). `clock` is monotonic seconds (tests give a fake one)."""
+
+    ttl_seconds: float
+    max_entries: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    _entries: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+
+    async def principal(self, engine: AsyncEngine, key: str) -> Principal | None:
+        digest = hash_key(key)
+        now = self.clock()
+        hit = self._entries.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        async with engine.connect() as conn:
+            principal = await principal_for_key(conn, key)
+        if self.ttl_seconds > 0:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[digest] = (now + self.ttl_seconds, principal)
+        return principal
 
 
 async def revoke_api_key(session: AsyncSession, name: str) -> int:
@@ -135,9 +177,9 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException("An API key is required: Authorization: Bearer <key>.")
-        maker: async_sessionmaker[AsyncSession] = connection.app.state["clinic_sessionmaker"]
-        async with maker() as session:
-            principal = await principal_for_key(session, token.strip())
+        state = connection.app.state
+        cache: KeyCache = state["clinic_key_cache"]
+        principal = await cache.principal(state["clinic_engine"], token.strip())
         if principal is None:
             raise NotAuthorizedException("The API key is not valid or has been revoked.")
         return AuthenticationResult(user=principal, auth=token)
@@ -147,7 +189,7 @@ def require_roles(*roles: Role) -> Guard:
     """A guard admitting only the given roles (admin is always admitted)."""
     allowed = frozenset(roles) | {Role.admin}
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
         # The auth middleware skips OPTIONS and HEAD; a guarded route then has no user: a 401,
         # never a 500.
         principal = connection.scope.get("user")

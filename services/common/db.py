@@ -52,9 +52,16 @@ def resolve_database_url(settings: Settings) -> str:
     return asyncpg_url(start_embedded(settings.data_dir))
 
 
+#: Pooled connections are replaced after this long instead of being pinged at every checkout (a
+#: ping is a round trip per request). A connection the server dropped meanwhile fails its
+#: statement once; the pool then discards every connection older than the failure
+#: (SQLAlchemy's invalidation), so one request sees the error, not every one after it.
+POOL_RECYCLE_SECONDS = 1800
+
+
 def create_engine(url: str, settings: Settings | None = None, *, null_pool: bool = False) -> AsyncEngine:
     # hide_parameters: a failed statement must never print patient data into a log line.
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    kwargs: dict[str, Any] = {"pool_recycle": POOL_RECYCLE_SECONDS, "hide_parameters": True}
     if null_pool:
         kwargs = {"poolclass": NullPool, "hide_parameters": True}
     elif settings is not None:

@@ -12,7 +12,7 @@ import msgspec
 from services.common.clock import clinic_today
 from services.common.errors import FieldProblem, InvalidFields, MalformedBody
 from services.common.intake_body import IntakeBody, check_intake, decode_intake
-from services.common.problems import field_problems_from_msgspec
+from services.common.problems import all_field_problems, field_problems_from_msgspec
 
 
 def latest_today(now: dt.datetime, time_zone: str) -> dt.date:
@@ -42,7 +42,8 @@ def parse_intake(raw: bytes, today: dt.date) -> IntakeBody:
     try:
         body = decode_intake(raw)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
-        raise InvalidFields(field_problems_from_msgspec(exc, IntakeBody)) from exc
+        every = all_field_problems(raw, IntakeBody) or field_problems_from_msgspec(exc, IntakeBody)
+        raise InvalidFields(every) from exc
     except msgspec.DecodeError as exc:
         if not raw.strip():
             raise InvalidFields(

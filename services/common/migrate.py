@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -72,37 +76,87 @@ def expected_heads() -> dict[str, frozenset[str]]:
     return {h: frozenset(ScriptDirectory.from_config(alembic_config(h)).get_heads()) for h in HISTORIES}
 
 
-def _upgrade_all(connection: Connection) -> None:
+def pending_count(found: Mapping[str, frozenset[str]]) -> int:
+    """How many revisions a database whose histories stand at `found` has yet to apply."""
+    count = 0
+    for history in HISTORIES:
+        script = ScriptDirectory.from_config(alembic_config(history))
+        every = {rev.revision for rev in script.walk_revisions()}
+        current = tuple(found.get(history, ()))
+        applied = {rev.revision for rev in script.iterate_revisions(current, "base")} if current else set()
+        count += len(every - applied)
+    return count
+
+
+def _versions(connection: Connection) -> dict[str, frozenset[str]]:
+    found: dict[str, frozenset[str]] = {}
+    for history in HISTORIES:
+        table = f"{history}.alembic_version"
+        if connection.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is None:
+            found[history] = frozenset()
+            continue
+        rows = connection.execute(text(f'SELECT version_num FROM "{history}".alembic_version'))  # noqa: S608
+        found[history] = frozenset(rows.scalars())
+    return found
+
+
+def _upgrade_all(connection: Connection) -> int:
     connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _LOCK_ID})
     try:
+        pending = pending_count(_versions(connection))  # under the lock: another migrator is done
+        connection.commit()
         for history in HISTORIES:
             command.upgrade(alembic_config(history, connection), "heads")
             connection.commit()
     finally:
         connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
         connection.commit()
+    return pending
 
 
-async def upgrade_all(engine: AsyncEngine) -> None:
-    """Every history to head, then the queue's subscriptions as the code declares them."""
-    from services.common.queue import sync_subscriptions
+async def upgrade_all(engine: AsyncEngine) -> int:
+    """Every history to head, then the queue's subscriptions as the code declares them; returns
+    how many revisions this call applied (0 when the database was already at head)."""
+    from services.common.events import DEMAND
+    from services.common.queue import refresh_demand, sync_subscriptions
 
     async with engine.connect() as conn:
-        await conn.run_sync(_upgrade_all)
+        applied: int = await conn.run_sync(_upgrade_all)
     async with engine.begin() as conn:
         await sync_subscriptions(conn)
+        for consumer in DEMAND:
+            await refresh_demand(conn, consumer)
+    return applied
 
 
 async def current_versions(engine: AsyncEngine) -> dict[str, frozenset[str]]:
-    found: dict[str, frozenset[str]] = {}
     async with engine.connect() as conn:
-        for history in HISTORIES:
-            exists = (
-                await conn.execute(text("SELECT to_regclass(:t)"), {"t": f"{history}.alembic_version"})
-            ).scalar()
-            if exists is None:
-                found[history] = frozenset()
-                continue
-            rows = await conn.execute(text(f'SELECT version_num FROM "{history}".alembic_version'))  # noqa: S608
-            found[history] = frozenset(rows.scalars())
-    return found
+        return await conn.run_sync(_versions)
+
+
+def behind_head(found: Mapping[str, frozenset[str]]) -> list[str]:
+    """The histories not at head, in order."""
+    return [h for h, heads in expected_heads().items() if found.get(h) != heads]
+
+
+async def wait_until_at_head(engine: AsyncEngine, seconds: float, on_wait: Callable[[str], None]) -> None:
+    """Return once the database answers and every history is at head (`clinic up` or
+    `clinic migrate` applies them); `on_wait(why)` is called once if it has to wait; raise
+    `TimeoutError(why)` after `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    told = False
+    while True:
+        try:
+            behind = behind_head(await current_versions(engine))
+            why = f"migrations not applied yet ({', '.join(behind)})" if behind else ""
+        except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
+            why = f"database not reachable yet ({type(exc).__name__})"
+        if not why:
+            return
+        if not told:
+            on_wait(why)
+            told = True
+        if loop.time() >= deadline:
+            raise TimeoutError(why)
+        await asyncio.sleep(0.5)

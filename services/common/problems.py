@@ -215,9 +215,66 @@ def field_problems_from_msgspec(exc: msgspec.ValidationError, body_type: Any) ->
     return field_problems_from_validation([item], body_type)[0]
 
 
+def _struct_type(tp: Any) -> type[msgspec.Struct] | None:
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, msgspec.Struct) else None
+
+
+def _collect(value: Any, tp: Any, path: str, out: list[dict[str, Any]]) -> None:
+    """Check `value` against `tp`, appending one item per bad field (Litestar's `extra` shape)."""
+    struct = _struct_type(tp)
+    if struct is not None and isinstance(value, dict):
+        fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+        for name, info in fields.items():
+            if name in value:
+                _collect(value[name], info.type, f"{path}.{name}" if path else name, out)
+            elif info.required:
+                out.append({"message": f"Object missing required field `{name}`", "key": path or "data"})
+        if struct.__struct_config__.forbid_unknown_fields:
+            for name in value:
+                if name not in fields:
+                    out.append({"message": f"Object contains unknown field `{name}`", "key": path or "data"})
+        return
+    inner = _unwrap(tp)
+    if typing.get_origin(inner) is list and isinstance(value, list):
+        item_type = typing.get_args(inner)[0]
+        if _struct_type(item_type) is not None:
+            if not value:  # the list's own bounds (an empty list may be too short)
+                try:
+                    msgspec.convert(value, tp, strict=True)
+                except msgspec.ValidationError as exc:
+                    out.append({"message": str(exc), "key": path})
+            for i, item in enumerate(value):
+                _collect(item, item_type, f"{path}[{i}]", out)
+            return
+    try:
+        msgspec.convert(value, tp, strict=True)
+    except msgspec.ValidationError as exc:
+        match = _MSGSPEC_PATH.match(str(exc))
+        message, sub = (match.group("message"), match.group("path") or "") if match else (str(exc), "")
+        out.append({"message": message, "key": f"{path}{sub}" if sub.startswith("[") else path + sub})
+
+
+def all_field_problems(raw: bytes, body_type: Any) -> list[FieldProblem]:
+    """Every bad field of a JSON body, not only the first one msgspec stops at (empty if the body
+    is not a JSON object: the caller's own error stands then)."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return []
+    if _struct_type(body_type) is None or not isinstance(value, dict):
+        return []
+    items: list[dict[str, Any]] = []
+    _collect(value, body_type, "", items)
+    return field_problems_from_validation([{**i, "source": "body"} for i in items], body_type)[0]
+
+
 def _validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     hints = _handler_hints(request)
     problems, detail = field_problems_from_validation(exc.extra, hints.get("data"), hints)
+    raw = request._connection_state.body  # read before validation failed; never read again here
+    if problems and isinstance(raw, bytes) and (every := all_field_problems(raw, hints.get("data"))):
+        problems, detail = every, "; ".join(f"{p.field}: {p.message}" for p in every)
     if not problems:  # malformed JSON and the like: Litestar gives no field
         problems = [FieldProblem(field="body", message=str(exc.detail))]
         detail = str(exc.detail)

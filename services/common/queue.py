@@ -7,8 +7,9 @@ handler), `QueueWorker` (claims, handles, acks; wakes on NOTIFY, polls as a fall
 
 How it holds its promises:
 - `publish` writes the event, its permanent key and one delivery per subscribed consumer with the
-  caller's session, so a rollback leaves nothing and a commit leaves everything. `NOTIFY` is sent
-  in that same transaction, so listeners hear of it only after the commit.
+  caller's session, in one statement, so a rollback leaves nothing and a commit leaves everything.
+  The same statement sends a `NOTIFY` on each of those consumers' own channels (`channel_for`), so
+  a consumer's workers wake for its events only, and only after the commit.
 - A claim is one short statement, committed at once: `FOR UPDATE SKIP LOCKED`, `attempts + 1` and
   `available_at = now() + lease` (one column is ready time, backoff and lease at once). A worker
   killed mid-handling therefore loses nothing: the lease runs out and another worker takes it; and
@@ -41,20 +42,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.common import queue_metrics as metrics
 from services.common.clock import first_of as _first_of
-from services.common.clock import until_stopped
 from services.common.db import libpq_url
-from services.common.events import CONSUMERS, Envelope, Payload
+from services.common.events import CONSUMERS, DEMAND, Envelope, Payload
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CHANNEL = "clinic_queue"
+CHANNEL_PREFIX = "clinic_queue."
 #: The listening connection's application_name (prefix), so operators can tell it apart.
 LISTENER_NAME = "clinic-queue-listener"
-_NOTIFIED_KEY = "clinic_queue_notified_tx"
 _RETENTION_LOCK = 7_246_391_002
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+
+def channel_for(consumer: str) -> str:
+    """The NOTIFY channel a consumer's workers listen on (PostgreSQL keeps 63 bytes of it)."""
+    return (CHANNEL_PREFIX + consumer)[:63]
 
 
 # -- publishing ------------------------------------------------------------------------------
@@ -74,10 +78,11 @@ _PUBLISH = text(
         RETURNING id, type
     ), fan AS (
         INSERT INTO queue.deliveries (event_id, consumer)
-        SELECT ev.id, s.consumer FROM ev JOIN queue.subscriptions s ON s.event_type = ev.type
-        RETURNING 1
+        SELECT ev.id, s.consumer FROM ev JOIN queue.subscriptions s ON s.event_type = ev.type AND s.wanted
+        RETURNING consumer
     )
-    SELECT (SELECT count(*) FROM ev) AS events, (SELECT count(*) FROM fan) AS deliveries
+    SELECT (SELECT count(*) FROM ev) AS events,
+           (SELECT count(pg_notify(left(:prefix || fan.consumer, 63), '')) FROM fan) AS deliveries
     """
 )
 
@@ -108,17 +113,13 @@ async def publish(
                 "payload": msgspec.json.encode(payload).decode(),
                 "occurred_at": occurred_at or datetime.now(UTC),
                 "key": key,
+                "prefix": CHANNEL_PREFIX,
             },
         )
     ).one()
     if row.events == 0:
         log.info("event_publish_skipped_duplicate_key", event_type=payload.TYPE)
         return None
-    transaction = session.get_transaction()
-    if row.deliveries and session.info.get(_NOTIFIED_KEY) is not transaction:
-        # One NOTIFY per transaction; PostgreSQL delivers it only if the transaction commits.
-        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-        session.info[_NOTIFIED_KEY] = transaction
     return event_id
 
 
@@ -135,6 +136,28 @@ async def sync_subscriptions(
                 ),
                 {"c": consumer, "t": event_type},
             )
+
+
+async def refresh_demand(conn: AsyncConnection | AsyncSession, consumer: str) -> None:
+    """Mark which of `consumer`'s subscriptions are wanted now (its `DEMAND` query), in the
+    caller's transaction.
+
+    No event published after the caller commits may miss a subscription it turned on. So this
+    first takes the subscription table exclusively: that waits for every transaction that has
+    already published (and read the old state) to end, and holds off every publish until the
+    caller commits; a publish waiting on the lock takes its snapshot only once it has it, so it
+    sees the new state. Only the callers that change demand (webhook endpoint changes) pay this,
+    for as long as their transaction lasts; at most `lock_timeout` (5 s) is spent waiting."""
+    await conn.execute(text("SELECT set_config('lock_timeout', '5s', true)"))
+    await conn.execute(text("LOCK TABLE queue.subscriptions IN ACCESS EXCLUSIVE MODE"))
+    wanted = list((await conn.execute(text(DEMAND[consumer]))).scalars())
+    await conn.execute(
+        text(
+            "UPDATE queue.subscriptions SET wanted = (event_type = ANY(CAST(:wanted AS text[]))) "
+            "WHERE consumer = :c AND wanted IS DISTINCT FROM (event_type = ANY(CAST(:wanted AS text[])))"
+        ),
+        {"c": consumer, "wanted": wanted},
+    )
 
 
 # -- consuming -------------------------------------------------------------------------------
@@ -467,37 +490,65 @@ class QueueWorker:
             await asyncio.gather(listener, return_exceptions=True)
 
     async def _listen(self, stop: asyncio.Event) -> None:
-        """LISTEN on a dedicated connection (never a pooled one); reconnect when it drops."""
-        delay = self.tuning.reconnect_seconds
-        while not stop.is_set():
-            conn: asyncpg.Connection | None = None
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(
-                    libpq_url(self.database_url),
-                    timeout=10,
-                    server_settings={"application_name": f"{LISTENER_NAME}:{self.consumer.name}"[:63]},
-                )
-                conn.add_termination_listener(_setter(lost))
-                await conn.add_listener(CHANNEL, _setter(self.wake))
-                self.listening = True
-                delay = self.tuning.reconnect_seconds
-                self.wake.set()  # catch up on anything published while we were not listening
-                while not stop.is_set() and not lost.is_set():
-                    await _first_of(self.tuning.poll_seconds * 5, stop, lost)
-                    if not stop.is_set() and not lost.is_set():
-                        await conn.execute("SELECT 1", timeout=5)  # notice a silent drop
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.log.warning("queue_listener_lost", error_type=type(exc).__name__)
-            finally:
-                self.listening = False
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            if not stop.is_set():
-                await _first_of(delay, stop)
-                delay = min(delay * 2, self.tuning.reconnect_max_seconds)
+        def listening(now: bool) -> None:
+            self.listening = now
+
+        await listen(
+            self.database_url,
+            channel_for(self.consumer.name),
+            f"{LISTENER_NAME}:{self.consumer.name}",
+            self.wake,
+            stop,
+            self.tuning,
+            on_change=listening,
+            log=self.log,
+        )
+
+
+async def listen(
+    database_url: str,
+    channel: str,
+    application_name: str,
+    wake: asyncio.Event,
+    stop: asyncio.Event,
+    tuning: QueueTuning,
+    *,
+    on_change: Callable[[bool], None] = lambda _: None,
+    log: structlog.typing.FilteringBoundLogger = log,
+) -> None:
+    """Until `stop`: LISTEN on `channel` on a dedicated connection (never a pooled one) and set
+    `wake` on every notification (and once on each (re)connect, to catch up on anything sent while
+    not listening); reconnect with backoff when the connection drops. `on_change(listening)`."""
+    delay = tuning.reconnect_seconds
+    while not stop.is_set():
+        conn: asyncpg.Connection | None = None
+        lost = asyncio.Event()
+        try:
+            conn = await asyncpg.connect(
+                libpq_url(database_url),
+                timeout=10,
+                server_settings={"application_name": application_name[:63]},
+            )
+            conn.add_termination_listener(_setter(lost))
+            await conn.add_listener(channel, _setter(wake))
+            on_change(True)
+            delay = tuning.reconnect_seconds
+            wake.set()
+            while not stop.is_set() and not lost.is_set():
+                await _first_of(tuning.poll_seconds * 5, stop, lost)
+                if not stop.is_set() and not lost.is_set():
+                    await conn.execute("SELECT 1", timeout=5)  # notice a silent drop
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("queue_listener_lost", channel=channel, error_type=type(exc).__name__)
+        finally:
+            on_change(False)
+            if conn is not None and not conn.is_closed():
+                conn.terminate()
+        if not stop.is_set():
+            await _first_of(delay, stop)
+            delay = min(delay * 2, tuning.reconnect_max_seconds)
 
 
 def _setter(event: asyncio.Event) -> Callable[..., None]:
@@ -564,7 +615,7 @@ async def replay_dead(
     ).first()
     if row is None:
         return False
-    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel_for(row.consumer)})
     log.info("event_replayed", delivery_id=row.id, consumer=row.consumer, event_id=str(row.event_id))
     return True
 
@@ -579,7 +630,7 @@ async def redeliver(conn: AsyncConnection, consumer: str, event_id: uuid.UUID) -
         ),
         {"e": event_id, "c": consumer},
     )
-    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel_for(consumer)})
 
 
 # -- retention -------------------------------------------------------------------------------
@@ -620,14 +671,62 @@ async def prune(engine: AsyncEngine, retention_hours: float, *, batch: int = 500
             return removed
 
 
+#: Tables whose rows churn (a claim updates a delivery, an ack deletes it). Their dead rows slow
+#: every claim down until a VACUUM reclaims them, so the services vacuum them themselves once
+#: `VACUUM_DEAD_ROWS` have piled up, whether autovacuum runs on the server or not.
+CHURNING_TABLES = ("queue.deliveries",)
+VACUUM_DEAD_ROWS = 20_000
+_VACUUM_LOCK = 7_246_391_003
+_DEAD_ROWS = text(
+    "SELECT schemaname || '.' || relname FROM pg_stat_user_tables "
+    "WHERE schemaname || '.' || relname = ANY(CAST(:tables AS text[])) AND n_dead_tup >= :dead"
+)
+
+
+async def vacuum_churn(
+    engine: AsyncEngine, tables: Sequence[str] = CHURNING_TABLES, *, dead_rows: int = VACUUM_DEAD_ROWS
+) -> list[str] | None:
+    """VACUUM (ANALYZE) those of `tables` with at least `dead_rows` dead rows; return them. None
+    when another process is doing it right now."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        if not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _VACUUM_LOCK}):
+            return None
+        try:
+            found = await conn.execute(_DEAD_ROWS, {"tables": list(tables), "dead": dead_rows})
+            due = list(found.scalars())
+            for table in due:  # names from pg_stat_user_tables matching our own constants
+                await conn.execute(text(f"VACUUM (ANALYZE) {table}"))
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _VACUUM_LOCK})
+    return due
+
+
 async def run_retention(
-    engine: AsyncEngine, retention_hours: float, stop: asyncio.Event, *, interval: float = 300.0
+    engine: AsyncEngine,
+    retention_hours: float,
+    stop: asyncio.Event,
+    *,
+    interval: float = 300.0,
+    vacuum_every: float = 15.0,
 ) -> None:
-    """Prune every `interval` seconds until `stop`. Every service may run this: one prunes at a
-    time (an advisory lock), the others skip that round."""
-
-    async def prune_round() -> None:
-        if removed := await prune(engine, retention_hours):
-            log.info("queue_pruned", events=removed)
-
-    await until_stopped(stop, prune_round, interval, failed="queue_prune_failed")
+    """Until `stop`: prune every `interval` seconds, and every `vacuum_every` seconds vacuum the
+    churning tables that need it. Every service may run this: one process does each job at a
+    time (advisory locks), the others skip that round."""
+    next_prune = 0.0
+    while not stop.is_set():
+        if time.monotonic() >= next_prune:
+            next_prune = time.monotonic() + interval
+            try:
+                removed = await prune(engine, retention_hours)
+                if removed:
+                    log.info("queue_pruned", events=removed)
+            except Exception as exc:
+                log.warning("queue_prune_failed", error_type=type(exc).__name__)
+        try:
+            vacuumed = await vacuum_churn(engine)
+            if vacuumed:
+                log.info("queue_vacuumed", tables=vacuumed)
+        except Exception as exc:
+            log.warning("queue_vacuum_failed", error_type=type(exc).__name__)
+        await _first_of(min(interval, vacuum_every), stop)

@@ -5,6 +5,8 @@ Every setting has a default that works for `clinic up` on one machine; the READM
 
 from __future__ import annotations
 
+import base64
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -13,33 +15,56 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
+class SettingError(ValueError):
+    """A bad environment value. The message names the variable, the value and what is allowed;
+    `clinic` prints it as one line and exits with code 2."""
+
+    def __init__(self, name: str, raw: str, allowed: str) -> None:
+        super().__init__(f"{name}={raw!r} is not allowed: {allowed}")
+
+
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
     return default if value is None or value.strip() == "" else value.strip()
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:
+    raw = _env(name, str(default))
+    allowed = f"an integer from {minimum}" + (f" to {maximum}" if maximum is not None else " up")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(name, raw, allowed) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise SettingError(name, raw, allowed)
+    return value
+
+
+def _port(name: str, default: int) -> int:
+    return _int(name, default, minimum=1, maximum=65535)
+
+
+def _float(name: str, default: float, *, zero_allowed: bool = False) -> float:
     raw = _env(name, str(default))
     try:
-        return int(raw)
-    except ValueError as exc:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and (value > 0 or (zero_allowed and value == 0))):
+        raise SettingError(name, raw, "a number of 0 or more" if zero_allowed else "a number greater than 0")
+    return value
 
 
-def _float(name: str, default: float) -> float:
-    raw = _env(name, str(default))
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
-
-
-def _int_list(name: str, default: str) -> tuple[int, ...]:
+def _int_list(name: str, default: str, *, minimum: int) -> tuple[int, ...]:
     raw = _env(name, default)
+    allowed = f"comma-separated integers, each at least {minimum}, e.g. {default}"
     try:
-        return tuple(int(part) for part in raw.split(",") if part.strip())
-    except ValueError as exc:
-        raise SystemExit(f"{name} must be comma-separated integers, got {raw!r}") from exc
+        values = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingError(name, raw, allowed) from None
+    if not values or any(v < minimum for v in values):
+        raise SettingError(name, raw, allowed)
+    return values
 
 
 def _str_list(name: str, default: str = "") -> tuple[str, ...]:
@@ -50,8 +75,44 @@ def _time_zone(name: str, default: str) -> str:
     raw = _env(name, default)
     try:
         ZoneInfo(raw)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise SystemExit(f"{name} must be an IANA time zone such as Europe/London, got {raw!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingError(name, raw, "an IANA time zone such as Europe/London") from None
+    return raw
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = _env(name, default)
+    if raw.lower() not in choices:
+        raise SettingError(name, raw, "one of " + ", ".join(choices))
+    return raw.lower()
+
+
+#: The URL schemes the services' driver (asyncpg) speaks; anything else is refused by name.
+DATABASE_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
+
+
+def _database_url(name: str) -> str | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme.lower() not in DATABASE_SCHEMES or not rest:
+        shown = f"{scheme}://..." if sep else raw  # never echo a password back
+        others = " and ".join(f"{s}://" for s in DATABASE_SCHEMES[1:])
+        raise SettingError(name, shown, f"postgresql://user:pass@host:port/db ({others} accepted too)")
+    return raw
+
+
+def _signing_secret(name: str) -> str | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        key = b""
+    if not raw.startswith("whsec_") or not key:
+        raise SettingError(name, "whsec_..." if raw.startswith("whsec_") else "(hidden)", "whsec_ and base64")
     return raw
 
 
@@ -61,6 +122,10 @@ def default_data_dir() -> Path:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return Path("/var/lib/clinic")
     return Path(".clinic")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "console")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +172,14 @@ class Settings:
     # intake service's FHIR base as referral resources link to it (None: from host and port).
     fhir_canonical_base: str = "https://clinic.example.org/fhir"
     intake_fhir_base: str | None = None
+    #: How long a looked-up API key is trusted without asking the database: a revoked key keeps
+    #: working for at most this long in each running process.
+    api_key_cache_seconds: float = 5.0
+    # staff sign-in and pages
+    session_idle_minutes: int = 15
+    session_max_hours: int = 12
+    intake_public_url: str = ""
+    referral_public_url: str = ""
 
     @property
     def log_json(self) -> bool:
@@ -114,20 +187,17 @@ class Settings:
 
 
 def load_settings() -> Settings:
-    log_format = _env("CLINIC_LOG_FORMAT", "console" if sys.stderr.isatty() else "json")
-    if log_format not in {"json", "console"}:
-        raise SystemExit(f"CLINIC_LOG_FORMAT must be json or console, got {log_format!r}")
-    secret = os.environ.get("CLINIC_INBOUND_WEBHOOK_SECRET") or None
+    """Every variable read and checked; the first bad one raises `SettingError`."""
     return Settings(
-        database_url=os.environ.get("CLINIC_DATABASE_URL") or None,
+        database_url=_database_url("CLINIC_DATABASE_URL"),
         data_dir=Path(_env("CLINIC_DATA_DIR", str(default_data_dir()))),
-        log_format=log_format,
-        log_level=_env("CLINIC_LOG_LEVEL", "info").upper(),
+        log_format=_choice("CLINIC_LOG_FORMAT", "console" if sys.stderr.isatty() else "json", LOG_FORMATS),
+        log_level=_choice("CLINIC_LOG_LEVEL", "info", LOG_LEVELS).upper(),
         host=_env("CLINIC_HOST", "127.0.0.1"),
-        intake_port=_int("CLINIC_INTAKE_PORT", 8001),
-        referral_port=_int("CLINIC_REFERRAL_PORT", 8002),
+        intake_port=_port("CLINIC_INTAKE_PORT", 8001),
+        referral_port=_port("CLINIC_REFERRAL_PORT", 8002),
         pool_size=_int("CLINIC_DB_POOL_SIZE", 10),
-        pool_overflow=_int("CLINIC_DB_POOL_OVERFLOW", 10),
+        pool_overflow=_int("CLINIC_DB_POOL_OVERFLOW", 10, minimum=0),
         queue_batch_size=_int("CLINIC_QUEUE_BATCH_SIZE", 50),
         queue_lease_seconds=_float("CLINIC_QUEUE_LEASE_SECONDS", 60.0),
         queue_poll_seconds=_float("CLINIC_QUEUE_POLL_SECONDS", 2.0),
@@ -144,18 +214,23 @@ def load_settings() -> Settings:
         sla_stat_minutes=_int("CLINIC_SLA_STAT_MINUTES", 60),
         sla_urgent_hours=_int("CLINIC_SLA_URGENT_HOURS", 24),
         sla_routine_days=_int("CLINIC_SLA_ROUTINE_DAYS", 14),
-        follow_up_offsets_days=_int_list("CLINIC_FOLLOW_UP_OFFSETS_DAYS", "14,42,91,182"),
+        follow_up_offsets_days=_int_list("CLINIC_FOLLOW_UP_OFFSETS_DAYS", "14,42,91,182", minimum=0),
         follow_up_poll_seconds=_float("CLINIC_FOLLOW_UP_POLL_SECONDS", 60.0),
         webhook_allow_hosts=_str_list("CLINIC_WEBHOOK_ALLOW_HOSTS"),
         webhook_retry_schedule=_int_list(
-            "CLINIC_WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000"
+            "CLINIC_WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000", minimum=0
         ),
         webhook_timeout_seconds=_float("CLINIC_WEBHOOK_TIMEOUT_SECONDS", 15.0),
         webhook_disable_after_days=_int("CLINIC_WEBHOOK_DISABLE_AFTER_DAYS", 5),
         webhook_concurrency_per_endpoint=_int("CLINIC_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 2),
-        inbound_webhook_secret=secret,
+        inbound_webhook_secret=_signing_secret("CLINIC_INBOUND_WEBHOOK_SECRET"),
         fhir_canonical_base=_env("CLINIC_FHIR_CANONICAL_BASE", "https://clinic.example.org/fhir").rstrip("/"),
         intake_fhir_base=os.environ.get("CLINIC_INTAKE_FHIR_BASE", "").strip().rstrip("/") or None,
+        api_key_cache_seconds=_float("CLINIC_API_KEY_CACHE_SECONDS", 5.0, zero_allowed=True),
+        session_idle_minutes=_int("CLINIC_SESSION_IDLE_MINUTES", 15),
+        session_max_hours=_int("CLINIC_SESSION_MAX_HOURS", 12),
+        intake_public_url=_env("CLINIC_INTAKE_PUBLIC_URL", ""),
+        referral_public_url=_env("CLINIC_REFERRAL_PUBLIC_URL", ""),
     )
 
 

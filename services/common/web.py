@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import structlog
@@ -27,11 +28,13 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.common.auth import ApiKeyMiddleware
+from services.common.api_docs import assets_router, render_plugins
+from services.common.auth import ApiKeyMiddleware, KeyCache
 from services.common.deps import DEPENDENCIES
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.openapi import OutgoingWebhook, finish_document
+from services.common.pages import common_page_handlers, template_config
 from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.queue import Consumer, QueueTuning, QueueWorker, run_retention
 from services.common.queue_admin import dead_letter_controller
@@ -61,6 +64,8 @@ class ServiceSpec:
     state: dict[str, Any] = field(default_factory=dict)
     #: Calls this service makes to subscribers, documented as OpenAPI 3.1 `webhooks`.
     webhooks: Sequence[OutgoingWebhook] = ()
+    #: The service's own page templates, beside the shared layout (services/common/pages).
+    template_dirs: Sequence[Path] = ()
 
 
 @get(
@@ -151,9 +156,12 @@ def build_app(
             live,
             ready,
             MetricsController,
+            assets_router(),
             dead_letter_controller(c.name for c in spec.consumers),
+            *common_page_handlers(),
             *spec.route_handlers,
         ],
+        template_config=template_config(spec.template_dirs),
         plugins=[SQLAlchemyPlugin(config=sqlalchemy), problem_details_plugin()],
         middleware=[
             RequestLogMiddleware,
@@ -169,6 +177,7 @@ def build_app(
                 "clinic_settings": settings,
                 "clinic_engine": engine,
                 "clinic_sessionmaker": sessionmaker,
+                "clinic_key_cache": KeyCache(settings.api_key_cache_seconds),
                 "clinic_heads": expected_heads(),
                 "clinic_workers_expected": len(workers),
                 **spec.state,
@@ -187,6 +196,7 @@ def build_app(
             ),
             security=[{"apiKey": []}],
             use_handler_docstrings=True,
+            render_plugins=render_plugins(),
         ),
         logging_config=None,
         debug=False,

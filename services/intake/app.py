@@ -16,9 +16,10 @@ from services.common.settings import Settings
 from services.common.web import ServiceSpec, background_loop, sessionmaker_from
 from services.intake import fhir
 from services.intake.inbound import receive_intake_form
-from services.intake.intakes.controllers import IntakeController
+from services.intake.intakes.controllers import IntakeController, PatientController
 from services.intake.intakes.services import purge_expired_keys
 from services.intake.mirror import referral_mirror
+from services.intake.pages import TEMPLATES, front_desk_pages
 
 NAME = "intake"
 #: Expired idempotency keys are already ignored; this only keeps their table small.
@@ -46,7 +47,14 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
         title="Clinic intake service",
         description="Front-desk intake of back-pain history and red flags; each intake is triaged "
         "by the referral service and its referral status mirrored here.",
-        route_handlers=[IntakeController, receive_intake_form, fhir.router],
+        route_handlers=[
+            IntakeController,
+            PatientController,
+            receive_intake_form,
+            fhir.router,
+            front_desk_pages(),
+        ],
+        template_dirs=[TEMPLATES],
         workers=[idempotency_purge],
         consumers=[referral_mirror],
         state={"clinic_clock": clock or SystemClock()},

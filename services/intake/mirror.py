@@ -12,11 +12,12 @@ summary from each other's half-work.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import structlog
-from sqlalchemy import asc, case, exists, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from services.common.events import Envelope, ReferralCreated, ReferralStatusChanged
 from services.common.queue import Consumer
@@ -42,8 +43,14 @@ def _mirror_row(payload: ReferralCreated | ReferralStatusChanged) -> dict[str, o
             "created_at": payload.created_at,
             "intake_version": payload.intake_version,
             "supersedes": payload.supersedes,
+            "due_by": payload.due_by,
+            "reasons": payload.reasons or None,
         }
-    return row | {"status_at": payload.changed_at, "superseded_by": payload.superseded_by}
+    return row | {
+        "status_at": payload.changed_at,
+        "superseded_by": payload.superseded_by,
+        "due_by": payload.due_by,
+    }
 
 
 async def _record(session: AsyncSession, row: dict[str, object]) -> None:
@@ -64,28 +71,40 @@ async def _record(session: AsyncSession, row: dict[str, object]) -> None:
                 "intake_version": func.coalesce(old.intake_version, new.intake_version),
                 "supersedes": func.coalesce(old.supersedes, new.supersedes),
                 "superseded_by": func.coalesce(new.superseded_by, old.superseded_by),
+                "due_by": case(
+                    (newer & new.due_by.is_not(None), new.due_by), else_=func.coalesce(old.due_by, new.due_by)
+                ),
+                "reasons": func.coalesce(old.reasons, new.reasons),
             },
         )
     )
 
 
+#: An intake's referrals (a handful at most): one index lookup, whatever the planner knows of
+#: the table. Which one is current is decided here, not in SQL, so no plan can turn it into a
+#: scan of every referral (a hashed subplan does, on a table without statistics).
+INTAKE_REFERRALS = (
+    select(ReferralMirror)
+    .where(ReferralMirror.intake_id == bindparam("intake_id"))
+    .execution_options(populate_existing=True)  # upserted in Core just before, maybe in this session
+)
+
+
+def _current(referrals: Sequence[ReferralMirror]) -> ReferralMirror:
+    """The referral not superseded (by `superseded_by`, or by another's `supersedes`), a kept
+    referral before a cancelled review, the newest if several."""
+    replaced = {r.supersedes for r in referrals if r.supersedes is not None}
+
+    def rank(r: ReferralMirror) -> tuple[bool, bool, float]:
+        superseded = r.superseded_by is not None or r.referral_id in replaced
+        return superseded, r.status == "cancelled", -(r.created_at or r.status_at).timestamp()
+
+    return min(referrals, key=rank)
+
+
 async def _refresh_summary(session: AsyncSession, intake_id: object) -> None:
-    newer = aliased(ReferralMirror)
-    superseded = (ReferralMirror.superseded_by.is_not(None)) | exists().where(
-        newer.intake_id == ReferralMirror.intake_id, newer.supersedes == ReferralMirror.referral_id
-    )
-    current = (
-        await session.execute(
-            select(ReferralMirror)
-            .where(ReferralMirror.intake_id == intake_id)
-            .order_by(
-                asc(superseded),
-                asc(ReferralMirror.status == "cancelled"),  # a kept referral over a cancelled review
-                func.coalesce(ReferralMirror.created_at, ReferralMirror.status_at).desc(),
-            )
-            .limit(1)
-        )
-    ).scalar_one()
+    referrals = (await session.execute(INTAKE_REFERRALS, {"intake_id": intake_id})).scalars().all()
+    current = _current(referrals)
     await session.execute(
         update(Intake)
         .where(Intake.id == intake_id)

@@ -1,7 +1,8 @@
 """`clinic demo`: submit the public vignettes through the HTTP API and show where each went.
 
 Uses a running `clinic up` when the two services answer; otherwise starts one for the demo and
-stops it afterwards.
+stops it afterwards (unless the URLs were given: then it says they do not answer). It works with
+a key of its own (`demo-<random>`), revoked when the demo ends, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -23,15 +27,32 @@ from services.common.settings import get_settings
 from services.vignettes import load_vignettes
 
 
-def _make_key() -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "keys", "create", "--role", "admin", "--name", "demo"],
+class DemoError(Exception):
+    """Why the demo cannot go on, in one line for the operator."""
+
+
+def _keys(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "keys", *args],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=120,
     )
-    return result.stdout.strip()
+
+
+@contextmanager
+def _demo_key() -> Iterator[str]:
+    """An admin key for the demo alone, revoked when the demo ends (it reads every referral)."""
+    name = f"demo-{uuid.uuid4().hex[:8]}"
+    created = _keys("create", "--role", "admin", "--name", name)
+    if created.returncode != 0 or not created.stdout.strip():
+        last = (created.stderr.strip().splitlines() or ["no key printed"])[-1]
+        raise DemoError(f"could not make a key: {last}")
+    try:
+        yield created.stdout.strip()
+    finally:
+        _keys("revoke", "--name", name)
 
 
 def _routed(
@@ -44,8 +65,8 @@ def _routed(
 
 
 def run_demo(intake_url: str, referral_url: str, timeout: float) -> int:
-    with httpx.Client(timeout=15) as client:
-        headers = {"Authorization": f"Bearer {_make_key()}"}
+    with _demo_key() as key, httpx.Client(timeout=15) as client:
+        headers = {"Authorization": f"Bearer {key}"}
         today = clinic_today(dt.datetime.now(dt.UTC), get_settings().clinic_time_zone)
         submitted: list[tuple[Any, str]] = []
         for vignette in load_vignettes(today):
@@ -98,16 +119,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     intake_url = args.intake_url or f"http://{host}:{settings.intake_port}"
     referral_url = args.referral_url or f"http://{host}:{settings.referral_port}"
     up: subprocess.Popen[bytes] | None = None
-    if not (is_ready(intake_url) and is_ready(referral_url)):
-        print("the services are not running: starting `clinic up` for the demo", file=sys.stderr)
-        up = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=dict(os.environ))
-        if not wait_until_ready([intake_url, referral_url], time.monotonic() + 90, [up]):
-            up.send_signal(signal.SIGTERM)
-            up.wait(timeout=30)
-            print("clinic up did not become ready", file=sys.stderr)
-            return 1
     try:
+        if not (is_ready(intake_url) and is_ready(referral_url)):
+            if args.intake_url or args.referral_url:
+                raise DemoError(
+                    f"the services do not answer at {intake_url} and {referral_url} "
+                    "(is `clinic up` running there?)"
+                )
+            print("the services are not running: starting `clinic up` for the demo", file=sys.stderr)
+            up = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=dict(os.environ))
+            if not wait_until_ready([intake_url, referral_url], time.monotonic() + 90, [up]):
+                raise DemoError("`clinic up` did not become ready (its lines above say why)")
         return run_demo(intake_url, referral_url, args.timeout)
+    except DemoError as exc:
+        print(f"clinic demo: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        message = f"clinic demo: lost the services ({type(exc).__name__}: {exc})"
+        print(message.splitlines()[0], file=sys.stderr)
+        return 1
     finally:
         if up is not None:
             up.send_signal(signal.SIGTERM)

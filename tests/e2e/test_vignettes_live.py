@@ -11,12 +11,15 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
+from services.common.db import libpq_url
 from services.vignettes import Vignette, load_vignettes
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_clinic
 from tests.foundation.test_clinic_up import free_port, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -113,29 +116,64 @@ def test_vignette_is_routed_as_published_and_the_intake_shows_it(
         assert intake["referral"]["priority"] == vignette.expect.priority
 
 
-def test_clinic_demo_prints_where_each_vignette_went(live: LiveSystem) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "demo",
-            "--intake-url",
-            live.intake,
-            "--referral-url",
-            live.referral,
-        ],
-        cwd=REPO_ROOT,
-        env=live.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+async def test_clinic_demo_prints_every_vignette_as_expected_and_revokes_its_key(live: LiveSystem) -> None:
+    result = run_clinic(
+        "demo", "--intake-url", live.intake, "--referral-url", live.referral, env=live.env, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["case", "destination"]
-    for vignette in load_vignettes(TODAY):
-        row = next(line for line in lines if line.startswith(vignette.id + " "))
-        assert vignette.expect.destination in row
-        assert row.rstrip().endswith("✓")
+    rows = {line.split()[0]: line for line in lines[2:]}
+    vignettes = load_vignettes(TODAY)
+    assert set(rows) == {v.id for v in vignettes}
+    for vignette in vignettes:
+        cells = rows[vignette.id].split()
+        assert cells[1:3] == [vignette.expect.destination, vignette.expect.priority], rows[vignette.id]
+        assert cells[-1] == "✓", rows[vignette.id]
+    conn = await asyncpg.connect(libpq_url(live.env["CLINIC_DATABASE_URL"]))
+    try:
+        keys = await conn.fetch("SELECT name, revoked_at FROM access.api_keys WHERE name LIKE 'demo-%'")
+    finally:
+        await conn.close()
+    assert keys, "the demo used no key of its own"
+    assert all(k["revoked_at"] is not None for k in keys), f"the demo left its key usable: {keys}"
+
+
+def test_clinic_demo_says_in_one_line_when_the_services_do_not_answer() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINIC_")}
+    result = run_clinic("demo", "--intake-url", nowhere, "--referral-url", nowhere, env=env)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"clinic demo: the services do not answer at {nowhere} and {nowhere} (is `clinic up` running there?)"
+    ]
+
+
+@pytest.fixture(scope="module")
+def installed_clinic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package as the Docker image has it: a wheel installed into a fresh virtualenv."""
+    where = tmp_path_factory.mktemp("installed")
+    subprocess.run(["uv", "build", "-q", "--wheel", "-o", str(where / "dist"), str(REPO_ROOT)], check=True)
+    subprocess.run(["uv", "venv", "-q", str(where / "venv")], check=True)
+    wheel = next((where / "dist").glob("clinic-*.whl"))
+    python = where / "venv" / "bin" / "python"
+    subprocess.run(["uv", "pip", "install", "-q", "--python", str(python), str(wheel)], check=True)
+    return where / "venv" / "bin" / "clinic"
+
+
+def test_the_installed_package_runs_the_demo(
+    live: LiveSystem, installed_clinic: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in live.env.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    result = subprocess.run(
+        [str(installed_clinic), "demo", "--intake-url", live.intake, "--referral-url", live.referral],
+        cwd=tmp_path,  # far from the checkout: only the installed files can be found
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(result.stdout.splitlines()) == 2 + len(load_vignettes(TODAY))

@@ -138,3 +138,40 @@ async def test_ready_is_503_when_migrations_are_behind(settings: Settings, engin
         ready = await client.get("/health/ready")
     assert ready.status_code == 503
     assert "access" in ready.json()["checks"]["migrations"]
+
+
+async def test_a_revoked_key_stops_working_within_the_cache_time(
+    settings: Settings, engine: AsyncEngine, make_key: MakeKey
+) -> None:
+    """Keys are looked up at most once per `CLINIC_API_KEY_CACHE_SECONDS` per process: a key
+    revoked meanwhile is refused as soon as its cached lookup runs out, never later."""
+    from services.common.auth import KeyCache, revoke_api_key
+
+    now = [1000.0]
+    spec = ServiceSpec(name="probe", title="probe", description="", route_handlers=[clinical_probe])
+    app = build_app(spec, settings, engine, run_workers=False)
+    app.state["clinic_key_cache"] = KeyCache(ttl_seconds=5.0, clock=lambda: now[0])
+    key = await make_key("clinician", name="cached-then-revoked")
+    async with AsyncTestClient(app) as client:
+        assert (await client.get("/v1/probe/clinical", headers=auth(key))).status_code == 200
+        async with AsyncSession(engine) as session:
+            assert await revoke_api_key(session, "cached-then-revoked") == 1
+            await session.commit()
+        now[0] += 5.0
+        assert (await client.get("/v1/probe/clinical", headers=auth(key))).status_code == 401
+
+
+async def test_a_key_created_after_an_unknown_key_was_tried_works_at_once(
+    guarded_client: AsyncTestClient, make_key: MakeKey
+) -> None:
+    """Refusals are cached too, but by the key's digest: a new key is a new digest."""
+    assert (await guarded_client.get("/v1/probe/clinical", headers=auth("clk_unknown"))).status_code == 401
+    key = await make_key("clinician")
+    assert (await guarded_client.get("/v1/probe/clinical", headers=auth(key))).status_code == 200
+
+
+def test_the_role_guard_is_a_coroutine() -> None:
+    """Litestar runs a plain-function guard in a worker thread on every request."""
+    import inspect
+
+    assert inspect.iscoroutinefunction(require_roles(Role.clinician))

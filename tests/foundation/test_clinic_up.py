@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import REPO_ROOT, embedded_data_dir
+from tests.conftest import REPO_ROOT, embedded_data_dir, run_clinic
 
 
 def free_port() -> int:
@@ -52,7 +52,7 @@ def data_dir():
 
 
 @pytest.mark.e2e
-def test_clinic_up_serves_both_services_and_sigterm_leaves_no_process(data_dir: Path) -> None:
+def test_clinic_up_serves_both_services_and_sigterm_leaves_no_process(data_dir: Path, tmp_path: Path) -> None:
     intake_port, referral_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "CLINIC_DATABASE_URL"}
     env.update(
@@ -60,15 +60,16 @@ def test_clinic_up_serves_both_services_and_sigterm_leaves_no_process(data_dir: 
         CLINIC_INTAKE_PORT=str(intake_port),
         CLINIC_REFERRAL_PORT=str(referral_port),
     )
+    stderr = (tmp_path / "stderr").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "up"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a bound, not a speed check: initdb on a busy machine
         assert wait_ready(f"http://127.0.0.1:{intake_port}/health/ready", deadline) == 200
         assert wait_ready(f"http://127.0.0.1:{referral_port}/health/ready", deadline) == 200
         family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
@@ -78,6 +79,23 @@ def test_clinic_up_serves_both_services_and_sigterm_leaves_no_process(data_dir: 
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert b"clinic is up" in out
+    stderr.seek(0)
+    said = [
+        line.removeprefix("clinic up: ")
+        for line in stderr.read().splitlines()
+        if line.startswith("clinic up:")
+    ]
+    intake, referral = f"http://127.0.0.1:{intake_port}", f"http://127.0.0.1:{referral_port}"
+    assert said == [
+        f"starting the database (embedded PostgreSQL in {data_dir})",
+        "applying migrations",
+        "5 migration(s) applied; every schema is at head",
+        f"starting the intake service on {intake}",
+        f"starting the referral service on {referral}",
+        "stopping the intake service, the referral service, the embedded database",
+        "stopped",
+    ]
+    assert f"intake    {intake}".encode() in out and f"referral  {referral}".encode() in out
     time.sleep(0.5)
     left = [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert left == [], f"processes left behind: {left}"
@@ -119,3 +137,35 @@ def test_a_killed_owner_leaves_no_orphan_server_after_the_next_run(data_dir: Pat
     assert result.returncode == 0, result.stderr
     time.sleep(0.5)
     assert postgres_processes(data_dir) == [], "the orphaned server was not stopped"
+
+
+def test_busy_ports_are_named_before_anything_starts(data_dir: Path) -> None:
+    """A second `clinic up` (or anything else on its ports) is refused at once: nothing starts,
+    and it never reports the other instance as its own."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "CLINIC_DATABASE_URL"}
+        env.update(
+            CLINIC_DATA_DIR=str(data_dir),
+            CLINIC_INTAKE_PORT=str(free_port()),
+            CLINIC_REFERRAL_PORT=str(busy),
+        )
+        result = run_clinic("up", env=env)
+    assert result.returncode == 1
+    assert "clinic is up" not in result.stdout
+    assert result.stderr.splitlines() == [
+        f"clinic up: cannot start, port {busy} on 127.0.0.1 (referral, CLINIC_REFERRAL_PORT): already in use"
+    ]
+    assert not (data_dir / "pgdata").exists(), "the database was started anyway"
+
+
+def test_both_services_on_one_port_is_refused(data_dir: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CLINIC_DATABASE_URL"}
+    env.update(CLINIC_DATA_DIR=str(data_dir), CLINIC_INTAKE_PORT=str(port), CLINIC_REFERRAL_PORT=str(port))
+    result = run_clinic("up", env=env)
+    assert result.returncode == 1
+    assert f"CLINIC_INTAKE_PORT and CLINIC_REFERRAL_PORT are both {port}" in result.stderr
+    assert "clinic is up" not in result.stdout

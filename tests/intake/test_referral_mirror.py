@@ -174,3 +174,39 @@ async def test_a_newer_referral_supersedes_the_summary(
         "status": "requested",
         "intake_version": 2,
     }
+
+
+async def test_the_summary_reads_one_intakes_referrals_by_index_even_without_statistics(
+    engine: AsyncEngine,
+) -> None:
+    """The summary's query on a fresh copy of the mirror table (20,000 referrals, never analysed,
+    as on a server whose autovacuum has not run yet) is an index lookup: no plan scans every
+    referral."""
+    from sqlalchemy.dialects import postgresql
+
+    from services.intake.mirror import INTAKE_REFERRALS
+
+    sql = str(INTAKE_REFERRALS.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": False}))
+    sql = sql.replace("intake.referral_mirror", "pg_temp.referral_mirror").replace(
+        "%(intake_id)s", "CAST(:intake_id AS uuid)"
+    )
+    async with engine.connect() as conn:
+        await conn.execute(
+            text("CREATE TEMP TABLE referral_mirror (LIKE intake.referral_mirror INCLUDING ALL)")
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO pg_temp.referral_mirror (referral_id, intake_id, destination, priority, status, "
+                "status_at) SELECT gen_random_uuid(), gen_random_uuid(), 'pain_management', 'routine', "
+                "'requested', now() FROM generate_series(1, 20000)"
+            )
+        )
+        plan = (
+            (await conn.execute(text("EXPLAIN (FORMAT TEXT) " + sql), {"intake_id": str(uuid.uuid4())}))
+            .scalars()
+            .all()
+        )
+        await conn.rollback()
+    text_plan = "\n".join(plan)
+    assert "Seq Scan" not in text_plan, text_plan
+    assert "Index" in text_plan, text_plan

@@ -154,3 +154,37 @@ async def test_queue_tables_are_tuned_for_churn(engine: AsyncEngine) -> None:
     } <= options["deliveries"]
     for table in ("events", "inbox"):
         assert "autovacuum_vacuum_insert_scale_factor=0.05" in options[table]
+
+
+async def _manual_vacuums(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            text(
+                "SELECT vacuum_count FROM pg_stat_user_tables "
+                "WHERE schemaname = 'queue' AND relname = 'deliveries'"
+            )
+        )
+    return int(count or 0)
+
+
+async def test_the_churning_deliveries_table_is_vacuumed_by_the_services(
+    lane: Lane, engine: AsyncEngine, database_url: str
+) -> None:
+    """With autovacuum off (as on this machine's server) nothing else would reclaim the rows each
+    claim and ack leave dead; the services' upkeep vacuums the table once enough have piled up."""
+    from services.common.queue import vacuum_churn
+
+    [consumer] = await lane.subscribe("churn")
+    await lane.publish(60)
+    worker = QueueWorker(engine, database_url, recording(consumer), FAST)
+    while await worker.drain_once():
+        pass
+    before = await _manual_vacuums(engine)
+    # The server's statistics count the dead rows within a second or so.
+    vacuumed = await eventually(lambda: vacuum_churn(engine, dead_rows=60), what="a vacuum was due")
+    assert vacuumed == ["queue.deliveries"]
+    await eventually(lambda: _more_vacuums(engine, before), what="the vacuum shows in the statistics")
+
+
+async def _more_vacuums(engine: AsyncEngine, before: int) -> bool:
+    return await _manual_vacuums(engine) > before

@@ -86,3 +86,37 @@ async def test_listener_reconnects_after_its_connection_is_terminated(
 async def _listens_again(engine: AsyncEngine, consumer: str, old: int) -> bool:
     pids = await _listener_pids(engine, consumer)
     return len(pids) == 1 and pids[0] != old
+
+
+async def test_each_consumer_is_notified_on_its_own_channel_of_its_own_events(
+    lane: Lane, engine: AsyncEngine, database_url: str
+) -> None:
+    """A publish wakes the workers of the consumers it owes the event to, and no others."""
+    import asyncpg
+
+    from services.common.db import libpq_url
+    from services.common.queue import channel_for
+
+    other = Lane(engine, database_url)
+    [mine] = await lane.subscribe("own-channel")
+    [theirs] = await other.subscribe("own-channel")
+    heard: dict[str, list[str]] = {mine: [], theirs: []}
+    conn = await asyncpg.connect(libpq_url(database_url))
+    try:
+        for consumer in heard:
+            await conn.add_listener(
+                channel_for(consumer), lambda _c, _p, channel, _d, c=consumer: heard[c].append(channel)
+            )
+        await other.publish(2)
+        await eventually(lambda: _heard(heard, theirs), what="their consumer's channel notified")
+        await conn.execute("SELECT 1")  # any notification sent with that commit has arrived by now
+        assert heard[mine] == []
+        await lane.publish(1)
+        await eventually(lambda: _heard(heard, mine), what="my consumer's channel notified")
+        assert heard[mine] == [channel_for(mine)]
+    finally:
+        await conn.close()
+
+
+async def _heard(heard: dict[str, list[str]], consumer: str) -> bool:
+    return bool(heard[consumer])

@@ -279,3 +279,36 @@ async def test_a_delivery_claimed_by_a_sender_that_died_is_sent_once_its_lease_r
         [done] = await hooks.until_deliveries(endpoint, lambda d: d["status"] == "succeeded")
     assert message.headers["webhook-id"] == str(claimed.id)
     assert done["attempts"] == 2 and len((await hooks.delivery(done["id"]))["attempt_log"]) == 1
+
+
+async def test_a_new_delivery_wakes_the_sender_before_its_poll(hooks: Hooks) -> None:
+    """The consumer NOTIFYs the sender when it commits deliveries: with a poll of ten minutes, a
+    delivery still leaves at once (it arrives while the sender's only other way to find it, the
+    poll, is minutes away)."""
+    import asyncio
+    import dataclasses
+
+    from services.common.queue import QueueTuning, QueueWorker
+    from services.referral.webhooks.consumer import consumer
+    from tests.webhooks.support import eventually
+
+    url, _ = hooks.route()
+    await hooks.endpoint(url, ["referral.created"])
+    stop = asyncio.Event()
+    worker = QueueWorker(hooks.engine, hooks.database_url, consumer, QueueTuning(poll_seconds=0.1))
+    sender = WebhookSender(
+        hooks.engine,
+        dataclasses.replace(SenderTuning.from_settings(hooks.settings), poll_seconds=600.0),
+        TargetGuard.from_allow_list(hooks.settings.webhook_allow_hosts),
+    )
+    tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(sender.run(stop))]
+    try:
+        await eventually(lambda: sender.listening)
+        await asyncio.sleep(0.2)  # past the sender's first claim: it now waits for a wake-up
+        created = referral_created()
+        await hooks.publish(created)
+        [message] = await hooks.messages(url, 1, created)
+        assert message.json()["data"]["referral_id"] == str(created.referral_id)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)

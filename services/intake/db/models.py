@@ -88,6 +88,8 @@ class IntakeVersion(IntakeBase):
     submitted_by: Mapped[str] = mapped_column(String(100))
     #: The body exactly as validated (`IntakeBody` encoded by msgspec).
     body: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: Why an amendment was made, as the front desk gave it (None for version 1 and the API's).
+    change_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ReferralMirror(IntakeBase):
@@ -105,6 +107,9 @@ class ReferralMirror(IntakeBase):
     intake_version: Mapped[int | None] = mapped_column(Integer)
     supersedes: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     superseded_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    due_by: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The triage reasons ({code, text}), in plain words, deciding one first.
+    reasons: Mapped[list[dict[str, str]] | None] = mapped_column(JSONB)
 
 
 class IdempotencyKey(IntakeBase):

@@ -22,7 +22,7 @@ from services.common.problems import AUTH_RESPONSES, problem_spec
 from services.common.settings import Settings
 from services.common.web import DbSession
 from services.intake.intakes import services
-from services.intake.intakes.schemas import Intake, IntakePage, IntakeStatus
+from services.intake.intakes.schemas import Intake, IntakePage, IntakeStatus, PatientPage
 
 #: Who submits intakes (admin always passes the guard).
 SUBMITTERS = (Role.front_desk,)
@@ -230,3 +230,36 @@ class IntakeController(Controller):
         if intake is None:
             raise NotFoundException("No such intake or version.")
         return intake
+
+
+class PatientController(Controller):
+    path = "/v1/patients"
+    tags = ["patients"]
+
+    @get(
+        "/",
+        guards=[require_roles(*READERS)],
+        responses=READ_RESPONSES,
+        summary="Find patients by name, birth date or MRN",
+    )
+    async def find(
+        self,
+        db_session: DbSession,
+        family_name: FromQuery[str | None] = None,
+        given_name: FromQuery[str | None] = None,
+        birth_date: FromQuery[dt.date | None] = None,
+        mrn: FromQuery[str | None] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
+    ) -> PatientPage:
+        """Names match whole, ignoring case; every filter given must hold. Sorted by family name,
+        then given name; page with `limit` and the `next_cursor` of the previous page."""
+        items, last = await services.find_patients(
+            db_session,
+            services.PatientFilter(
+                family_name=family_name, given_name=given_name, birth_date=birth_date, mrn=mrn
+            ),
+            limit,
+            decode_cursor(cursor, tuple[str, uuid.UUID]),
+        )
+        return PatientPage(items=items, next_cursor=None if last is None else encode_cursor(last))

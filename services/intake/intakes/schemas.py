@@ -49,3 +49,21 @@ class Intake(IntakeBody, frozen=True, kw_only=True):
 class IntakePage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[Intake]
     next_cursor: str | None
+
+
+class PatientOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A patient as the clinic knows them now."""
+
+    id: uuid.UUID
+    mrn: str | None
+    given_name: str
+    family_name: str
+    birth_date: dt.date
+    sex: str
+    phone: str | None = None
+    email: str | None = None
+
+
+class PatientPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[PatientOut]
+    next_cursor: str | None

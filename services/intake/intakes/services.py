@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Text, cast, delete, select, tuple_, update
+from sqlalchemy import Table, Text, cast, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,7 @@ from services.intake.db.models import (
     IntakeVersion,
     Patient,
     PatientChange,
+    ReferralMirror,
 )
 from services.intake.intakes import schemas
 
@@ -153,8 +154,9 @@ class Author:
 async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author) -> uuid.UUID | None:
     """Insert a patient; None if the MRN is already taken (by a concurrent request, say)."""
     patient_id = uuid.uuid4()
+    table: Table = Patient.__table__  # type: ignore[assignment]
     stmt = (
-        pg_insert(Patient)
+        pg_insert(table)  # Core: the ORM's bulk-insert bookkeeping costs more than the statement
         .values(
             id=patient_id,
             mrn=patient.mrn,
@@ -167,10 +169,11 @@ async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author
             created_at=author.at,
             updated_at=author.at,
         )
-        .on_conflict_do_nothing(index_elements=[Patient.__table__.c.mrn])
-        .returning(Patient.id)
+        .on_conflict_do_nothing(index_elements=[table.c.mrn])
+        .returning(table.c.id)
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    created: uuid.UUID | None = (await session.execute(stmt)).scalar_one_or_none()
+    return created
 
 
 async def _update_patient(
@@ -238,7 +241,7 @@ async def _patient_for_amendment(
 # -- submitting and amending ---------------------------------------------------------------------
 
 
-async def _store_version(
+async def _publish_version(
     session: AsyncSession,
     intake_id: uuid.UUID,
     version: int,
@@ -246,17 +249,6 @@ async def _store_version(
     body: IntakeBody,
     author: Author,
 ) -> None:
-    session.add(
-        IntakeVersion(
-            intake_id=intake_id,
-            version=version,
-            patient_id=patient_id,
-            submitted_at=author.at,
-            submitted_by=author.name,
-            body=msgspec.to_builtins(body),
-        )
-    )
-    await session.flush()
     event_type = IntakeSubmitted if version == 1 else IntakeAmended
     await publish(
         session,
@@ -285,30 +277,76 @@ async def _respond(
     return response
 
 
+# A new intake and its first version in one statement (the foreign key is checked at the end of
+# the statement, when both rows exist).
+_NEW_INTAKE = text(
+    """
+    WITH intake AS (
+        INSERT INTO intake.intakes (id, patient_id, version, status, source, submitted_at, submitted_by,
+                                    updated_at)
+        VALUES (:id, :patient_id, 1, :status, :source, :at, :by, :at)
+    )
+    INSERT INTO intake.intake_versions (intake_id, version, patient_id, submitted_at, submitted_by, body)
+    VALUES (:id, 1, :patient_id, :at, :by, CAST(:body AS jsonb))
+    """
+)
+
+
 async def submit_intake(
-    session: AsyncSession, body: IntakeBody, author: Author, claim: IdempotencyClaim | None = None
+    session: AsyncSession,
+    body: IntakeBody,
+    author: Author,
+    claim: IdempotencyClaim | None = None,
+    *,
+    existing_patient: uuid.UUID | None = None,
 ) -> StoredResponse:
-    """Store a new intake (version 1) and publish `intake.submitted`, in one transaction."""
+    """Store a new intake (version 1) and publish `intake.submitted`, in one transaction.
+
+    For a new patient that is three statements (patient; intake and version; event, its
+    deliveries and NOTIFY) and the commit; the 201 is built from what was written, not read back
+    (a new intake has no referral yet: the referral service hears of it only after the commit).
+    `existing_patient` is the patient the front desk picked among the likely matches: the
+    intake is theirs (their record updated by the form) rather than a new patient's."""
     if claim is not None and (stored := await _claim(session, claim, author.at)) is not None:
         await session.rollback()
         return stored
     intake_id = uuid.uuid4()
-    patient_id = await _patient_for_new_intake(session, body.patient, author, intake_id)
-    session.add(
-        Intake(
-            id=intake_id,
-            patient_id=patient_id,
-            version=1,
-            status=schemas.IntakeStatus.SUBMITTED.value,
-            source=author.source,
-            submitted_at=author.at,
-            submitted_by=author.name,
-            updated_at=author.at,
-        )
+    if existing_patient is not None and body.patient.mrn is None:
+        picked = await session.get(Patient, existing_patient, with_for_update=True)
+        if picked is None:
+            await session.rollback()
+            raise InvalidFields([FieldProblem(field="patient", message="No such patient; search again.")])
+        await _update_patient(session, picked, _demographics(body.patient), author, intake_id)
+        patient_id = picked.id
+    else:
+        patient_id = await _patient_for_new_intake(session, body.patient, author, intake_id)
+    await session.execute(
+        _NEW_INTAKE,
+        {
+            "id": intake_id,
+            "patient_id": patient_id,
+            "status": schemas.IntakeStatus.SUBMITTED.value,
+            "source": author.source,
+            "at": author.at,
+            "by": author.name,
+            "body": msgspec.json.encode(body).decode(),
+        },
     )
-    await session.flush()
-    await _store_version(session, intake_id, 1, patient_id, body, author)
-    return await _respond(session, intake_id, 201, claim)
+    await _publish_version(session, intake_id, 1, patient_id, body, author)
+    intake = schemas.Intake(
+        **msgspec.structs.asdict(body),
+        id=intake_id,
+        patient_id=patient_id,
+        status=schemas.IntakeStatus.SUBMITTED,
+        version=1,
+        submitted_at=author.at.astimezone(dt.UTC),  # as the database gives it back
+        submitted_by=author.name,
+    )
+    response = StoredResponse(201, msgspec.json.encode(intake))
+    if claim is not None:
+        await _remember(session, claim, response)
+    await session.commit()
+    return response
 
 
 async def amend_intake(
@@ -317,9 +355,11 @@ async def amend_intake(
     body: IntakeBody,
     author: Author,
     claim: IdempotencyClaim | None = None,
+    *,
+    reason: str | None = None,
 ) -> StoredResponse:
     """Store the next version of an intake and publish `intake.amended`, in one transaction.
-    Earlier versions are kept as they were."""
+    Earlier versions are kept as they were; `reason` is why it was changed (pages ask for it)."""
     if claim is not None and (stored := await _claim(session, claim, author.at)) is not None:
         await session.rollback()
         return stored
@@ -334,7 +374,19 @@ async def amend_intake(
         .where(Intake.id == intake_id)
         .values(version=version, patient_id=patient_id, updated_at=author.at)
     )
-    await _store_version(session, intake_id, version, patient_id, body, author)
+    session.add(
+        IntakeVersion(
+            intake_id=intake_id,
+            version=version,
+            patient_id=patient_id,
+            submitted_at=author.at,
+            submitted_by=author.name,
+            body=msgspec.to_builtins(body),
+            change_reason=reason,
+        )
+    )
+    await session.flush()
+    await _publish_version(session, intake_id, version, patient_id, body, author)
     return await _respond(session, intake_id, 201, claim)
 
 
@@ -397,6 +449,8 @@ class IntakeFilter:
     status: schemas.IntakeStatus | None = None
     mrn: str | None = None
     submitted_after: dt.datetime | None = None
+    destination: str | None = None
+    patient_id: uuid.UUID | None = None
 
 
 async def list_intakes(
@@ -412,6 +466,10 @@ async def list_intakes(
         query = query.join(Patient, Patient.id == Intake.patient_id).where(Patient.mrn == where.mrn)
     if where.submitted_after is not None:
         query = query.where(Intake.submitted_at > where.submitted_after)
+    if where.destination is not None:
+        query = query.where(Intake.referral_destination == where.destination)
+    if where.patient_id is not None:
+        query = query.where(Intake.patient_id == where.patient_id)
     if after is not None:
         query = query.where(tuple_(Intake.submitted_at, Intake.id) < tuple_(*after))
     rows = (
@@ -438,3 +496,107 @@ async def list_versions(
     rows = (await session.execute(query)).all()
     items = [_to_schema(row) for row in rows[:limit]]
     return items, items[-1].version if len(rows) > limit else None
+
+
+# -- patients: finding one -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PatientFilter:
+    """Names match whole, ignoring case and surrounding spaces; every given filter must hold."""
+
+    family_name: str | None = None
+    given_name: str | None = None
+    birth_date: dt.date | None = None
+    mrn: str | None = None
+
+
+def _patient_out(row: Patient) -> schemas.PatientOut:
+    return schemas.PatientOut(
+        id=row.id,
+        mrn=row.mrn,
+        given_name=row.given_name,
+        family_name=row.family_name,
+        birth_date=row.birth_date,
+        sex=row.sex,
+        phone=row.phone,
+        email=row.email,
+    )
+
+
+async def find_patients(
+    session: AsyncSession, where: PatientFilter, limit: int, after: tuple[str, uuid.UUID] | None = None
+) -> tuple[list[schemas.PatientOut], tuple[str, uuid.UUID] | None]:
+    """Patients by family name, then given name; the page and the key to continue after."""
+    sort_name = func.lower(Patient.family_name + " " + Patient.given_name)
+    query = select(Patient, sort_name.label("sort_name"))
+    if where.family_name:
+        query = query.where(func.lower(Patient.family_name) == where.family_name.strip().lower())
+    if where.given_name:
+        query = query.where(func.lower(Patient.given_name) == where.given_name.strip().lower())
+    if where.birth_date is not None:
+        query = query.where(Patient.birth_date == where.birth_date)
+    if where.mrn:
+        query = query.where(Patient.mrn == where.mrn.strip())
+    if after is not None:
+        query = query.where(tuple_(sort_name, Patient.id) > tuple_(*after))
+    rows = (await session.execute(query.order_by(sort_name, Patient.id).limit(limit + 1))).all()
+    items = [_patient_out(r.Patient) for r in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return items, None if last is None else (last.sort_name, last.Patient.id)
+
+
+async def likely_matches(session: AsyncSession, patient: PatientIn) -> list[schemas.PatientOut]:
+    """Patients who may be this one, before a new record is made: the same MRN, or the same
+    family name, given name and birth date."""
+    if patient.mrn:
+        found, _ = await find_patients(session, PatientFilter(mrn=patient.mrn), 10)
+        if found:
+            return found
+    found, _ = await find_patients(
+        session,
+        PatientFilter(
+            family_name=patient.family_name, given_name=patient.given_name, birth_date=patient.birth_date
+        ),
+        10,
+    )
+    return found
+
+
+# -- the routing as the front desk sees it -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    destination: str
+    priority: str
+    status: str
+    due_by: dt.datetime | None
+    reasons: list[dict[str, str]]
+
+
+async def routing_of(session: AsyncSession, intake_id: uuid.UUID) -> Routing | None:
+    """Where the current referral of an intake went, why and by when (None while waiting)."""
+    row = (
+        await session.execute(
+            select(ReferralMirror)
+            .join(Intake, Intake.referral_id == ReferralMirror.referral_id)
+            .where(Intake.id == intake_id)
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    return Routing(
+        destination=row.destination,
+        priority=row.priority,
+        status=row.status,
+        due_by=row.due_by,
+        reasons=list(row.reasons or []),
+    )
+
+
+async def change_reasons(session: AsyncSession, intake_id: uuid.UUID) -> dict[int, str | None]:
+    rows = await session.execute(
+        select(IntakeVersion.version, IntakeVersion.change_reason).where(IntakeVersion.intake_id == intake_id)
+    )
+    return {row.version: row.change_reason for row in rows}

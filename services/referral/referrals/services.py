@@ -163,6 +163,7 @@ async def create_referral(
             created_at=now,
             reason_codes=[r["code"] for r in reasons],
             supersedes=referral.supersedes,
+            reasons=[{"code": r["code"], "text": r["text"]} for r in reasons],
         ),
         subject=referral.id,
     )

@@ -1,4 +1,5 @@
-"""Ruleset `v1`: where an intake went, and why, before ruleset v2 replaced it.
+"""Ruleset `v1`: where an intake went, and why, before ruleset v2 replaced it (both are
+published in `docs/triage-rules.md`).
 
 Kept exactly as it ran, so a referral triaged under v1 still reads its v1 explanation and
 `GET /v1/triage/rules?version=v1` shows what made it.

@@ -26,6 +26,7 @@ from services.common.events import (
 )
 from services.common.queue import Consumer
 from services.common.vocabulary import ConsumerName
+from services.referral.webhooks.sender import SENDER_CHANNEL
 
 CONSUMER_NAME = ConsumerName.REFERRAL_WEBHOOKS
 
@@ -99,15 +100,20 @@ def webhook_body(envelope: Envelope) -> tuple[dict[str, Any], str | None] | None
     return body, destination
 
 
+# The deliveries, and a NOTIFY that wakes the sender once they are committed (only if any).
 _ENQUEUE = text(
     """
-    INSERT INTO referral.webhook_deliveries (id, endpoint_id, event_id, event_type, payload)
-    SELECT gen_random_uuid(), e.id, :event_id, :event_type, CAST(:payload AS jsonb)
-    FROM referral.webhook_endpoints e
-    WHERE e.disabled_at IS NULL
-      AND :event_type = ANY(e.event_types)
-      AND (e.destinations IS NULL OR CAST(:destination AS text) = ANY(e.destinations))
-    ON CONFLICT (endpoint_id, event_id) DO NOTHING
+    WITH enqueued AS (
+        INSERT INTO referral.webhook_deliveries (id, endpoint_id, event_id, event_type, payload)
+        SELECT gen_random_uuid(), e.id, :event_id, :event_type, CAST(:payload AS jsonb)
+        FROM referral.webhook_endpoints e
+        WHERE e.disabled_at IS NULL
+          AND :event_type = ANY(e.event_types)
+          AND (e.destinations IS NULL OR CAST(:destination AS text) = ANY(e.destinations))
+        ON CONFLICT (endpoint_id, event_id) DO NOTHING
+        RETURNING 1
+    )
+    SELECT pg_notify(:channel, '') FROM (SELECT 1 FROM enqueued LIMIT 1) AS any_delivery
     """
 )
 
@@ -126,6 +132,7 @@ async def enqueue_deliveries(session: AsyncSession, envelope: Envelope) -> None:
             "event_type": envelope.type,
             "payload": msgspec.json.encode(body).decode(),
             "destination": destination,
+            "channel": SENDER_CHANNEL,
         },
     )
 

@@ -16,6 +16,11 @@ How it keeps its promises:
   every attempt has failed for `webhook_disable_after_days` is disabled. A disabled endpoint's
   pending deliveries go dead, to be replayed once it is fixed and enabled again.
 - Time is the database's (`now()`), one clock for every replica.
+- New deliveries wake the sender at once: the webhook consumer NOTIFYs `SENDER_CHANNEL` when it
+  commits some; the poll (`CLINIC_QUEUE_POLL_SECONDS`) is the fallback for retries coming due and
+  a lost listening connection.
+- Each step is one statement in autocommit (a claim; a success recorded with its attempt and the
+  endpoint's health), so a delivery costs two round trips to the database besides its POST.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.common.clock import first_of
+from services.common.queue import QueueTuning, listen
 from services.common.settings import Settings
 from services.common.signing import signature_header
 from services.common.web import background_loop
@@ -50,6 +56,8 @@ EXCERPT_CHARS = 500
 _READ_BYTES = 4 * EXCERPT_CHARS
 RETRY_AFTER_MAX_SECONDS = 24 * 3600.0
 USER_AGENT = "clinic-webhooks/1"
+#: Notified (after their commit) when new deliveries are waiting.
+SENDER_CHANNEL = "clinic_webhook_sender"
 
 ATTEMPTS = Counter("clinic_webhook_attempts", "Webhook delivery attempts, by outcome", ["outcome"])
 
@@ -249,14 +257,56 @@ _RECORD_DELIVERY = text(
     """
 )
 
+# A success in one statement: the delivery, its attempt, and the endpoint's health.
+_SUCCESS_CTES = """
+    WITH delivered AS (
+        UPDATE referral.webhook_deliveries
+        SET status = 'succeeded', next_attempt_at = now(), leased_until = NULL,
+            last_status_code = :status_code, last_error = NULL, succeeded_at = now(), updated_at = now()
+        WHERE id = :id
+        RETURNING id
+    ), attempt AS (
+        INSERT INTO referral.webhook_attempts (delivery_id, status_code, latency_ms, error, response_excerpt)
+        SELECT id, :status_code, :latency_ms, NULL, :excerpt FROM delivered
+    ), healthy AS (
+        UPDATE referral.webhook_endpoints SET first_failure_at = NULL
+        WHERE id = :endpoint_id AND first_failure_at IS NOT NULL
+"""
+_RECORD_SUCCESS = text(_SUCCESS_CTES + "    ) SELECT count(*) FROM delivered")  # noqa: S608 (constants)
+
+# The same, and the next due delivery of that endpoint claimed in that statement, so a busy
+# endpoint's slot goes straight on to its next delivery without a separate claim. Only
+# deliveries with attempts left are chained; the main claim deals with the others.
+_RECORD_SUCCESS_AND_CLAIM_NEXT = text(
+    _SUCCESS_CTES  # noqa: S608 (constants only)
+    + """    ), picked AS (
+        SELECT d.id FROM referral.webhook_deliveries d
+        JOIN referral.webhook_endpoints e ON e.id = d.endpoint_id AND e.disabled_at IS NULL
+        WHERE d.endpoint_id = :endpoint_id AND d.id <> :id AND d.status = 'pending'
+          AND d.next_attempt_at <= now() AND (d.leased_until IS NULL OR d.leased_until <= now())
+          AND d.attempts < :max_attempts AND EXISTS (SELECT 1 FROM delivered)
+        ORDER BY d.next_attempt_at
+        LIMIT 1
+        FOR UPDATE OF d SKIP LOCKED
+    ), claimed AS (
+        UPDATE referral.webhook_deliveries d
+        SET attempts = d.attempts + 1, leased_until = now() + make_interval(secs => :lease),
+            updated_at = now()
+        FROM picked WHERE d.id = picked.id
+        RETURNING d.id, d.endpoint_id, d.attempts, d.payload::text AS payload
+    )
+    SELECT (SELECT count(*) FROM delivered) AS recorded, c.id, c.endpoint_id, c.attempts, c.payload,
+           e.url, e.secret,
+           CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret
+    FROM (SELECT 1) AS one
+    LEFT JOIN claimed c ON true
+    LEFT JOIN referral.webhook_endpoints e ON e.id = c.endpoint_id
+    """
+)
+
 _RECORD_ATTEMPT = text(
     "INSERT INTO referral.webhook_attempts (delivery_id, status_code, latency_ms, error, response_excerpt) "
     "VALUES (:id, :status_code, :latency_ms, :error, :excerpt)"
-)
-
-_ENDPOINT_SUCCEEDED = text(
-    "UPDATE referral.webhook_endpoints SET first_failure_at = NULL "
-    "WHERE id = :id AND first_failure_at IS NOT NULL"
 )
 
 _ENDPOINT_FAILED = text(
@@ -321,6 +371,10 @@ class WebhookSender:
         self.in_flight: dict[uuid.UUID, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
+        self.listening = False
+        self.stopping = False
+        # One statement per step: no BEGIN/COMMIT round trips (asyncpg's autocommit is client-side).
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
     def from_settings(cls, engine: AsyncEngine, settings: Settings) -> WebhookSender:
@@ -335,7 +389,7 @@ class WebhookSender:
         if room <= 0:
             return []
         busy = [(k, v) for k, v in self.in_flight.items() if v > 0]
-        async with self.engine.begin() as conn:
+        async with self.autocommit.connect() as conn:
             rows = (
                 await conn.execute(
                     _CLAIM,
@@ -377,6 +431,37 @@ class WebhookSender:
         await self.record(item, outcome)
         return outcome
 
+    async def _deliver_and_claim_next(
+        self, item: ClaimedDelivery, http: HttpSender
+    ) -> ClaimedDelivery | None:
+        """One attempt; after a success, the endpoint's next due delivery (claimed), if any."""
+        outcome = await http.post(item.url, self.headers(item), item.body)
+        if not outcome.succeeded or self.stopping:
+            await self.record(item, outcome)
+            return None
+        async with self.autocommit.connect() as conn:
+            row = (
+                await conn.execute(
+                    _RECORD_SUCCESS_AND_CLAIM_NEXT,
+                    {
+                        "id": item.id,
+                        "endpoint_id": item.endpoint_id,
+                        "status_code": outcome.status_code,
+                        "latency_ms": outcome.latency_ms,
+                        "excerpt": outcome.response_excerpt,
+                        "max_attempts": self.tuning.max_attempts,
+                        "lease": self.tuning.lease_seconds,
+                    },
+                )
+            ).one()
+        ATTEMPTS.labels(outcome="succeeded").inc()
+        if row.recorded:
+            log.info("webhook_delivered", delivery_id=str(item.id), endpoint_id=str(item.endpoint_id))
+        if row.id is None:
+            return None
+        secrets = [row.secret] + ([row.previous_secret] if row.previous_secret else [])
+        return ClaimedDelivery(row.id, row.endpoint_id, row.attempts, row.url, secrets, row.payload.encode())
+
     async def record(self, item: ClaimedDelivery, outcome: AttemptOutcome) -> None:
         delay = (
             None
@@ -390,23 +475,36 @@ class WebhookSender:
             status_code=outcome.status_code,
             ms=outcome.latency_ms,
         )
+        if outcome.succeeded:
+            async with self.autocommit.connect() as conn:
+                recorded = await conn.scalar(
+                    _RECORD_SUCCESS,
+                    {
+                        "id": item.id,
+                        "endpoint_id": item.endpoint_id,
+                        "status_code": outcome.status_code,
+                        "latency_ms": outcome.latency_ms,
+                        "excerpt": outcome.response_excerpt,
+                    },
+                )
+            ATTEMPTS.labels(outcome="succeeded").inc()
+            if recorded:  # else the endpoint (and with it the delivery) was deleted meanwhile
+                bound.info("webhook_delivered")
+            return
         async with self.engine.begin() as conn:
-            if outcome.succeeded:
-                await conn.execute(_ENDPOINT_SUCCEEDED, {"id": item.endpoint_id})
-            else:
-                expired = (
-                    await conn.execute(
-                        _ENDPOINT_FAILED, {"id": item.endpoint_id, "days": self.tuning.disable_after_days}
-                    )
-                ).scalar()
-                if outcome.gone:
-                    await disable_endpoint(conn, item.endpoint_id, "the receiver answered 410 Gone")
-                elif expired:
-                    await disable_endpoint(
-                        conn,
-                        item.endpoint_id,
-                        f"every attempt failed for {self.tuning.disable_after_days} days",
-                    )
+            expired = (
+                await conn.execute(
+                    _ENDPOINT_FAILED, {"id": item.endpoint_id, "days": self.tuning.disable_after_days}
+                )
+            ).scalar()
+            if outcome.gone:
+                await disable_endpoint(conn, item.endpoint_id, "the receiver answered 410 Gone")
+            elif expired:
+                await disable_endpoint(
+                    conn,
+                    item.endpoint_id,
+                    f"every attempt failed for {self.tuning.disable_after_days} days",
+                )
             status = (
                 await conn.execute(
                     _RECORD_DELIVERY,
@@ -431,10 +529,8 @@ class WebhookSender:
                     "excerpt": outcome.response_excerpt,
                 },
             )
-        ATTEMPTS.labels(outcome="succeeded" if outcome.succeeded else "failed").inc()
-        if status == "succeeded":
-            bound.info("webhook_delivered")
-        elif status == "dead":
+        ATTEMPTS.labels(outcome="failed").inc()
+        if status == "dead":
             bound.warning("webhook_dead", error=outcome.error)
         else:
             bound.info("webhook_retry_scheduled", error=outcome.error, delay_seconds=round(delay or 0, 1))
@@ -445,10 +541,13 @@ class WebhookSender:
         self.in_flight[item.endpoint_id] = self.in_flight.get(item.endpoint_id, 0) + 1
 
         async def attempt() -> None:
+            current: ClaimedDelivery | None = item
             try:
-                await self.deliver(item, http)
+                while current is not None:
+                    current = await self._deliver_and_claim_next(current, http)
             except Exception as exc:  # the lease brings it back; the loop must go on
-                log.error("webhook_attempt_crashed", delivery_id=str(item.id), error=repr(exc))
+                failed = current.id if current is not None else item.id
+                log.error("webhook_attempt_crashed", delivery_id=str(failed), error=repr(exc))
             finally:
                 left = self.in_flight.get(item.endpoint_id, 1) - 1
                 if left > 0:
@@ -475,7 +574,22 @@ class WebhookSender:
         ) as client:
             yield HttpxSender(client, self.tuning.timeout_seconds)
 
+    def _listening(self, now: bool) -> None:
+        self.listening = now
+
     async def run(self, stop: asyncio.Event) -> None:
+        listener = asyncio.create_task(
+            listen(
+                self.engine.url.render_as_string(hide_password=False),
+                SENDER_CHANNEL,
+                "clinic-webhook-sender",
+                self.wake,
+                stop,
+                QueueTuning(poll_seconds=self.tuning.poll_seconds),
+                on_change=self._listening,
+            ),
+            name="listen:webhooks",
+        )
         async with self._http() as http:
             try:
                 while not stop.is_set():
@@ -487,6 +601,9 @@ class WebhookSender:
                     self.wake.clear()
                     await first_of(self.tuning.poll_seconds, self.wake, stop)
             finally:
+                self.stopping = True
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
                 await self._finish(grace=5.0)
 
     async def _finish(self, grace: float) -> None:

@@ -12,13 +12,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from litestar.exceptions import ServiceUnavailableException
 from sqlalchemy import or_, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Conflict, FieldProblem, InvalidFields, NotFound
 from services.common.pagination import DEFAULT_LIMIT, newest_first, page_of
+from services.common.queue import refresh_demand
 from services.common.signing import new_secret
 from services.referral.webhooks import models, schemas
+from services.referral.webhooks.consumer import CONSUMER_NAME
 from services.referral.webhooks.sender import disable_endpoint
 from services.referral.webhooks.ssrf import TargetError, TargetGuard
 
@@ -104,6 +108,17 @@ async def _checked_url(guard: TargetGuard, url: str) -> str:
     return url
 
 
+async def _refresh_demand(session: AsyncSession) -> None:
+    """The queue writes webhook work only for event types some enabled endpoint subscribes to;
+    tell it, in this transaction, what the endpoints now subscribe to."""
+    try:
+        await refresh_demand(session, CONSUMER_NAME)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_timeout: publishers held it
+            raise ServiceUnavailableException("The event queue is busy; try again in a moment.") from exc
+        raise
+
+
 def _unique(values: list[Any]) -> list[str]:
     return list(dict.fromkeys(str(v) for v in values))
 
@@ -128,6 +143,7 @@ async def create_endpoint(
     )
     session.add(row)
     await session.flush()
+    await _refresh_demand(session)
     return row, secret
 
 
@@ -195,6 +211,7 @@ async def update_endpoint(
     elif data.enabled is False and row.disabled_at is None:
         await disable_endpoint(session, row.id, f"disabled by {by}")
         await session.refresh(row)
+    await _refresh_demand(session)
     return row
 
 
@@ -203,6 +220,7 @@ async def delete_endpoint(session: AsyncSession, endpoint_id: uuid.UUID) -> None
     row = await get_endpoint(session, endpoint_id, lock=True)
     await session.delete(row)
     await session.flush()
+    await _refresh_demand(session)
 
 
 async def rotate_secret(session: AsyncSession, endpoint_id: uuid.UUID) -> schemas.SecretRotated:

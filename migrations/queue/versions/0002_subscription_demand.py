@@ -1,0 +1,28 @@
+"""Subscriptions a consumer has no use for right now: `wanted = false` means publish writes no
+delivery to that consumer for that event type (the webhook consumer while no enabled endpoint
+subscribes to the type). Existing rows stay wanted.
+
+Revision ID: queue_0002
+Revises: queue_0001
+Create Date: 2026-11-30
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "queue_0002"
+down_revision = "queue_0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column(
+        "subscriptions",
+        sa.Column("wanted", sa.Boolean(), nullable=False, server_default=sa.true()),
+        schema="queue",
+    )
+
+
+def downgrade() -> None:
+    op.drop_column("subscriptions", "wanted", schema="queue")
