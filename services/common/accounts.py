@@ -79,7 +79,7 @@ class SignInSession(AccessBase):
     __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("access.users.id"))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("access.users.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

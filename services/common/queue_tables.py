@@ -22,7 +22,6 @@ from sqlalchemy import (
     Uuid,
     func,
     text,
-    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -64,8 +63,7 @@ subscriptions = Table(
     Column("consumer", Text, primary_key=True),
     Column("event_type", Text, primary_key=True),
     _at("created_at"),
-    #: False: the consumer has no use for the type now, so publish writes no delivery for it.
-    Column("wanted", Boolean, nullable=False, server_default=true()),
+    Column("wanted", Boolean, nullable=False, server_default=text("true")),
 )
 
 deliveries = Table(

@@ -33,6 +33,7 @@ from services.common.audit import AuditMiddleware, run_audit_retention
 from services.common.audit_api import AuditController
 from services.common.auth import ApiKeyMiddleware, KeyCache
 from services.common.auth_throttle import AuthThrottleMiddleware, FailureWindow
+from services.common.deps import DEPENDENCIES
 from services.common.input_limits import InputLimitsMiddleware
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
@@ -183,6 +184,7 @@ def build_app(
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_security_headers],
+        dependencies=DEPENDENCIES,
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
         state=State(

@@ -30,7 +30,6 @@ class IntakeBase(DeclarativeBase):
 
 class Patient(IntakeBase):
     __tablename__ = "patients"
-    #: Finding a patient by name and birth date (the pages' search).
     __table_args__ = (
         Index(
             "ix_patients_names_birth_date",
