@@ -34,6 +34,7 @@ from services.referral.referrals.services import (
     ReferralStatus,
     cursor_key,
     scoped,
+    sees_clinical,
     to_out,
     worklist_query,
 )
@@ -144,9 +145,11 @@ class ReferralController(Controller):
         db_session: DbSession,
         referral_id: FromPath[uuid.UUID],
     ) -> ReferralOut:
-        """One referral with its reasons, history, links and follow-ups."""
-        referral = await load_visible(db_session, principal_of(request), referral_id)
-        return to_out(referral, now_of(state))
+        """One referral with its reasons, history, links and follow-ups; for its specialist,
+        clinicians and admins also its clinical picture (`clinical`)."""
+        principal = principal_of(request)
+        referral = await load_visible(db_session, principal, referral_id)
+        return to_out(referral, now_of(state), clinical=sees_clinical(principal))
 
     async def _act(
         self,
@@ -167,7 +170,7 @@ class ReferralController(Controller):
             db_session, referral, action, principal, now=now, settings=settings, body=body
         )
         await db_session.commit()
-        return to_out(acted, now)
+        return to_out(acted, now, clinical=sees_clinical(principal))
 
     @action_route("accept", "acceptReferral", "Accept a referral")
     async def accept(
