@@ -92,7 +92,11 @@ def site(settings: Settings) -> Iterator[Site]:
 
 
 async def make_user(
-    settings: Settings, role: str = "front_desk", *, change_password: bool = True
+    settings: Settings,
+    role: str = "front_desk",
+    *,
+    change_password: bool = True,
+    destination: str | None = None,
 ) -> tuple[str, str]:
     """An account as `clinic users create` makes it; returns (email, password). With
     `change_password` the first-sign-in change is already done (to PASSWORD)."""
@@ -105,7 +109,7 @@ async def make_user(
                 role=role,
                 name=f"Robin {role.replace('_', ' ').title()}",
                 email=email,
-                destination=None,
+                destination=destination,
                 now=dt.datetime.now(dt.UTC),
             )
             if change_password:

@@ -84,6 +84,27 @@ async def load_visible(
     return referral
 
 
+async def act_on(
+    session: AsyncSession,
+    principal: Principal,
+    referral_id: uuid.UUID,
+    action: str,
+    body: ActionBody,
+    state: State,
+) -> Referral:
+    """One status action as the API and the pages take it: the referral loaded in the caller's
+    scope and locked (404), the caller's right to the move (403), the move (409/422), committed."""
+    referral = await load_visible(session, principal, referral_id, lock=True)
+    if not may_act(principal, referral, action):
+        raise PermissionDeniedException(f"Your role may not '{action}' this referral.")
+    settings: Settings = state["clinic_settings"]
+    acted = await take_action(
+        session, referral, action, principal, now=now_of(state), settings=settings, body=body
+    )
+    await session.commit()
+    return acted
+
+
 class ReferralController(Controller):
     path = "/v1/referrals"
     tags = ["referrals"]
@@ -161,16 +182,8 @@ class ReferralController(Controller):
         body: ActionBody,
     ) -> ReferralOut:
         principal = principal_of(request)
-        referral = await load_visible(db_session, principal, referral_id, lock=True)
-        if not may_act(principal, referral, action):
-            raise PermissionDeniedException(f"Your role may not '{action}' this referral.")
-        settings: Settings = state["clinic_settings"]
-        now = now_of(state)
-        acted = await take_action(
-            db_session, referral, action, principal, now=now, settings=settings, body=body
-        )
-        await db_session.commit()
-        return to_out(acted, now, clinical=sees_clinical(principal))
+        acted = await act_on(db_session, principal, referral_id, action, body, state)
+        return to_out(acted, now_of(state), clinical=sees_clinical(principal))
 
     @action_route("accept", "acceptReferral", "Accept a referral")
     async def accept(

@@ -1,0 +1,264 @@
+"""The referral service's pages in a real browser: a specialist works a referral from requested
+to completed and marks its follow-ups done; another destination's specialist gets a 404 page; a
+stale button shows a 409 as a message; a clinician resolves a held case onto a destination's
+worklist; the letter prints; the worklist and actions work with the keyboard; axe-core on each."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from typing import Any
+
+import msgspec
+import pytest
+from playwright.async_api import Browser, Page, expect
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from services.common.events import IntakeSubmitted
+from services.common.intake_body import IntakeBody
+from services.common.queue import publish
+from services.vignettes import load_vignettes
+from tests.pages.conftest import Site, assert_accessible, make_user, screenshot
+
+pytestmark = pytest.mark.browser
+
+
+async def publish_intake(engine: AsyncEngine, vignette: str) -> str:
+    """An intake as the intake service announces it; returns the patient's family name."""
+    body: dict[str, Any] = next(v for v in load_vignettes(dt.date.today()) if v.id == vignette).body
+    family = f"Pagetest{uuid.uuid4().hex[:6]}"
+    body["patient"] |= {"family_name": family, "mrn": f"PG-{uuid.uuid4().hex[:8]}", "phone": "+1 555 0199"}
+    body["notes"] = "Can only come on weekday mornings."
+    intake_id = uuid.uuid4()
+    event = IntakeSubmitted(
+        intake_id=intake_id,
+        patient_id=uuid.uuid4(),
+        intake_version=1,
+        submitted_at=dt.datetime.now(dt.UTC),
+        submitted_by="reception",
+        intake=msgspec.convert(body, IntakeBody),
+    )
+    async with AsyncSession(engine) as session:
+        await publish(session, event, subject=intake_id)
+        await session.commit()
+    return family
+
+
+async def signed_in(
+    browser: Browser, site: Site, role: str, destination: str | None = None, *, then: str = "/"
+) -> Page:
+    """A new browser signed in on the referral service as a new account of `role`, at `then`."""
+    email, password = await make_user(site.settings, role, destination=destination)
+    context = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+    page = await context.new_page()
+    page.set_default_timeout(15_000)
+    await page.goto(f"{site.referral}/sign-in?next={then}")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(lambda url: "/sign-in" not in url)
+    return page
+
+
+async def open_from_worklist(page: Page, site: Site, family: str) -> str:
+    """Wait for the referral on the worklist (triage runs in the background), open it."""
+    link = page.get_by_role("link", name=re.compile(family))
+    for _ in range(60):
+        await page.goto(f"{site.referral}/worklist")
+        if await link.count():
+            break
+        await page.wait_for_timeout(250)
+    await link.click()
+    await page.wait_for_url(re.compile(r"/referrals/[0-9a-f-]{36}$"))
+    return page.url
+
+
+async def test_a_specialist_works_a_referral_to_completed_and_its_follow_ups(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P05")
+    page = await signed_in(browser, site, "specialist", "regenerative_medicine")
+    url = await open_from_worklist(page, site, family)
+    status = page.locator("#referral-status")
+    await expect(status).to_have_text("Requested")
+    # The clinical picture and why it came here.
+    await expect(page.get_by_role("heading", name=re.compile("Clinical picture"))).to_be_visible()
+    await expect(page.get_by_text("+1 555 0199")).to_be_visible()
+    await expect(page.get_by_text("Can only come on weekday mornings.")).to_be_visible()
+    await expect(page.get_by_text(re.compile("Ruleset version v2"))).to_be_visible()
+    await assert_accessible(page)
+    await screenshot(page, "specialist-referral")
+
+    await page.get_by_role("button", name="Accept").click()
+    await expect(page.get_by_role("status")).to_have_text("Accepted.")
+    await expect(status).to_have_text("Accepted")
+    when = dt.date.today() + dt.timedelta(days=3)
+    await page.get_by_label("Appointment date").fill(when.isoformat())
+    await page.get_by_label("Time (clinic time)").fill("09:30")
+    await page.get_by_role("button", name="Schedule the appointment").click()
+    await expect(status).to_have_text("Scheduled")
+    await expect(page.get_by_text(when.isoformat() + " 09:30")).to_be_visible()
+    await page.get_by_role("button", name="Mark completed").click()
+    await expect(status).to_have_text("Completed")
+    # Regenerative medicine: the follow-ups appear; one is marked done from the page.
+    done_buttons = page.get_by_role("button", name=re.compile(r"^Mark the .* follow-up done$"))
+    count = await done_buttons.count()
+    assert count >= 1
+    await done_buttons.first.click()
+    await expect(page.get_by_role("status")).to_have_text("Follow-up marked done.")
+    await expect(done_buttons).to_have_count(count - 1)
+    history = page.get_by_role("table", name="What happened to this referral")
+    await expect(history).to_contain_text("Robin Specialist")
+    await assert_accessible(page)
+    await screenshot(page, "specialist-completed")
+
+    # Another destination's specialist: a 404 page, nothing of the patient shown.
+    other = await signed_in(browser, site, "specialist", "pain_management")
+    response = await other.goto(url)
+    assert response is not None and response.status == 404
+    await expect(other.get_by_role("heading", name="Not found")).to_be_visible()
+    assert family not in await other.content()
+    # Nor can it act on it.
+    await other.context.close()
+    await page.context.close()
+
+
+async def test_a_stale_button_shows_the_conflict_as_a_message(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    first = await signed_in(browser, site, "specialist", "pain_management")
+    url = await open_from_worklist(first, site, family)
+    second = await signed_in(browser, site, "specialist", "pain_management")
+    await second.goto(url)
+    await second.get_by_role("button", name="Accept").click()
+    await expect(second.locator("#referral-status")).to_have_text("Accepted")
+    # The first page still offers Decline: pressing it now is refused with the reason, no error page.
+    await first.get_by_label("Reason to decline").fill("not ours")
+    await first.get_by_role("button", name="Decline").click()
+    alert = first.get_by_role("alert")
+    await expect(alert).to_contain_text("That could not be done")
+    await expect(alert).to_contain_text("accepted")
+    await expect(first.locator("#referral-status")).to_have_text("Accepted")
+    # A decline without a reason names the field.
+    await first.context.close()
+    await second.context.close()
+
+
+async def test_a_front_desk_member_reads_but_sees_no_clinical_picture_and_cannot_act(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    specialist = await signed_in(browser, site, "specialist", "pain_management")
+    url = await open_from_worklist(specialist, site, family)
+    await specialist.context.close()
+    page = await signed_in(browser, site, "front_desk", then=url.removeprefix(site.referral))
+    await expect(page.get_by_role("heading", name=re.compile(family))).to_be_visible()
+    assert "weekday mornings" not in await page.content()
+    await expect(page.get_by_role("button", name="Accept")).to_have_count(0)
+    review = await page.goto(f"{site.referral}/review")
+    assert review is not None and review.status == 403
+    await page.context.close()
+
+
+async def test_a_clinician_resolves_a_held_case_onto_a_destinations_worklist(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P24")
+    clinician = await signed_in(browser, site, "clinician")
+    row = clinician.get_by_role("row").filter(has_text=family)
+    for _ in range(60):
+        await clinician.goto(f"{site.referral}/review")
+        if await row.count():
+            break
+        await clinician.wait_for_timeout(250)
+    await expect(row).to_be_visible()
+    await assert_accessible(clinician)
+    await screenshot(clinician, "clinician-review-queue")
+    await row.get_by_role("link").click()
+    await clinician.get_by_label("Send to").select_option("pain_management")
+    await clinician.get_by_label("Priority").select_option("urgent")
+    await clinician.get_by_label("Note (optional)").fill("No red flag on review.")
+    await clinician.get_by_role("button", name="Resolve the review").click()
+    await expect(clinician.locator("#referral-status")).to_have_text("Requested")
+    history = clinician.get_by_role("table", name="What happened to this referral")
+    await expect(history.get_by_role("row").filter(has_text="No red flag on review.")).to_be_visible()
+
+    specialist = await signed_in(browser, site, "specialist", "pain_management")
+    await expect(specialist.get_by_role("row").filter(has_text=family)).to_contain_text("Urgent")
+    await clinician.context.close()
+    await specialist.context.close()
+
+
+async def test_the_worklist_and_an_action_with_the_keyboard_alone(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    page = await signed_in(browser, site, "specialist", "pain_management")
+    await open_from_worklist(page, site, family)
+    await page.goto(f"{site.referral}/worklist")
+    await assert_accessible(page)
+    await screenshot(page, "specialist-worklist")
+    link = page.get_by_role("link", name=re.compile(family))
+    for _ in range(60):
+        await page.keyboard.press("Tab")
+        if await link.evaluate("el => el === document.activeElement"):
+            break
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(re.compile(r"/referrals/"))
+    accept = page.get_by_role("button", name="Accept")
+    for _ in range(80):
+        await page.keyboard.press("Tab")
+        if await accept.evaluate("el => el === document.activeElement"):
+            break
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#referral-status")).to_have_text("Accepted")
+    await page.context.close()
+
+
+async def test_the_letter_is_printable(browser: Browser, site: Site, engine: AsyncEngine) -> None:
+    family = await publish_intake(engine, "P12")
+    page = await signed_in(browser, site, "specialist", "pain_management")
+    await open_from_worklist(page, site, family)
+    await page.get_by_role("link", name="Printable referral letter").click()
+    await expect(page.get_by_role("heading", name="Referral to Pain management")).to_be_visible()
+    await page.emulate_media(media="print")
+    await expect(page.locator(".site-header")).to_be_hidden()
+    await expect(page.get_by_text("Can only come on weekday mornings.")).to_be_visible()
+    await assert_accessible(page)
+    await page.context.close()
+
+
+async def _post(page: Page, url: str, form: dict[str, str]) -> int:
+    """A form post from the signed-in page, with its form token (as the page's own forms)."""
+    cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
+    response = await page.request.post(url, form={"_csrf": cookies["clinic_csrf"], **form}, max_redirects=0)
+    return response.status
+
+
+async def test_each_page_refuses_what_the_api_refuses(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    own = await signed_in(browser, site, "specialist", "pain_management")
+    url = await open_from_worklist(own, site, family)
+    other = await signed_in(browser, site, "specialist", "urgent_care")
+    # Another destination's referral: 404 for reading and for every action.
+    assert await _post(other, f"{url}/accept", {}) == 404
+    assert await _post(other, f"{url}/cancel", {"reason": "x"}) == 404
+    # A specialist does not resolve reviews nor read the review queue.
+    assert await _post(own, f"{url}/resolve", {"destination": "urgent_care", "priority": "stat"}) == 403
+    review = await own.goto(f"{site.referral}/review")
+    assert review is not None and review.status == 403
+    # A missing reason names the field; nothing changes.
+    assert await _post(own, f"{url}/decline", {"reason": " "}) == 422
+    await own.goto(url)
+    await expect(own.locator("#referral-status")).to_have_text("Requested")
+    # An unknown action is a 404 page.
+    assert await _post(own, f"{url}/explode", {}) == 404
+    # The front desk reads referrals but moves none.
+    desk = await signed_in(browser, site, "front_desk", then="/worklist")
+    assert await _post(desk, f"{url}/accept", {}) == 403
+    for page in (own, other, desk):
+        await page.context.close()
