@@ -262,3 +262,50 @@ async def test_each_page_refuses_what_the_api_refuses(
     assert await _post(desk, f"{url}/accept", {}) == 403
     for page in (own, other, desk):
         await page.context.close()
+
+
+async def test_the_report_page_draws_its_charts_and_offers_the_same_figures_as_csv(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    specialist = await signed_in(browser, site, "specialist", "pain_management")
+    await open_from_worklist(specialist, site, family)
+    await specialist.get_by_role("button", name="Accept").click()
+    await expect(specialist.locator("#referral-status")).to_have_text("Accepted")
+    report = await specialist.goto(f"{site.referral}/report")
+    assert report is not None and report.status == 403
+
+    clinician = await signed_in(browser, site, "clinician", then="/report")
+    charts = clinician.locator("svg.chart")
+    await expect(charts).to_have_count(5)
+    for name in (
+        "Referrals created per day, by destination",
+        "Referrals created per day, by priority",
+        "Time from referral to acceptance",
+        "Time from referral to scheduling",
+        "Open referrals past their due time, by destination",
+    ):
+        await expect(clinician.get_by_role("img", name=name, exact=True)).to_be_visible()
+    # Something drawn: at least today's pain-management bar and the accepted referral's bucket.
+    assert await clinician.locator("#chart-destination rect.bar").count() >= 1
+    assert await clinician.locator("#chart-acceptance rect.bar").count() >= 1
+    total = int(await clinician.locator("#report-total").inner_text())
+    assert total >= 1
+    await assert_accessible(clinician)
+    await screenshot(clinician, "clinician-report")
+
+    async with clinician.expect_download() as download_info:
+        await clinician.get_by_role("link", name="Download the figures (CSV)").click()
+    download = await download_info.value
+    rows = [line.split(",") for line in (await download.path()).read_text().splitlines()[1:]]
+    by_destination = {k: int(v) for figure, k, v in rows if figure == "by_destination"}
+    assert sum(by_destination.values()) == total
+    assert by_destination["pain_management"] >= 1
+    accepted = sum(
+        int(v)
+        for figure, _, v in rows
+        if figure == "time_to_acceptance" and _ != "count" and "seconds" not in _
+    )
+    assert accepted >= 1
+    await specialist.context.close()
+    await clinician.context.close()

@@ -5,7 +5,9 @@ the clinician's review queue. Role and scope as the API: the signed-in person be
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,6 +30,7 @@ from services.common.problems import ConflictProblem, UnprocessableProblem
 from services.common.web import DbSession
 from services.referral.db.models import Referral
 from services.referral.followups.services import load_follow_up, mark_done
+from services.referral.pages.charts import stacked_bars
 from services.referral.referrals.actions import (
     ActionBody,
     CancelBody,
@@ -47,6 +50,8 @@ from services.referral.referrals.services import (
     sees_clinical,
     worklist_query,
 )
+from services.referral.reports.controllers import DEFAULT_PERIOD
+from services.referral.reports.services import referral_report, report_series
 from services.referral.triage import Destination
 
 #: As the API: who reads referrals, who moves them, who resolves reviews (admin always passes).
@@ -330,6 +335,120 @@ async def review_queue(request: Request[Any, Any, State], staff: Staff, db_sessi
     )
 
 
+async def _report_figures(request: Request[Any, Any, Any], session: AsyncSession) -> dict[str, Any]:
+    """The closed-loop report and its series for `?days=` (default 30) and `?destination=`, as
+    `GET /v1/reports/referrals` computes them."""
+    q = request.query_params
+    try:
+        days = min(max(int(q.get("days") or DEFAULT_PERIOD.days), 1), 366)
+    except ValueError:
+        days = DEFAULT_PERIOD.days
+    destination = d if (d := q.get("destination") or "") in DESTINATION_VALUES else None
+    as_of = now_of(request.app.state)
+    since = as_of - dt.timedelta(days=days)
+    report = await referral_report(session, since=since, until=as_of, as_of=as_of, destination=destination)
+    series = await report_series(session, since=since, until=as_of, destination=destination)
+    return {"report": report, "series": series, "days": days, "destination": destination or ""}
+
+
+DESTINATION_VALUES = [d.value for d in Destination]
+
+
+def _named(counts: dict[str, Any], words: Any) -> dict[str, Any]:
+    return {words.get(k, k): v for k, v in counts.items()}
+
+
+@get("/report")
+async def report_page(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
+    """The closed-loop report with its charts (clinicians and admins, as the API)."""
+    require_staff_role(staff, *CLINICIANS)
+    figures = await _report_figures(request, db_session)
+    report, series = figures["report"], figures["series"]
+    day_labels = [d.strftime("%m-%d") for d in series.days]
+    charts = {
+        "by_destination": stacked_bars(
+            "chart-destination",
+            "Referrals created per day, by destination",
+            day_labels,
+            _named(series.by_destination, labels.DESTINATION_LABELS),
+        ),
+        "by_priority": stacked_bars(
+            "chart-priority",
+            "Referrals created per day, by priority",
+            day_labels,
+            _named(series.by_priority, labels.PRIORITY_LABELS),
+        ),
+        "to_acceptance": stacked_bars(
+            "chart-acceptance",
+            "Time from referral to acceptance",
+            list(series.to_acceptance),
+            {"Referrals": list(series.to_acceptance.values())},
+        ),
+        "to_scheduling": stacked_bars(
+            "chart-scheduling",
+            "Time from referral to scheduling",
+            list(series.to_scheduling),
+            {"Referrals": list(series.to_scheduling.values())},
+        ),
+        "overdue": stacked_bars(
+            "chart-overdue",
+            "Open referrals past their due time, by destination",
+            [labels.DESTINATION_LABELS.get(k, k) for k in report.open_overdue.by_destination],
+            {"Overdue": list(report.open_overdue.by_destination.values())},
+        ),
+    }
+    return render(
+        request, "referral/report.html", **_common(**figures, charts=charts, title="Closed-loop report")
+    )
+
+
+@get("/report.csv", media_type="text/csv")
+async def report_csv(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Response[str]:
+    """The report's figures as CSV: one row per (figure, key, value)."""
+    require_staff_role(staff, *CLINICIANS)
+    figures = await _report_figures(request, db_session)
+    report, series = figures["report"], figures["series"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["figure", "key", "value"])
+    for name, counts in (
+        ("by_destination", report.by_destination),
+        ("by_priority", report.by_priority),
+        ("by_status", report.by_status),
+        ("open_overdue_by_destination", report.open_overdue.by_destination),
+        ("open_overdue_by_priority", report.open_overdue.by_priority),
+        ("time_to_acceptance", series.to_acceptance),
+        ("time_to_scheduling", series.to_scheduling),
+    ):
+        writer.writerows([name, k, v] for k, v in counts.items())
+    for name, by_day in (
+        ("created_by_destination", series.by_destination),
+        ("created_by_priority", series.by_priority),
+    ):
+        for key, values in by_day.items():
+            writer.writerows(
+                [f"{name}:{day.isoformat()}", key, n] for day, n in zip(series.days, values, strict=True)
+            )
+    for name, timing in (
+        ("time_to_acceptance", report.time_to_acceptance),
+        ("time_to_scheduling", report.time_to_scheduling),
+    ):
+        writer.writerows(
+            [
+                [name, "count", timing.count],
+                [name, "median_seconds", timing.median_seconds or ""],
+                [name, "p90_seconds", timing.p90_seconds or ""],
+            ]
+        )
+    writer.writerow(["closed_share", "closed", report.closed.closed])
+    writer.writerow(["closed_share", "of", report.closed.of])
+    return Response(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="referral-report.csv"'},
+    )
+
+
 def referral_pages() -> Any:
     return page_router(
         "/",
@@ -343,5 +462,7 @@ def referral_pages() -> Any:
             act_page,
             follow_up_done,
             review_queue,
+            report_page,
+            report_csv,
         ],
     )
