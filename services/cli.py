@@ -19,6 +19,9 @@ from typing import Any
 from services.common.settings import SettingError, Settings, get_settings
 
 SERVICES = ("intake", "referral")
+#: How long `clinic up` waits for each service to say it is ready (a first start on a busy machine
+#: compiles and migrates for a while).
+READY_SECONDS = 180
 
 
 def _service_module(name: str) -> Any:
@@ -336,7 +339,7 @@ def cmd_up(_: argparse.Namespace) -> int:
                     preexec_fn=_child_preexec,
                 )
             )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + READY_SECONDS
         for name, url in urls.items():
             if not wait_until_ready([url], deadline, procs):
                 _say(f"the {name} service did not become ready")

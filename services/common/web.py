@@ -90,8 +90,8 @@ def live() -> dict[str, str]:
     security=[{}],
 )
 async def ready(state: State) -> Response[dict[str, Any]]:
-    """Database reachable, migrations at head, background workers running: 200 with each check
-    `ok`, else 503 naming the check that is not."""
+    """Database reachable, migrations at head, background workers running, queue listeners
+    connected: 200 with each check `ok`, else 503 naming the check that is not."""
     checks: dict[str, Any] = {}
     engine: AsyncEngine = state["clinic_engine"]
     try:
@@ -107,6 +107,10 @@ async def ready(state: State) -> Response[dict[str, Any]]:
     expected = state.get("clinic_workers_expected", 0)
     running = sum(1 for t in state.get("clinic_worker_tasks", []) if not t.done())
     checks["workers"] = "ok" if running >= expected else f"{running}/{expected} running"
+    # Queue consumers' LISTEN connections: without them events wait for the polling fallback.
+    deaf = [w.consumer.name for w in state.get("clinic_queue_workers", []) if not w.listening]
+    if state.get("clinic_queue_workers"):
+        checks["listeners"] = "ok" if not deaf else f"not listening: {', '.join(deaf)}"
     ok = all(v == "ok" for v in checks.values())
     return Response(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
@@ -127,7 +131,8 @@ def build_app(
     run_workers: bool,
 ) -> Litestar:
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-    workers = [*_queue_workers(spec, settings, engine), *spec.workers] if run_workers else []
+    queue_workers: list[QueueWorker] = []
+    workers = [*_queue_workers(spec, settings, engine, queue_workers), *spec.workers] if run_workers else []
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -178,6 +183,7 @@ def build_app(
                 "clinic_key_cache": KeyCache(settings.api_key_cache_seconds),
                 "clinic_heads": expected_heads(),
                 "clinic_workers_expected": len(workers),
+                "clinic_queue_workers": queue_workers,
                 **spec.state,
             }
         ),
@@ -203,12 +209,15 @@ def build_app(
     return app
 
 
-def _queue_workers(spec: ServiceSpec, settings: Settings, engine: AsyncEngine) -> list[Worker]:
+def _queue_workers(
+    spec: ServiceSpec, settings: Settings, engine: AsyncEngine, created: list[QueueWorker]
+) -> list[Worker]:
     database_url = engine.url.render_as_string(hide_password=False)
     tuning = QueueTuning.from_settings(settings)
     workers: list[Worker] = []
     for consumer in spec.consumers:
         queue_worker = QueueWorker(engine, database_url, consumer, tuning)
+        created.append(queue_worker)  # readiness looks at their LISTEN connections
 
         def start(state: State, w: QueueWorker = queue_worker) -> AbstractAsyncContextManager[None]:
             return background_loop(state, f"queue:{w.consumer.name}", w.run)

@@ -304,6 +304,14 @@ _RECORD_SUCCESS_AND_CLAIM_NEXT = text(
     """
 )
 
+# Shutdown: sends cut short go back at once (the attempt still counts). Only leased ones: a
+# send whose outcome was recorded before the cancel keeps its schedule.
+_RELEASE = text(
+    "UPDATE referral.webhook_deliveries SET leased_until = NULL, next_attempt_at = now(), "
+    "updated_at = now(), last_error = 'the sender stopped before an answer came' "
+    "WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'pending' AND leased_until IS NOT NULL"
+)
+
 _RECORD_ATTEMPT = text(
     "INSERT INTO referral.webhook_attempts (delivery_id, status_code, latency_ms, error, response_excerpt) "
     "VALUES (:id, :status_code, :latency_ms, :error, :excerpt)"
@@ -370,6 +378,8 @@ class WebhookSender:
         self.http = http
         self.in_flight: dict[uuid.UUID, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        #: The delivery each send task holds the lease of (released at once if cancelled).
+        self.sending: dict[asyncio.Task[None], uuid.UUID] = {}
         self.wake = asyncio.Event()
         self.listening = False
         self.stopping = False
@@ -542,8 +552,11 @@ class WebhookSender:
 
         async def attempt() -> None:
             current: ClaimedDelivery | None = item
+            me = asyncio.current_task()
             try:
                 while current is not None:
+                    if me is not None:  # a chained claim moves the lease this task holds
+                        self.sending[me] = current.id
                     current = await self._deliver_and_claim_next(current, http)
             except Exception as exc:  # the lease brings it back; the loop must go on
                 failed = current.id if current is not None else item.id
@@ -558,7 +571,12 @@ class WebhookSender:
 
         task = asyncio.create_task(attempt(), name=f"webhook:{item.id}")
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.sending[task] = item.id
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.sending.pop(task, None)
 
     @asynccontextmanager
     async def _http(self) -> AsyncIterator[HttpSender]:
@@ -607,13 +625,26 @@ class WebhookSender:
                 await self._finish(grace=5.0)
 
     async def _finish(self, grace: float) -> None:
-        """Let sends in flight finish briefly; cancel the rest (their leases bring them back)."""
+        """Let sends in flight finish briefly; cancel the rest and release their leases at once,
+        so a restarted sender (or another replica) sends them again without waiting the lease out.
+        The receiver may then see the same `webhook-id` twice: it dedupes on it."""
         if not self.tasks:
             return
         _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+        held = [self.sending[task] for task in pending if task in self.sending]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        if held:
+            await self._release(held)
+
+    async def _release(self, delivery_ids: list[uuid.UUID]) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                released = await conn.execute(_RELEASE, {"ids": delivery_ids})
+            log.warning("webhook_deliveries_released", count=released.rowcount, reason="shutdown")
+        except Exception as exc:  # the lease still brings them back
+            log.warning("webhook_release_failed", count=len(delivery_ids), error=repr(exc))
 
 
 def sender_worker(state: State) -> AbstractAsyncContextManager[None]:
