@@ -6,7 +6,10 @@ worklist; the letter prints; the worklist and actions work with the keyboard; ax
 from __future__ import annotations
 
 import datetime as dt
+import http.server
+import json
 import re
+import threading
 import uuid
 from typing import Any
 
@@ -309,3 +312,92 @@ async def test_the_report_page_draws_its_charts_and_offers_the_same_figures_as_c
     assert accepted >= 1
     await specialist.context.close()
     await clinician.context.close()
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        _Receiver.received.append({"headers": dict(self.headers), "body": json.loads(body)})
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        admin = await signed_in(browser, site, "admin", then="/admin/webhooks")
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook-{uuid.uuid4().hex[:6]}"
+        await admin.get_by_label("URL").fill(url)
+        await admin.get_by_label("referral.created").check()
+        await admin.get_by_role("button", name="Register the endpoint").click()
+        secret = await admin.locator("#new-secret").inner_text()
+        assert secret.startswith("whsec_")
+        await assert_accessible(admin)
+        await admin.get_by_role("link", name="Open the endpoint").click()
+        assert secret not in await admin.content()  # shown once only
+
+        family = await publish_intake(engine, "P12")
+        deliveries = admin.locator("#deliveries tbody tr").filter(has_text="referral.created")
+        for _ in range(80):
+            await admin.reload()
+            if await deliveries.filter(has_text="succeeded").count():
+                break
+            await admin.wait_for_timeout(250)
+        await expect(deliveries.filter(has_text="succeeded").first).to_be_visible()
+        assert any(r["body"]["type"] == "referral.created" for r in _Receiver.received)
+        assert family not in json.dumps(_Receiver.received)  # names never leave in a webhook
+        await assert_accessible(admin)
+        await screenshot(admin, "admin-webhook-endpoint")
+
+        # Send one again; rotate the secret (shown once).
+        count = len(_Receiver.received)
+        await deliveries.first.get_by_role("button").click()
+        await expect(admin.get_by_role("status")).to_have_text("Sending again.")
+        for _ in range(80):
+            if len(_Receiver.received) > count:
+                break
+            await admin.wait_for_timeout(250)
+        assert len(_Receiver.received) > count
+        await admin.get_by_role("button", name="Rotate the signing secret").click()
+        rotated = await admin.locator("#new-secret").inner_text()
+        assert rotated.startswith("whsec_") and rotated != secret
+
+        # Staff and keys: a key shown once; a specialist account created.
+        await admin.goto(f"{site.referral}/admin/people")
+        await admin.get_by_label("Key name").fill(f"page-key-{uuid.uuid4().hex[:6]}")
+        await admin.get_by_label("Key role").select_option("clinician")
+        await admin.get_by_role("button", name="Create the key").click()
+        assert (await admin.locator("#new-secret").inner_text()).startswith("clk_")
+        email = f"new-{uuid.uuid4().hex[:6]}@clinic.example"
+        await admin.get_by_label("Name", exact=True).fill("Sam Specialist")
+        await admin.get_by_label("Email").fill(email)
+        await admin.get_by_label("Role", exact=True).select_option("specialist")
+        await admin.get_by_label("Destination (specialists)", exact=True).select_option("pain_management")
+        await admin.get_by_role("button", name="Create the account").click()
+        await expect(admin.get_by_role("status")).to_contain_text(email)
+        await admin.get_by_role("button", name=f"Disable {email}").click()
+        await expect(admin.get_by_role("status")).to_contain_text("is disabled")
+        await assert_accessible(admin)
+        await admin.context.close()
+
+        # Not for anyone else.
+        clinician = await signed_in(browser, site, "clinician")
+        for path in ("/admin/webhooks", "/admin/people"):
+            response = await clinician.goto(f"{site.referral}{path}")
+            assert response is not None and response.status == 403
+        assert (
+            await _post(clinician, f"{site.referral}/admin/people/create-key", {"name": "x", "role": "admin"})
+            == 403
+        )
+        await clinician.context.close()
+    finally:
+        server.shutdown()

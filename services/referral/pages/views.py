@@ -30,6 +30,7 @@ from services.common.problems import ConflictProblem, UnprocessableProblem
 from services.common.web import DbSession
 from services.referral.db.models import Referral
 from services.referral.followups.services import load_follow_up, mark_done
+from services.referral.pages.admin import admin_handlers
 from services.referral.pages.charts import stacked_bars
 from services.referral.referrals.actions import (
     ActionBody,
@@ -146,6 +147,8 @@ async def home(staff: Staff) -> Response[Any]:
     """Each role's first page."""
     if staff.role is Role.clinician:
         return redirect("/review")
+    if staff.role is Role.admin:
+        return redirect("/admin/webhooks")
     return redirect("/worklist")
 
 
@@ -464,5 +467,6 @@ def referral_pages() -> Any:
             review_queue,
             report_page,
             report_csv,
+            *admin_handlers(),
         ],
     )
