@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 from playwright.async_api import Browser, Page, expect
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.events import IntakeSubmitted
@@ -401,3 +402,45 @@ async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
         await clinician.context.close()
     finally:
         server.shutdown()
+
+
+async def test_an_admin_replays_a_dead_letter_on_each_service(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    admin = await signed_in(browser, site, "admin", then="/worklist")
+    await open_from_worklist(admin, site, family)
+    # The triage consumer's delivery of that intake, as if its attempts had run out.
+    async with engine.begin() as conn:
+        delivery_id = (
+            await conn.execute(
+                text(
+                    "INSERT INTO queue.deliveries (event_id, consumer, status, attempts, last_error) "
+                    "SELECT id, 'referral.triage', 'dead', 8, 'database down' FROM queue.events "
+                    "WHERE type = 'intake.submitted' AND payload->'intake'->'patient'->>'family_name' = :f "
+                    "RETURNING id"
+                ),
+                {"f": family},
+            )
+        ).scalar_one()
+    await admin.goto(f"{site.referral}/admin/dead")
+    row = admin.locator("#dead-letters tbody tr").filter(has_text=str(delivery_id))
+    await expect(row).to_contain_text("database down")
+    await assert_accessible(admin)
+    await screenshot(admin, "admin-dead-letters")
+    # The intake service lists its own consumers' only.
+    await admin.goto(f"{site.intake}/admin/dead")
+    await expect(admin.locator("#dead-letters")).not_to_contain_text("referral.triage")
+    await admin.goto(f"{site.referral}/admin/dead")
+    await row.get_by_role("button").click()
+    await expect(admin.get_by_role("status")).to_have_text(f"Delivery {delivery_id} queued again.")
+    for _ in range(60):
+        await admin.reload()
+        if not await row.count():
+            break
+        await admin.wait_for_timeout(250)
+    await expect(row).to_have_count(0)
+    # Replayed once, triaged once: still one referral for the patient.
+    await admin.goto(f"{site.referral}/referrals?status=all")
+    await expect(admin.get_by_role("link", name=re.compile(family))).to_have_count(1)
+    await admin.context.close()
