@@ -123,7 +123,6 @@ async def test_a_specialist_works_a_referral_to_completed_and_its_follow_ups(
     assert response is not None and response.status == 404
     await expect(other.get_by_role("heading", name="Not found")).to_be_visible()
     assert family not in await other.content()
-    # Nor can it act on it.
     await other.context.close()
     await page.context.close()
 
@@ -145,7 +144,6 @@ async def test_a_stale_button_shows_the_conflict_as_a_message(
     await expect(alert).to_contain_text("That could not be done")
     await expect(alert).to_contain_text("accepted")
     await expect(first.locator("#referral-status")).to_have_text("Accepted")
-    # A decline without a reason names the field.
     await first.context.close()
     await second.context.close()
 
