@@ -67,9 +67,6 @@ async def test_its_destination_and_clinicians_see_the_intakes_clinical_answers(
         assert _normal(got["clinical"]) == expected
     assert got["clinical"]["contact"]["phone"] == "+1 555 0100"
     assert got["clinical"]["notes"] == "Prefers morning appointments."
-    # The specialist's answer to an action carries it too.
-    accepted = await act(referral_client, referral["id"], "accept", team.specialist["pain_management"])
-    assert _normal(accepted.json()["clinical"]) == expected
 
 
 async def test_the_front_desk_lists_and_other_destinations_do_not_get_it(

@@ -181,9 +181,8 @@ class ReferralController(Controller):
         action: str,
         body: ActionBody,
     ) -> ReferralOut:
-        principal = principal_of(request)
-        acted = await act_on(db_session, principal, referral_id, action, body, state)
-        return to_out(acted, now_of(state), clinical=sees_clinical(principal))
+        acted = await act_on(db_session, principal_of(request), referral_id, action, body, state)
+        return to_out(acted, now_of(state))
 
     @action_route("accept", "acceptReferral", "Accept a referral")
     async def accept(

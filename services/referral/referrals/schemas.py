@@ -102,8 +102,8 @@ class ReferralOut(msgspec.Struct, frozen=True, kw_only=True):
     """On an AMEND-HOLD review: the open referral whose amendment it holds (resolve to replace
     it, cancel to keep it)."""
     clinical: ClinicalPicture | None = None
-    """The clinical picture of `intake_version`: in `GET /v1/referrals/{id}` and the actions'
-    answers for its specialist, clinicians and admins; absent for the front desk and in lists."""
+    """The clinical picture of `intake_version`: in `GET /v1/referrals/{id}` for its specialist,
+    clinicians and admins; absent for the front desk, in lists and in the actions' answers."""
 
 
 class ReferralPage(msgspec.Struct, frozen=True, kw_only=True):
