@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from services.common.settings import SettingError, Settings, get_settings
+from services.common.vocabulary import SpecialistDestination
 
 SERVICES = ("intake", "referral")
 #: How long `clinic up` waits for each service to say it is ready (a first start on a busy machine
@@ -402,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key; prints the key alone on stdout")
     create.add_argument("--role", required=True, choices=["front_desk", "specialist", "clinician", "admin"])
-    create.add_argument("--destination", choices=["urgent_care", "pain_management", "regenerative_medicine"])
+    create.add_argument("--destination", choices=[d.value for d in SpecialistDestination])
     create.add_argument("--name", required=True)
     create.set_defaults(fn=cmd_keys_create)
     revoke = keys.add_parser("revoke", help="revoke every key with this name")

@@ -24,7 +24,20 @@ from importlib import resources
 import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Identity, String, Uuid, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    String,
+    Uuid,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -47,6 +60,7 @@ _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
 
 class User(AccessBase):
     __tablename__ = "users"
+    __table_args__ = (Index("uq_users_email", func.lower(text("email")), unique=True),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100))
@@ -63,7 +77,7 @@ class SignInSession(AccessBase):
     __tablename__ = "sessions"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("access.users.id"))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("access.users.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
@@ -74,6 +88,10 @@ class SignInEvent(AccessBase):
     """Append-only (a trigger refuses UPDATE and DELETE)."""
 
     __tablename__ = "sign_in_events"
+    __table_args__ = (
+        Index("ix_sign_in_events_email_at", "email", "at"),
+        Index("ix_sign_in_events_client_address_at", "client_address", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

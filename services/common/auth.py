@@ -30,6 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db import AccessBase
+from services.common.vocabulary import SpecialistDestination
+
+#: The destinations a specialist's key may be for (their home is `services.common.vocabulary`).
+Destination = SpecialistDestination
 
 KEY_PREFIX = "clk_"
 
@@ -39,12 +43,6 @@ class Role(enum.StrEnum):
     specialist = "specialist"
     clinician = "clinician"
     admin = "admin"
-
-
-class Destination(enum.StrEnum):
-    urgent_care = "urgent_care"
-    pain_management = "pain_management"
-    regenerative_medicine = "regenerative_medicine"
 
 
 class ApiKey(AccessBase):

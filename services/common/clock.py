@@ -4,11 +4,17 @@ durations) without sleeping. Apps read it from `state["clinic_clock"]`."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
+import structlog
 
+log = structlog.get_logger(__name__)
+
+
+@runtime_checkable  # handlers receive it by dependency injection, which checks its type
 class Clock(Protocol):
     def now(self) -> datetime: ...
 
@@ -46,6 +52,27 @@ async def first_of(seconds: float, *events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+async def until_stopped(
+    stop: asyncio.Event,
+    round_: Callable[[], Awaitable[object]],
+    every: float,
+    *,
+    failed: str,
+    wake: asyncio.Event | None = None,
+) -> None:
+    """The one background loop: run `round_`, then wait `every` seconds (or until `wake`), until
+    `stop` is set. A round that raises is logged as the event `failed` (its error type only: an
+    error's text may quote a row) and tried again next time: a database blip never ends a loop."""
+    while not stop.is_set():
+        if wake is not None:
+            wake.clear()  # a wake-up arriving during the round sets it again
+        try:
+            await round_()
+        except Exception as exc:
+            log.warning(failed, error_type=type(exc).__name__)
+        await first_of(every, *([wake, stop] if wake is not None else [stop]))
 
 
 def clinic_today(now: datetime, time_zone: str) -> date:

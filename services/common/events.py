@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from services.common.intake_body import IntakeBody
+from services.common.vocabulary import ConsumerName, EventType
 
 
 class Payload(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,7 +28,7 @@ class IntakeSubmitted(Payload, frozen=True, kw_only=True):
     """A new intake (version 1). Carries the form, since the referral service may not read the
     intake schema and needs the facts to triage and the patient snapshot to show specialists."""
 
-    TYPE: ClassVar[str] = "intake.submitted"
+    TYPE: ClassVar[str] = EventType.INTAKE_SUBMITTED.value
     intake_id: uuid.UUID
     patient_id: uuid.UUID
     intake_version: int
@@ -39,14 +40,14 @@ class IntakeSubmitted(Payload, frozen=True, kw_only=True):
 class IntakeAmended(IntakeSubmitted, frozen=True, kw_only=True):
     """A new version of an existing intake: the referral service re-triages it."""
 
-    TYPE: ClassVar[str] = "intake.amended"
+    TYPE: ClassVar[str] = EventType.INTAKE_AMENDED.value
 
 
 class ReferralCreated(Payload, frozen=True, kw_only=True):
     """Triage made a referral for an intake version (`supersedes` names the referral it replaces
     when an amendment re-triaged the intake)."""
 
-    TYPE: ClassVar[str] = "referral.created"
+    TYPE: ClassVar[str] = EventType.REFERRAL_CREATED.value
     referral_id: uuid.UUID
     intake_id: uuid.UUID
     intake_version: int
@@ -65,7 +66,7 @@ class ReferralStatusChanged(Payload, frozen=True, kw_only=True):
     """A referral moved (accepted, declined, scheduled, completed, no-show, cancelled, resolved,
     or superseded by a newer referral: `superseded_by`)."""
 
-    TYPE: ClassVar[str] = "referral.status_changed"
+    TYPE: ClassVar[str] = EventType.REFERRAL_STATUS_CHANGED.value
     referral_id: uuid.UUID
     intake_id: uuid.UUID
     destination: str
@@ -86,7 +87,7 @@ class ReferralAmended(Payload, frozen=True, kw_only=True):
     are the open referral's; `proposed_*` the amended form's outcome. `resolved_by` names the
     clinician whose resolve the amendment met (the one to tell), if any."""
 
-    TYPE: ClassVar[str] = "referral.amended"
+    TYPE: ClassVar[str] = EventType.REFERRAL_AMENDED.value
     referral_id: uuid.UUID
     intake_id: uuid.UUID
     intake_version: int
@@ -106,7 +107,7 @@ class ReferralAmended(Payload, frozen=True, kw_only=True):
 class ReferralFollowUpDue(Payload, frozen=True, kw_only=True):
     """A follow-up of a completed referral has reached its day (`due_on`)."""
 
-    TYPE: ClassVar[str] = "referral.follow_up_due"
+    TYPE: ClassVar[str] = EventType.REFERRAL_FOLLOW_UP_DUE.value
     referral_id: uuid.UUID
     intake_id: uuid.UUID
     follow_up_id: uuid.UUID
@@ -129,9 +130,9 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
 #: Every consumer and the event types it subscribes to. `clinic migrate` writes these into the
 #: queue's subscription table, so an event published before a consumer first starts still reaches it.
 CONSUMERS: dict[str, tuple[str, ...]] = {
-    "referral.triage": (IntakeSubmitted.TYPE, IntakeAmended.TYPE),
-    "intake.referral_mirror": (ReferralCreated.TYPE, ReferralStatusChanged.TYPE),
-    "referral.webhooks": (
+    ConsumerName.REFERRAL_TRIAGE: (IntakeSubmitted.TYPE, IntakeAmended.TYPE),
+    ConsumerName.INTAKE_REFERRAL_MIRROR: (ReferralCreated.TYPE, ReferralStatusChanged.TYPE),
+    ConsumerName.REFERRAL_WEBHOOKS: (
         IntakeSubmitted.TYPE,
         ReferralCreated.TYPE,
         ReferralStatusChanged.TYPE,

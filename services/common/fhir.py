@@ -30,8 +30,9 @@ from sqlalchemy import ColumnElement
 from sqlalchemy.orm import InstrumentedAttribute
 
 from services.common.clock import now_of
+from services.common.errors import ClinicError, InvalidFields
 from services.common.pagination import decode_cursor, encode_cursor
-from services.common.problems import UnprocessableProblem
+from services.common.problems import UnprocessableProblem, status_of
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -213,9 +214,14 @@ def _fhir_error_handler(_: Request[Any, Any, Any], exc: FhirError) -> Response[b
     return _outcome_response(exc.status_code, exc.issues, exc.headers)
 
 
-def _unprocessable_handler(_: Request[Any, Any, Any], exc: UnprocessableProblem) -> Response[bytes]:
-    issues = [Issue(f"{p.field}: {p.message}", "invalid", p.field) for p in exc.errors]
-    return _outcome_response(exc.status_code, issues)
+def _clinic_error_handler(_: Request[Any, Any, Any], exc: ClinicError) -> Response[bytes]:
+    """A rule refused the request (the same status as the JSON API's problem)."""
+    status = status_of(exc)
+    if isinstance(exc, InvalidFields):
+        issues = [Issue(f"{p.field}: {p.message}", "invalid", p.field) for p in exc.errors]
+    else:
+        issues = [Issue(exc.detail, _ISSUE_CODE_BY_STATUS.get(status, "processing"))]
+    return _outcome_response(status, issues)
 
 
 def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
@@ -243,7 +249,7 @@ def _internal_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[byt
 #: Every error on a FHIR route is an OperationOutcome (the JSON API's are RFC 9457 problems).
 FHIR_EXCEPTION_HANDLERS: dict[Any, Any] = {
     FhirError: _fhir_error_handler,
-    UnprocessableProblem: _unprocessable_handler,
+    ClinicError: _clinic_error_handler,
     ValidationException: _validation_handler,
     HTTPException: http_error_outcome,
     Exception: _internal_handler,

@@ -13,12 +13,24 @@ relate two fields, or that depend on today's date, cannot be msgspec constraints
 from __future__ import annotations
 
 import datetime
-import enum
 from typing import Annotated
 
 import msgspec
 
-from services.common.problems import FieldProblem
+from services.common.errors import FieldProblem
+from services.common.vocabulary import (
+    Complication,
+    Condition,
+    RadiatesTo,
+    RedFlagAnswer,
+    Region,
+    RiskFactor,
+    Sex,
+    Symptom,
+    Treatment,
+    TreatmentOutcome,
+    Trend,
+)
 
 __all__ = [
     "Complaint",
@@ -43,105 +55,7 @@ __all__ = [
 ]
 
 
-# --- Closed vocabularies (API.md, "Intake service") ---------------------------------------------
-# StrEnum so values compare equal to the plain strings stored in the database and sent in JSON.
-
-
-class Region(enum.StrEnum):
-    LOWER_BACK = "lower_back"
-    UPPER_BACK = "upper_back"
-    NECK = "neck"
-
-
-class Trend(enum.StrEnum):
-    IMPROVING = "improving"
-    STABLE = "stable"
-    WORSENING = "worsening"
-
-
-class RadiatesTo(enum.StrEnum):
-    LEFT_LEG = "left_leg"
-    RIGHT_LEG = "right_leg"
-    LEFT_ARM = "left_arm"
-    RIGHT_ARM = "right_arm"
-
-
-class Symptom(enum.StrEnum):
-    STIFFNESS = "stiffness"
-    RADIATING_PAIN = "radiating_pain"
-    MUSCLE_SPASMS = "muscle_spasms"
-    NIGHT_PAIN = "night_pain"
-    NIGHT_WAKING = "night_waking"
-    MORNING_STIFFNESS = "morning_stiffness"
-    ALTERNATING_BUTTOCK_PAIN = "alternating_buttock_pain"
-    IMPROVES_WITH_EXERCISE = "improves_with_exercise"
-    NSAID_RESPONSE = "nsaid_response"
-
-
-class Condition(enum.StrEnum):
-    HERNIATED_DISC = "herniated_disc"
-    DEGENERATIVE_DISC_DISEASE = "degenerative_disc_disease"
-    SPINAL_STENOSIS = "spinal_stenosis"
-    COMPRESSION_FRACTURE = "compression_fracture"
-    OSTEOARTHRITIS = "osteoarthritis"
-    SPONDYLOSIS = "spondylosis"
-    OSTEOPOROSIS = "osteoporosis"
-    PSORIASIS = "psoriasis"
-
-
-class RiskFactor(enum.StrEnum):
-    POOR_POSTURE = "poor_posture"
-    OBESITY = "obesity"
-    INACTIVITY = "inactivity"
-    STRESS = "stress"
-    ANXIETY = "anxiety"
-    LONG_TERM_CORTICOSTEROIDS = "long_term_corticosteroids"
-    IV_DRUG_USE = "iv_drug_use"
-    RECENT_TRAUMA = "recent_trauma"
-    FAMILY_HISTORY_SPONDYLOARTHRITIS = "family_history_spondyloarthritis"
-    #: Chemotherapy, biologics, transplant drugs, HIV: other than long-term corticosteroids.
-    IMMUNOSUPPRESSION = "immunosuppression"
-
-
-class Treatment(enum.StrEnum):
-    PHYSICAL_THERAPY = "physical_therapy"
-    MEDICATION = "medication"
-    CORTICOSTEROID_INJECTION = "corticosteroid_injection"
-    SURGERY = "surgery"
-    CHIROPRACTIC = "chiropractic"
-    ACUPUNCTURE = "acupuncture"
-    MASSAGE = "massage"
-    YOGA_OR_PILATES = "yoga_or_pilates"
-    HEAT_OR_COLD = "heat_or_cold"
-    EXERCISE = "exercise"
-    WEIGHT_MANAGEMENT = "weight_management"
-
-
-class TreatmentOutcome(enum.StrEnum):
-    NO_RELIEF = "no_relief"
-    PARTIAL_RELIEF = "partial_relief"
-    GOOD_RELIEF = "good_relief"
-
-
-class RedFlagAnswer(enum.StrEnum):
-    """`unsure` is a real answer, not a missing one: triage never guesses on a red flag."""
-
-    YES = "yes"
-    NO = "no"
-    UNSURE = "unsure"
-
-
-class Complication(enum.StrEnum):
-    INFECTION = "infection"
-    NERVE_DAMAGE = "nerve_damage"
-    ALLERGIC_REACTION = "allergic_reaction"
-
-
-class Sex(enum.StrEnum):
-    FEMALE = "female"
-    MALE = "male"
-    OTHER = "other"
-    UNKNOWN = "unknown"
+# Closed vocabularies: `services.common.vocabulary` (re-exported here for the form's readers).
 
 
 # --- Bounded scalar types -----------------------------------------------------------------------

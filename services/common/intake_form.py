@@ -10,14 +10,9 @@ from typing import Any
 import msgspec
 
 from services.common.clock import clinic_today
+from services.common.errors import FieldProblem, InvalidFields, MalformedBody
 from services.common.intake_body import IntakeBody, check_intake, decode_intake
-from services.common.problems import (
-    FieldProblem,
-    MalformedBodyProblem,
-    UnprocessableProblem,
-    all_field_problems,
-    field_problems_from_msgspec,
-)
+from services.common.problems import all_field_problems, field_problems_from_msgspec
 
 
 def latest_today(now: dt.datetime, time_zone: str) -> dt.date:
@@ -48,18 +43,18 @@ def parse_intake(raw: bytes, today: dt.date) -> IntakeBody:
         body = decode_intake(raw)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
         every = all_field_problems(raw, IntakeBody) or field_problems_from_msgspec(exc, IntakeBody)
-        raise UnprocessableProblem(every) from exc
+        raise InvalidFields(every) from exc
     except msgspec.DecodeError as exc:
         if not raw.strip():
-            raise UnprocessableProblem(
+            raise InvalidFields(
                 [FieldProblem(field="body", message="A JSON object body is required.")]
             ) from exc
-        raise MalformedBodyProblem(f"The body is not valid JSON: {exc}") from exc
+        raise MalformedBody(f"The body is not valid JSON: {exc}") from exc
     problems = check_intake(body, today)
     problems += [
         FieldProblem(field=path, message="Text may not contain NUL characters.")
         for path in _nul_fields(msgspec.to_builtins(body))
     ]
     if problems:
-        raise UnprocessableProblem(problems)
+        raise InvalidFields(problems)
     return body

@@ -24,6 +24,7 @@ from services.common.intake_body import (
     TreatmentOutcome,
     Trend,
 )
+from services.common.vocabulary import Destination, Priority
 
 VALUE_LABELS: Final[Mapping[enum.Enum, str]] = {
     Region.LOWER_BACK: "Lower back",
@@ -127,16 +128,16 @@ FIELD_LABELS: Final[Mapping[str, str]] = {
 }
 
 DESTINATION_LABELS: Final[Mapping[str, str]] = {
-    "urgent_care": "Urgent care",
-    "clinician_review": "A clinician reviews it first",
-    "regenerative_medicine": "Regenerative medicine",
-    "pain_management": "Pain management",
+    Destination.URGENT_CARE: "Urgent care",
+    Destination.CLINICIAN_REVIEW: "A clinician reviews it first",
+    Destination.REGENERATIVE_MEDICINE: "Regenerative medicine",
+    Destination.PAIN_MANAGEMENT: "Pain management",
 }
 
 PRIORITY_LABELS: Final[Mapping[str, str]] = {
-    "stat": "Immediately",
-    "urgent": "Urgent (within a day)",
-    "routine": "Routine",
+    Priority.STAT: "Immediately",
+    Priority.URGENT: "Urgent (within a day)",
+    Priority.ROUTINE: "Routine",
 }
 
 #: What the front desk tells the patient now, by priority, when the referral is to urgent care.

@@ -13,7 +13,7 @@ import msgspec
 from litestar.params import QueryParameter
 from sqlalchemy import Select, and_, or_
 
-from services.common.problems import FieldProblem, UnprocessableProblem
+from services.common.errors import FieldProblem, InvalidFields
 
 T = TypeVar("T")
 
@@ -28,9 +28,9 @@ def encode_cursor(key: Any) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
 
 
-def bad_cursor() -> UnprocessableProblem:
+def bad_cursor() -> InvalidFields:
     """The 422 for a cursor this API did not give (or one of another list)."""
-    return UnprocessableProblem(
+    return InvalidFields(
         [FieldProblem(field="cursor", message="Not a cursor this API gave; start without one.")]
     )
 

@@ -22,26 +22,28 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from litestar.openapi import ResponseSpec
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
-    ProblemDetailsException,
     ProblemDetailsPlugin,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy import exc as sa_exc
+
+from services.common.errors import (
+    ClinicError,
+    Conflict,
+    InvalidFields,
+    MalformedBody,
+    NotAllowed,
+    NotFound,
+)
+from services.common.errors import (
+    FieldProblem as FieldProblem,
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger(__name__)
 
 _FIELD_IN_MESSAGE = re.compile(r"^Object (missing required|contains unknown) field `([^`]+)`$")
 _INDEX = re.compile(r"\[\d+\]")
-
-
-class FieldProblem(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One field at fault: its full path (`complaint.intensity`), what is wrong, and for a closed
-    set the values that would have been accepted."""
-
-    field: str
-    message: str
-    allowed: list[str] | None = None
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -99,30 +101,19 @@ def problem_response(
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-class ConflictProblem(ProblemDetailsException):
-    """A 409 with extra members (the allowed moves, say)."""
+# The names the edge used before the clinic's errors had their own home.
+ConflictProblem = Conflict
+UnprocessableProblem = InvalidFields
+MalformedBodyProblem = MalformedBody
 
-    def __init__(self, detail: str, **extra: Any) -> None:
-        super().__init__(detail=detail, status_code=409, title="Conflict", extra=extra or None)
-
-
-class UnprocessableProblem(HTTPException):
-    """A 422 raised by a service rule (a cross-field check) with its field errors."""
-
-    status_code = 422
-
-    def __init__(self, errors: list[FieldProblem], detail: str = "The request body is not valid.") -> None:
-        super().__init__(detail=detail)
-        self.errors = errors
-
-
-class MalformedBodyProblem(UnprocessableProblem):
-    """A 400: the body is not JSON at all (reported on the field `body`)."""
-
-    status_code = 400
-
-    def __init__(self, detail: str) -> None:
-        super().__init__([FieldProblem(field="body", message=detail)], detail=detail)
+#: The one mapping from the clinic's errors to HTTP statuses (most specific kind first).
+STATUS_OF: dict[type[ClinicError], int] = {
+    NotFound: 404,
+    NotAllowed: 403,
+    Conflict: 409,
+    MalformedBody: 400,
+    InvalidFields: 422,
+}
 
 
 def _unwrap(tp: Any) -> Any:
@@ -294,9 +285,18 @@ def _validation_handler(request: Request[Any, Any, Any], exc: ValidationExceptio
     return problem_response(status, detail, title="Invalid request", errors=problems)
 
 
-def _unprocessable_handler(request: Request[Any, Any, Any], exc: UnprocessableProblem) -> Response[Any]:
-    detail = "; ".join(f"{p.field}: {p.message}" for p in exc.errors)
-    return problem_response(exc.status_code, detail, title="Invalid request", errors=exc.errors)
+def status_of(exc: ClinicError) -> int:
+    """The HTTP status of a clinic error, from `STATUS_OF`."""
+    return next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
+
+
+def _clinic_error_handler(request: Request[Any, Any, Any], exc: ClinicError) -> Response[Any]:
+    """A rule refused the request: its problem, with the status `STATUS_OF` gives its kind."""
+    status = status_of(exc)
+    if isinstance(exc, InvalidFields):
+        detail = "; ".join(f"{p.field}: {p.message}" for p in exc.errors)
+        return problem_response(status, detail, title="Invalid request", errors=exc.errors)
+    return problem_response(status, exc.detail, **exc.extra)
 
 
 def _http_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -384,7 +384,7 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: _validation_handler,
-    UnprocessableProblem: _unprocessable_handler,
+    ClinicError: _clinic_error_handler,
     HTTPException: _http_handler,
     Exception: _internal_handler,
 }

@@ -9,10 +9,10 @@ a snapshot, and a collector reads it at scrape time, ageing the oldest delivery 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 from prometheus_client import REGISTRY, Counter, Histogram
@@ -20,6 +20,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.clock import until_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -105,10 +107,6 @@ async def run_depth_refresher(
     engine: AsyncEngine, consumers: Sequence[str], interval: float, stop: asyncio.Event
 ) -> None:
     """Refresh the depth snapshot every `interval` seconds until `stop`."""
-    while not stop.is_set():
-        try:
-            await refresh_depth(engine, consumers)
-        except Exception as exc:
-            log.warning("queue_depth_refresh_failed", error_type=type(exc).__name__)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+    await until_stopped(
+        stop, partial(refresh_depth, engine, consumers), interval, failed="queue_depth_refresh_failed"
+    )

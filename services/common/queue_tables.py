@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -62,6 +63,7 @@ subscriptions = Table(
     Column("consumer", Text, primary_key=True),
     Column("event_type", Text, primary_key=True),
     _at("created_at"),
+    Column("wanted", Boolean, nullable=False, server_default=text("true")),
 )
 
 deliveries = Table(

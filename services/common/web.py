@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.common.api_docs import assets_router, render_plugins
 from services.common.auth import ApiKeyMiddleware, KeyCache
+from services.common.deps import DEPENDENCIES
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.openapi import OutgoingWebhook, finish_document
@@ -175,6 +176,7 @@ def build_app(
             DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        dependencies=DEPENDENCIES,
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
         state=State(

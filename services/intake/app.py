@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from contextlib import AbstractAsyncContextManager
 
 import structlog
@@ -12,7 +11,7 @@ from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bootstrap import create_service_app
-from services.common.clock import Clock, SystemClock, now_of
+from services.common.clock import Clock, SystemClock, now_of, until_stopped
 from services.common.settings import Settings
 from services.common.web import ServiceSpec, background_loop, sessionmaker_from
 from services.intake import fhir
@@ -29,18 +28,15 @@ log = structlog.get_logger(__name__)
 
 
 def idempotency_purge(state: State) -> AbstractAsyncContextManager[None]:
+    async def purge() -> None:
+        async with sessionmaker_from(state)() as session:
+            purged = await purge_expired_keys(session, now_of(state))
+            await session.commit()
+        if purged:
+            log.info("idempotency_keys_purged", count=purged)
+
     async def loop(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                async with sessionmaker_from(state)() as session:
-                    purged = await purge_expired_keys(session, now_of(state))
-                    await session.commit()
-                if purged:
-                    log.info("idempotency_keys_purged", count=purged)
-            except Exception as exc:  # a failed purge is retried at the next round
-                log.warning("idempotency_purge_failed", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=PURGE_EVERY_SECONDS)
+        await until_stopped(stop, purge, PURGE_EVERY_SECONDS, failed="idempotency_purge_failed")
 
     return background_loop(state, "intake:idempotency_purge", loop)
 

@@ -21,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.events import Envelope, ReferralCreated, ReferralStatusChanged
 from services.common.queue import Consumer
+from services.common.vocabulary import ConsumerName
 from services.intake.db.models import Intake, ReferralMirror
 from services.intake.intakes.schemas import IntakeStatus
 
-CONSUMER_NAME = "intake.referral_mirror"
+CONSUMER_NAME = ConsumerName.INTAKE_REFERRAL_MIRROR
 log = structlog.get_logger(__name__)
 
 

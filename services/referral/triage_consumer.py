@@ -8,9 +8,10 @@ from services.common.clock import Clock
 from services.common.events import Envelope, IntakeAmended, IntakeSubmitted
 from services.common.queue import Consumer
 from services.common.settings import Settings
+from services.common.vocabulary import ConsumerName
 from services.referral.referrals.services import triage_intake
 
-NAME = "referral.triage"
+NAME = ConsumerName.REFERRAL_TRIAGE
 
 
 def triage_consumer(settings: Settings, clock: Clock) -> Consumer:

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from services.common.migrate import pending_count
 from tests.conftest import REPO_ROOT, embedded_data_dir, run_clinic
 
 
@@ -89,7 +90,7 @@ def test_clinic_up_serves_both_services_and_sigterm_leaves_no_process(data_dir: 
     assert said == [
         f"starting the database (embedded PostgreSQL in {data_dir})",
         "applying migrations",
-        "5 migration(s) applied; every schema is at head",
+        f"{pending_count({})} migration(s) applied; every schema is at head",
         f"starting the intake service on {intake}",
         f"starting the referral service on {referral}",
         "stopping the intake service, the referral service, the embedded database",

@@ -58,7 +58,7 @@ def test_a_running_worker_is_healthy_and_a_stopped_one_is_not(database_url: str,
         assert "ok" in healthy.stdout
         record = json.loads(path.read_text())
         assert record["pid"] == proc.pid
-        assert record["checks"] == {"database": "ok", "migrations": "ok", "workers": "ok"}
+        assert record["checks"] == {"database": "ok", "migrations": "ok", "workers": "ok", "listeners": "ok"}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

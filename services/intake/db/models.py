@@ -17,7 +17,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Date, DateTime, ForeignKey, Identity, Index, Integer, String, Text, Uuid
+from sqlalchemy import Date, DateTime, ForeignKey, Identity, Index, Integer, String, Text, Uuid, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -30,6 +30,14 @@ class IntakeBase(DeclarativeBase):
 
 class Patient(IntakeBase):
     __tablename__ = "patients"
+    __table_args__ = (
+        Index(
+            "ix_patients_names_birth_date",
+            func.lower(text("family_name")),
+            func.lower(text("given_name")),
+            "birth_date",
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     mrn: Mapped[str | None] = mapped_column(String(64), unique=True)

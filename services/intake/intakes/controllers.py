@@ -240,6 +240,7 @@ class PatientController(Controller):
         "/",
         guards=[require_roles(*READERS)],
         responses=READ_RESPONSES,
+        operation_id="findPatients",
         summary="Find patients by name, birth date or MRN",
     )
     async def find(

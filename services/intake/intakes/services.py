@@ -15,18 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar.exceptions import NotFoundException
 from sqlalchemy import Table, Text, cast, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.errors import Conflict, FieldProblem, InvalidFields, NotFound
 from services.common.events import IntakeAmended, IntakeSubmitted
 from services.common.intake_body import IntakeBody, PatientIn, Sex
-from services.common.problems import (
-    ConflictProblem,
-    FieldProblem,
-    UnprocessableProblem,
-)
 from services.common.queue import publish
 from services.intake.db.models import (
     IdempotencyKey,
@@ -71,9 +66,7 @@ def check_idempotency_key(key: str | None, field: str = "Idempotency-Key") -> st
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
-        raise UnprocessableProblem(
-            [FieldProblem(field=field, message="Use 1-255 printable ASCII characters.")]
-        )
+        raise InvalidFields([FieldProblem(field=field, message="Use 1-255 printable ASCII characters.")])
     return key
 
 
@@ -110,7 +103,7 @@ async def _claim(session: AsyncSession, claim: IdempotencyClaim, now: dt.datetim
         )
     ).scalar_one()
     if row.request_hash != claim.request_hash or row.status_code is None or row.response is None:
-        raise ConflictProblem(
+        raise Conflict(
             "This idempotency key was already used for a different request; use a new key for a new request."
         )
     return StoredResponse(row.status_code, row.response.encode(), replayed=True)
@@ -322,9 +315,7 @@ async def submit_intake(
         picked = await session.get(Patient, existing_patient, with_for_update=True)
         if picked is None:
             await session.rollback()
-            raise UnprocessableProblem(
-                [FieldProblem(field="patient", message="No such patient; search again.")]
-            )
+            raise InvalidFields([FieldProblem(field="patient", message="No such patient; search again.")])
         await _update_patient(session, picked, _demographics(body.patient), author, intake_id)
         patient_id = picked.id
     else:
@@ -375,7 +366,7 @@ async def amend_intake(
     intake = await session.get(Intake, intake_id, with_for_update=True)
     if intake is None:
         await session.rollback()
-        raise NotFoundException("No intake with this id.")
+        raise NotFound("No intake with this id.")
     patient_id = await _patient_for_amendment(session, intake.patient_id, body.patient, author, intake_id)
     version = intake.version + 1
     await session.execute(

@@ -26,6 +26,7 @@ from services.common.fhir import (
     mrn_system,
 )
 from services.common.settings import Settings
+from services.common.vocabulary import Destination, ReferralStatus
 from services.referral.db.models import Referral
 from services.referral.referrals.services import DESTINATIONS, STATUSES, thresholds_from
 from services.referral.triage import CURRENT, RULESETS, rules_document
@@ -37,42 +38,42 @@ FULFILL = {
     "display": "Fulfill the focal request",
 }
 SPECIALTIES: dict[str, dict[str, str]] = {
-    "urgent_care": {"system": SNOMED, "code": "773568002", "display": "Emergency medicine"},
-    "pain_management": {"system": SNOMED, "code": "394882004", "display": "Pain management"},
+    Destination.URGENT_CARE: {"system": SNOMED, "code": "773568002", "display": "Emergency medicine"},
+    Destination.PAIN_MANAGEMENT: {"system": SNOMED, "code": "394882004", "display": "Pain management"},
 }
 
 #: The referral's status as a ServiceRequest status (the order's life: draft until a clinician
 #: has decided where it goes, active while open, revoked if it ended without being done).
-REQUEST_STATUS = {
-    "needs_review": "draft",
-    "requested": "active",
-    "accepted": "active",
-    "scheduled": "active",
-    "completed": "completed",
-    "declined": "revoked",
-    "no_show": "revoked",
-    "cancelled": "revoked",
+REQUEST_STATUS: dict[str, str] = {
+    ReferralStatus.NEEDS_REVIEW: "draft",
+    ReferralStatus.REQUESTED: "active",
+    ReferralStatus.ACCEPTED: "active",
+    ReferralStatus.SCHEDULED: "active",
+    ReferralStatus.COMPLETED: "completed",
+    ReferralStatus.DECLINED: "revoked",
+    ReferralStatus.NO_SHOW: "revoked",
+    ReferralStatus.CANCELLED: "revoked",
 }
 #: The referral's status as a Task status (the destination's work on it).
-TASK_STATUS = {
-    "needs_review": "draft",
-    "requested": "requested",
-    "accepted": "accepted",
-    "declined": "rejected",
-    "scheduled": "in-progress",
-    "completed": "completed",
-    "no_show": "failed",
-    "cancelled": "cancelled",
+TASK_STATUS: dict[str, str] = {
+    ReferralStatus.NEEDS_REVIEW: "draft",
+    ReferralStatus.REQUESTED: "requested",
+    ReferralStatus.ACCEPTED: "accepted",
+    ReferralStatus.DECLINED: "rejected",
+    ReferralStatus.SCHEDULED: "in-progress",
+    ReferralStatus.COMPLETED: "completed",
+    ReferralStatus.NO_SHOW: "failed",
+    ReferralStatus.CANCELLED: "cancelled",
 }
-STATUS_DEFINITIONS = {
-    "needs_review": "Triage could not decide safely; a clinician chooses the destination.",
-    "requested": "Sent to the destination, waiting for it to accept or decline.",
-    "accepted": "The destination took the patient on.",
-    "declined": "The destination declined (possibly redirecting to another destination).",
-    "scheduled": "An appointment is booked.",
-    "completed": "The patient was seen.",
-    "no_show": "The patient did not attend the appointment.",
-    "cancelled": "Cancelled (by staff, or superseded after an amendment).",
+STATUS_DEFINITIONS: dict[str, str] = {
+    ReferralStatus.NEEDS_REVIEW: "Triage could not decide safely; a clinician chooses the destination.",
+    ReferralStatus.REQUESTED: "Sent to the destination, waiting for it to accept or decline.",
+    ReferralStatus.ACCEPTED: "The destination took the patient on.",
+    ReferralStatus.DECLINED: "The destination declined (possibly redirecting to another destination).",
+    ReferralStatus.SCHEDULED: "An appointment is booked.",
+    ReferralStatus.COMPLETED: "The patient was seen.",
+    ReferralStatus.NO_SHOW: "The patient did not attend the appointment.",
+    ReferralStatus.CANCELLED: "Cancelled (by staff, or superseded after an amendment).",
 }
 assert set(REQUEST_STATUS) == set(TASK_STATUS) == set(STATUS_DEFINITIONS) == set(STATUSES)
 

@@ -45,7 +45,7 @@ from services.referral.fhir.resources import (
     task,
     task_versions,
 )
-from services.referral.referrals.controllers import load_visible
+from services.referral.referrals.deps import load_visible
 from services.referral.referrals.services import STATUSES, cursor_key, worklist_query
 from services.referral.referrals.web import READERS, check_destination_filter
 

@@ -9,19 +9,15 @@ short transaction that claims rows with SKIP LOCKED, marks them `due` and publis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from contextlib import AbstractAsyncContextManager
 
-import structlog
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.common.clock import Clock, clinic_today
+from services.common.clock import Clock, clinic_today, until_stopped
 from services.common.settings import Settings
 from services.common.web import background_loop, sessionmaker_from
 from services.referral.followups.services import emit_due
-
-log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 100
 
@@ -58,13 +54,7 @@ class FollowUpScheduler:
                 return total
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception as exc:  # a database blip must not end the loop: try again next poll
-                log.error("follow_up_scheduler_failed", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
+        await until_stopped(stop, self.run_once, self.poll_seconds, failed="follow_up_scheduler_failed")
 
 
 def follow_up_worker(state: State) -> AbstractAsyncContextManager[None]:

@@ -19,9 +19,9 @@ from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import Principal
+from services.common.errors import IllegalTransition
 from services.common.events import ReferralFollowUpDue
 from services.common.pagination import bad_cursor
-from services.common.problems import ConflictProblem
 from services.common.queue import publish
 from services.referral.db.models import FollowUp, Referral
 from services.referral.followups.schemas import FollowUpItem
@@ -115,7 +115,7 @@ async def load_follow_up(
 def mark_done(follow_up: FollowUp, principal: Principal, now: dt.datetime) -> None:
     """Done, by whom and when; a follow-up already done (or cancelled) is a 409."""
     if follow_up.status not in OPEN_STATUSES:
-        raise ConflictProblem(
+        raise IllegalTransition(
             f"A follow-up that is {follow_up.status} cannot be marked done.",
             current_status=follow_up.status,
             allowed_actions=[],

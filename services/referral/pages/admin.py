@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common import accounts
 from services.common.auth import ApiKey, Destination, KeyError_, Role, create_api_key, revoke_api_key
 from services.common.clock import now_of
+from services.common.errors import Conflict, InvalidFields
 from services.common.pages import Staff, form_of, redirect, render, require_staff_role
-from services.common.problems import ConflictProblem, UnprocessableProblem
 from services.common.web import DbSession
 from services.referral.webhooks import schemas, service
 from services.referral.webhooks.controllers import _guard
@@ -62,8 +62,8 @@ async def webhooks_page(request: Request[Any, Any, State], staff: Staff, db_sess
     return await _endpoints_page(request, db_session)
 
 
-def _errors_of(exc: UnprocessableProblem | msgspec.ValidationError) -> dict[str, list[str]]:
-    if isinstance(exc, UnprocessableProblem):
+def _errors_of(exc: InvalidFields | msgspec.ValidationError) -> dict[str, list[str]]:
+    if isinstance(exc, InvalidFields):
         return {p.field: [p.message] for p in exc.errors}
     message, _, where = str(exc).partition(" - at `$.")
     return {where.rstrip("`").split("[")[0] or "form": [message]}
@@ -82,7 +82,7 @@ async def create_webhook(request: Request[Any, Any, State], staff: Staff, db_ses
     try:
         data = msgspec.convert(raw, schemas.WebhookEndpointCreate)
         row, secret = await service.create_endpoint(db_session, data, _guard(request.app.state), staff.name)
-    except (UnprocessableProblem, msgspec.ValidationError) as exc:
+    except (InvalidFields, msgspec.ValidationError) as exc:
         await db_session.rollback()
         return await _endpoints_page(request, db_session, 422, errors=_errors_of(exc), values=values)
     await db_session.commit()
@@ -136,7 +136,7 @@ async def edit_webhook(
     try:
         data = msgspec.convert(raw, schemas.WebhookEndpointUpdate)
         await service.update_endpoint(db_session, endpoint_id, data, _guard(request.app.state), staff.name)
-    except (UnprocessableProblem, msgspec.ValidationError) as exc:
+    except (InvalidFields, msgspec.ValidationError) as exc:
         await db_session.rollback()
         return await _endpoint_page(request, db_session, endpoint_id, 422, errors=_errors_of(exc))
     await db_session.commit()
@@ -170,7 +170,7 @@ async def replay_webhook(
         return await _endpoint_page(
             request, db_session, endpoint_id, 422, errors={"since": ["Enter a date and time (UTC)."]}
         )
-    except ConflictProblem as exc:
+    except Conflict as exc:
         await db_session.rollback()
         return await _endpoint_page(request, db_session, endpoint_id, 409, conflict=str(exc.detail))
     await db_session.commit()
@@ -184,7 +184,7 @@ async def retry_delivery(
     require_staff_role(staff)
     try:
         delivery = await service.retry_delivery(db_session, delivery_id)
-    except ConflictProblem as exc:
+    except Conflict as exc:
         await db_session.rollback()
         row = await service.get_delivery(db_session, delivery_id)
         return await _endpoint_page(request, db_session, row.endpoint_id, 409, conflict=str(exc.detail))

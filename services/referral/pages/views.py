@@ -25,8 +25,9 @@ from services.common import labels
 from services.common.accounts import StaffMember
 from services.common.auth import Principal, Role
 from services.common.clock import now_of
+from services.common.errors import Conflict, InvalidFields
 from services.common.pages import Staff, form_of, page_router, redirect, render, require_staff_role
-from services.common.problems import ConflictProblem, UnprocessableProblem
+from services.common.vocabulary import Action
 from services.common.web import DbSession
 from services.referral.db.models import Referral
 from services.referral.followups.services import load_follow_up, mark_done
@@ -41,7 +42,7 @@ from services.referral.referrals.actions import (
     ScheduleBody,
     may_act,
 )
-from services.referral.referrals.controllers import act_on, load_visible
+from services.referral.referrals.deps import Referrals, load_visible
 from services.referral.referrals.schemas import ClinicalPicture
 from services.referral.referrals.services import (
     OPEN_STATUSES,
@@ -183,7 +184,7 @@ def _referral_page(
 ) -> Template:
     principal = principal_for(staff)
     now = now_of(request.app.state)
-    actions = [a for a in allowed_actions(referral.status) if may_act(principal, referral, a)]
+    actions = [a for a in allowed_actions(referral.status) if may_act(principal, referral, Action(a))]
     if principal.role not in (*ACTORS, Role.admin):
         actions = []
     return render(
@@ -286,13 +287,16 @@ async def act_page(
     principal = principal_for(staff)
     try:
         if body is None:
-            raise UnprocessableProblem([])
-        await act_on(db_session, principal, referral_id, action, body, request.app.state)
-    except ConflictProblem as exc:
+            raise InvalidFields([])
+        referrals = Referrals(
+            db_session, principal, request.app.state["clinic_settings"], now_of(request.app.state)
+        )
+        await referrals.move(referral_id, Action(action), body)
+    except Conflict as exc:
         await db_session.rollback()
         referral = await _visible(db_session, staff, referral_id)
         return _referral_page(request, staff, referral, status_code=409, conflict=str(exc.detail))
-    except UnprocessableProblem as exc:
+    except InvalidFields as exc:
         await db_session.rollback()
         for problem in exc.errors:
             errors.setdefault(problem.field, []).append(problem.message)
@@ -316,7 +320,7 @@ async def follow_up_done(
     follow_up, referral = found
     try:
         mark_done(follow_up, principal, now_of(request.app.state))
-    except ConflictProblem as exc:
+    except Conflict as exc:
         await db_session.rollback()
         referral = await _visible(db_session, staff, referral.id)
         return _referral_page(request, staff, referral, status_code=409, conflict=str(exc.detail))

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import Destination, Principal, Role
 from services.common.clock import clinic_today
-from services.common.problems import ConflictProblem, FieldProblem, UnprocessableProblem
+from services.common.errors import FieldProblem, IllegalTransition, InvalidFields
 from services.common.settings import Settings
+from services.common.vocabulary import Action, Priority, ReferralStatus
 from services.referral.db.models import FollowUp, Referral
 from services.referral.referrals.services import (
     ACTIONS,
@@ -28,7 +29,6 @@ from services.referral.referrals.services import (
     record_status,
     service_level,
 )
-from services.referral.triage import Priority
 
 #: A reason a person gives (decline, cancel): required, and more than blanks.
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"\S")]
@@ -63,12 +63,13 @@ class NoteBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 ActionBody = DeclineBody | ScheduleBody | CancelBody | ResolveBody | NoteBody
 
 
-def ensure_allowed(referral: Referral, action: str) -> str:
-    """The status `action` leads to; a 409 naming the allowed moves if it may not be taken now."""
+def ensure_allowed(referral: Referral, action: Action) -> ReferralStatus:
+    """The status `action` leads to; an illegal move naming the allowed ones if it may not be
+    taken now."""
     sources, target = ACTIONS[action]
     if referral.status not in sources:
         allowed = allowed_actions(referral.status)
-        raise ConflictProblem(
+        raise IllegalTransition(
             f"A referral that is {referral.status} cannot be moved by '{action}'. "
             f"Allowed: {', '.join(allowed) or 'none (the referral is closed)'}.",
             current_status=referral.status,
@@ -79,7 +80,7 @@ def ensure_allowed(referral: Referral, action: str) -> str:
 
 def _check_redirect(referral: Referral, body: DeclineBody) -> None:
     if body.redirect_to is not None and body.redirect_to.value == referral.destination:
-        raise UnprocessableProblem(
+        raise InvalidFields(
             [
                 FieldProblem(
                     field="redirect_to",
@@ -187,7 +188,7 @@ async def _replace_held(
 async def take_action(
     session: AsyncSession,
     referral: Referral,
-    action: str,
+    action: Action,
     principal: Principal,
     *,
     now: dt.datetime,
@@ -199,14 +200,14 @@ async def take_action(
     caller may not be allowed to see, so it is not returned itself)."""
     target = ensure_allowed(referral, action)
     note = body.note if isinstance(body, NoteBody) else None
-    if action == "accept":
+    if action is Action.ACCEPT:
         referral.accepted_at = now
-    elif action == "schedule":
+    elif action is Action.SCHEDULE:
         assert isinstance(body, ScheduleBody)
         referral.appointment_at = body.appointment_at
         referral.scheduled_at = now
         note = f"appointment at {body.appointment_at.isoformat()}"
-    elif action in ("decline", "cancel"):
+    elif action in (Action.DECLINE, Action.CANCEL):
         assert isinstance(body, DeclineBody | CancelBody)
         referral.close_reason = body.reason
         note = body.reason
@@ -215,24 +216,24 @@ async def take_action(
             # First, so the decline's event already names the successor.
             successor = await _redirect(session, referral, body, principal, now=now, settings=settings)
             note = f"{body.reason} (redirected to {successor.destination}: referral {successor.id})"
-    elif action == "resolve":
+    elif action is Action.RESOLVE:
         assert isinstance(body, ResolveBody)
         note = _resolve(referral, body, principal, now, settings)
     await record_status(session, referral, target, by=principal.name, now=now, note=note)
-    if action == "resolve" and referral.amendment_of is not None:
+    if action is Action.RESOLVE and referral.amendment_of is not None:
         await _replace_held(session, referral, principal, now=now)
-    if action == "complete" and referral.destination == Destination.regenerative_medicine:
+    if action is Action.COMPLETE and referral.destination == Destination.REGENERATIVE_MEDICINE:
         _schedule_follow_ups(session, referral, now, settings)
         await session.flush()
         await session.refresh(referral, ["follow_ups"])
     return referral
 
 
-def may_act(principal: Principal, referral: Referral, action: str) -> bool:
+def may_act(principal: Principal, referral: Referral, action: Action) -> bool:
     """Specialists act on their own destination; `resolve` is a clinician's; admin does all."""
     if principal.role is Role.admin:
         return True
-    if action == "resolve":
+    if action is Action.RESOLVE:
         return principal.role is Role.clinician
     if principal.role is Role.clinician:
         return True

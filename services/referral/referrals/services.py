@@ -4,7 +4,6 @@ status machine, and reading referrals with a caller's scope applied."""
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -20,6 +19,11 @@ from services.common.events import IntakeSubmitted, ReferralAmended, ReferralCre
 from services.common.pagination import bad_cursor
 from services.common.queue import publish
 from services.common.settings import Settings
+from services.common.vocabulary import ACTIONS as ACTIONS  # re-exported from their old home
+from services.common.vocabulary import OPEN_STATUSES as OPEN_STATUSES
+from services.common.vocabulary import PRIORITY_RANK as PRIORITY_RANK
+from services.common.vocabulary import Destination, Priority
+from services.common.vocabulary import ReferralStatus as ReferralStatus
 from services.referral.db.models import FollowUp, Referral, ReferralHistory
 from services.referral.referrals.schemas import (
     ClinicalPicture,
@@ -34,34 +38,9 @@ from services.referral.triage import TriageOutcome, TriageThresholds, triage, ur
 
 log = structlog.get_logger(__name__)
 
-PRIORITY_RANK = {"stat": 0, "urgent": 1, "routine": 2}
-PRIORITIES = tuple(PRIORITY_RANK)
-DESTINATIONS = ("urgent_care", "pain_management", "regenerative_medicine", "clinician_review")
-
-
-class ReferralStatus(enum.StrEnum):
-    NEEDS_REVIEW = "needs_review"
-    REQUESTED = "requested"
-    ACCEPTED = "accepted"
-    DECLINED = "declined"
-    SCHEDULED = "scheduled"
-    COMPLETED = "completed"
-    NO_SHOW = "no_show"
-    CANCELLED = "cancelled"
-
-
+PRIORITIES = tuple(p.value for p in Priority)
+DESTINATIONS = tuple(d.value for d in Destination)
 STATUSES = tuple(s.value for s in ReferralStatus)
-OPEN_STATUSES = frozenset({"needs_review", "requested", "accepted", "scheduled"})
-#: action -> (statuses it may be taken from, status it leads to)
-ACTIONS: dict[str, tuple[frozenset[str], str]] = {
-    "accept": (frozenset({"requested"}), "accepted"),
-    "decline": (frozenset({"requested"}), "declined"),
-    "schedule": (frozenset({"accepted"}), "scheduled"),
-    "complete": (frozenset({"scheduled"}), "completed"),
-    "no-show": (frozenset({"scheduled"}), "no_show"),
-    "cancel": (OPEN_STATUSES, "cancelled"),
-    "resolve": (frozenset({"needs_review"}), "requested"),
-}
 TRIAGE_ACTOR = "triage"
 
 
@@ -75,19 +54,21 @@ def thresholds_from(settings: Settings) -> TriageThresholds:
 
 
 def service_level(priority: str, settings: Settings) -> dt.timedelta:
-    if priority == "stat":
+    if priority == Priority.STAT:
         return dt.timedelta(minutes=settings.sla_stat_minutes)
-    if priority == "urgent":
+    if priority == Priority.URGENT:
         return dt.timedelta(hours=settings.sla_urgent_hours)
     return dt.timedelta(days=settings.sla_routine_days)
 
 
 def allowed_actions(status: str) -> list[str]:
-    return [action for action, (sources, _) in ACTIONS.items() if status in sources]
+    return [action.value for action, (sources, _) in ACTIONS.items() if status in sources]
 
 
-def initial_status(destination: str) -> str:
-    return "needs_review" if destination == "clinician_review" else "requested"
+def initial_status(destination: str) -> ReferralStatus:
+    if destination == Destination.CLINICIAN_REVIEW:
+        return ReferralStatus.NEEDS_REVIEW
+    return ReferralStatus.REQUESTED
 
 
 def _reasons(outcome: TriageOutcome) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ from litestar.params import FromQuery
 from services.common.auth import Principal, Role, principal_of, require_roles
 from services.common.clock import now_of
 from services.common.problems import AUTH_RESPONSES, problem_spec
-from services.referral.triage import Destination
+from services.common.vocabulary import Destination
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.params import QueryParameter
 
-from services.common.problems import FieldProblem, UnprocessableProblem
+from services.common.errors import FieldProblem, InvalidFields
 from services.common.web import DbSession
 from services.referral.referrals.web import CLINICIANS, READ_RESPONSES, DestinationFilter, now_of
 from services.referral.reports.schemas import ReferralReport
@@ -25,7 +25,7 @@ def _moment(field: str, value: str | None) -> dt.datetime | None:
     try:
         moment = dt.datetime.fromisoformat(value)
     except ValueError as exc:
-        raise UnprocessableProblem(
+        raise InvalidFields(
             [FieldProblem(field=field, message="must be an RFC 3339 time (2026-11-01T00:00:00Z) or a date")]
         ) from exc
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
@@ -66,5 +66,5 @@ class ReportController(Controller):
         end = _moment("until", until) or as_of
         start = _moment("since", since) or end - DEFAULT_PERIOD
         if start >= end:
-            raise UnprocessableProblem([FieldProblem(field="since", message="must be before until")])
+            raise InvalidFields([FieldProblem(field="since", message="must be before until")])
         return await referral_report(db_session, since=start, until=end, as_of=as_of, destination=destination)

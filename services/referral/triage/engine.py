@@ -9,11 +9,12 @@ are combined, so two rulesets differ only in their data.
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import msgspec
+
+from services.common.vocabulary import Destination, Priority
 
 __all__ = [
     "Destination",
@@ -28,23 +29,6 @@ __all__ = [
     "describe",
     "evaluate",
 ]
-
-
-class Destination(enum.StrEnum):
-    """Declared most severe first."""
-
-    URGENT_CARE = "urgent_care"
-    CLINICIAN_REVIEW = "clinician_review"
-    REGENERATIVE_MEDICINE = "regenerative_medicine"
-    PAIN_MANAGEMENT = "pain_management"
-
-
-class Priority(enum.StrEnum):
-    """FHIR request-priority codes, most severe first."""
-
-    STAT = "stat"
-    URGENT = "urgent"
-    ROUTINE = "routine"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -25,9 +25,10 @@ from services.common.events import (
     ReferralStatusChanged,
 )
 from services.common.queue import Consumer
+from services.common.vocabulary import ConsumerName
 from services.referral.webhooks.sender import SENDER_CHANNEL
 
-CONSUMER_NAME = "referral.webhooks"
+CONSUMER_NAME = ConsumerName.REFERRAL_WEBHOOKS
 
 
 #: What leaves the clinic, per event type: an allow-list of fields, so a field added to an event

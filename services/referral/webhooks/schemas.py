@@ -9,17 +9,11 @@ from typing import Annotated, Any
 
 import msgspec
 
-from services.common.auth import Destination
+from services.common.vocabulary import SpecialistDestination as Destination
+from services.common.vocabulary import SubscribableEvent
 
-
-class EventType(enum.StrEnum):
-    """What a subscriber may ask for."""
-
-    referral_created = "referral.created"
-    referral_status_changed = "referral.status_changed"
-    referral_amended = "referral.amended"
-    referral_follow_up_due = "referral.follow_up_due"
-    intake_submitted = "intake.submitted"
+#: What a subscriber may ask for.
+EventType = SubscribableEvent
 
 
 class DeliveryStatus(enum.StrEnum):

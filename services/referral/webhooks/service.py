@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from litestar.exceptions import NotFoundException, ServiceUnavailableException
+from litestar.exceptions import ServiceUnavailableException
 from sqlalchemy import or_, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.errors import Conflict, FieldProblem, InvalidFields, NotFound
 from services.common.pagination import DEFAULT_LIMIT, newest_first, page_of
-from services.common.problems import ConflictProblem, FieldProblem, UnprocessableProblem
 from services.common.queue import refresh_demand
 from services.common.signing import new_secret
 from services.referral.webhooks import models, schemas
@@ -104,7 +104,7 @@ async def _checked_url(guard: TargetGuard, url: str) -> str:
     try:
         await guard.check(url)
     except TargetError as exc:
-        raise UnprocessableProblem([FieldProblem(field="url", message=str(exc))]) from exc
+        raise InvalidFields([FieldProblem(field="url", message=str(exc))]) from exc
     return url
 
 
@@ -155,7 +155,7 @@ async def get_endpoint(
         query = query.with_for_update()
     row = (await session.execute(query)).scalar_one_or_none()
     if row is None:
-        raise NotFoundException(f"No webhook endpoint {endpoint_id}.")
+        raise NotFound(f"No webhook endpoint {endpoint_id}.")
     return row
 
 
@@ -270,7 +270,7 @@ async def list_deliveries(
 async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> schemas.WebhookDeliveryDetail:
     row = await session.get(models.WebhookDelivery, delivery_id)
     if row is None:
-        raise NotFoundException(f"No webhook delivery {delivery_id}.")
+        raise NotFound(f"No webhook delivery {delivery_id}.")
     a = models.WebhookAttempt
     attempts = list(
         (
@@ -284,7 +284,7 @@ async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> schemas
 
 def _require_enabled(endpoint: models.WebhookEndpoint) -> None:
     if endpoint.disabled_at is not None:
-        raise ConflictProblem(
+        raise Conflict(
             f"The endpoint is disabled ({endpoint.disabled_reason}); enable it first "
             '(PATCH with {"enabled": true}).',
             endpoint_id=str(endpoint.id),
@@ -307,11 +307,11 @@ async def retry_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> schem
     one just stops waiting. 409 while an attempt is in flight or the endpoint is disabled."""
     row = await session.get(models.WebhookDelivery, delivery_id, with_for_update=True)
     if row is None:
-        raise NotFoundException(f"No webhook delivery {delivery_id}.")
+        raise NotFound(f"No webhook delivery {delivery_id}.")
     _require_enabled(await get_endpoint(session, row.endpoint_id))
     done = (await session.execute(_RETRY, {"id": delivery_id})).first()
     if done is None:
-        raise ConflictProblem("An attempt is in flight; its outcome will show in a moment.")
+        raise Conflict("An attempt is in flight; its outcome will show in a moment.")
     await session.refresh(row)
     return delivery_view(row)
 
