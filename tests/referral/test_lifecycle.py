@@ -56,9 +56,7 @@ async def _get(client: httpx.AsyncClient, referral_id: str, headers: dict[str, s
     answer, is tested in test_clinical_picture.py)."""
     response = await client.get(f"/v1/referrals/{referral_id}", headers=headers)
     assert response.status_code == 200, response.text
-    got = dict(response.json())
-    got.pop("clinical", None)
-    return got
+    return {**response.json(), "clinical": None}
 
 
 def _expected_note(action: str, body: dict[str, Any] | None) -> str | None:
