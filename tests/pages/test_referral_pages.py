@@ -369,6 +369,10 @@ async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
         await admin.get_by_role("button", name="Rotate the signing secret").click()
         rotated = await admin.locator("#new-secret").inner_text()
         assert rotated.startswith("whsec_") and rotated != secret
+        # Removed: no more work for it (nor for the tests after this one).
+        await admin.get_by_role("button", name="Remove this endpoint").click()
+        await expect(admin.get_by_role("status")).to_have_text("The endpoint is removed.")
+        await expect(admin.get_by_role("link", name=url)).to_have_count(0)
 
         # Staff and keys: a key shown once; a specialist account created.
         await admin.goto(f"{site.referral}/admin/people")

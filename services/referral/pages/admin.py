@@ -177,6 +177,17 @@ async def replay_webhook(
     return redirect(f"/admin/webhooks/{endpoint_id}?notice=Queued again: {result.replayed}.")
 
 
+@post("/admin/webhooks/{endpoint_id:uuid}/delete", status_code=200, media_type=MediaType.HTML)
+async def delete_webhook(
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
+) -> Any:
+    """Remove the endpoint (as `DELETE /v1/webhooks/endpoints/{id}`): nothing more is sent to it."""
+    require_staff_role(staff)
+    await service.delete_endpoint(db_session, endpoint_id)
+    await db_session.commit()
+    return await _endpoints_page(request, db_session, notice="The endpoint is removed.")
+
+
 @post("/admin/deliveries/{delivery_id:uuid}/retry", status_code=200, media_type=MediaType.HTML)
 async def retry_delivery(
     request: Request[Any, Any, State], staff: Staff, db_session: DbSession, delivery_id: FromPath[uuid.UUID]
@@ -267,6 +278,7 @@ def admin_handlers() -> list[Any]:
         edit_webhook,
         rotate_webhook,
         replay_webhook,
+        delete_webhook,
         retry_delivery,
         people_page,
         people_action,
