@@ -73,8 +73,10 @@ class Site:
     settings: Settings
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def site(settings: Settings) -> Iterator[Site]:
+    """Per test module: its workers must stop before other tests' own consumers run against the
+    same database (they would compete for the same events)."""
     intake_port, referral_port = free_port(), free_port()
     settings = dataclasses.replace(settings, intake_port=intake_port, referral_port=referral_port)
     clock = DriftingClock()
