@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.common.settings import SettingError, Settings, get_settings
@@ -121,15 +122,20 @@ def _not_ready(command: str, exc: NotReady) -> int:
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from services.common.audit import acting_as
     from services.common.auth import KeyError_, create_api_key
 
     async def body(engine: Any) -> str:
-        async with AsyncSession(engine, expire_on_commit=False) as session:
-            key, _row = await create_api_key(
-                session, role=args.role, name=args.name, destination=args.destination
-            )
-            await session.commit()
-            return key
+        with acting_as("cli", "createApiKey", resource=("api_keys", args.name)):
+            async with AsyncSession(engine, expire_on_commit=False) as session:
+                expires = None
+                if args.expires_days is not None:
+                    expires = datetime.now(UTC) + timedelta(days=args.expires_days)
+                key, _row = await create_api_key(
+                    session, role=args.role, name=args.name, destination=args.destination, expires_at=expires
+                )
+                await session.commit()
+                return key
 
     try:
         key = _run_async(lambda s: _with_migrated_engine(s, body))
@@ -142,16 +148,42 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_list(_: argparse.Namespace) -> int:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from services.common.auth import KeyListing, list_api_keys
+
+    async def body(engine: Any) -> list[KeyListing]:
+        async with AsyncSession(engine) as session:
+            return await list_api_keys(session)
+
+    try:
+        keys: list[KeyListing] = _run_async(lambda s: _with_migrated_engine(s, body))
+    except NotReady as exc:
+        return _not_ready("keys list", exc)
+
+    def when(value: datetime | None) -> str:
+        return value.isoformat(timespec="seconds") if value else "-"
+
+    print("name\trole\tdestination\tcreated\tlast_used\texpires\trevoked")
+    for k in keys:
+        cells = (k.name, k.role, k.destination or "-", when(k.created_at), when(k.last_used_at))
+        print("\t".join((*cells, when(k.expires_at), when(k.revoked_at))))
+    return 0
+
+
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from services.common.audit import acting_as
     from services.common.auth import revoke_api_key
 
     async def body(engine: Any) -> int:
-        async with AsyncSession(engine) as session:
-            count = await revoke_api_key(session, args.name)
-            await session.commit()
-            return count
+        with acting_as("cli", "revokeApiKey", resource=("api_keys", args.name)):
+            async with AsyncSession(engine) as session:
+                count = await revoke_api_key(session, args.name)
+                await session.commit()
+                return count
 
     try:
         count = _run_async(lambda s: _with_migrated_engine(s, body))
@@ -405,7 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=["front_desk", "specialist", "clinician", "admin"])
     create.add_argument("--destination", choices=[d.value for d in SpecialistDestination])
     create.add_argument("--name", required=True)
+    create.add_argument("--expires-days", type=int, help="refused this many days from now (default: never)")
     create.set_defaults(fn=cmd_keys_create)
+    listing = keys.add_parser("list", help="every key: name, role, destination, created, last used, expiry")
+    listing.set_defaults(fn=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke every key with this name")
     revoke.add_argument("--name", required=True)
     revoke.set_defaults(fn=cmd_keys_revoke)
@@ -418,6 +453,7 @@ def _extend_parser(sub: Any) -> None:
     """Commands owned by other modules (events, demo) register themselves here."""
     for module_name in (
         "services.common.queue_cli",
+        "services.common.audit_cli",
         "services.common.health",
         "services.common.accounts_cli",
         "services.referral.demo",

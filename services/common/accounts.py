@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from services.common.audit import AuditEvent, audit_service
 from services.common.auth import Destination, KeyError_, Role
 from services.common.db import AccessBase
 from services.common.settings import Settings
@@ -75,6 +76,7 @@ class User(AccessBase):
 
 class SignInSession(AccessBase):
     __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("access.users.id"), index=True)
@@ -274,6 +276,22 @@ async def record_event(
             outcome=outcome,
             client_address=attempt.client_address,
             request_id=attempt.request_id,
+        )
+    )
+    # The access audit holds staff sign-ins beside every other access (same transaction).
+    session.add(
+        AuditEvent(
+            at=attempt.at,
+            service=audit_service(),
+            actor_id=user_id,
+            actor_name=email[:100],
+            actor_role=None,
+            actor_kind="account",
+            action="staff." + action,
+            resource_type="sessions",
+            request_id=attempt.request_id,
+            outcome="ok" if outcome == "ok" else "denied",
+            detail={"outcome": outcome, "client_address": attempt.client_address},
         )
     )
     log.info("staff_" + action, outcome=outcome, user_id=str(user_id) if user_id else None)

@@ -25,7 +25,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import Guard
-from sqlalchemy import DateTime, String, Uuid, func, select
+from sqlalchemy import DateTime, String, Uuid, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -55,6 +55,8 @@ class ApiKey(AccessBase):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: After this the key is refused like a revoked one (null: it does not expire).
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,23 +101,48 @@ def check_role_destination(role: str, destination: str | None) -> tuple[Role, st
     return role_, destination
 
 
+#: Names the system records as the author of its own acts: a key may not pass for them.
+RESERVED_NAMES = frozenset({"triage", "system", "anonymous"})
+RESERVED_PREFIXES = ("inbound:", "cli:", "system:")
+
+
+def is_reserved_name(name: str) -> bool:
+    lowered = name.strip().lower()
+    return lowered in RESERVED_NAMES or lowered.startswith(RESERVED_PREFIXES)
+
+
 async def create_api_key(
-    session: AsyncSession, *, role: str, name: str, destination: str | None = None
+    session: AsyncSession,
+    *,
+    role: str,
+    name: str,
+    destination: str | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[str, ApiKey]:
     """Store a new key's hash; return the key itself (shown once) and its row."""
     role_, destination = check_role_destination(role, destination)
     name = name.strip()
     if not name or len(name) > 100:
         raise KeyError_("name must be 1-100 characters")
+    if is_reserved_name(name):
+        raise KeyError_(f"the name {name!r} is the system's own (triage, inbound:*, system): choose another")
+    if (await session.execute(select(ApiKey.id).where(func.lower(ApiKey.name) == name.lower()))).first():
+        raise KeyError_(
+            f"a key named {name!r} exists already (revoked keys keep their names): choose another"
+        )
     key = new_key()
-    row = ApiKey(name=name, role=role_.value, destination=destination, key_hash=hash_key(key))
+    row = ApiKey(
+        name=name, role=role_.value, destination=destination, key_hash=hash_key(key), expires_at=expires_at
+    )
     session.add(row)
     await session.flush()
     return key, row
 
 
 _KEYS = ApiKey.__table__.c
-_LOOKUP = select(_KEYS.id, _KEYS.name, _KEYS.role, _KEYS.destination).where(_KEYS.revoked_at.is_(None))
+_LOOKUP = select(_KEYS.id, _KEYS.name, _KEYS.role, _KEYS.destination).where(
+    _KEYS.revoked_at.is_(None), or_(_KEYS.expires_at.is_(None), _KEYS.expires_at > func.now())
+)
 
 
 async def principal_for_key(conn: AsyncSession | AsyncConnection, key: str) -> Principal | None:
@@ -156,6 +183,41 @@ class KeyCache:
                 self._entries.clear()
             self._entries[digest] = (now + self.ttl_seconds, principal)
         return principal
+
+
+@dataclass(frozen=True, slots=True)
+class KeyListing:
+    """A key as `clinic keys list` shows it (never the key or its digest)."""
+
+    id: uuid.UUID
+    name: str
+    role: str
+    destination: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+async def list_api_keys(session: AsyncSession) -> list[KeyListing]:
+    """Every key, oldest first; last used is the latest access the audit recorded for it."""
+    from services.common.audit import AuditEvent
+
+    last_used = select(func.max(AuditEvent.at)).where(AuditEvent.actor_id == ApiKey.id).scalar_subquery()
+    query = select(ApiKey, last_used).order_by(ApiKey.created_at, ApiKey.name)
+    return [
+        KeyListing(
+            id=key.id,
+            name=key.name,
+            role=key.role,
+            destination=key.destination,
+            created_at=key.created_at,
+            last_used_at=used,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+        )
+        for key, used in (await session.execute(query)).all()
+    ]
 
 
 async def revoke_api_key(session: AsyncSession, name: str) -> int:

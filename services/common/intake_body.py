@@ -90,12 +90,16 @@ class Complaint(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     """Exactly one of `onset_date` and `duration_weeks` must be given (checked by `check_intake`,
     since msgspec constraints see one field at a time)."""
 
-    regions: Annotated[list[Region], msgspec.Meta(min_length=1)]
+    regions: Annotated[list[Region], msgspec.Meta(min_length=1, max_length=len(Region))]
     onset_date: datetime.date | None = None
     duration_weeks: Weeks | None = None
     intensity: Intensity
     trend: Trend
-    radiates_to: list[RadiatesTo] = []
+    radiates_to: Annotated[list[RadiatesTo], msgspec.Meta(max_length=len(RadiatesTo))] = []
+
+
+#: At most this many treatments tried (each array's bound is in the OpenAPI schema).
+MAX_TREATMENTS = 2 * len(Treatment)
 
 
 class TreatmentTried(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -119,7 +123,7 @@ class RedFlags(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 
 class RegenerativeProcedure(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     performed_on: datetime.date
-    complications: list[Complication] = []
+    complications: Annotated[list[Complication], msgspec.Meta(max_length=len(Complication))] = []
 
 
 class IntakeBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -128,10 +132,11 @@ class IntakeBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
 
     patient: PatientIn
     complaint: Complaint
-    symptoms: list[Symptom] = []
-    conditions: list[Condition] = []
-    risk_factors: list[RiskFactor] = []
-    treatments_tried: list[TreatmentTried] = []
+    symptoms: Annotated[list[Symptom], msgspec.Meta(max_length=len(Symptom))] = []
+    conditions: Annotated[list[Condition], msgspec.Meta(max_length=len(Condition))] = []
+    risk_factors: Annotated[list[RiskFactor], msgspec.Meta(max_length=len(RiskFactor))] = []
+    #: One entry per treatment (and a few to spare for one tried twice).
+    treatments_tried: Annotated[list[TreatmentTried], msgspec.Meta(max_length=MAX_TREATMENTS)] = []
     red_flags: RedFlags
     regenerative_procedure: RegenerativeProcedure | None = None
     notes: Notes | None = None

@@ -16,6 +16,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 REDACTED = "[redacted]"
@@ -54,7 +55,8 @@ _DB_VALUES = (
 )
 
 
-def _scrub_text(text: str) -> str:
+def scrub_text(text: str) -> str:
+    """A text with the row values PostgreSQL repeats in errors masked (logs and stored errors)."""
     if "Key (" in text or "[parameters:" in text or "Failing row" in text:
         for pattern, replacement in _DB_VALUES:
             text = pattern.sub(replacement, text)
@@ -63,7 +65,7 @@ def _scrub_text(text: str) -> str:
 
 def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return _scrub_text(value)
+        return scrub_text(value)
     if depth > 8:
         return REDACTED
     if isinstance(value, Mapping):
@@ -160,16 +162,33 @@ class RequestLogMiddleware:
                 message["headers"] = headers  # type: ignore[typeddict-unknown-key]
             await send(message)
 
+        reason: str | None = None
         try:
             await self.app(scope, receive, send_with_id)
+        except HTTPException as exc:
+            # The auth middleware's 401 (and a guard's 403) is raised past this wrapper and
+            # answered outside it: log the status it will be answered with, and why.
+            status = exc.status_code
+            if status in (401, 403):
+                reason = exc.detail
+            raise
         finally:
             path = scope.get("path", "")
+            if status in (401, 403):
+                from services.common.auth_throttle import AUTH_FAILURES
+
+                code = (
+                    "forbidden" if status == 403 else "no_key" if "required" in (reason or "") else "bad_key"
+                )
+                AUTH_FAILURES.labels(status=str(status), reason=code).inc()
             if not path.startswith("/health") and path != "/metrics":
+                extra = {} if reason is None else {"reason": reason}
                 self.log.info(
                     "request_finished",
                     method=scope.get("method"),
                     path=path,
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    **extra,
                 )
             structlog.contextvars.unbind_contextvars("request_id")

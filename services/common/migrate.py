@@ -25,8 +25,10 @@ def models_of(history: str) -> list[MetaData]:
     """What the tables of a history's schema should be, as the code declares them (the models of
     every owner of the schema: the referrals and the webhooks share `referral`)."""
     if history == "access":
+        from services.common.audit import AuditEvent
         from services.common.auth import ApiKey
 
+        assert AuditEvent.metadata is ApiKey.metadata
         return [ApiKey.metadata]
     if history == "queue":
         from services.common.queue_tables import metadata

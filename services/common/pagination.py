@@ -43,7 +43,7 @@ def decode_cursor(cursor: str | None, shape: Any = list[Any]) -> Any:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         return msgspec.json.decode(raw, type=shape)
-    except (ValueError, msgspec.DecodeError) as exc:
+    except (ValueError, msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested deep
         raise bad_cursor() from exc
 
 

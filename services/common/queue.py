@@ -44,6 +44,7 @@ from services.common import queue_metrics as metrics
 from services.common.clock import first_of as _first_of
 from services.common.db import libpq_url
 from services.common.events import CONSUMERS, DEMAND, Envelope, Payload
+from services.common.logging import scrub_text
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -477,7 +478,7 @@ class QueueWorker:
             _FAIL,
             {
                 "status": "dead" if dead else "pending",
-                "error": f"{type(exc).__name__}: {exc}"[:2000],
+                "error": scrub_text(f"{type(exc).__name__}: {exc}")[:2000],
                 "delay": 0 if dead else self.tuning.backoff(item.attempts),
                 "id": item.delivery_id,
             },

@@ -181,6 +181,10 @@ class Settings:
     session_max_hours: int = 12
     intake_public_url: str = ""
     referral_public_url: str = ""
+    #: How long the access audit keeps its rows (6 years: the HIPAA documentation period).
+    audit_retention_days: int = 6 * 366
+    #: Refused keys (401) allowed per client address and per key prefix in a minute; then 429.
+    auth_failure_limit: int = 30
 
     @property
     def log_json(self) -> bool:
@@ -227,6 +231,8 @@ def load_settings() -> Settings:
         webhook_concurrency_per_endpoint=_int("CLINIC_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 2),
         inbound_webhook_secret=_signing_secret("CLINIC_INBOUND_WEBHOOK_SECRET"),
         fhir_canonical_base=_env("CLINIC_FHIR_CANONICAL_BASE", "https://clinic.example.org/fhir").rstrip("/"),
+        audit_retention_days=_int("CLINIC_AUDIT_RETENTION_DAYS", 6 * 366),
+        auth_failure_limit=_int("CLINIC_AUTH_FAILURE_LIMIT", 30),
         intake_fhir_base=os.environ.get("CLINIC_INTAKE_FHIR_BASE", "").strip().rstrip("/") or None,
         api_key_cache_seconds=_float("CLINIC_API_KEY_CACHE_SECONDS", 5.0, zero_allowed=True),
         session_idle_minutes=_int("CLINIC_SESSION_IDLE_MINUTES", 15),

@@ -29,8 +29,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.common.api_docs import assets_router, render_plugins
+from services.common.audit import AuditMiddleware, run_audit_retention
+from services.common.audit_api import AuditController
 from services.common.auth import ApiKeyMiddleware, KeyCache
+from services.common.auth_throttle import AuthThrottleMiddleware, FailureWindow
 from services.common.deps import DEPENDENCIES
+from services.common.input_limits import InputLimitsMiddleware
 from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.openapi import OutgoingWebhook, finish_document
@@ -40,6 +44,7 @@ from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.queue import Consumer, QueueTuning, QueueWorker, run_retention
 from services.common.queue_admin import dead_letter_controller
 from services.common.queue_metrics import run_depth_refresher
+from services.common.security_headers import add_security_headers
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -164,6 +169,7 @@ def build_app(
             MetricsController,
             assets_router(),
             dead_letter_controller(c.name for c in spec.consumers),
+            AuditController,
             *common_page_handlers(),
             dead_letter_pages(c.name for c in spec.consumers),
             *spec.route_handlers,
@@ -172,16 +178,22 @@ def build_app(
         plugins=[SQLAlchemyPlugin(config=sqlalchemy), problem_details_plugin()],
         middleware=[
             RequestLogMiddleware,
+            AuditMiddleware,
             prometheus.middleware,
+            InputLimitsMiddleware,
+            DefineMiddleware(AuthThrottleMiddleware),
             DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[add_security_headers],
         dependencies=DEPENDENCIES,
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
         state=State(
             {
                 "clinic_settings": settings,
+                "clinic_service": spec.name,
+                "clinic_auth_failures": FailureWindow(settings.auth_failure_limit, 60.0),
                 "clinic_engine": engine,
                 "clinic_sessionmaker": sessionmaker,
                 "clinic_key_cache": KeyCache(settings.api_key_cache_seconds),
@@ -232,6 +244,8 @@ def _queue_workers(
     retention = partial(run_retention, engine, settings.queue_retention_hours)
     workers.append(lambda state: background_loop(state, "queue:depth", depth))
     workers.append(lambda state: background_loop(state, "queue:retention", retention))
+    audit_retention = partial(run_audit_retention, engine, settings.audit_retention_days)
+    workers.append(lambda state: background_loop(state, "audit:retention", audit_retention))
     return workers
 
 

@@ -189,5 +189,23 @@ async def test_sign_in_events_are_recorded_and_append_only(settings: Settings, e
         ("sign_out", "ok", "10.0.0.7", "req-1"),
     ]
     async with engine.connect() as conn:
+        audited = (
+            await conn.execute(
+                text(
+                    "SELECT action, outcome, actor_kind, request_id FROM access.audit_events "
+                    "WHERE actor_name = :e ORDER BY at, action"
+                ),
+                {"e": email},
+            )
+        ).all()
+    assert sorted(tuple(r) for r in audited) == sorted(
+        [
+            ("staff.sign_in", "denied", "account", "req-1"),
+            ("staff.sign_in", "ok", "account", "req-1"),
+            ("staff.password_change", "ok", "account", "req-1"),
+            ("staff.sign_out", "ok", "account", "req-1"),
+        ]
+    )
+    async with engine.connect() as conn:
         with pytest.raises(DBAPIError, match="append-only"):
             await conn.execute(text("DELETE FROM access.sign_in_events WHERE email = :e"), {"e": email})

@@ -41,26 +41,47 @@ async def test_a_second_intake_for_the_same_mrn_reuses_the_patient(
     assert (await _patient(engine, first["patient_id"]))["changes"] == []
 
 
-async def test_changed_demographics_update_the_patient_and_keep_the_previous_values(
+async def test_a_known_mrn_with_another_name_or_birth_date_is_a_409_naming_each_and_stores_nothing(
+    client: AsyncTestClient[Any], front_desk: dict[str, str], engine: AsyncEngine, row_counts: Counts
+) -> None:
+    mrn = unique_mrn()
+    first = (await client.post("/v1/intakes", json=intake_form(mrn), headers=front_desk)).json()
+    before = await row_counts()
+    form = intake_form(mrn)
+    form["patient"].update(family_name="Silva-Costa", birth_date="1971-04-03")
+    response = await client.post("/v1/intakes", json=form, headers=front_desk)
+    assert response.status_code == 409, response.text
+    problem = response.json()
+    assert [e["field"] for e in problem["errors"]] == ["patient.family_name", "patient.birth_date"]
+    assert "Silva" not in response.text  # the recorded identity is not disclosed
+    assert await row_counts() == before
+    patient = await _patient(engine, first["patient_id"])
+    assert (patient["family_name"], str(patient["birth_date"])) == ("Silva", "1971-04-02")
+
+
+async def test_an_amendment_corrects_the_patient_and_keeps_the_previous_values(
     client: AsyncTestClient[Any], front_desk: dict[str, str], engine: AsyncEngine
 ) -> None:
     mrn = unique_mrn()
     first = (await client.post("/v1/intakes", json=intake_form(mrn), headers=front_desk)).json()
     form = intake_form(mrn)
     form["patient"].update(family_name="Silva-Costa", phone=None, birth_date="1971-04-03")
-    second = (await client.post("/v1/intakes", json=form, headers=front_desk)).json()
+    response = await client.post(f"/v1/intakes/{first['id']}/amendments", json=form, headers=front_desk)
+    assert response.status_code == 201, response.text
 
-    patient = await _patient(engine, second["patient_id"])
-    assert second["patient_id"] == first["patient_id"]
+    patient = await _patient(engine, first["patient_id"])
     assert patient["family_name"] == "Silva-Costa"
     assert str(patient["birth_date"]) == "1971-04-03"
     assert patient["phone"] == "+1 555 0100"  # a form without a phone does not erase it
     assert [c["previous"] for c in patient["changes"]] == [
         {"family_name": "Silva", "birth_date": "1971-04-02"}
     ]
-    # Each intake still shows the patient as its own form gave them.
-    earlier = (await client.get(f"/v1/intakes/{first['id']}", headers=front_desk)).json()
+    # The first version still shows the patient as its own form gave them.
+    earlier = (await client.get(f"/v1/intakes/{first['id']}/versions/1", headers=front_desk)).json()
     assert earlier["patient"]["family_name"] == "Silva"
+    # A new intake under the MRN now agrees with the corrected record.
+    again = await client.post("/v1/intakes", json=form, headers=front_desk)
+    assert again.status_code == 201 and again.json()["patient_id"] == first["patient_id"]
 
 
 async def test_intakes_without_mrn_each_get_a_new_patient(
@@ -128,6 +149,12 @@ async def test_amendment_with_a_known_mrn_moves_the_intake_to_that_patient(
         await client.post(f"/v1/intakes/{wrong['id']}/amendments", json=corrected, headers=front_desk)
     ).json()
     assert amended["patient_id"] == right["patient_id"]
+    # ... but not to a patient recorded with another birth date.
+    other = intake_form(right["patient"]["mrn"])
+    other["patient"]["birth_date"] = "1980-01-01"
+    third = (await client.post("/v1/intakes", json=intake_form(), headers=front_desk)).json()
+    refused = await client.post(f"/v1/intakes/{third['id']}/amendments", json=other, headers=front_desk)
+    assert refused.status_code == 409 and refused.json()["errors"][0]["field"] == "patient.birth_date"
 
 
 async def test_amendment_giving_a_first_mrn_keeps_the_patient(

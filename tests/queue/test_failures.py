@@ -140,3 +140,20 @@ async def test_failure_in_a_busy_queue_loses_no_following_batch(
     assert sorted(e.event_id for e in effects) == sorted(set(events) - {poison})
     [dead] = await lane.deliveries(consumer)
     assert (dead.event_id, dead.attempts) == (poison, 2)
+
+
+async def test_a_stored_error_passes_the_log_scrubber(
+    lane: Lane, engine: AsyncEngine, database_url: str
+) -> None:
+    [consumer] = await lane.subscribe("leaky")
+
+    async def leaks(session: AsyncSession, envelope: Envelope) -> None:
+        raise Flaky(
+            "duplicate key value violates unique constraint DETAIL: Key (mrn)=(MRN-0042) already exists."
+        )
+
+    await lane.publish()
+    await QueueWorker(engine, database_url, Consumer(consumer, leaks), FAST).drain_once()
+    [left] = await lane.deliveries(consumer)
+    assert "MRN-0042" not in left.last_error
+    assert "Key (mrn)=([redacted])" in left.last_error

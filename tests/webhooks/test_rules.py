@@ -30,6 +30,14 @@ from services.referral.webhooks.ssrf import TargetError, TargetGuard, is_interna
         "::ffff:127.0.0.1",
         "::ffff:10.0.0.1",
         "ff02::1",
+        # IPv6 addresses that embed an internal IPv4 one: 6to4, NAT64, IPv4-compatible.
+        "2002:a9fe:a9fe::1",
+        "2002:7f00:1::1",
+        "2002:0a00:0001::",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b::7f00:1",
+        "::7f00:1",
+        "::a9fe:a9fe",
     ],
 )
 def test_internal_addresses_are_refused(address: str) -> None:
@@ -37,9 +45,15 @@ def test_internal_addresses_are_refused(address: str) -> None:
     assert not TargetGuard().address_allowed("example.org", ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111", "2002:808:808::1"])
 def test_public_addresses_are_allowed(address: str) -> None:
     assert not is_internal(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("url", ["http://[2002:a9fe:a9fe::1]/", "http://[2002:7f00:1::1]:8080/hook"])
+async def test_6to4_urls_wrapping_internal_addresses_are_refused(url: str) -> None:
+    with pytest.raises(TargetError):
+        await TargetGuard().check(url)
 
 
 def test_allow_list_names_hosts_addresses_and_networks() -> None:

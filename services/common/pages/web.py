@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import structlog
 from litestar import MediaType, Request, Response, Router, get, post
-from litestar.datastructures import CacheControlHeader, Cookie, ResponseHeader, State
+from litestar.datastructures import CacheControlHeader, Cookie, State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, PermissionDeniedException
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -44,18 +44,6 @@ CSRF_COOKIE = "clinic_csrf"
 CSRF_FIELD = "_csrf"
 #: The person signed in, as a page handler's parameter.
 Staff: TypeAlias = NamedDependency[StaffMember]
-
-SECURITY_HEADERS = [
-    ResponseHeader(name="Cache-Control", value="no-store"),
-    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-    ResponseHeader(name="Referrer-Policy", value="same-origin"),
-    ResponseHeader(name="X-Frame-Options", value="DENY"),
-    ResponseHeader(
-        name="Content-Security-Policy",
-        value="default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
-    ),
-]
 
 
 class SignInRequired(Exception):
@@ -225,7 +213,6 @@ def page_router(path: str, route_handlers: Sequence[ControllerRouterHandler]) ->
         route_handlers=route_handlers,
         dependencies={"staff": Provide(provide_staff)},
         before_request=check_csrf,
-        response_headers=SECURITY_HEADERS,
         exception_handlers={
             SignInRequired: _sign_in_required,
             HTTPException: _page_error,
@@ -297,11 +284,6 @@ async def password_submit(request: Request[Any, Any, State], staff: Staff) -> Re
     return redirect("/")
 
 
-async def _nosniff(response: Response[Any]) -> Response[Any]:
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
 def common_page_handlers() -> list[ControllerRouterHandler]:
     """Sign-in, sign-out, password change and the shared static files, for every service."""
     return [
@@ -312,6 +294,5 @@ def common_page_handlers() -> list[ControllerRouterHandler]:
             opt={"exclude_from_auth": True},
             include_in_schema=False,
             cache_control=CacheControlHeader(no_cache=True),
-            after_request=_nosniff,
         ),
     ]

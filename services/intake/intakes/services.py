@@ -203,16 +203,38 @@ async def _patient_by_mrn(session: AsyncSession, mrn: str) -> Patient | None:
     ).scalar_one_or_none()
 
 
+#: What identifies a patient beside the MRN: a form naming a known MRN must agree on these.
+IDENTITY_FIELDS = ("given_name", "family_name", "birth_date")
+
+
+def _same_identity(existing: Patient, patient: PatientIn) -> None:
+    """A known MRN with another name or birth date is a 409 naming each mismatch: it may be the
+    wrong patient's MRN, and merging would mix two people's records. Correcting a recorded name
+    or birth date is an amendment of that patient's own intake."""
+    mismatched = [f for f in IDENTITY_FIELDS if getattr(existing, f) != getattr(patient, f)]
+    if mismatched:
+        raise Conflict(
+            "The MRN belongs to a patient recorded with another "
+            + " and ".join(f.replace("_", " ") for f in mismatched)
+            + ": check the MRN, or amend that patient's intake to correct the record.",
+            errors=[
+                {"field": f"patient.{f}", "message": "Differs from the patient recorded under this MRN."}
+                for f in mismatched
+            ],
+        )
+
+
 async def _patient_for_new_intake(
     session: AsyncSession, patient: PatientIn, author: Author, intake_id: uuid.UUID
 ) -> uuid.UUID:
-    """The patient with this MRN (updated by the form), else a new patient."""
+    """The patient with this MRN (contacts updated by the form), else a new patient."""
     created = await _new_patient(session, patient, author)
     if created is not None:
         return created
     assert patient.mrn is not None  # only an MRN can conflict
     existing = await _patient_by_mrn(session, patient.mrn)
     assert existing is not None
+    _same_identity(existing, patient)
     await _update_patient(session, existing, _demographics(patient), author, intake_id)
     return existing.id
 
@@ -220,8 +242,9 @@ async def _patient_for_new_intake(
 async def _patient_for_amendment(
     session: AsyncSession, current_id: uuid.UUID, patient: PatientIn, author: Author, intake_id: uuid.UUID
 ) -> uuid.UUID:
-    """An amendment corrects the intake's patient: the same patient unless the form now names
-    another MRN. A known MRN moves the intake to that patient; an MRN new to the clinic is given
+    """An amendment corrects the intake's patient (name and birth date included: the audited way
+    to correct a record): the same patient unless the form now names another MRN. A known MRN
+    moves the intake to that patient if name and birth date agree; an MRN new to the clinic is given
     to the current patient if it had none, else it starts a new patient."""
     current = await session.get(Patient, current_id, with_for_update=True)
     assert current is not None
@@ -229,6 +252,7 @@ async def _patient_for_amendment(
     if patient.mrn is not None and patient.mrn != current.mrn:
         other = await _patient_by_mrn(session, patient.mrn)
         if other is not None:
+            _same_identity(other, patient)
             await _update_patient(session, other, values, author, intake_id)
             return other.id
         if current.mrn is not None:

@@ -50,8 +50,10 @@ from services.referral.referrals.services import (
     STATUSES,
     allowed_actions,
     sees_clinical,
+    to_out,
     worklist_query,
 )
+from services.referral.referrals.web import shaped_for
 from services.referral.reports.controllers import DEFAULT_PERIOD
 from services.referral.reports.services import referral_report, report_series
 from services.referral.triage import Destination
@@ -192,13 +194,14 @@ def _referral_page(
         template,
         status_code=status_code,
         **_common(
-            referral=referral,
+            # As the API shows it to this person (the front desk without reasons or notes).
+            referral=shaped_for(principal, to_out(referral, now)),
             answers=answers_of(referral) if sees_clinical(principal) else None,
             overdue=referral.status in OPEN_STATUSES and referral.due_by < now,
             actions=actions,
             errors=context.pop("errors", {}),
             values=context.pop("values", {}),
-            title=f"Referral: {referral.patient['family_name']}, {referral.patient['given_name']}",
+            title="Referral",
             **context,
         ),
     )

@@ -22,6 +22,7 @@ from services.referral.db.models import Referral
 from services.referral.referrals.actions import ActionBody, may_act, take_action
 from services.referral.referrals.schemas import ReferralOut, ReferralPage
 from services.referral.referrals.services import cursor_key, scoped, sees_clinical, to_out, worklist_query
+from services.referral.referrals.web import shaped_for
 
 
 async def load_visible(
@@ -77,11 +78,14 @@ class Referrals:
             limit=limit,
         )
         rows, next_cursor = page_of((await self.session.execute(query)).scalars().all(), limit, cursor_key)
-        return ReferralPage(items=[to_out(r, self.now) for r in rows], next_cursor=next_cursor)
+        items = [shaped_for(self.caller, to_out(r, self.now)) for r in rows]
+        return ReferralPage(items=items, next_cursor=next_cursor)
 
     async def one(self, referral_id: uuid.UUID) -> ReferralOut:
-        """The referral; for its specialist, clinicians and admins with its clinical picture."""
-        return to_out(await self.visible(referral_id), self.now, clinical=sees_clinical(self.caller))
+        """The referral as the caller may see it; for its specialist, clinicians and admins with
+        its clinical picture."""
+        referral = await self.visible(referral_id)
+        return shaped_for(self.caller, to_out(referral, self.now, clinical=sees_clinical(self.caller)))
 
     async def move(self, referral_id: uuid.UUID, action: Action, body: ActionBody) -> Referral:
         """The one way every status action is taken (the API's and the pages'): lock the

@@ -24,9 +24,9 @@ class DeliveryStatus(enum.StrEnum):
 
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Description = Annotated[str, msgspec.Meta(max_length=500)]
-EventTypes = Annotated[list[EventType], msgspec.Meta(min_length=1)]
+EventTypes = Annotated[list[EventType], msgspec.Meta(min_length=1, max_length=len(EventType))]
 #: At least one; leave the field out (or null) for every destination.
-Destinations = Annotated[list[Destination], msgspec.Meta(min_length=1)]
+Destinations = Annotated[list[Destination], msgspec.Meta(min_length=1, max_length=len(Destination))]
 
 
 class WebhookEndpointCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

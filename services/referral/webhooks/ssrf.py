@@ -38,15 +38,30 @@ def _normal_host(host: str) -> str:
     return host.strip().strip("[]").rstrip(".").lower()
 
 
-def _unmapped(address: IPAddress) -> IPAddress:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries: IPv4-mapped (::ffff:a.b.c.d), 6to4
+    (2002:aabb:ccdd::), Teredo's client, NAT64 (64:ff9b::a.b.c.d) or IPv4-compatible (::a.b.c.d)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
         return address.ipv4_mapped
-    return address
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if any(address in net for net in _NAT64):
+        return low32
+    if address in _IPV4_COMPATIBLE and int(address) > 1:  # not :: or ::1, judged as IPv6 below
+        return low32
+    return None
 
 
-def is_internal(address: IPAddress) -> bool:
-    """Anything but a public unicast address."""
-    address = _unmapped(address)
+def _is_internal_one(address: IPAddress) -> bool:
     return (
         not address.is_global
         or address.is_multicast
@@ -56,6 +71,13 @@ def is_internal(address: IPAddress) -> bool:
         or address.is_loopback
         or address.is_private
     )
+
+
+def is_internal(address: IPAddress) -> bool:
+    """Anything but a public unicast address, judged on the IPv4 address an IPv6 one embeds too
+    (Python's tables call 6to4 and NAT64 addresses global whatever they wrap)."""
+    inner = embedded_ipv4(address)
+    return _is_internal_one(address) or (inner is not None and _is_internal_one(inner))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +118,7 @@ class TargetGuard:
     def address_allowed(self, host: str, address: IPAddress) -> bool:
         if _normal_host(host) in self.allow_names or not is_internal(address):
             return True
-        candidates = {address, _unmapped(address)}
+        candidates = {address, embedded_ipv4(address) or address}
         return any(a in net for a in candidates for net in self.allow_networks if a.version == net.version)
 
     async def resolve(self, host: str, port: int) -> list[str]:

@@ -1,0 +1,42 @@
+"""`clinic keys create|revoke` are recorded (after and before values, never the key's digest) and
+`clinic audit` lists them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+from tests.conftest import REPO_ROOT
+
+
+def clinic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CLINIC_DATABASE_URL": database_url, "CLINIC_LOG_FORMAT": "json"}
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_key_changes_are_audited_and_clinic_audit_lists_them(database_url: str) -> None:
+    name = f"audited-{uuid.uuid4().hex[:6]}"
+    created = clinic(database_url, "keys", "create", "--role", "clinician", "--name", name)
+    assert created.returncode == 0, created.stderr
+    assert clinic(database_url, "keys", "revoke", "--name", name).returncode == 0
+    listed = clinic(database_url, "audit", "--limit", "50")
+    assert listed.returncode == 0, listed.stderr
+    header, *lines = listed.stdout.splitlines()
+    assert header.startswith("at\tservice\tactor_name")
+    mine = [line for line in lines if name in line]
+    assert [line.split("\t")[5] for line in mine] == ["revokeApiKey", "createApiKey"]
+    revoke, create = mine
+    assert '"action":"update"' in revoke and '"revoked_at":null' in revoke  # before: not revoked
+    assert '"action":"insert"' in create and '"role":"clinician"' in create
+    assert "key_hash" not in listed.stdout and created.stdout.strip() not in listed.stdout
+    assert all(line.split("\t")[2].startswith("cli:") for line in mine)
