@@ -39,6 +39,7 @@ from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.openapi import OutgoingWebhook, finish_document
 from services.common.pages import common_page_handlers, template_config
+from services.common.pages.dead_letters import dead_letter_pages
 from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.queue import Consumer, QueueTuning, QueueWorker, run_retention
 from services.common.queue_admin import dead_letter_controller
@@ -170,6 +171,7 @@ def build_app(
             dead_letter_controller(c.name for c in spec.consumers),
             AuditController,
             *common_page_handlers(),
+            dead_letter_pages(c.name for c in spec.consumers),
             *spec.route_handlers,
         ],
         template_config=template_config(spec.template_dirs),

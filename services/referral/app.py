@@ -11,6 +11,7 @@ from services.common.settings import Settings
 from services.common.web import ServiceSpec
 from services.referral import fhir, webhooks
 from services.referral.followups import FollowUpController, follow_up_worker
+from services.referral.pages import TEMPLATES, referral_pages
 from services.referral.referrals.controllers import ReferralController
 from services.referral.reports import ReportController
 from services.referral.triage_api import TriageController
@@ -34,7 +35,9 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
             TriageController,
             *webhooks.route_handlers,
             fhir.router,
+            referral_pages(),
         ],
+        template_dirs=[TEMPLATES],
         consumers=[triage_consumer(settings, clock), webhooks.consumer],
         workers=[webhooks.sender_worker, follow_up_worker],
         state={"clinic_clock": clock},

@@ -73,8 +73,10 @@ class Site:
     settings: Settings
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def site(settings: Settings) -> Iterator[Site]:
+    """Per test module: its workers must stop before other tests' own consumers run against the
+    same database (they would compete for the same events)."""
     intake_port, referral_port = free_port(), free_port()
     settings = dataclasses.replace(settings, intake_port=intake_port, referral_port=referral_port)
     clock = DriftingClock()
@@ -92,7 +94,11 @@ def site(settings: Settings) -> Iterator[Site]:
 
 
 async def make_user(
-    settings: Settings, role: str = "front_desk", *, change_password: bool = True
+    settings: Settings,
+    role: str = "front_desk",
+    *,
+    change_password: bool = True,
+    destination: str | None = None,
 ) -> tuple[str, str]:
     """An account as `clinic users create` makes it; returns (email, password). With
     `change_password` the first-sign-in change is already done (to PASSWORD)."""
@@ -105,7 +111,7 @@ async def make_user(
                 role=role,
                 name=f"Robin {role.replace('_', ' ').title()}",
                 email=email,
-                destination=None,
+                destination=destination,
                 now=dt.datetime.now(dt.UTC),
             )
             if change_password:

@@ -52,9 +52,11 @@ async def team(make_key: MakeKey) -> Team:
 
 
 async def _get(client: httpx.AsyncClient, referral_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The referral as the lists and the actions show it (its clinical picture, only in this
+    answer, is tested in test_clinical_picture.py)."""
     response = await client.get(f"/v1/referrals/{referral_id}", headers=headers)
     assert response.status_code == 200, response.text
-    return dict(response.json())
+    return {**response.json(), "clinical": None}
 
 
 def _expected_note(action: str, body: dict[str, Any] | None) -> str | None:

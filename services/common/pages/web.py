@@ -32,6 +32,8 @@ from services.common import accounts
 from services.common.accounts import StaffMember
 from services.common.auth import Role
 from services.common.clock import now_of
+from services.common.errors import ClinicError
+from services.common.problems import status_of
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -190,8 +192,9 @@ def _sign_in_required(request: Request[Any, Any, Any], exc: SignInRequired) -> R
     return Redirect(path=target, status_code=303)
 
 
-def _page_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    status = exc.status_code
+def _page_error(request: Request[Any, Any, Any], exc: HTTPException | ClinicError) -> Response[Any]:
+    """An error as a page (a rule's refusal with the status the API would give it)."""
+    status = status_of(exc) if isinstance(exc, ClinicError) else exc.status_code
     titles = {403: "Not allowed", 404: "Not found", 413: "Too large"}
     return render(
         request,
@@ -210,7 +213,11 @@ def page_router(path: str, route_handlers: Sequence[ControllerRouterHandler]) ->
         route_handlers=route_handlers,
         dependencies={"staff": Provide(provide_staff)},
         before_request=check_csrf,
-        exception_handlers={SignInRequired: _sign_in_required, HTTPException: _page_error},
+        exception_handlers={
+            SignInRequired: _sign_in_required,
+            HTTPException: _page_error,
+            ClinicError: _page_error,
+        },
         opt={"exclude_from_auth": True},
         include_in_schema=False,
         security=[{}],

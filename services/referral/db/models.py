@@ -42,6 +42,9 @@ class Referral(ReferralBase):
     intake_version: Mapped[int] = mapped_column(Integer)
     #: Minimum necessary for the specialist: names, birth date, MRN (never contacts or notes).
     patient: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: The clinical picture of `intake_version` for its destination and clinicians (see
+    #: `clinical_picture`); None on referrals made before it was kept.
+    clinical: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     destination: Mapped[str] = mapped_column(String(40))
     priority: Mapped[str] = mapped_column(String(10))
     priority_rank: Mapped[int] = mapped_column(Integer)

@@ -108,6 +108,7 @@ async def _redirect(
         intake_id=referral.intake_id,
         intake_version=referral.intake_version,
         patient=referral.patient,
+        clinical=referral.clinical,
         destination=body.redirect_to.value,
         priority=referral.priority,
         reasons=[

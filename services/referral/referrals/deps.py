@@ -21,7 +21,7 @@ from services.common.web import DbSession
 from services.referral.db.models import Referral
 from services.referral.referrals.actions import ActionBody, may_act, take_action
 from services.referral.referrals.schemas import ReferralOut, ReferralPage
-from services.referral.referrals.services import cursor_key, scoped, to_out, worklist_query
+from services.referral.referrals.services import cursor_key, scoped, sees_clinical, to_out, worklist_query
 from services.referral.referrals.web import shaped_for
 
 
@@ -82,11 +82,14 @@ class Referrals:
         return ReferralPage(items=items, next_cursor=next_cursor)
 
     async def one(self, referral_id: uuid.UUID) -> ReferralOut:
-        return shaped_for(self.caller, to_out(await self.visible(referral_id), self.now))
+        """The referral as the caller may see it; for its specialist, clinicians and admins with
+        its clinical picture."""
+        referral = await self.visible(referral_id)
+        return shaped_for(self.caller, to_out(referral, self.now, clinical=sees_clinical(self.caller)))
 
-    async def act(self, referral_id: uuid.UUID, action: Action, body: ActionBody) -> ReferralOut:
-        """The one way every status action is taken: lock the referral, check the caller may
-        take this move on it, apply the move, commit, answer the referral as it now is."""
+    async def move(self, referral_id: uuid.UUID, action: Action, body: ActionBody) -> Referral:
+        """The one way every status action is taken (the API's and the pages'): lock the
+        referral, check the caller may take this move on it, apply the move, commit."""
         referral = await self.visible(referral_id, lock=True)
         if not may_act(self.caller, referral, action):
             raise NotAllowed(f"Your role may not '{action}' this referral.")
@@ -94,7 +97,11 @@ class Referrals:
             self.session, referral, action, self.caller, now=self.now, settings=self.settings, body=body
         )
         await self.session.commit()
-        return to_out(acted, self.now)
+        return acted
+
+    async def act(self, referral_id: uuid.UUID, action: Action, body: ActionBody) -> ReferralOut:
+        """`move`, answering the referral as it now is."""
+        return to_out(await self.move(referral_id, action, body), self.now)
 
 
 def provide_referrals(db_session: DbSession, caller: Caller, settings: ClinicSettings, now: Now) -> Referrals:

@@ -7,12 +7,50 @@ import uuid
 
 import msgspec
 
+from services.common.intake_body import (
+    Complaint,
+    Condition,
+    Email,
+    Notes,
+    Phone,
+    RedFlags,
+    RegenerativeProcedure,
+    RiskFactor,
+    Sex,
+    Symptom,
+    TreatmentTried,
+)
+
 
 class PatientSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     given_name: str
     family_name: str
     birth_date: dt.date
     mrn: str | None = None
+
+
+class Contact(msgspec.Struct, frozen=True, kw_only=True):
+    """What a specialist needs to book the patient."""
+
+    sex: Sex = Sex.UNKNOWN
+    phone: Phone | None = None
+    email: Email | None = None
+
+
+class ClinicalPicture(msgspec.Struct, frozen=True, kw_only=True):
+    """The intake version's facts a specialist or clinician decides on (the intake's own
+    vocabulary): shown to the referral's destination, clinicians and admins, never to the front
+    desk through the referral service."""
+
+    contact: Contact
+    complaint: Complaint
+    red_flags: RedFlags
+    symptoms: list[Symptom] = []
+    conditions: list[Condition] = []
+    risk_factors: list[RiskFactor] = []
+    treatments_tried: list[TreatmentTried] = []
+    regenerative_procedure: RegenerativeProcedure | None = None
+    notes: Notes | None = None
 
 
 class ReasonOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +101,9 @@ class ReferralOut(msgspec.Struct, frozen=True, kw_only=True):
     amendment_of: uuid.UUID | None = None
     """On an AMEND-HOLD review: the open referral whose amendment it holds (resolve to replace
     it, cancel to keep it)."""
+    clinical: ClinicalPicture | None = None
+    """The clinical picture of `intake_version`: in `GET /v1/referrals/{id}` for its specialist,
+    clinicians and admins; absent for the front desk, in lists and in the actions' answers."""
 
 
 class ReferralPage(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import msgspec
 import structlog
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +26,8 @@ from services.common.vocabulary import Destination, Priority
 from services.common.vocabulary import ReferralStatus as ReferralStatus
 from services.referral.db.models import FollowUp, Referral, ReferralHistory
 from services.referral.referrals.schemas import (
+    ClinicalPicture,
+    Contact,
     FollowUpOut,
     HistoryEntry,
     PatientSnapshot,
@@ -124,6 +127,7 @@ async def create_referral(
     note: str | None = None,
     supersedes: Referral | None = None,
     amendment_of: Referral | None = None,
+    clinical: dict[str, Any] | None = None,
 ) -> Referral:
     status = initial_status(destination)
     referral = Referral(
@@ -131,6 +135,7 @@ async def create_referral(
         intake_id=intake_id,
         intake_version=intake_version,
         patient=patient,
+        clinical=clinical,
         destination=destination,
         priority=priority,
         priority_rank=PRIORITY_RANK[priority],
@@ -189,6 +194,26 @@ def patient_snapshot(event: IntakeSubmitted) -> dict[str, Any]:
     }
 
 
+def clinical_picture(event: IntakeSubmitted) -> dict[str, Any]:
+    """What the referral keeps of the intake version for its destination and clinicians: the
+    contact details for booking and every clinical answer (names, birth date and MRN are in the
+    patient snapshot). Never logged."""
+    body = event.intake
+    picture = ClinicalPicture(
+        contact=Contact(sex=body.patient.sex, phone=body.patient.phone, email=body.patient.email),
+        complaint=body.complaint,
+        red_flags=body.red_flags,
+        symptoms=body.symptoms,
+        conditions=body.conditions,
+        risk_factors=body.risk_factors,
+        treatments_tried=body.treatments_tried,
+        regenerative_procedure=body.regenerative_procedure,
+        notes=body.notes,
+    )
+    result: dict[str, Any] = msgspec.to_builtins(picture)
+    return result
+
+
 async def open_referrals_for(session: AsyncSession, intake_id: uuid.UUID) -> list[Referral]:
     """The intake's open referrals, newest first: one, or one and its AMEND-HOLD review."""
     rows = await session.execute(
@@ -243,6 +268,7 @@ async def triage_intake(
         intake_id=event.intake_id,
         intake_version=event.intake_version,
         patient=patient_snapshot(event),
+        clinical=clinical_picture(event),
         destination=outcome.destination.value,
         priority=outcome.priority.value,
         reasons=_reasons(outcome),
@@ -336,6 +362,7 @@ async def amend(
             intake_id=event.intake_id,
             intake_version=event.intake_version,
             patient=patient_snapshot(event),
+            clinical=clinical_picture(event),
             destination=outcome.destination.value,
             priority=outcome.priority.value,
             reasons=[*reasons, *kept],
@@ -389,6 +416,7 @@ async def amend(
             intake_id=event.intake_id,
             intake_version=event.intake_version,
             patient=patient_snapshot(event),
+            clinical=clinical_picture(event),
             destination="clinician_review",
             priority=priority,
             reasons=hold_reasons,
@@ -422,6 +450,7 @@ def _retriage_in_place(
     referral.reasons = reasons
     referral.intake_version = event.intake_version
     referral.patient = patient_snapshot(event)
+    referral.clinical = clinical_picture(event)
     referral.ruleset_version = outcome.ruleset_version
     referral.updated_at = now
 
@@ -567,7 +596,18 @@ def patient_out(snapshot: dict[str, Any]) -> PatientSnapshot:
     )
 
 
-def to_out(referral: Referral, now: dt.datetime) -> ReferralOut:
+def sees_clinical(principal: Principal) -> bool:
+    """Who sees a referral's clinical picture (a specialist only on its own destination's
+    referrals, which are the only ones it can load): not the front desk."""
+    return principal.role in (Role.specialist, Role.clinician, Role.admin)
+
+
+def clinical_out(referral: Referral) -> ClinicalPicture | None:
+    return msgspec.convert(referral.clinical, ClinicalPicture) if referral.clinical else None
+
+
+def to_out(referral: Referral, now: dt.datetime, *, clinical: bool = False) -> ReferralOut:
+    """The referral as the API shows it; with `clinical`, its clinical picture too."""
     return ReferralOut(
         id=referral.id,
         intake_id=referral.intake_id,
@@ -590,4 +630,5 @@ def to_out(referral: Referral, now: dt.datetime) -> ReferralOut:
         amendment_of=referral.amendment_of,
         follow_ups=[follow_up_out(f) for f in referral.follow_ups],
         allowed_actions=allowed_actions(referral.status),
+        clinical=clinical_out(referral) if clinical else None,
     )

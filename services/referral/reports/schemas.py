@@ -45,3 +45,15 @@ class ReferralReport(msgspec.Struct, frozen=True, kw_only=True):
     time_to_scheduling: Timing
     open_overdue: OpenOverdue
     closed: ClosedShare
+
+
+class ReportSeries(msgspec.Struct, frozen=True, kw_only=True):
+    """The report's figures over time, for its charts and CSV: referrals created per day (UTC)
+    by destination and by priority, and how long the referrals took to be accepted and to be
+    scheduled, counted in `DURATION_BUCKETS`."""
+
+    days: list[dt.date]
+    by_destination: dict[str, list[int]]
+    by_priority: dict[str, list[int]]
+    to_acceptance: dict[str, int]
+    to_scheduling: dict[str, int]

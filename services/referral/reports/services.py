@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referral.db.models import Referral
 from services.referral.referrals.services import DESTINATIONS, OPEN_STATUSES, PRIORITIES, STATUSES
-from services.referral.reports.schemas import ClosedShare, OpenOverdue, ReferralReport, Timing
+from services.referral.reports.schemas import ClosedShare, OpenOverdue, ReferralReport, ReportSeries, Timing
 
 CLOSED_DEFINITION = (
     "closed = status completed, no_show, or declined with a (non-blank) reason. The share is "
@@ -138,4 +138,69 @@ async def referral_report(
             share=figures.closed / figures.live if figures.live else None,
             definition=CLOSED_DEFINITION,
         ),
+    )
+
+
+#: The buckets the time-to-step distributions are counted in: (label, upper bound, exclusive).
+DURATION_BUCKETS: tuple[tuple[str, dt.timedelta | None], ...] = (
+    ("under 1 h", dt.timedelta(hours=1)),
+    ("1-4 h", dt.timedelta(hours=4)),
+    ("4-24 h", dt.timedelta(days=1)),
+    ("1-3 days", dt.timedelta(days=3)),
+    ("3-7 days", dt.timedelta(days=7)),
+    ("7 days or more", None),
+)
+
+
+def _bucket(value: Any) -> str:
+    """The label of the bucket a duration (a timedelta from PostgreSQL's interval) falls in."""
+    return next(label for label, bound in DURATION_BUCKETS if bound is None or value < bound)
+
+
+async def report_series(
+    session: AsyncSession, *, since: dt.datetime, until: dt.datetime, destination: str | None = None
+) -> ReportSeries:
+    """The same population as `referral_report` (created in `[since, until)`), day by day."""
+    period = [Referral.created_at >= since, Referral.created_at < until]
+    if destination is not None:
+        period.append(Referral.destination == destination)
+    day = func.date(func.timezone("UTC", Referral.created_at))
+    rows = (
+        await session.execute(
+            select(day.label("day"), Referral.destination, Referral.priority, func.count().label("n"))
+            .where(*period)
+            .group_by(day, Referral.destination, Referral.priority)
+        )
+    ).all()
+    first, last = (
+        since.astimezone(dt.UTC).date(),
+        (until - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date(),
+    )
+    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    index = {d: i for i, d in enumerate(days)}
+    by_destination = {d: [0] * len(days) for d in DESTINATIONS}
+    by_priority = {p: [0] * len(days) for p in PRIORITIES}
+    for row in rows:
+        by_destination[row.destination][index[row.day]] += row.n
+        by_priority[row.priority][index[row.day]] += row.n
+    steps = (
+        await session.execute(
+            select(
+                Referral.accepted_at - Referral.created_at, Referral.scheduled_at - Referral.created_at
+            ).where(*period, or_(Referral.accepted_at.is_not(None), Referral.scheduled_at.is_not(None)))
+        )
+    ).all()
+    to_acceptance = {label: 0 for label, _ in DURATION_BUCKETS}
+    to_scheduling = dict(to_acceptance)
+    for accepted, scheduled in steps:
+        if accepted is not None:
+            to_acceptance[_bucket(accepted)] += 1
+        if scheduled is not None:
+            to_scheduling[_bucket(scheduled)] += 1
+    return ReportSeries(
+        days=days,
+        by_destination=by_destination,
+        by_priority=by_priority,
+        to_acceptance=to_acceptance,
+        to_scheduling=to_scheduling,
     )

@@ -1,0 +1,24 @@
+"""A referral keeps the clinical picture of its intake version (complaint, red flags, history,
+notes, contact details), so its destination can act on it without reading the intake service.
+
+Revision ID: referrals_0003
+Revises: referrals_0002
+Create Date: 2026-11-30
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision = "referrals_0003"
+down_revision = "referrals_0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("referrals", sa.Column("clinical", JSONB(), nullable=True), schema="referral")
+
+
+def downgrade() -> None:
+    op.drop_column("referrals", "clinical", schema="referral")

@@ -1,0 +1,479 @@
+"""Referral pages: the worklist (htmx-refreshed), a referral with its clinical picture, reasons,
+history, links, follow-ups and the moves the status machine allows now, a printable letter, and
+the clinician's review queue. Role and scope as the API: the signed-in person becomes the same
+`Principal` an API key would, and the same service functions answer."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import uuid
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+from litestar import MediaType, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.response import Template
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common import labels
+from services.common.accounts import StaffMember
+from services.common.auth import Principal, Role
+from services.common.clock import now_of
+from services.common.errors import Conflict, InvalidFields
+from services.common.pages import Staff, form_of, page_router, redirect, render, require_staff_role
+from services.common.vocabulary import Action
+from services.common.web import DbSession
+from services.referral.db.models import Referral
+from services.referral.followups.services import load_follow_up, mark_done
+from services.referral.pages.admin import admin_handlers
+from services.referral.pages.charts import stacked_bars
+from services.referral.referrals.actions import (
+    ActionBody,
+    CancelBody,
+    DeclineBody,
+    NoteBody,
+    ResolveBody,
+    ScheduleBody,
+    may_act,
+)
+from services.referral.referrals.deps import Referrals, load_visible
+from services.referral.referrals.schemas import ClinicalPicture
+from services.referral.referrals.services import (
+    OPEN_STATUSES,
+    PRIORITIES,
+    STATUSES,
+    allowed_actions,
+    sees_clinical,
+    to_out,
+    worklist_query,
+)
+from services.referral.referrals.web import shaped_for
+from services.referral.reports.controllers import DEFAULT_PERIOD
+from services.referral.reports.services import referral_report, report_series
+from services.referral.triage import Destination
+
+#: As the API: who reads referrals, who moves them, who resolves reviews (admin always passes).
+READERS = (Role.front_desk, Role.specialist, Role.clinician)
+ACTORS = (Role.specialist, Role.clinician)
+CLINICIANS = (Role.clinician,)
+WORKLIST_LIMIT = 200
+#: The form's words for each action's button.
+ACTION_LABELS = {
+    "accept": "Accept",
+    "decline": "Decline",
+    "schedule": "Schedule the appointment",
+    "complete": "Mark completed",
+    "no-show": "Record a no-show",
+    "cancel": "Cancel the referral",
+    "resolve": "Resolve the review",
+}
+#: What the page says after each action.
+DONE = {
+    "accept": "Accepted.",
+    "decline": "Declined.",
+    "schedule": "Appointment scheduled.",
+    "complete": "Marked completed.",
+    "no-show": "No-show recorded.",
+    "cancel": "Cancelled.",
+    "resolve": "Review resolved.",
+}
+STATUS_LABELS = {s: s.replace("_", " ").capitalize() for s in STATUSES}
+
+
+def principal_for(staff: StaffMember) -> Principal:
+    """The signed-in person as the API's caller: same role, same destination, same name in
+    history."""
+    return Principal(key_id=staff.user_id, name=staff.name, role=staff.role, destination=staff.destination)
+
+
+def _common(**context: Any) -> dict[str, Any]:
+    return {
+        "labels": labels,
+        "label": labels.label,
+        "labels_of": lambda values: ", ".join(labels.label(v) for v in values),
+        "red_flags": labels.RED_FLAG_QUESTIONS,
+        "action_labels": ACTION_LABELS,
+        "status_labels": STATUS_LABELS,
+        "destinations": [d.value for d in Destination],
+        "priorities": PRIORITIES,
+        **context,
+    }
+
+
+def answers_of(referral: Referral) -> dict[str, Any] | None:
+    """The clinical picture shaped as the intake's answers (the shared `answers` macro)."""
+    if not referral.clinical:
+        return None
+    picture = msgspec.convert(referral.clinical, ClinicalPicture)
+    patient = {**referral.patient, **msgspec.structs.asdict(picture.contact)}
+    return {**{f: getattr(picture, f) for f in picture.__struct_fields__}, "patient": patient}
+
+
+def _filters(request: Request[Any, Any, Any]) -> dict[str, str]:
+    q = request.query_params
+    status = q.get("status") or "open"
+    priority = q.get("priority") or ""
+    return {
+        "status": status if status in ("open", "all", *STATUSES) else "open",
+        "priority": priority if priority in PRIORITIES else "",
+        "destination": d if (d := q.get("destination") or "") in [x.value for x in Destination] else "",
+    }
+
+
+async def _worklist(
+    session: AsyncSession, principal: Principal, filters: dict[str, str], now: dt.datetime
+) -> list[Referral]:
+    status = filters["status"]
+    statuses = sorted(OPEN_STATUSES) if status == "open" else None if status == "all" else [status]
+    query = worklist_query(
+        principal,
+        destination=filters["destination"] or None,
+        status=statuses,
+        priority=filters["priority"] or None,
+        intake_id=None,
+        overdue=None,
+        now=now,
+        after=None,
+        limit=WORKLIST_LIMIT,
+    )
+    return list((await session.execute(query)).scalars().all())[:WORKLIST_LIMIT]
+
+
+@get("/")
+async def home(staff: Staff) -> Response[Any]:
+    """Each role's first page."""
+    if staff.role is Role.clinician:
+        return redirect("/review")
+    if staff.role is Role.admin:
+        return redirect("/admin/webhooks")
+    return redirect("/worklist")
+
+
+def _worklist_view(path: str, template: str) -> Any:
+    @get(path, name=f"worklist{path.replace('/', '_')}")
+    async def view(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
+        require_staff_role(staff, *READERS)
+        now = now_of(request.app.state)
+        filters = _filters(request)
+        items = await _worklist(db_session, principal_for(staff), filters, now)
+        query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
+        return render(
+            request, template, **_common(items=items, filters=filters, now=now, query=query, title="Worklist")
+        )
+
+    return view
+
+
+async def _visible(session: AsyncSession, staff: StaffMember, referral_id: uuid.UUID) -> Referral:
+    """The referral in the person's scope: another destination's is a 404 page, as in the API."""
+    return await load_visible(session, principal_for(staff), referral_id)
+
+
+def _referral_page(
+    request: Request[Any, Any, Any],
+    staff: StaffMember,
+    referral: Referral,
+    *,
+    status_code: int = 200,
+    template: str = "referral/referral.html",
+    **context: Any,
+) -> Template:
+    principal = principal_for(staff)
+    now = now_of(request.app.state)
+    actions = [a for a in allowed_actions(referral.status) if may_act(principal, referral, Action(a))]
+    if principal.role not in (*ACTORS, Role.admin):
+        actions = []
+    return render(
+        request,
+        template,
+        status_code=status_code,
+        **_common(
+            # As the API shows it to this person (the front desk without reasons or notes).
+            referral=shaped_for(principal, to_out(referral, now)),
+            answers=answers_of(referral) if sees_clinical(principal) else None,
+            overdue=referral.status in OPEN_STATUSES and referral.due_by < now,
+            actions=actions,
+            errors=context.pop("errors", {}),
+            values=context.pop("values", {}),
+            title="Referral",
+            **context,
+        ),
+    )
+
+
+@get("/referrals/{referral_id:uuid}")
+async def referral_page(
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, referral_id: FromPath[uuid.UUID]
+) -> Template:
+    require_staff_role(staff, *READERS)
+    referral = await _visible(db_session, staff, referral_id)
+    done = request.query_params.get("done") or ""
+    notice = "Follow-up marked done." if done == "follow-up" else DONE.get(done)
+    return _referral_page(request, staff, referral, notice=notice)
+
+
+@get("/referrals/{referral_id:uuid}/letter")
+async def letter_page(
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, referral_id: FromPath[uuid.UUID]
+) -> Template:
+    require_staff_role(staff, *READERS)
+    referral = await _visible(db_session, staff, referral_id)
+    return _referral_page(request, staff, referral, template="referral/letter.html")
+
+
+def _text(values: dict[str, list[str]], name: str) -> str:
+    return (values.get(name) or [""])[0].strip()
+
+
+def _action_body(
+    action: str, values: dict[str, list[str]], time_zone: str
+) -> tuple[ActionBody | None, dict[str, list[str]]]:
+    """The form as the action's API body, or the errors naming each bad field."""
+    errors: dict[str, list[str]] = {}
+    raw: dict[str, Any] = {}
+    if action in ("decline", "cancel"):
+        raw["reason"] = _text(values, "reason")
+        if not raw["reason"]:
+            errors["reason"] = ["Give the reason."]
+        if action == "decline" and _text(values, "redirect_to"):
+            raw["redirect_to"] = _text(values, "redirect_to")
+    elif action == "schedule":
+        day, at = _text(values, "appointment_date"), _text(values, "appointment_time")
+        try:
+            when = dt.datetime.combine(dt.date.fromisoformat(day), dt.time.fromisoformat(at))
+            raw["appointment_at"] = when.replace(tzinfo=ZoneInfo(time_zone)).isoformat()
+        except ValueError:
+            errors["appointment_date"] = ["Enter the appointment's date and time."]
+    elif action == "resolve":
+        raw = {"destination": _text(values, "destination"), "priority": _text(values, "priority")}
+        if _text(values, "note"):
+            raw["note"] = _text(values, "note")
+    elif _text(values, "note"):
+        raw["note"] = _text(values, "note")
+    kinds: dict[str, type[Any]] = {
+        "decline": DeclineBody,
+        "cancel": CancelBody,
+        "schedule": ScheduleBody,
+        "resolve": ResolveBody,
+    }
+    if errors:
+        return None, errors
+    try:
+        return msgspec.convert(raw, kinds.get(action, NoteBody)), {}
+    except msgspec.ValidationError as exc:
+        field = str(exc).rpartition("$.")[2].rstrip("`") or "form"
+        return None, {field: [f"Not valid: {str(exc).split(' - at ')[0]}."]}
+
+
+@post("/referrals/{referral_id:uuid}/{action:str}", status_code=200, media_type=MediaType.HTML)
+async def act_page(
+    request: Request[Any, Any, State],
+    staff: Staff,
+    db_session: DbSession,
+    referral_id: FromPath[uuid.UUID],
+    action: FromPath[str],
+) -> Any:
+    """One button of the referral page: the same action as `POST /v1/referrals/{id}/<action>`.
+    A move that is no longer allowed (someone else was first) is shown as a message, not an
+    error page."""
+    require_staff_role(staff, *(CLINICIANS if action == "resolve" else ACTORS))
+    if action not in ACTION_LABELS:
+        raise NotFoundException("There is no such action.")
+    values = await form_of(request)
+    body, errors = _action_body(action, values, request.app.state["clinic_settings"].clinic_time_zone)
+    principal = principal_for(staff)
+    try:
+        if body is None:
+            raise InvalidFields([])
+        referrals = Referrals(
+            db_session, principal, request.app.state["clinic_settings"], now_of(request.app.state)
+        )
+        await referrals.move(referral_id, Action(action), body)
+    except Conflict as exc:
+        await db_session.rollback()
+        referral = await _visible(db_session, staff, referral_id)
+        return _referral_page(request, staff, referral, status_code=409, conflict=str(exc.detail))
+    except InvalidFields as exc:
+        await db_session.rollback()
+        for problem in exc.errors:
+            errors.setdefault(problem.field, []).append(problem.message)
+        referral = await _visible(db_session, staff, referral_id)
+        return _referral_page(
+            request, staff, referral, status_code=422, errors=errors, values=values, open_action=action
+        )
+    return redirect(f"/referrals/{referral_id}?done={action}")
+
+
+@post("/follow-ups/{follow_up_id:uuid}/done", status_code=200, media_type=MediaType.HTML)
+async def follow_up_done(
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, follow_up_id: FromPath[uuid.UUID]
+) -> Any:
+    """Mark a follow-up done, as `POST /v1/follow-ups/{id}/done`."""
+    require_staff_role(staff, *ACTORS)
+    principal = principal_for(staff)
+    found = await load_follow_up(db_session, principal, follow_up_id, lock=True)
+    if found is None:
+        raise NotFoundException("There is no such follow-up that you can see.")
+    follow_up, referral = found
+    try:
+        mark_done(follow_up, principal, now_of(request.app.state))
+    except Conflict as exc:
+        await db_session.rollback()
+        referral = await _visible(db_session, staff, referral.id)
+        return _referral_page(request, staff, referral, status_code=409, conflict=str(exc.detail))
+    await db_session.commit()
+    return redirect(f"/referrals/{referral.id}?done=follow-up")
+
+
+@get("/review")
+async def review_queue(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
+    """Cases held for a clinician, oldest first, with why each was held."""
+    require_staff_role(staff, *CLINICIANS)
+    rows = await db_session.execute(
+        select(Referral).where(Referral.status == "needs_review").order_by(Referral.created_at, Referral.id)
+    )
+    return render(
+        request,
+        "referral/review.html",
+        **_common(items=list(rows.scalars()), now=now_of(request.app.state), title="Review queue"),
+    )
+
+
+async def _report_figures(request: Request[Any, Any, Any], session: AsyncSession) -> dict[str, Any]:
+    """The closed-loop report and its series for `?days=` (default 30) and `?destination=`, as
+    `GET /v1/reports/referrals` computes them."""
+    q = request.query_params
+    try:
+        days = min(max(int(q.get("days") or DEFAULT_PERIOD.days), 1), 366)
+    except ValueError:
+        days = DEFAULT_PERIOD.days
+    destination = d if (d := q.get("destination") or "") in DESTINATION_VALUES else None
+    as_of = now_of(request.app.state)
+    since = as_of - dt.timedelta(days=days)
+    report = await referral_report(session, since=since, until=as_of, as_of=as_of, destination=destination)
+    series = await report_series(session, since=since, until=as_of, destination=destination)
+    return {"report": report, "series": series, "days": days, "destination": destination or ""}
+
+
+DESTINATION_VALUES = [d.value for d in Destination]
+
+
+def _named(counts: dict[str, Any], words: Any) -> dict[str, Any]:
+    return {words.get(k, k): v for k, v in counts.items()}
+
+
+@get("/report")
+async def report_page(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
+    """The closed-loop report with its charts (clinicians and admins, as the API)."""
+    require_staff_role(staff, *CLINICIANS)
+    figures = await _report_figures(request, db_session)
+    report, series = figures["report"], figures["series"]
+    day_labels = [d.strftime("%m-%d") for d in series.days]
+    charts = {
+        "by_destination": stacked_bars(
+            "chart-destination",
+            "Referrals created per day, by destination",
+            day_labels,
+            _named(series.by_destination, labels.DESTINATION_LABELS),
+        ),
+        "by_priority": stacked_bars(
+            "chart-priority",
+            "Referrals created per day, by priority",
+            day_labels,
+            _named(series.by_priority, labels.PRIORITY_LABELS),
+        ),
+        "to_acceptance": stacked_bars(
+            "chart-acceptance",
+            "Time from referral to acceptance",
+            list(series.to_acceptance),
+            {"Referrals": list(series.to_acceptance.values())},
+        ),
+        "to_scheduling": stacked_bars(
+            "chart-scheduling",
+            "Time from referral to scheduling",
+            list(series.to_scheduling),
+            {"Referrals": list(series.to_scheduling.values())},
+        ),
+        "overdue": stacked_bars(
+            "chart-overdue",
+            "Open referrals past their due time, by destination",
+            [labels.DESTINATION_LABELS.get(k, k) for k in report.open_overdue.by_destination],
+            {"Overdue": list(report.open_overdue.by_destination.values())},
+        ),
+    }
+    return render(
+        request, "referral/report.html", **_common(**figures, charts=charts, title="Closed-loop report")
+    )
+
+
+@get("/report.csv", media_type="text/csv")
+async def report_csv(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Response[str]:
+    """The report's figures as CSV: one row per (figure, key, value)."""
+    require_staff_role(staff, *CLINICIANS)
+    figures = await _report_figures(request, db_session)
+    report, series = figures["report"], figures["series"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["figure", "key", "value"])
+    for name, counts in (
+        ("by_destination", report.by_destination),
+        ("by_priority", report.by_priority),
+        ("by_status", report.by_status),
+        ("open_overdue_by_destination", report.open_overdue.by_destination),
+        ("open_overdue_by_priority", report.open_overdue.by_priority),
+        ("time_to_acceptance", series.to_acceptance),
+        ("time_to_scheduling", series.to_scheduling),
+    ):
+        writer.writerows([name, k, v] for k, v in counts.items())
+    for name, by_day in (
+        ("created_by_destination", series.by_destination),
+        ("created_by_priority", series.by_priority),
+    ):
+        for key, values in by_day.items():
+            writer.writerows(
+                [f"{name}:{day.isoformat()}", key, n] for day, n in zip(series.days, values, strict=True)
+            )
+    for name, timing in (
+        ("time_to_acceptance", report.time_to_acceptance),
+        ("time_to_scheduling", report.time_to_scheduling),
+    ):
+        writer.writerows(
+            [
+                [name, "count", timing.count],
+                [name, "median_seconds", timing.median_seconds or ""],
+                [name, "p90_seconds", timing.p90_seconds or ""],
+            ]
+        )
+    writer.writerow(["closed_share", "closed", report.closed.closed])
+    writer.writerow(["closed_share", "of", report.closed.of])
+    return Response(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="referral-report.csv"'},
+    )
+
+
+def referral_pages() -> Any:
+    return page_router(
+        "/",
+        [
+            home,
+            _worklist_view("/worklist", "referral/worklist.html"),
+            _worklist_view("/worklist/rows", "referral/_worklist_rows.html"),
+            _worklist_view("/referrals", "referral/all.html"),
+            referral_page,
+            letter_page,
+            act_page,
+            follow_up_done,
+            review_queue,
+            report_page,
+            report_csv,
+            *admin_handlers(),
+        ],
+    )

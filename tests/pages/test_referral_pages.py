@@ -1,0 +1,448 @@
+"""The referral service's pages in a real browser: a specialist works a referral from requested
+to completed and marks its follow-ups done; another destination's specialist gets a 404 page; a
+stale button shows a 409 as a message; a clinician resolves a held case onto a destination's
+worklist; the letter prints; the worklist and actions work with the keyboard; axe-core on each."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import re
+import threading
+import uuid
+from typing import Any
+
+import msgspec
+import pytest
+from playwright.async_api import Browser, Page, expect
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from services.common.events import IntakeSubmitted
+from services.common.intake_body import IntakeBody
+from services.common.queue import publish
+from services.vignettes import load_vignettes
+from tests.pages.conftest import Site, assert_accessible, make_user, screenshot
+
+pytestmark = pytest.mark.browser
+
+
+async def publish_intake(engine: AsyncEngine, vignette: str) -> str:
+    """An intake as the intake service announces it; returns the patient's family name."""
+    body: dict[str, Any] = next(v for v in load_vignettes(dt.date.today()) if v.id == vignette).body
+    family = f"Pagetest{uuid.uuid4().hex[:6]}"
+    body["patient"] |= {"family_name": family, "mrn": f"PG-{uuid.uuid4().hex[:8]}", "phone": "+1 555 0199"}
+    body["notes"] = "Can only come on weekday mornings."
+    intake_id = uuid.uuid4()
+    event = IntakeSubmitted(
+        intake_id=intake_id,
+        patient_id=uuid.uuid4(),
+        intake_version=1,
+        submitted_at=dt.datetime.now(dt.UTC),
+        submitted_by="reception",
+        intake=msgspec.convert(body, IntakeBody),
+    )
+    async with AsyncSession(engine) as session:
+        await publish(session, event, subject=intake_id)
+        await session.commit()
+    return family
+
+
+async def signed_in(
+    browser: Browser, site: Site, role: str, destination: str | None = None, *, then: str = "/"
+) -> Page:
+    """A new browser signed in on the referral service as a new account of `role`, at `then`."""
+    email, password = await make_user(site.settings, role, destination=destination)
+    context = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+    page = await context.new_page()
+    page.set_default_timeout(15_000)
+    await page.goto(f"{site.referral}/sign-in?next={then}")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(lambda url: "/sign-in" not in url)
+    return page
+
+
+async def open_from_worklist(page: Page, site: Site, family: str) -> str:
+    """Wait for the referral on the worklist (triage runs in the background), open it."""
+    link = page.get_by_role("link", name=re.compile(family))
+    for _ in range(60):
+        await page.goto(f"{site.referral}/worklist")
+        if await link.count():
+            break
+        await page.wait_for_timeout(250)
+    await link.click()
+    await page.wait_for_url(re.compile(r"/referrals/[0-9a-f-]{36}$"))
+    return page.url
+
+
+async def test_a_specialist_works_a_referral_to_completed_and_its_follow_ups(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P05")
+    page = await signed_in(browser, site, "specialist", "regenerative_medicine")
+    url = await open_from_worklist(page, site, family)
+    status = page.locator("#referral-status")
+    await expect(status).to_have_text("Requested")
+    # The clinical picture and why it came here.
+    await expect(page.get_by_role("heading", name=re.compile("Clinical picture"))).to_be_visible()
+    await expect(page.get_by_text("+1 555 0199")).to_be_visible()
+    await expect(page.get_by_text("Can only come on weekday mornings.")).to_be_visible()
+    await expect(page.get_by_text(re.compile("Ruleset version v2"))).to_be_visible()
+    await assert_accessible(page)
+    await screenshot(page, "specialist-referral")
+
+    await page.get_by_role("button", name="Accept").click()
+    await expect(page.get_by_role("status")).to_have_text("Accepted.")
+    await expect(status).to_have_text("Accepted")
+    when = dt.date.today() + dt.timedelta(days=3)
+    await page.get_by_label("Appointment date").fill(when.isoformat())
+    await page.get_by_label("Time (clinic time)").fill("09:30")
+    await page.get_by_role("button", name="Schedule the appointment").click()
+    await expect(status).to_have_text("Scheduled")
+    await expect(page.get_by_text(when.isoformat() + " 09:30")).to_be_visible()
+    await page.get_by_role("button", name="Mark completed").click()
+    await expect(status).to_have_text("Completed")
+    # Regenerative medicine: the follow-ups appear; one is marked done from the page.
+    done_buttons = page.get_by_role("button", name=re.compile(r"^Mark the .* follow-up done$"))
+    count = await done_buttons.count()
+    assert count >= 1
+    await done_buttons.first.click()
+    await expect(page.get_by_role("status")).to_have_text("Follow-up marked done.")
+    await expect(done_buttons).to_have_count(count - 1)
+    history = page.get_by_role("table", name="What happened to this referral")
+    await expect(history).to_contain_text("Robin Specialist")
+    await assert_accessible(page)
+    await screenshot(page, "specialist-completed")
+
+    # Another destination's specialist: a 404 page, nothing of the patient shown.
+    other = await signed_in(browser, site, "specialist", "pain_management")
+    response = await other.goto(url)
+    assert response is not None and response.status == 404
+    await expect(other.get_by_role("heading", name="Not found")).to_be_visible()
+    assert family not in await other.content()
+    await other.context.close()
+    await page.context.close()
+
+
+async def test_a_stale_button_shows_the_conflict_as_a_message(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    first = await signed_in(browser, site, "specialist", "pain_management")
+    url = await open_from_worklist(first, site, family)
+    second = await signed_in(browser, site, "specialist", "pain_management")
+    await second.goto(url)
+    await second.get_by_role("button", name="Accept").click()
+    await expect(second.locator("#referral-status")).to_have_text("Accepted")
+    # The first page still offers Decline: pressing it now is refused with the reason, no error page.
+    await first.get_by_label("Reason to decline").fill("not ours")
+    await first.get_by_role("button", name="Decline").click()
+    alert = first.get_by_role("alert")
+    await expect(alert).to_contain_text("That could not be done")
+    await expect(alert).to_contain_text("accepted")
+    await expect(first.locator("#referral-status")).to_have_text("Accepted")
+    await first.context.close()
+    await second.context.close()
+
+
+async def test_a_front_desk_member_reads_but_sees_no_clinical_picture_and_cannot_act(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    specialist = await signed_in(browser, site, "specialist", "pain_management")
+    url = await open_from_worklist(specialist, site, family)
+    await specialist.context.close()
+    page = await signed_in(browser, site, "front_desk", then=url.removeprefix(site.referral))
+    await expect(page.get_by_role("heading", name=re.compile(family))).to_be_visible()
+    assert "weekday mornings" not in await page.content()
+    await expect(page.get_by_role("button", name="Accept")).to_have_count(0)
+    review = await page.goto(f"{site.referral}/review")
+    assert review is not None and review.status == 403
+    await page.context.close()
+
+
+async def test_a_clinician_resolves_a_held_case_onto_a_destinations_worklist(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P24")
+    clinician = await signed_in(browser, site, "clinician")
+    row = clinician.get_by_role("row").filter(has_text=family)
+    for _ in range(60):
+        await clinician.goto(f"{site.referral}/review")
+        if await row.count():
+            break
+        await clinician.wait_for_timeout(250)
+    await expect(row).to_be_visible()
+    await assert_accessible(clinician)
+    await screenshot(clinician, "clinician-review-queue")
+    await row.get_by_role("link").click()
+    await clinician.get_by_label("Send to").select_option("pain_management")
+    await clinician.get_by_label("Priority").select_option("urgent")
+    await clinician.get_by_label("Note (optional)").fill("No red flag on review.")
+    await clinician.get_by_role("button", name="Resolve the review").click()
+    await expect(clinician.locator("#referral-status")).to_have_text("Requested")
+    history = clinician.get_by_role("table", name="What happened to this referral")
+    await expect(history.get_by_role("row").filter(has_text="No red flag on review.")).to_be_visible()
+
+    specialist = await signed_in(browser, site, "specialist", "pain_management")
+    await expect(specialist.get_by_role("row").filter(has_text=family)).to_contain_text("Urgent")
+    await clinician.context.close()
+    await specialist.context.close()
+
+
+async def test_the_worklist_and_an_action_with_the_keyboard_alone(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    page = await signed_in(browser, site, "specialist", "pain_management")
+    await open_from_worklist(page, site, family)
+    await page.goto(f"{site.referral}/worklist")
+    await assert_accessible(page)
+    await screenshot(page, "specialist-worklist")
+    link = page.get_by_role("link", name=re.compile(family))
+    for _ in range(60):
+        await page.keyboard.press("Tab")
+        if await link.evaluate("el => el === document.activeElement"):
+            break
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(re.compile(r"/referrals/"))
+    accept = page.get_by_role("button", name="Accept")
+    for _ in range(80):
+        await page.keyboard.press("Tab")
+        if await accept.evaluate("el => el === document.activeElement"):
+            break
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#referral-status")).to_have_text("Accepted")
+    await page.context.close()
+
+
+async def test_the_letter_is_printable(browser: Browser, site: Site, engine: AsyncEngine) -> None:
+    family = await publish_intake(engine, "P12")
+    page = await signed_in(browser, site, "specialist", "pain_management")
+    await open_from_worklist(page, site, family)
+    await page.get_by_role("link", name="Printable referral letter").click()
+    await expect(page.get_by_role("heading", name="Referral to Pain management")).to_be_visible()
+    await page.emulate_media(media="print")
+    await expect(page.locator(".site-header")).to_be_hidden()
+    await expect(page.get_by_text("Can only come on weekday mornings.")).to_be_visible()
+    await assert_accessible(page)
+    await page.context.close()
+
+
+async def _post(page: Page, url: str, form: dict[str, str]) -> int:
+    """A form post from the signed-in page, with its form token (as the page's own forms)."""
+    cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
+    response = await page.request.post(url, form={"_csrf": cookies["clinic_csrf"], **form}, max_redirects=0)
+    return response.status
+
+
+async def test_each_page_refuses_what_the_api_refuses(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    own = await signed_in(browser, site, "specialist", "pain_management")
+    url = await open_from_worklist(own, site, family)
+    other = await signed_in(browser, site, "specialist", "urgent_care")
+    # Another destination's referral: 404 for reading and for every action.
+    assert await _post(other, f"{url}/accept", {}) == 404
+    assert await _post(other, f"{url}/cancel", {"reason": "x"}) == 404
+    # A specialist does not resolve reviews nor read the review queue.
+    assert await _post(own, f"{url}/resolve", {"destination": "urgent_care", "priority": "stat"}) == 403
+    review = await own.goto(f"{site.referral}/review")
+    assert review is not None and review.status == 403
+    # A missing reason names the field; nothing changes.
+    assert await _post(own, f"{url}/decline", {"reason": " "}) == 422
+    await own.goto(url)
+    await expect(own.locator("#referral-status")).to_have_text("Requested")
+    # An unknown action is a 404 page.
+    assert await _post(own, f"{url}/explode", {}) == 404
+    # The front desk reads referrals but moves none.
+    desk = await signed_in(browser, site, "front_desk", then="/worklist")
+    assert await _post(desk, f"{url}/accept", {}) == 403
+    for page in (own, other, desk):
+        await page.context.close()
+
+
+async def test_the_report_page_draws_its_charts_and_offers_the_same_figures_as_csv(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    specialist = await signed_in(browser, site, "specialist", "pain_management")
+    await open_from_worklist(specialist, site, family)
+    await specialist.get_by_role("button", name="Accept").click()
+    await expect(specialist.locator("#referral-status")).to_have_text("Accepted")
+    report = await specialist.goto(f"{site.referral}/report")
+    assert report is not None and report.status == 403
+
+    clinician = await signed_in(browser, site, "clinician", then="/report")
+    charts = clinician.locator("svg.chart")
+    await expect(charts).to_have_count(5)
+    for name in (
+        "Referrals created per day, by destination",
+        "Referrals created per day, by priority",
+        "Time from referral to acceptance",
+        "Time from referral to scheduling",
+        "Open referrals past their due time, by destination",
+    ):
+        await expect(clinician.get_by_role("img", name=name, exact=True)).to_be_visible()
+    # Something drawn: at least today's pain-management bar and the accepted referral's bucket.
+    assert await clinician.locator("#chart-destination rect.bar").count() >= 1
+    assert await clinician.locator("#chart-acceptance rect.bar").count() >= 1
+    total = int(await clinician.locator("#report-total").inner_text())
+    assert total >= 1
+    await assert_accessible(clinician)
+    await screenshot(clinician, "clinician-report")
+
+    async with clinician.expect_download() as download_info:
+        await clinician.get_by_role("link", name="Download the figures (CSV)").click()
+    download = await download_info.value
+    rows = [line.split(",") for line in (await download.path()).read_text().splitlines()[1:]]
+    by_destination = {k: int(v) for figure, k, v in rows if figure == "by_destination"}
+    assert sum(by_destination.values()) == total
+    assert by_destination["pain_management"] >= 1
+    accepted = sum(
+        int(v)
+        for figure, _, v in rows
+        if figure == "time_to_acceptance" and _ != "count" and "seconds" not in _
+    )
+    assert accepted >= 1
+    await specialist.context.close()
+    await clinician.context.close()
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        _Receiver.received.append({"headers": dict(self.headers), "body": json.loads(body)})
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        admin = await signed_in(browser, site, "admin", then="/admin/webhooks")
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook-{uuid.uuid4().hex[:6]}"
+        await admin.get_by_label("URL").fill(url)
+        await admin.get_by_label("referral.created").check()
+        await admin.get_by_role("button", name="Register the endpoint").click()
+        secret = await admin.locator("#new-secret").inner_text()
+        assert secret.startswith("whsec_")
+        await assert_accessible(admin)
+        await admin.get_by_role("link", name="Open the endpoint").click()
+        assert secret not in await admin.content()  # shown once only
+
+        family = await publish_intake(engine, "P12")
+        deliveries = admin.locator("#deliveries tbody tr").filter(has_text="referral.created")
+        for _ in range(80):
+            await admin.reload()
+            if await deliveries.filter(has_text="succeeded").count():
+                break
+            await admin.wait_for_timeout(250)
+        await expect(deliveries.filter(has_text="succeeded").first).to_be_visible()
+        assert any(r["body"]["type"] == "referral.created" for r in _Receiver.received)
+        assert family not in json.dumps(_Receiver.received)  # names never leave in a webhook
+        await assert_accessible(admin)
+        await screenshot(admin, "admin-webhook-endpoint")
+
+        # Send one again; rotate the secret (shown once).
+        count = len(_Receiver.received)
+        await deliveries.first.get_by_role("button").click()
+        await expect(admin.get_by_role("status")).to_have_text("Sending again.")
+        for _ in range(80):
+            if len(_Receiver.received) > count:
+                break
+            await admin.wait_for_timeout(250)
+        assert len(_Receiver.received) > count
+        await admin.get_by_role("button", name="Rotate the signing secret").click()
+        rotated = await admin.locator("#new-secret").inner_text()
+        assert rotated.startswith("whsec_") and rotated != secret
+        # Removed: no more work for it (nor for the tests after this one).
+        await admin.get_by_role("button", name="Remove this endpoint").click()
+        await expect(admin.get_by_role("status")).to_have_text("The endpoint is removed.")
+        await expect(admin.get_by_role("link", name=url)).to_have_count(0)
+
+        # Staff and keys: a key shown once; a specialist account created.
+        await admin.goto(f"{site.referral}/admin/people")
+        await admin.get_by_label("Key name").fill(f"page-key-{uuid.uuid4().hex[:6]}")
+        await admin.get_by_label("Key role").select_option("clinician")
+        await admin.get_by_role("button", name="Create the key").click()
+        assert (await admin.locator("#new-secret").inner_text()).startswith("clk_")
+        email = f"new-{uuid.uuid4().hex[:6]}@clinic.example"
+        await admin.get_by_label("Name", exact=True).fill("Sam Specialist")
+        await admin.get_by_label("Email").fill(email)
+        await admin.get_by_label("Role", exact=True).select_option("specialist")
+        await admin.get_by_label("Destination (specialists)", exact=True).select_option("pain_management")
+        await admin.get_by_role("button", name="Create the account").click()
+        await expect(admin.get_by_role("status")).to_contain_text(email)
+        await admin.get_by_role("button", name=f"Disable {email}").click()
+        await expect(admin.get_by_role("status")).to_contain_text("is disabled")
+        await assert_accessible(admin)
+        await admin.context.close()
+
+        # Not for anyone else.
+        clinician = await signed_in(browser, site, "clinician")
+        for path in ("/admin/webhooks", "/admin/people"):
+            response = await clinician.goto(f"{site.referral}{path}")
+            assert response is not None and response.status == 403
+        assert (
+            await _post(clinician, f"{site.referral}/admin/people/create-key", {"name": "x", "role": "admin"})
+            == 403
+        )
+        await clinician.context.close()
+    finally:
+        server.shutdown()
+
+
+async def test_an_admin_replays_a_dead_letter_on_each_service(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    admin = await signed_in(browser, site, "admin", then="/worklist")
+    await open_from_worklist(admin, site, family)
+    # The triage consumer's delivery of that intake, as if its attempts had run out.
+    async with engine.begin() as conn:
+        delivery_id = (
+            await conn.execute(
+                text(
+                    "INSERT INTO queue.deliveries (event_id, consumer, status, attempts, last_error) "
+                    "SELECT id, 'referral.triage', 'dead', 8, 'database down' FROM queue.events "
+                    "WHERE type = 'intake.submitted' AND payload->'intake'->'patient'->>'family_name' = :f "
+                    "RETURNING id"
+                ),
+                {"f": family},
+            )
+        ).scalar_one()
+    await admin.goto(f"{site.referral}/admin/dead")
+    row = admin.locator("#dead-letters tbody tr").filter(has_text=str(delivery_id))
+    await expect(row).to_contain_text("database down")
+    await assert_accessible(admin)
+    await screenshot(admin, "admin-dead-letters")
+    # The intake service lists its own consumers' only.
+    await admin.goto(f"{site.intake}/admin/dead")
+    await expect(admin.locator("#dead-letters")).not_to_contain_text("referral.triage")
+    await admin.goto(f"{site.referral}/admin/dead")
+    await row.get_by_role("button").click()
+    await expect(admin.get_by_role("status")).to_have_text(f"Delivery {delivery_id} queued again.")
+    for _ in range(60):
+        await admin.reload()
+        if not await row.count():
+            break
+        await admin.wait_for_timeout(250)
+    await expect(row).to_have_count(0)
+    # Replayed once, triaged once: still one referral for the patient.
+    await admin.goto(f"{site.referral}/referrals?status=all")
+    await expect(admin.get_by_role("link", name=re.compile(family))).to_have_count(1)
+    await admin.context.close()
