@@ -14,6 +14,7 @@ import msgspec
 
 from services.common.events import Payload
 from services.common.openapi import OutgoingWebhook
+from services.common.vocabulary import EventType
 from services.referral.webhooks.consumer import THIN_FIELDS
 
 #: Standard Webhooks headers on every call.
@@ -27,13 +28,6 @@ ACKNOWLEDGEMENT = (
     "Received. Any 2xx within the timeout acknowledges; anything else is retried with backoff, "
     "`410 Gone` disables the endpoint."
 )
-SUMMARIES = {
-    "referral.created": "A referral was made",
-    "referral.status_changed": "A referral changed status",
-    "referral.follow_up_due": "A follow-up's day has come",
-    "intake.submitted": "An intake was submitted",
-    "referral.amended": "An amendment updated, held or replaced a referral",
-}
 
 
 def _camel(event_type: str) -> str:
@@ -71,7 +65,7 @@ def outgoing_webhooks() -> list[OutgoingWebhook]:
         OutgoingWebhook(
             name=payload_type.TYPE,
             operation_id=_camel(payload_type.TYPE)[0].lower() + _camel(payload_type.TYPE)[1:],
-            summary=SUMMARIES[payload_type.TYPE],
+            summary=EventType(payload_type.TYPE).label,
             description=(payload_type.__doc__ or "").strip()
             + "\n\nThin on purpose: ids, destination, priority, status and dates, never patient data; "
             "fetch the details with your own key.",
