@@ -22,6 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from services.common.events import IntakeSubmitted
 from services.common.intake_body import IntakeBody
 from services.common.queue import publish
+from services.common.vocabulary import PRIORITY_RANK
+from services.referral.db.models import Referral
+from services.referral.pages.views import WORKLIST_PAGE
 from services.vignettes import load_vignettes
 from tests.pages.conftest import Site, assert_accessible, make_user, screenshot
 
@@ -66,10 +69,12 @@ async def signed_in(
 
 
 async def open_from_worklist(page: Page, site: Site, family: str) -> str:
-    """Wait for the referral on the worklist (triage runs in the background), open it."""
+    """Wait for the referral on the worklist (triage runs in the background), found by the
+    patient's family name as the person would search it (the shared test database holds many
+    more referrals than a page), and open it."""
     link = page.get_by_role("link", name=re.compile(family))
     for _ in range(60):
-        await page.goto(f"{site.referral}/worklist")
+        await page.goto(f"{site.referral}/worklist?patient={family}")
         if await link.count():
             break
         await page.wait_for_timeout(250)
@@ -446,3 +451,51 @@ async def test_an_admin_replays_a_dead_letter_on_each_service(
     await admin.goto(f"{site.referral}/referrals?status=all")
     await expect(admin.get_by_role("link", name=re.compile(family))).to_have_count(1)
     await admin.context.close()
+
+
+async def test_the_worklist_finds_a_patient_by_name_or_mrn_and_pages_through_the_rest(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    """More referrals than a page: the first page, then "Next page" to the rest; the Patient box
+    finds them by the start of the family name or by MRN."""
+    family = f"Paged{uuid.uuid4().hex[:6]}"
+    now = dt.datetime.now(dt.UTC)
+    async with AsyncSession(engine) as session:
+        session.add_all(
+            Referral(
+                intake_id=uuid.uuid4(),
+                intake_version=1,
+                patient={"family_name": f"{family}{i:02d}", "given_name": "Pat", "mrn": f"{family}-{i}"},
+                destination="pain_management",
+                priority="routine",
+                priority_rank=PRIORITY_RANK["routine"],
+                status="completed",
+                reasons=[],
+                ruleset_version="v2",
+                created_at=now,
+                updated_at=now,
+                due_by=now + dt.timedelta(minutes=i),
+            )
+            for i in range(WORKLIST_PAGE + 3)
+        )
+        await session.commit()
+    page = await signed_in(browser, site, "clinician", then="/referrals?status=all")
+    await page.get_by_label("Patient").fill(family.lower())  # the start of the name, any case
+    await page.get_by_label("Patient").press("Enter")
+    rows = page.locator("#worklist-table tbody tr")
+    await expect(rows).to_have_count(WORKLIST_PAGE)
+    await expect(rows.first).to_contain_text(f"{family}00")  # soonest due first
+    await page.get_by_role("link", name="Next page").click()
+    await expect(rows).to_have_count(3)
+    await expect(rows.first).to_contain_text(f"{family}{WORKLIST_PAGE:02d}")
+    await expect(page.get_by_role("link", name="Next page")).to_have_count(0)
+    await expect(page.get_by_label("Patient")).to_have_value(family.lower())  # the search is kept
+    # An MRN finds exactly its patient.
+    await page.goto(f"{site.referral}/referrals?status=all&patient={family}-7")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text(f"{family}07")
+    # A cursor this page did not give starts from the top instead of an error page.
+    await page.goto(f"{site.referral}/referrals?status=all&patient={family}&after=garbage")
+    await expect(rows).to_have_count(WORKLIST_PAGE)
+    await assert_accessible(page)
+    await page.context.close()

@@ -46,13 +46,22 @@ async def client(fast_settings: Settings, engine: AsyncEngine) -> AsyncIterator[
         yield test_client
 
 
+async def remove_every_endpoint(client: AsyncTestClient[Any], admin: dict[str, str]) -> None:
+    while items := (await client.get("/v1/webhooks/endpoints?limit=200", headers=admin)).json()["items"]:
+        for item in items:
+            gone = await client.delete(f"/v1/webhooks/endpoints/{item['id']}", headers=admin)
+            assert gone.status_code == 204, gone.text
+
+
 @pytest.fixture
 async def endpoints(
     client: AsyncTestClient[Any], admin: dict[str, str], engine: AsyncEngine, database_url: str
 ) -> AsyncIterator[Callable[..., Awaitable[dict[str, Any]]]]:
     """Create endpoints through the API; every one is deleted after the test (the database is
-    shared, and a leftover endpoint would receive later tests' events)."""
+    shared, and a leftover endpoint would receive later tests' events). Endpoints another test
+    left behind (one that crashed, say) are removed first, so they do not share this test's events."""
     created: list[str] = []
+    await remove_every_endpoint(client, admin)
     await drain_backlog(engine, database_url)
 
     async def create(url: str, event_types: list[str], **extra: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import datetime as dt
 import io
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -27,6 +28,7 @@ from services.common.auth import Principal, Role
 from services.common.clock import now_of
 from services.common.errors import Conflict, InvalidFields
 from services.common.pages import Staff, form_of, page_router, redirect, render, require_staff_role
+from services.common.pagination import decode_cursor, encode_cursor, page_of
 from services.common.vocabulary import Action
 from services.common.web import DbSession
 from services.referral.db.models import Referral
@@ -49,8 +51,10 @@ from services.referral.referrals.services import (
     PRIORITIES,
     STATUSES,
     allowed_actions,
+    cursor_key,
     sees_clinical,
     to_out,
+    worklist_cursor,
     worklist_query,
 )
 from services.referral.referrals.web import shaped_for
@@ -62,7 +66,9 @@ from services.referral.triage import Destination
 READERS = (Role.front_desk, Role.specialist, Role.clinician)
 ACTORS = (Role.specialist, Role.clinician)
 CLINICIANS = (Role.clinician,)
-WORKLIST_LIMIT = 200
+#: Referrals per page of the worklist and of all referrals (a "Next" link for the rest).
+WORKLIST_PAGE = 50
+PATIENT_SEARCH_MAX = 100
 #: The form's words for each action's button.
 ACTION_LABELS = {
     "accept": "Accept",
@@ -116,19 +122,40 @@ def answers_of(referral: Referral) -> dict[str, Any] | None:
 
 
 def _filters(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The list's filters from the query string; a value the form never offers is dropped, not
+    an error page (the staff member typed or bookmarked it)."""
     q = request.query_params
     status = q.get("status") or "open"
     priority = q.get("priority") or ""
+    patient = " ".join((q.get("patient") or "").split())[:PATIENT_SEARCH_MAX]
     return {
         "status": status if status in ("open", "all", *STATUSES) else "open",
         "priority": priority if priority in PRIORITIES else "",
         "destination": d if (d := q.get("destination") or "") in [x.value for x in Destination] else "",
+        "patient": "" if "\x00" in patient else patient,
     }
 
 
+def _after(request: Request[Any, Any, Any]) -> list[Any] | None:
+    """Where the page starts: the `after` cursor of the previous page's "Next" link, or the top
+    when there is none or it is not one this page gave."""
+    try:
+        key: list[Any] | None = decode_cursor(request.query_params.get("after"))
+        if key is not None:
+            worklist_cursor(key)  # another list's cursor is refused here
+    except InvalidFields:
+        return None
+    return key
+
+
 async def _worklist(
-    session: AsyncSession, principal: Principal, filters: dict[str, str], now: dt.datetime
-) -> list[Referral]:
+    session: AsyncSession,
+    principal: Principal,
+    filters: dict[str, str],
+    now: dt.datetime,
+    after: list[Any] | None = None,
+) -> tuple[list[Referral], str | None]:
+    """A page of the list and the cursor of the next page (None on the last)."""
     status = filters["status"]
     statuses = sorted(OPEN_STATUSES) if status == "open" else None if status == "all" else [status]
     query = worklist_query(
@@ -139,10 +166,11 @@ async def _worklist(
         intake_id=None,
         overdue=None,
         now=now,
-        after=None,
-        limit=WORKLIST_LIMIT,
+        after=after,
+        limit=WORKLIST_PAGE,
+        patient=filters["patient"] or None,
     )
-    return list((await session.execute(query)).scalars().all())[:WORKLIST_LIMIT]
+    return page_of((await session.execute(query)).scalars().all(), WORKLIST_PAGE, cursor_key)
 
 
 @get("/")
@@ -161,10 +189,23 @@ def _worklist_view(path: str, template: str) -> Any:
         require_staff_role(staff, *READERS)
         now = now_of(request.app.state)
         filters = _filters(request)
-        items = await _worklist(db_session, principal_for(staff), filters, now)
-        query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
+        after = _after(request)
+        items, next_cursor = await _worklist(db_session, principal_for(staff), filters, now, after)
+        query = urlencode({k: v for k, v in filters.items() if v})
         return render(
-            request, template, **_common(items=items, filters=filters, now=now, query=query, title="Worklist")
+            request,
+            template,
+            **_common(
+                items=items,
+                filters=filters,
+                now=now,
+                query=query,
+                # The self-refresh keeps the page the person is on; "Next" moves on from its last row.
+                rows_query=urlencode({"after": encode_cursor(after)}) + "&" + query if after else query,
+                next_query=urlencode({"after": next_cursor}) + "&" + query if next_cursor else None,
+                list_path=path.removesuffix("/rows"),
+                title="Worklist",
+            ),
         )
 
     return view

@@ -532,8 +532,18 @@ def worklist_query(
     now: dt.datetime,
     after: list[Any] | None,
     limit: int,
+    patient: str | None = None,
 ) -> Select[Referral]:
+    """The worklist order (most urgent, then soonest due) after the cursor's row; `patient` keeps
+    the referrals whose patient's family name starts with it or whose MRN is it (the pages' search)."""
     query = scoped(select(Referral), principal)
+    if patient:
+        query = query.where(
+            or_(
+                Referral.patient["family_name"].astext.istartswith(patient, autoescape=True),
+                Referral.patient["mrn"].astext == patient,
+            )
+        )
     if destination:
         query = query.where(Referral.destination == destination)
     if status:
