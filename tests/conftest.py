@@ -24,9 +24,9 @@ from litestar import Litestar
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.auth import create_api_key
-from services.common.db import asyncpg_url, create_engine, libpq_url
-from services.common.migrate import upgrade_all
+from services.common.access.auth import create_api_key
+from services.common.db.engine import asyncpg_url, create_engine, libpq_url
+from services.common.db.migrate import upgrade_all
 from services.common.settings import Settings, load_settings
 
 MakeKey = Callable[..., Awaitable[str]]
@@ -46,7 +46,7 @@ def server_url() -> Iterator[str]:
     if configured:
         yield asyncpg_url(configured)
         return
-    from services.common.embedded import start_embedded, stop_embedded
+    from services.common.db.embedded import start_embedded, stop_embedded
 
     data_dir = embedded_data_dir()
     yield asyncpg_url(start_embedded(data_dir))

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.common.migrate import pending_count
+from services.common.db.migrate import pending_count
 from tests.conftest import REPO_ROOT, embedded_data_dir, run_clinic
 
 
@@ -113,7 +113,8 @@ def test_a_killed_owner_leaves_no_orphan_server_after_the_next_run(data_dir: Pat
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from services.common.embedded import start_embedded;"
+            "import sys, time; from pathlib import Path;"
+            "from services.common.db.embedded import start_embedded;"
             "start_embedded(Path(sys.argv[1])); print('up', flush=True); time.sleep(120)",
             str(data_dir),
         ],

@@ -13,10 +13,10 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.events import Envelope
+from services.common.contracts.events import Envelope
+from services.common.http.web import ServiceSpec, build_app
 from services.common.queue import Consumer
 from services.common.settings import Settings
-from services.common.web import ServiceSpec, build_app
 from tests.conftest import REPO_ROOT, MakeKey, auth
 from tests.queue.support import Lane
 

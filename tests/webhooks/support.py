@@ -26,8 +26,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from services.common.events import IntakeSubmitted, Payload, ReferralCreated, ReferralStatusChanged
-from services.common.intake_body import IntakeBody, RedFlags
+from services.common.contracts.events import IntakeSubmitted, Payload, ReferralCreated, ReferralStatusChanged
+from services.common.contracts.intake_body import IntakeBody, RedFlags
 from services.common.queue import QueueTuning, QueueWorker, publish
 from services.common.settings import Settings
 from services.referral.webhooks import consumer

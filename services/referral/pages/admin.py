@@ -17,12 +17,12 @@ from litestar.response import Template
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common import accounts
-from services.common.auth import ApiKey, Destination, KeyError_, Role, create_api_key, revoke_api_key
+from services.common.access import accounts
+from services.common.access.auth import ApiKey, Destination, KeyError_, Role, create_api_key, revoke_api_key
 from services.common.clock import now_of
 from services.common.errors import Conflict, InvalidFields
-from services.common.pages import Staff, form_of, redirect, render, require_staff_role
-from services.common.web import DbSession
+from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
+from services.common.http.web import DbSession
 from services.referral.webhooks import schemas, service
 from services.referral.webhooks.controllers import _guard
 from services.referral.webhooks.service import DeliveryFilters

@@ -15,7 +15,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.events import (
+from services.common.contracts.events import (
     Envelope,
     IntakeSubmitted,
     Payload,
@@ -24,8 +24,8 @@ from services.common.events import (
     ReferralFollowUpDue,
     ReferralStatusChanged,
 )
+from services.common.contracts.vocabulary import ConsumerName
 from services.common.queue import Consumer
-from services.common.vocabulary import ConsumerName
 from services.referral.webhooks.sender import SENDER_CHANNEL
 
 CONSUMER_NAME = ConsumerName.REFERRAL_WEBHOOKS

@@ -11,11 +11,11 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
-from services.common.auth import Destination, Role, principal_of, require_roles
-from services.common.pagination import DEFAULT_LIMIT, Limit
-from services.common.problems import AUTH_RESPONSES, problem_spec
+from services.common.access.auth import Destination, Role, principal_of, require_roles
+from services.common.http.pagination import DEFAULT_LIMIT, Limit
+from services.common.http.problems import AUTH_RESPONSES, problem_spec
+from services.common.http.web import DbSession
 from services.common.settings import Settings
-from services.common.web import DbSession
 from services.referral.webhooks import schemas, service
 from services.referral.webhooks.service import DeliveryFilters
 from services.referral.webhooks.ssrf import TargetGuard

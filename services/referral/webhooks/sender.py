@@ -43,11 +43,11 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from services.common.access.signing import signature_header
 from services.common.clock import first_of
+from services.common.http.web import background_loop
 from services.common.queue import QueueTuning, listen
 from services.common.settings import Settings
-from services.common.signing import signature_header
-from services.common.web import background_loop
 from services.referral.webhooks.ssrf import GuardedTransport, TargetError, TargetGuard
 
 log = structlog.get_logger(__name__)

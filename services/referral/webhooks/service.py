@@ -17,11 +17,12 @@ from sqlalchemy import or_, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.access.signing import new_secret
 from services.common.errors import Conflict, FieldProblem, InvalidFields, NotFound
-from services.common.pagination import DEFAULT_LIMIT, newest_first, page_of
+from services.common.http.pagination import DEFAULT_LIMIT, newest_first, page_of
 from services.common.queue import refresh_demand
-from services.common.signing import new_secret
-from services.referral.webhooks import models, schemas
+from services.referral.db import webhooks as models
+from services.referral.webhooks import schemas
 from services.referral.webhooks.consumer import CONSUMER_NAME
 from services.referral.webhooks.sender import disable_endpoint
 from services.referral.webhooks.ssrf import TargetError, TargetGuard
