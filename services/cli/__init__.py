@@ -454,8 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extend_parser(sub: Any) -> None:
     """The commands kept beside this module or beside what they drive, each registered by name
     here: a missing one fails at once, it is never skipped."""
-    from services.cli import audit, demo, events, staff
-    from services.common.http import health
+    from services.cli import audit, demo, events, health, staff
     from services.referral import triage_markdown
 
     for module in (events, audit, health, staff, demo, triage_markdown):
