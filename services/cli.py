@@ -343,6 +343,18 @@ def cmd_up(_: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     env = dict(os.environ)
+    if settings.secret_key is None:
+        # Webhook signing secrets are sealed with a key: without CLINIC_SECRET_KEY, the one kept in
+        # the data dir (made on the first start, reused on every next one).
+        from services.common.secret_box import ensure_key_file, key_file
+
+        try:
+            env["CLINIC_SECRET_KEY"], made = ensure_key_file(settings.data_dir)
+        except (OSError, ValueError) as exc:
+            print(f"clinic up: cannot start, no secret key: {exc}", file=sys.stderr)
+            return 1
+        where = key_file(settings.data_dir.resolve())
+        _say(f"{'made a new' if made else 'using the'} secret key in {where} (CLINIC_SECRET_KEY is unset)")
     embedded = settings.database_url is None
     if embedded:
         _say(f"starting the database (embedded PostgreSQL in {settings.data_dir.resolve()})")
