@@ -353,8 +353,8 @@ def cmd_up(_: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"clinic up: cannot start, no secret key: {exc}", file=sys.stderr)
             return 1
-        where = key_file(settings.data_dir.resolve())
-        _say(f"{'made a new' if made else 'using the'} secret key in {where} (CLINIC_SECRET_KEY is unset)")
+        key_path = key_file(settings.data_dir.resolve())
+        _say(f"{'made a new' if made else 'using the'} secret key in {key_path} (CLINIC_SECRET_KEY is unset)")
     embedded = settings.database_url is None
     if embedded:
         _say(f"starting the database (embedded PostgreSQL in {settings.data_dir.resolve()})")
@@ -466,6 +466,7 @@ def _extend_parser(sub: Any) -> None:
     for module_name in (
         "services.common.queue_cli",
         "services.common.audit_cli",
+        "services.common.secrets_cli",
         "services.common.health",
         "services.common.accounts_cli",
         "services.referral.demo",

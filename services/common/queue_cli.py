@@ -59,10 +59,9 @@ def cmd_events_dead(args: argparse.Namespace) -> int:
 
 
 def cmd_events_replay(args: argparse.Namespace) -> int:
-    from services.cli import _run_async, _with_engine
-
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from services.cli import _run_async, _with_engine
     from services.common.audit import acting_as
 
     async def body(engine: AsyncEngine) -> bool:
