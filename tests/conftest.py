@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from litestar import Litestar
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -30,6 +31,10 @@ from services.common.db.migrate import upgrade_all
 from services.common.settings import Settings, load_settings
 
 MakeKey = Callable[..., Awaitable[str]]
+
+# The key that seals webhook secrets: one for the whole run (and the processes tests start, which
+# inherit the environment), as `clinic up` keeps one in its data dir.
+os.environ.setdefault("CLINIC_SECRET_KEY", Fernet.generate_key().decode())
 
 
 def embedded_data_dir() -> Path:

@@ -345,6 +345,18 @@ def cmd_up(_: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     env = dict(os.environ)
+    if settings.secret_key is None:
+        # Webhook signing secrets are sealed with a key: without CLINIC_SECRET_KEY, the one kept in
+        # the data dir (made on the first start, reused on every next one).
+        from services.common.access.secret_box import ensure_key_file, key_file
+
+        try:
+            env["CLINIC_SECRET_KEY"], made = ensure_key_file(settings.data_dir)
+        except (OSError, ValueError) as exc:
+            print(f"clinic up: cannot start, no secret key: {exc}", file=sys.stderr)
+            return 1
+        key_path = key_file(settings.data_dir.resolve())
+        _say(f"{'made a new' if made else 'using the'} secret key in {key_path} (CLINIC_SECRET_KEY is unset)")
     embedded = settings.database_url is None
     if embedded:
         _say(f"starting the database (embedded PostgreSQL in {settings.data_dir.resolve()})")
@@ -454,10 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _extend_parser(sub: Any) -> None:
     """The commands kept beside this module or beside what they drive, each registered by name
     here: a missing one fails at once, it is never skipped."""
-    from services.cli import audit, demo, events, health, staff
+    from services.cli import audit, demo, events, health, secrets, staff
     from services.referral import triage_markdown
 
-    for module in (events, audit, health, staff, demo, triage_markdown):
+    for module in (events, audit, secrets, health, staff, demo, triage_markdown):
         module.register(sub)
 
 

@@ -59,11 +59,20 @@ def cmd_events_dead(args: argparse.Namespace) -> int:
 
 
 def cmd_events_replay(args: argparse.Namespace) -> int:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from services.cli import _run_async, _with_engine
+    from services.common.access.audit import acting_as
 
     async def body(engine: AsyncEngine) -> bool:
-        async with engine.begin() as conn:
-            return await replay_dead(conn, args.id)
+        # Audited as the API's replay is (same action), by the operating-system user (`cli:NAME`,
+        # role admin): the row commits with the replay.
+        with acting_as("cli", "replayDeadDelivery", resource=("events", str(args.id))):
+            async with AsyncSession(engine) as session:
+                done = await replay_dead(await session.connection(), args.id)
+                if done:
+                    await session.commit()
+                return done
 
     if not _run_async(lambda s: _with_engine(s, body)):
         print(f"clinic events replay: no dead delivery with id {args.id}", file=sys.stderr)

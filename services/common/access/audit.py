@@ -14,7 +14,8 @@ concerned, the request id and the outcome.
   `patient_id`, a patient row itself, a referral's patient snapshot) and from `patient_id` fields
   and `Patient/<id>` references in the response.
 - Administrative tables (keys, webhook endpoints) record each change's before and after values,
-  secrets and digests left out.
+  secrets and digests left out. A soft delete (a row's `deleted_at` set) is recorded as a delete
+  with the whole row before and after.
 
 The table refuses UPDATE, DELETE and TRUNCATE in a trigger. Only the retention purge deletes: it
 sets `clinic.audit_purge_before` for its own transaction, and the trigger lets it delete rows
@@ -231,16 +232,30 @@ def _plain(value: Any) -> Any:
     return msgspec.to_builtins(value, builtin_types=(), str_keys=True) if value is not None else None
 
 
+def _soft_deleted(state: Any) -> bool:
+    """Whether this change sets the row's `deleted_at` (a soft delete)."""
+    if "deleted_at" not in state.mapper.column_attrs:
+        return False
+    history = state.attrs["deleted_at"].history
+    return bool(history.added) and history.added[0] is not None and not any(history.deleted)
+
+
 def _change_of(obj: Any, kind: str) -> dict[str, Any]:
     state = sa_inspect(obj)
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
+    whole = kind == "update" and _soft_deleted(state)
+    if whole:  # a soft delete is recorded as a delete: the whole row before and after
+        kind = "delete"
     for attr in state.mapper.column_attrs:
         key = attr.key
         if _SECRET_COLUMN.search(key):
             continue
         history = state.attrs[key].history
-        if kind == "insert":
+        if whole:
+            before[key] = _plain(history.deleted[0] if history.deleted else getattr(obj, key))
+            after[key] = _plain(getattr(obj, key))
+        elif kind == "insert":
             after[key] = _plain(getattr(obj, key))
         elif kind == "delete":
             before[key] = _plain(

@@ -146,9 +146,9 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
 #: the types they want now. Publish writes them deliveries of those types only; `refresh_demand`
 #: (run by `clinic migrate` and wherever the answer changes) keeps the subscriptions in step.
 DEMAND: dict[str, str] = {
-    # The webhook consumer: the types some enabled endpoint subscribes to.
+    # The webhook consumer: the types some enabled (and not deleted) endpoint subscribes to.
     "referral.webhooks": "SELECT DISTINCT unnest(event_types) FROM referral.webhook_endpoints "
-    "WHERE disabled_at IS NULL",
+    "WHERE disabled_at IS NULL AND deleted_at IS NULL",
 }
 
 

@@ -102,6 +102,18 @@ def _versions(connection: Connection) -> dict[str, frozenset[str]]:
     return found
 
 
+def _reseal(connection: Connection) -> None:
+    """Every webhook signing secret sealed with the current key (after a key rotation, those
+    still under an earlier key listed in CLINIC_SECRET_KEY_PREVIOUS)."""
+    from services.common.access.secret_box import secret_box
+    from services.common.settings import get_settings
+    from services.referral.webhooks.sealing import reseal_webhook_secrets
+
+    box = secret_box(get_settings())
+    if box is not None:
+        reseal_webhook_secrets(connection, box)
+
+
 def _upgrade_all(connection: Connection) -> int:
     connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _LOCK_ID})
     try:
@@ -110,6 +122,8 @@ def _upgrade_all(connection: Connection) -> int:
         for history in HISTORIES:
             command.upgrade(alembic_config(history, connection), "heads")
             connection.commit()
+        _reseal(connection)
+        connection.commit()
     finally:
         connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
         connection.commit()

@@ -41,12 +41,16 @@ class WebhookEndpoint(WebhookBase):
     description: Mapped[str | None] = mapped_column(Text)
     event_types: Mapped[list[str]] = mapped_column(ARRAY(Text))
     destinations: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    #: Signing secrets, sealed (`services.common.access.secret_box`): only the sender opens them.
     secret: Mapped[str] = mapped_column(Text)
     previous_secret: Mapped[str | None] = mapped_column(Text)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     first_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Set by DELETE: the endpoint is gone from the API and gets nothing more; its row and its
+    #: delivery history stay (migration `webhooks_0002`).
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -24,7 +24,7 @@ from services.common.errors import Conflict, InvalidFields
 from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
 from services.common.http.web import DbSession
 from services.referral.webhooks import schemas, service
-from services.referral.webhooks.controllers import _guard
+from services.referral.webhooks.controllers import _guard, box_of
 from services.referral.webhooks.service import DeliveryFilters
 
 #: `require_staff_role(staff)` with no role named: admin only.
@@ -81,7 +81,9 @@ async def create_webhook(request: Request[Any, Any, State], staff: Staff, db_ses
         raw["destinations"] = values["destinations"]
     try:
         data = msgspec.convert(raw, schemas.WebhookEndpointCreate)
-        row, secret = await service.create_endpoint(db_session, data, _guard(request.app.state), staff.name)
+        row, secret = await service.create_endpoint(
+            db_session, data, _guard(request.app.state), staff.name, box_of(request.app.state)
+        )
     except (InvalidFields, msgspec.ValidationError) as exc:
         await db_session.rollback()
         return await _endpoints_page(request, db_session, 422, errors=_errors_of(exc), values=values)
@@ -149,7 +151,7 @@ async def rotate_webhook(
 ) -> Template:
     """A new signing secret, shown this once; the old one signs too for the grace period."""
     require_staff_role(staff)
-    rotated = await service.rotate_secret(db_session, endpoint_id)
+    rotated = await service.rotate_secret(db_session, endpoint_id, box_of(request.app.state))
     await db_session.commit()
     return await _endpoint_page(request, db_session, endpoint_id, rotated=rotated)
 

@@ -107,7 +107,7 @@ _ENQUEUE = text(
         INSERT INTO referral.webhook_deliveries (id, endpoint_id, event_id, event_type, payload)
         SELECT gen_random_uuid(), e.id, :event_id, :event_type, CAST(:payload AS jsonb)
         FROM referral.webhook_endpoints e
-        WHERE e.disabled_at IS NULL
+        WHERE e.disabled_at IS NULL AND e.deleted_at IS NULL
           AND :event_type = ANY(e.event_types)
           AND (e.destinations IS NULL OR CAST(:destination AS text) = ANY(e.destinations))
         ON CONFLICT (endpoint_id, event_id) DO NOTHING
