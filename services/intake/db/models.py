@@ -59,6 +59,8 @@ class PatientChange(IntakeBase):
     intake_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     changed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     changed_by: Mapped[str] = mapped_column(String(100))
+    #: The key's (or staff account's) id beside its name; None for inbound forms and older rows.
+    changed_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     #: The replaced values only, by field name (JSON: dates as ISO strings).
     previous: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
@@ -78,6 +80,7 @@ class Intake(IntakeBase):
     source: Mapped[str] = mapped_column(String(20))
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     submitted_by: Mapped[str] = mapped_column(String(100))
+    submitted_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     referral_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     referral_destination: Mapped[str | None] = mapped_column(String(40))
@@ -94,6 +97,7 @@ class IntakeVersion(IntakeBase):
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("intake.patients.id"))
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     submitted_by: Mapped[str] = mapped_column(String(100))
+    submitted_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     #: The body exactly as validated (`IntakeBody` encoded by msgspec).
     body: Mapped[dict[str, Any]] = mapped_column(JSONB)
     #: Why an amendment was made, as the front desk gave it (None for version 1 and the API's).

@@ -90,7 +90,8 @@ def accept_form(
     settings: Settings = state["clinic_settings"]
     intake = parse_intake(body, latest_today(now, settings.clinic_time_zone))
     claim = claim_for(request, key, intake, settings)
-    return intake, services.Author(name=principal_of(request).name, at=now), claim
+    caller = principal_of(request)
+    return intake, services.Author(name=caller.name, at=now, id=caller.key_id), claim
 
 
 #: A version number as PostgreSQL's integer holds it (a larger one is a 422, not a 500).

@@ -149,6 +149,8 @@ class Author:
     name: str
     at: dt.datetime
     source: str = "api"
+    #: The key's (or staff account's) id; None for inbound forms, which no key sends.
+    id: uuid.UUID | None = None
 
 
 async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author) -> uuid.UUID | None:
@@ -189,6 +191,7 @@ async def _update_patient(
             intake_id=intake_id,
             changed_at=author.at,
             changed_by=author.name,
+            changed_by_id=author.id,
             previous=msgspec.to_builtins({k: getattr(patient, k) for k in changed}),
         )
     )
@@ -307,11 +310,12 @@ _NEW_INTAKE = text(
     """
     WITH intake AS (
         INSERT INTO intake.intakes (id, patient_id, version, status, source, submitted_at, submitted_by,
-                                    updated_at)
-        VALUES (:id, :patient_id, 1, :status, :source, :at, :by, :at)
+                                    submitted_by_id, updated_at)
+        VALUES (:id, :patient_id, 1, :status, :source, :at, :by, :by_id, :at)
     )
-    INSERT INTO intake.intake_versions (intake_id, version, patient_id, submitted_at, submitted_by, body)
-    VALUES (:id, 1, :patient_id, :at, :by, CAST(:body AS jsonb))
+    INSERT INTO intake.intake_versions (intake_id, version, patient_id, submitted_at, submitted_by,
+                                        submitted_by_id, body)
+    VALUES (:id, 1, :patient_id, :at, :by, :by_id, CAST(:body AS jsonb))
     """
 )
 
@@ -353,6 +357,7 @@ async def submit_intake(
             "source": author.source,
             "at": author.at,
             "by": author.name,
+            "by_id": author.id,
             "body": msgspec.json.encode(body).decode(),
         },
     )
@@ -365,6 +370,7 @@ async def submit_intake(
         version=1,
         submitted_at=author.at.astimezone(dt.UTC),  # as the database gives it back
         submitted_by=author.name,
+        submitted_by_id=author.id,
     )
     response = StoredResponse(201, msgspec.json.encode(intake))
     if claim is not None:
@@ -405,6 +411,7 @@ async def amend_intake(
             patient_id=patient_id,
             submitted_at=author.at,
             submitted_by=author.name,
+            submitted_by_id=author.id,
             body=msgspec.to_builtins(body),
             change_reason=reason,
         )
@@ -421,6 +428,7 @@ _COLUMNS = (
     IntakeVersion.version.label("shown_version"),
     IntakeVersion.submitted_at.label("version_at"),
     IntakeVersion.submitted_by.label("version_by"),
+    IntakeVersion.submitted_by_id.label("version_by_id"),
     cast(IntakeVersion.body, Text).label("body_json"),
 )
 
@@ -448,6 +456,8 @@ def _to_schema(row: Any) -> schemas.Intake:
         submitted_by=intake.submitted_by,
         amended_at=row.version_at if amended else None,
         amended_by=row.version_by if amended else None,
+        submitted_by_id=intake.submitted_by_id,
+        amended_by_id=row.version_by_id if amended else None,
         referral=referral,
     )
 
