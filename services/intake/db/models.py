@@ -7,8 +7,9 @@
   readable after an amendment).
 - `referral_mirror` is one row per referral the referral service told us about, kept monotonic
   by event time; the intake's summary columns are derived from it.
-- `idempotency_keys` remembers, per caller, the first response to a keyed request (and the
-  `webhook-id`s of inbound form webhooks), until it expires.
+- `idempotency_keys` remembers, per caller, what a replay of a keyed request needs (the request's
+  fingerprint, the first response's status and the intake version it made; never the body, so
+  no patient data), and the `webhook-id`s of inbound form webhooks, until it expires.
 """
 
 from __future__ import annotations
@@ -131,9 +132,11 @@ class IdempotencyKey(IntakeBase):
     scope: Mapped[str] = mapped_column(String(80), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
-    #: The first response (status and JSON text, byte for byte); written in the same transaction
-    #: as the row itself, so no other transaction ever sees them empty.
+    #: The first response's status and the intake (and version) it answered with: a replay
+    #: rebuilds the body from them. Written in the same transaction as the row itself, so no
+    #: other transaction ever sees them empty.
     status_code: Mapped[int | None] = mapped_column(Integer)
-    response: Mapped[str | None] = mapped_column(Text)
+    resource_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    resource_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -49,8 +49,12 @@ class IdempotencyClaim:
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
+    """An answer to a submission or amendment: `intake` is the intake version it shows."""
+
     status_code: int
     content: bytes
+    intake_id: uuid.UUID
+    version: int
     replayed: bool = False
 
 
@@ -75,7 +79,11 @@ async def _claim(session: AsyncSession, claim: IdempotencyClaim, now: dt.datetim
 
     The row is inserted first: a concurrent request with the same key waits on it until this
     transaction ends, then sees the committed response (or takes the key if this one rolled
-    back). An expired row is taken over as if it did not exist."""
+    back). An expired row is taken over as if it did not exist.
+
+    The row keeps no response body: a replay answers with the same status and the same intake
+    version, read from the database now (as `GET /v1/intakes/{id}/versions/{n}` shows it: the
+    version's form and the referral's current summary)."""
     table = IdempotencyKey.__table__
     stmt = pg_insert(IdempotencyKey).values(
         scope=claim.scope,
@@ -89,7 +97,8 @@ async def _claim(session: AsyncSession, claim: IdempotencyClaim, now: dt.datetim
         set_={
             "request_hash": stmt.excluded.request_hash,
             "status_code": None,
-            "response": None,
+            "resource_id": None,
+            "resource_version": None,
             "created_at": stmt.excluded.created_at,
             "expires_at": stmt.excluded.expires_at,
         },
@@ -102,18 +111,32 @@ async def _claim(session: AsyncSession, claim: IdempotencyClaim, now: dt.datetim
             select(IdempotencyKey).where(IdempotencyKey.scope == claim.scope, IdempotencyKey.key == claim.key)
         )
     ).scalar_one()
-    if row.request_hash != claim.request_hash or row.status_code is None or row.response is None:
+    if (
+        row.request_hash != claim.request_hash
+        or row.status_code is None
+        or row.resource_id is None
+        or row.resource_version is None
+    ):
         raise Conflict(
             "This idempotency key was already used for a different request; use a new key for a new request."
         )
-    return StoredResponse(row.status_code, row.response.encode(), replayed=True)
+    intake = await get_intake(session, row.resource_id, row.resource_version)
+    if intake is None:  # intakes are never deleted; if one were, the key could not be replayed
+        raise Conflict("This idempotency key's intake no longer exists; use a new key.")
+    return StoredResponse(
+        row.status_code, msgspec.json.encode(intake), row.resource_id, row.resource_version, replayed=True
+    )
 
 
 async def _remember(session: AsyncSession, claim: IdempotencyClaim, response: StoredResponse) -> None:
     await session.execute(
         update(IdempotencyKey)
         .where(IdempotencyKey.scope == claim.scope, IdempotencyKey.key == claim.key)
-        .values(status_code=response.status_code, response=response.content.decode())
+        .values(
+            status_code=response.status_code,
+            resource_id=response.intake_id,
+            resource_version=response.version,
+        )
     )
 
 
@@ -297,7 +320,7 @@ async def _respond(
 ) -> StoredResponse:
     intake = await get_intake(session, intake_id)
     assert intake is not None
-    response = StoredResponse(status_code, msgspec.json.encode(intake))
+    response = StoredResponse(status_code, msgspec.json.encode(intake), intake_id, intake.version)
     if claim is not None:
         await _remember(session, claim, response)
     await session.commit()
@@ -372,7 +395,7 @@ async def submit_intake(
         submitted_by=author.name,
         submitted_by_id=author.id,
     )
-    response = StoredResponse(201, msgspec.json.encode(intake))
+    response = StoredResponse(201, msgspec.json.encode(intake), intake_id, 1)
     if claim is not None:
         await _remember(session, claim, response)
     await session.commit()
