@@ -307,7 +307,6 @@ async def _publish_version(
             patient_id=patient_id,
             intake_version=version,
             submitted_at=author.at,
-            submitted_by=author.name,
             intake=body,
         ),
         subject=intake_id,
