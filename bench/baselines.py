@@ -118,7 +118,6 @@ async def b0_same_intake(request: Request[Any, Any, Any]) -> Response[bytes]:
         patient_id=patient_id,
         intake_version=1,
         submitted_at=now,
-        submitted_by="bench",
         intake=body,
     )
     async with request.app.state["pool"].acquire() as conn, conn.transaction():

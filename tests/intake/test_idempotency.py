@@ -10,9 +10,12 @@ import uuid
 from typing import Any
 
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
+from services.common.settings import Settings
+from services.intake.app import create_app
 from tests.conftest import MakeKey, auth
 from tests.intake.conftest import Counts, events_for, intake_form
 
@@ -120,3 +123,64 @@ async def test_an_amendment_can_be_retried_safely(
     assert second.content == first.content and first.json()["version"] == 2
     types = [e["type"] for e in await events_for(engine, intake["id"])]
     assert types == ["intake.submitted", "intake.amended"]
+
+
+async def test_the_key_table_keeps_no_patient_data_and_a_replay_rebuilds_the_same_answer(
+    client: AsyncTestClient[Any], front_desk: dict[str, str], engine: AsyncEngine
+) -> None:
+    key = uuid.uuid4().hex
+    form = intake_form(notes="sleeps badly on the left side")
+    form["patient"] |= {"given_name": "Zebulon", "family_name": "Quartermaine", "phone": "+1 555 0142"}
+    first = await client.post("/v1/intakes", json=form, headers=keyed(front_desk, key))
+    assert first.status_code == 201
+
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT to_jsonb(k)::text AS row FROM intake.idempotency_keys k WHERE key = :k"),
+                {"k": key},
+            )
+        ).scalar_one()
+    for personal in ("Zebulon", "Quartermaine", "555 0142", "sleeps badly", form["patient"]["mrn"]):
+        assert personal not in stored
+    assert first.json()["id"] in stored
+
+    replay = await client.post("/v1/intakes", json=form, headers=keyed(front_desk, key))
+    assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.content == first.content
+    assert replay.headers["location"] == first.headers["location"]
+
+
+async def test_the_sweep_deletes_expired_keys_and_keeps_live_ones(
+    settings: Settings, engine: AsyncEngine, client: AsyncTestClient[Any], front_desk: dict[str, str]
+) -> None:
+    live = uuid.uuid4().hex
+    assert (
+        await client.post("/v1/intakes", json=intake_form(), headers=keyed(front_desk, live))
+    ).status_code == 201
+    expired = uuid.uuid4().hex
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO intake.idempotency_keys (scope, key, request_hash, status_code, created_at, "
+                "expires_at) VALUES ('key:old', :k, 'x', 201, now() - interval '2 days', "
+                "now() - interval '1 day')"
+            ),
+            {"k": expired},
+        )
+
+    async def left() -> set[str]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT key FROM intake.idempotency_keys WHERE key IN (:a, :b)"),
+                {"a": live, "b": expired},
+            )
+            return {row.key for row in rows}
+
+    # The intake service's background sweep runs when it starts, then hourly.
+    async with AsyncTestClient(create_app(settings, engine, run_workers=True)):
+        for _ in range(100):
+            if await left() == {live}:
+                break
+            await asyncio.sleep(0.1)
+    assert await left() == {live}

@@ -10,6 +10,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.auth import hash_key
+from tests.conftest import MakeKey, auth
 from tests.intake.conftest import Counts, events_for, intake_form, unique_mrn
 
 
@@ -207,3 +209,33 @@ async def test_unknown_intake_or_version_is_404(
     assert (await client.get(f"/v1/intakes/{uuid.uuid4()}", headers=front_desk)).status_code == 404
     assert (await client.get(f"/v1/intakes/{intake['id']}/versions/2", headers=front_desk)).status_code == 404
     assert (await client.get(f"/v1/intakes/{uuid.uuid4()}/versions", headers=front_desk)).status_code == 404
+
+
+async def test_intakes_versions_and_patient_changes_carry_the_acting_keys_id(
+    client: AsyncTestClient[Any], engine: AsyncEngine, make_key: MakeKey
+) -> None:
+    first_key, second_key = await make_key("front_desk"), await make_key("front_desk")
+    async with engine.connect() as conn:
+        ids = {
+            row.key_hash: str(row.id)
+            for row in await conn.execute(text("SELECT id, key_hash FROM access.api_keys"))
+        }
+    first_id, second_id = ids[hash_key(first_key)], ids[hash_key(second_key)]
+    form = intake_form()
+    created = (await client.post("/v1/intakes", json=form, headers=auth(first_key))).json()
+    assert created["submitted_by_id"] == first_id and created["amended_by_id"] is None
+
+    form["patient"]["phone"] = "+1 555 0199"
+    amended = await client.post(
+        f"/v1/intakes/{created['id']}/amendments", json=form, headers=auth(second_key)
+    )
+    assert amended.status_code == 201, amended.text
+    assert (amended.json()["submitted_by_id"], amended.json()["amended_by_id"]) == (first_id, second_id)
+    async with engine.connect() as conn:
+        change = (
+            await conn.execute(
+                text("SELECT changed_by_id FROM intake.patient_changes WHERE intake_id = :i"),
+                {"i": created["id"]},
+            )
+        ).one()
+    assert str(change.changed_by_id) == second_id

@@ -43,7 +43,6 @@ async def publish_intake(engine: AsyncEngine, vignette: str) -> str:
         patient_id=uuid.uuid4(),
         intake_version=1,
         submitted_at=dt.datetime.now(dt.UTC),
-        submitted_by="reception",
         intake=msgspec.convert(body, IntakeBody),
     )
     async with AsyncSession(engine) as session:

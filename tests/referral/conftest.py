@@ -58,7 +58,6 @@ def publish_intake(engine: AsyncEngine) -> PublishIntake:
             patient_id=uuid.uuid4(),
             intake_version=version,
             submitted_at=datetime.now(UTC),
-            submitted_by="reception",
             intake=intake,
         )
         async with AsyncSession(engine) as session:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
@@ -440,3 +441,33 @@ async def test_an_accept_shows_on_the_intake(
             return bool(referral["status"] == "accepted")
 
         await wait_for(mirrored)
+
+
+# -- who acted, by id ------------------------------------------------------------------------
+
+
+async def _key_id(engine: AsyncEngine, name: str) -> str:
+    async with engine.connect() as conn:
+        found = await conn.scalar(text("SELECT id FROM access.api_keys WHERE name = :n"), {"n": name})
+    return str(found)
+
+
+async def test_history_names_the_acting_key_by_id_beside_its_name(
+    referral_client: httpx.AsyncClient,
+    publish_intake: PublishIntake,
+    team: Team,
+    clock: FakeClock,
+    engine: AsyncEngine,
+) -> None:
+    held = await new_referral(referral_client, publish_intake, team, clock, destination="clinician_review")
+    resolved = await act(referral_client, held["id"], "resolve", team.clinician, body_for("resolve", clock))
+    assert resolved.status_code == 200, resolved.text
+    accepted = await act(referral_client, held["id"], "accept", team.specialist["pain_management"])
+    assert accepted.status_code == 200, accepted.text
+
+    history = (await _get(referral_client, held["id"], team.clinician))["history"]
+    assert [(h["status"], h["by"], h["by_id"]) for h in history] == [
+        ("needs_review", "triage", None),  # triage itself has no key
+        ("requested", team.name["clinician"], await _key_id(engine, team.name["clinician"])),
+        ("accepted", team.name["pain_management"], await _key_id(engine, team.name["pain_management"])),
+    ]

@@ -240,7 +240,6 @@ def intake_submitted() -> IntakeSubmitted:
         patient_id=uuid.uuid4(),
         intake_version=1,
         submitted_at=datetime.now(UTC),
-        submitted_by="reception",
         intake=msgspec.convert(body, IntakeBody),
     )
 

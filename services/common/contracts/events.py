@@ -26,14 +26,16 @@ class Payload(msgspec.Struct, frozen=True, kw_only=True):
 
 class IntakeSubmitted(Payload, frozen=True, kw_only=True):
     """A new intake (version 1). Carries the form, since the referral service may not read the
-    intake schema and needs the facts to triage and the patient snapshot to show specialists."""
+    intake schema and needs the facts to triage, the patient snapshot and the clinical picture
+    (contacts and notes included) to show the referral's destination: the README's "What the
+    referral service receives" says field by field who needs what. Not who typed it: the
+    referral service has no use for the front-desk person's name (the intake keeps it)."""
 
     TYPE: ClassVar[str] = EventType.INTAKE_SUBMITTED.value
     intake_id: uuid.UUID
     patient_id: uuid.UUID
     intake_version: int
     submitted_at: dt.datetime
-    submitted_by: str
     intake: IntakeBody
 
 

@@ -7,8 +7,9 @@
   readable after an amendment).
 - `referral_mirror` is one row per referral the referral service told us about, kept monotonic
   by event time; the intake's summary columns are derived from it.
-- `idempotency_keys` remembers, per caller, the first response to a keyed request (and the
-  `webhook-id`s of inbound form webhooks), until it expires.
+- `idempotency_keys` remembers, per caller, what a replay of a keyed request needs (the request's
+  fingerprint, the first response's status and the intake version it made; never the body, so
+  no patient data), and the `webhook-id`s of inbound form webhooks, until it expires.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class PatientChange(IntakeBase):
     intake_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     changed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     changed_by: Mapped[str] = mapped_column(String(100))
+    #: The key's (or staff account's) id beside its name; None for inbound forms and older rows.
+    changed_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     #: The replaced values only, by field name (JSON: dates as ISO strings).
     previous: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
@@ -78,6 +81,7 @@ class Intake(IntakeBase):
     source: Mapped[str] = mapped_column(String(20))
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     submitted_by: Mapped[str] = mapped_column(String(100))
+    submitted_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     referral_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     referral_destination: Mapped[str | None] = mapped_column(String(40))
@@ -94,6 +98,7 @@ class IntakeVersion(IntakeBase):
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("intake.patients.id"))
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     submitted_by: Mapped[str] = mapped_column(String(100))
+    submitted_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     #: The body exactly as validated (`IntakeBody` encoded by msgspec).
     body: Mapped[dict[str, Any]] = mapped_column(JSONB)
     #: Why an amendment was made, as the front desk gave it (None for version 1 and the API's).
@@ -127,9 +132,11 @@ class IdempotencyKey(IntakeBase):
     scope: Mapped[str] = mapped_column(String(80), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
-    #: The first response (status and JSON text, byte for byte); written in the same transaction
-    #: as the row itself, so no other transaction ever sees them empty.
+    #: The first response's status and the intake (and version) it answered with: a replay
+    #: rebuilds the body from them. Written in the same transaction as the row itself, so no
+    #: other transaction ever sees them empty.
     status_code: Mapped[int | None] = mapped_column(Integer)
-    response: Mapped[str | None] = mapped_column(Text)
+    resource_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    resource_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -364,11 +364,11 @@ async def create_response(
         raise FhirError(422, exc.issues) from exc
     except UnprocessableProblem as exc:
         raise FhirError(422, [field_issue(p.field, p.message) for p in exc.errors]) from exc
-    author = services.Author(name=principal_of(request).name, at=now, source="fhir")
+    caller = principal_of(request)
+    author = services.Author(name=caller.name, at=now, source="fhir", id=caller.key_id)
     claim = store.identifier_claim(key) if key is not None else None
     stored = await services.submit_intake(db_session, intake, author, claim)
-    intake_id = msgspec.json.decode(stored.content, type=dict[str, Any])["id"]
-    created = await _responses(db_session, settings, [(uuid.UUID(intake_id), 1)])
+    created = await _responses(db_session, settings, [(stored.intake_id, 1)])
     location = f"{str(request.base_url).rstrip('/')}/fhir/R4/QuestionnaireResponse/{created[0]['id']}"
     return fhir_response(created[0], 200 if stored.replayed else 201, {"Location": location})
 

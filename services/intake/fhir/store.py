@@ -13,8 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, cast, select, tuple_
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.db.models import IdempotencyKey, Intake, IntakeVersion, Patient
@@ -41,11 +40,6 @@ def identifier_claim(key: str) -> IdempotencyClaim:
     )
 
 
-def _created_intake_id() -> ColumnElement[str]:
-    created: ColumnElement[str] = cast(IdempotencyKey.response, JSONB)["id"].astext
-    return created
-
-
 async def intakes_for_identifier(session: AsyncSession, system: str | None, value: str) -> list[uuid.UUID]:
     """The intakes created under an identifier; with no system given, under any system."""
     if system is None:
@@ -53,11 +47,11 @@ async def intakes_for_identifier(session: AsyncSession, system: str | None, valu
     else:
         match = IdempotencyKey.key == identifier_key(system, value)
     found = await session.execute(
-        select(_created_intake_id()).where(
-            IdempotencyKey.scope == IDENTIFIER_SCOPE, match, IdempotencyKey.response.is_not(None)
+        select(IdempotencyKey.resource_id).where(
+            IdempotencyKey.scope == IDENTIFIER_SCOPE, match, IdempotencyKey.resource_id.is_not(None)
         )
     )
-    return [uuid.UUID(intake_id) for intake_id in found.scalars()]
+    return [intake_id for intake_id in found.scalars() if intake_id is not None]
 
 
 async def identifiers_of(session: AsyncSession, intake_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
@@ -65,12 +59,12 @@ async def identifiers_of(session: AsyncSession, intake_ids: Sequence[uuid.UUID])
     if not intake_ids:
         return {}
     rows = await session.execute(
-        select(_created_intake_id(), IdempotencyKey.key).where(
+        select(IdempotencyKey.resource_id, IdempotencyKey.key).where(
             IdempotencyKey.scope == IDENTIFIER_SCOPE,
-            _created_intake_id().in_([str(i) for i in intake_ids]),
+            IdempotencyKey.resource_id.in_(list(intake_ids)),
         )
     )
-    return {uuid.UUID(intake_id): key for intake_id, key in rows}
+    return {intake_id: key for intake_id, key in rows if intake_id is not None}
 
 
 async def get_patient(session: AsyncSession, patient_id: uuid.UUID) -> Patient | None:

@@ -7,7 +7,6 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
@@ -51,13 +50,10 @@ WRITE_RESPONSES = {
 READ_RESPONSES = {422: problem_spec("A query parameter is not valid."), **AUTH_RESPONSES}
 
 
-class _Created(msgspec.Struct):
-    id: uuid.UUID
-
-
 def intake_response(stored: services.StoredResponse) -> Response[Any]:
-    """The stored response as it was first sent (bytes for bytes on a replay)."""
-    headers = {"Location": f"/v1/intakes/{msgspec.json.decode(stored.content, type=_Created).id}"}
+    """The answer to a submission or amendment (on a replay: the same status and intake version,
+    rebuilt from the database)."""
+    headers = {"Location": f"/v1/intakes/{stored.intake_id}"}
     if stored.replayed:
         headers["Idempotent-Replayed"] = "true"
     return Response(
@@ -90,7 +86,8 @@ def accept_form(
     settings: Settings = state["clinic_settings"]
     intake = parse_intake(body, latest_today(now, settings.clinic_time_zone))
     claim = claim_for(request, key, intake, settings)
-    return intake, services.Author(name=principal_of(request).name, at=now), claim
+    caller = principal_of(request)
+    return intake, services.Author(name=caller.name, at=now, id=caller.key_id), claim
 
 
 #: A version number as PostgreSQL's integer holds it (a larger one is a 422, not a 500).

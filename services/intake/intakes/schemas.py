@@ -44,6 +44,10 @@ class Intake(IntakeBody, frozen=True, kw_only=True):
     amended_at: dt.datetime | None = None
     amended_by: str | None = None
     referral: ReferralSummary | None = None
+    #: The ids of the keys (or staff accounts) named by `submitted_by` and `amended_by`; null
+    #: for inbound forms and for intakes stored before ids were kept.
+    submitted_by_id: uuid.UUID | None = None
+    amended_by_id: uuid.UUID | None = None
 
 
 class IntakePage(msgspec.Struct, frozen=True, kw_only=True):

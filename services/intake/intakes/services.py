@@ -49,8 +49,12 @@ class IdempotencyClaim:
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
+    """An answer to a submission or amendment: `intake` is the intake version it shows."""
+
     status_code: int
     content: bytes
+    intake_id: uuid.UUID
+    version: int
     replayed: bool = False
 
 
@@ -75,7 +79,11 @@ async def _claim(session: AsyncSession, claim: IdempotencyClaim, now: dt.datetim
 
     The row is inserted first: a concurrent request with the same key waits on it until this
     transaction ends, then sees the committed response (or takes the key if this one rolled
-    back). An expired row is taken over as if it did not exist."""
+    back). An expired row is taken over as if it did not exist.
+
+    The row keeps no response body: a replay answers with the same status and the same intake
+    version, read from the database now (as `GET /v1/intakes/{id}/versions/{n}` shows it: the
+    version's form and the referral's current summary)."""
     table = IdempotencyKey.__table__
     stmt = pg_insert(IdempotencyKey).values(
         scope=claim.scope,
@@ -89,7 +97,8 @@ async def _claim(session: AsyncSession, claim: IdempotencyClaim, now: dt.datetim
         set_={
             "request_hash": stmt.excluded.request_hash,
             "status_code": None,
-            "response": None,
+            "resource_id": None,
+            "resource_version": None,
             "created_at": stmt.excluded.created_at,
             "expires_at": stmt.excluded.expires_at,
         },
@@ -102,18 +111,32 @@ async def _claim(session: AsyncSession, claim: IdempotencyClaim, now: dt.datetim
             select(IdempotencyKey).where(IdempotencyKey.scope == claim.scope, IdempotencyKey.key == claim.key)
         )
     ).scalar_one()
-    if row.request_hash != claim.request_hash or row.status_code is None or row.response is None:
+    if (
+        row.request_hash != claim.request_hash
+        or row.status_code is None
+        or row.resource_id is None
+        or row.resource_version is None
+    ):
         raise Conflict(
             "This idempotency key was already used for a different request; use a new key for a new request."
         )
-    return StoredResponse(row.status_code, row.response.encode(), replayed=True)
+    intake = await get_intake(session, row.resource_id, row.resource_version)
+    if intake is None:  # intakes are never deleted; if one were, the key could not be replayed
+        raise Conflict("This idempotency key's intake no longer exists; use a new key.")
+    return StoredResponse(
+        row.status_code, msgspec.json.encode(intake), row.resource_id, row.resource_version, replayed=True
+    )
 
 
 async def _remember(session: AsyncSession, claim: IdempotencyClaim, response: StoredResponse) -> None:
     await session.execute(
         update(IdempotencyKey)
         .where(IdempotencyKey.scope == claim.scope, IdempotencyKey.key == claim.key)
-        .values(status_code=response.status_code, response=response.content.decode())
+        .values(
+            status_code=response.status_code,
+            resource_id=response.intake_id,
+            resource_version=response.version,
+        )
     )
 
 
@@ -149,6 +172,8 @@ class Author:
     name: str
     at: dt.datetime
     source: str = "api"
+    #: The key's (or staff account's) id; None for inbound forms, which no key sends.
+    id: uuid.UUID | None = None
 
 
 async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author) -> uuid.UUID | None:
@@ -189,6 +214,7 @@ async def _update_patient(
             intake_id=intake_id,
             changed_at=author.at,
             changed_by=author.name,
+            changed_by_id=author.id,
             previous=msgspec.to_builtins({k: getattr(patient, k) for k in changed}),
         )
     )
@@ -281,7 +307,6 @@ async def _publish_version(
             patient_id=patient_id,
             intake_version=version,
             submitted_at=author.at,
-            submitted_by=author.name,
             intake=body,
         ),
         subject=intake_id,
@@ -294,7 +319,7 @@ async def _respond(
 ) -> StoredResponse:
     intake = await get_intake(session, intake_id)
     assert intake is not None
-    response = StoredResponse(status_code, msgspec.json.encode(intake))
+    response = StoredResponse(status_code, msgspec.json.encode(intake), intake_id, intake.version)
     if claim is not None:
         await _remember(session, claim, response)
     await session.commit()
@@ -307,11 +332,12 @@ _NEW_INTAKE = text(
     """
     WITH intake AS (
         INSERT INTO intake.intakes (id, patient_id, version, status, source, submitted_at, submitted_by,
-                                    updated_at)
-        VALUES (:id, :patient_id, 1, :status, :source, :at, :by, :at)
+                                    submitted_by_id, updated_at)
+        VALUES (:id, :patient_id, 1, :status, :source, :at, :by, :by_id, :at)
     )
-    INSERT INTO intake.intake_versions (intake_id, version, patient_id, submitted_at, submitted_by, body)
-    VALUES (:id, 1, :patient_id, :at, :by, CAST(:body AS jsonb))
+    INSERT INTO intake.intake_versions (intake_id, version, patient_id, submitted_at, submitted_by,
+                                        submitted_by_id, body)
+    VALUES (:id, 1, :patient_id, :at, :by, :by_id, CAST(:body AS jsonb))
     """
 )
 
@@ -353,6 +379,7 @@ async def submit_intake(
             "source": author.source,
             "at": author.at,
             "by": author.name,
+            "by_id": author.id,
             "body": msgspec.json.encode(body).decode(),
         },
     )
@@ -365,8 +392,9 @@ async def submit_intake(
         version=1,
         submitted_at=author.at.astimezone(dt.UTC),  # as the database gives it back
         submitted_by=author.name,
+        submitted_by_id=author.id,
     )
-    response = StoredResponse(201, msgspec.json.encode(intake))
+    response = StoredResponse(201, msgspec.json.encode(intake), intake_id, 1)
     if claim is not None:
         await _remember(session, claim, response)
     await session.commit()
@@ -405,6 +433,7 @@ async def amend_intake(
             patient_id=patient_id,
             submitted_at=author.at,
             submitted_by=author.name,
+            submitted_by_id=author.id,
             body=msgspec.to_builtins(body),
             change_reason=reason,
         )
@@ -421,6 +450,7 @@ _COLUMNS = (
     IntakeVersion.version.label("shown_version"),
     IntakeVersion.submitted_at.label("version_at"),
     IntakeVersion.submitted_by.label("version_by"),
+    IntakeVersion.submitted_by_id.label("version_by_id"),
     cast(IntakeVersion.body, Text).label("body_json"),
 )
 
@@ -448,6 +478,8 @@ def _to_schema(row: Any) -> schemas.Intake:
         submitted_by=intake.submitted_by,
         amended_at=row.version_at if amended else None,
         amended_by=row.version_by if amended else None,
+        submitted_by_id=intake.submitted_by_id,
+        amended_by_id=row.version_by_id if amended else None,
         referral=referral,
     )
 

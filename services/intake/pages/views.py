@@ -146,7 +146,7 @@ def _validate(
 
 
 def _author(request: Request[Any, Any, Any], staff: Staff) -> services.Author:
-    return services.Author(name=staff.name, at=now_of(request.app.state), source="page")
+    return services.Author(name=staff.name, at=now_of(request.app.state), source="page", id=staff.user_id)
 
 
 @post("/intakes/new", status_code=200, media_type=MediaType.HTML)

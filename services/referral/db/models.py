@@ -82,6 +82,8 @@ class ReferralHistory(ReferralBase):
     status: Mapped[str] = mapped_column(String(20))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     by: Mapped[str] = mapped_column(String(100))
+    #: The acting key's (or staff account's) id; None for triage itself and rows made before it was kept.
+    by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     note: Mapped[str | None] = mapped_column(Text)
 
 
@@ -100,3 +102,4 @@ class FollowUp(ReferralBase):
     emitted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     done_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     done_by: Mapped[str | None] = mapped_column(String(100))
+    done_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -24,6 +24,8 @@ class FollowUpItem(msgspec.Struct, frozen=True, kw_only=True):
     emitted_at: dt.datetime | None
     done_at: dt.datetime | None
     done_by: str | None
+    #: The id of the key (or staff account) that marked it done, beside its name.
+    done_by_id: uuid.UUID | None = None
 
 
 class FollowUpPage(msgspec.Struct, frozen=True, kw_only=True):

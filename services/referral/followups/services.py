@@ -93,6 +93,7 @@ def follow_up_item(follow_up: FollowUp, referral: Referral) -> FollowUpItem:
         emitted_at=follow_up.emitted_at,
         done_at=follow_up.done_at,
         done_by=follow_up.done_by,
+        done_by_id=follow_up.done_by_id,
     )
 
 
@@ -123,6 +124,7 @@ def mark_done(follow_up: FollowUp, principal: Principal, now: dt.datetime) -> No
     follow_up.status = "done"
     follow_up.done_at = now
     follow_up.done_by = principal.name
+    follow_up.done_by_id = principal.key_id
 
 
 async def emit_due(session: AsyncSession, *, today: dt.date, now: dt.datetime, limit: int) -> int:

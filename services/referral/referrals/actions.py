@@ -123,6 +123,7 @@ async def _redirect(
         now=now,
         settings=settings,
         by=principal.name,
+        by_id=principal.key_id,
         note=f"redirected from referral {referral.id}: {body.reason}",
         supersedes=referral,
     )
@@ -180,6 +181,7 @@ async def _replace_held(
         held,
         "cancelled",
         by=principal.name,
+        by_id=principal.key_id,
         now=now,
         note=f"replaced by referral {hold.id} after a clinician reviewed the amendment",
     )
@@ -219,7 +221,9 @@ async def take_action(
     elif action is Action.RESOLVE:
         assert isinstance(body, ResolveBody)
         note = _resolve(referral, body, principal, now, settings)
-    await record_status(session, referral, target, by=principal.name, now=now, note=note)
+    await record_status(
+        session, referral, target, by=principal.name, by_id=principal.key_id, now=now, note=note
+    )
     if action is Action.RESOLVE and referral.amendment_of is not None:
         await _replace_held(session, referral, principal, now=now)
     if action is Action.COMPLETE and referral.destination == Destination.REGENERATIVE_MEDICINE:

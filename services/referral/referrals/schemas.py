@@ -64,6 +64,9 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     at: dt.datetime
     by: str
     note: str | None = None
+    #: The acting key's (or staff account's) id beside its name; null for triage itself (`by`
+    #: is `triage`) and for entries recorded before ids were kept.
+    by_id: uuid.UUID | None = None
 
 
 class FollowUpOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +78,8 @@ class FollowUpOut(msgspec.Struct, frozen=True, kw_only=True):
     emitted_at: dt.datetime | None = None
     done_at: dt.datetime | None = None
     done_by: str | None = None
+    #: The id of the key (or staff account) that marked it done.
+    done_by_id: uuid.UUID | None = None
 
 
 class ReferralOut(msgspec.Struct, frozen=True, kw_only=True):

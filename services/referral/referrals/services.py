@@ -88,6 +88,7 @@ async def record_status(
     by: str,
     now: dt.datetime,
     note: str | None = None,
+    by_id: uuid.UUID | None = None,
 ) -> None:
     """Move a referral to `status`, append its history and emit `referral.status_changed`."""
     previous = referral.status
@@ -96,7 +97,7 @@ async def record_status(
     if status not in OPEN_STATUSES:
         referral.closed_at = now
     # Through the collection, so the referral shown after the move lists it.
-    referral.history.append(ReferralHistory(status=status, at=now, by=by, note=note))
+    referral.history.append(ReferralHistory(status=status, at=now, by=by, by_id=by_id, note=note))
     await session.flush()
     await publish(
         session,
@@ -129,6 +130,7 @@ async def create_referral(
     now: dt.datetime,
     settings: Settings,
     by: str,
+    by_id: uuid.UUID | None = None,
     note: str | None = None,
     supersedes: Referral | None = None,
     amendment_of: Referral | None = None,
@@ -152,7 +154,7 @@ async def create_referral(
         due_by=now + service_level(priority, settings),
         supersedes=supersedes.id if supersedes else None,
         amendment_of=amendment_of.id if amendment_of else None,
-        history=[ReferralHistory(status=status, at=now, by=by, note=note)],
+        history=[ReferralHistory(status=status, at=now, by=by, by_id=by_id, note=note)],
         follow_ups=[],
     )
     session.add(referral)
@@ -302,8 +304,14 @@ def resolved_by(referral: Referral) -> str | None:
     overrule by itself."""
     if not _person_reasons(referral):
         return None
-    decisions = [h.by for h in referral.history if h.status == "requested" and h.by != TRIAGE_ACTOR]
+    decisions = [h.by for h in referral.history if h.status == "requested" and _by_a_person(h)]
     return decisions[-1] if decisions else None
+
+
+def _by_a_person(entry: ReferralHistory) -> bool:
+    """A person's entry: it carries their key's (or account's) id; older rows, kept before the
+    id was, go by the name triage writes."""
+    return entry.by_id is not None or entry.by != TRIAGE_ACTOR
 
 
 def _person_reasons(referral: Referral) -> list[dict[str, str]]:
@@ -599,6 +607,7 @@ def follow_up_out(f: FollowUp) -> FollowUpOut:
         emitted_at=f.emitted_at,
         done_at=f.done_at,
         done_by=f.done_by,
+        done_by_id=f.done_by_id,
     )
 
 
@@ -639,7 +648,10 @@ def to_out(referral: Referral, now: dt.datetime, *, clinical: bool = False) -> R
         overdue=referral.status in OPEN_STATUSES and referral.due_by < now,
         appointment_at=referral.appointment_at,
         close_reason=referral.close_reason,
-        history=[HistoryEntry(status=h.status, at=h.at, by=h.by, note=h.note) for h in referral.history],
+        history=[
+            HistoryEntry(status=h.status, at=h.at, by=h.by, by_id=h.by_id, note=h.note)
+            for h in referral.history
+        ],
         supersedes=referral.supersedes,
         superseded_by=referral.superseded_by,
         amendment_of=referral.amendment_of,
