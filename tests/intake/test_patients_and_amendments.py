@@ -10,7 +10,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.auth import hash_key
+from services.common.access.auth import hash_key
 from tests.conftest import MakeKey, auth
 from tests.intake.conftest import Counts, events_for, intake_form, unique_mrn
 
