@@ -1,0 +1,113 @@
+"""Upkeep: handled events and deliveries pruned after the retention period, and the churning
+tables vacuumed even where autovacuum is off."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.clock import first_of as _first_of
+
+log = structlog.get_logger(__name__)
+_RETENTION_LOCK = 7_246_391_002
+
+# An event goes once it is older than the retention and no delivery of it is left (every consumer
+# handled it; a dead delivery keeps it for replay). The consumers' inbox rows go with it, since
+# nothing can deliver it again. Its key stays in event_keys for good.
+_PRUNE = text(
+    """
+    WITH gone AS (
+        DELETE FROM queue.events WHERE id IN (
+            SELECT e.id FROM queue.events e
+            WHERE e.recorded_at < now() - make_interval(hours => :hours)
+              AND NOT EXISTS (SELECT 1 FROM queue.deliveries d WHERE d.event_id = e.id)
+            ORDER BY e.recorded_at
+            LIMIT :batch
+        )
+        RETURNING id
+    ), applied AS (
+        DELETE FROM queue.inbox i USING gone WHERE i.event_id = gone.id
+    )
+    SELECT count(*) FROM gone
+    """
+)
+
+
+async def prune(engine: AsyncEngine, retention_hours: float, *, batch: int = 5000) -> int | None:
+    """Delete handled events older than the retention (and their inbox rows), in transactions of
+    at most `batch` events; return how many. None when another process is pruning right now."""
+    removed = 0
+    while True:
+        async with engine.begin() as conn:
+            if not await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _RETENTION_LOCK}):
+                return None
+            count = int(await conn.scalar(_PRUNE, {"hours": retention_hours, "batch": batch}) or 0)
+        removed += count
+        if count < batch:
+            return removed
+
+
+#: Tables whose rows churn (a claim updates a delivery, an ack deletes it). Their dead rows slow
+#: every claim down until a VACUUM reclaims them, so the services vacuum them themselves once
+#: `VACUUM_DEAD_ROWS` have piled up, whether autovacuum runs on the server or not.
+CHURNING_TABLES = ("queue.deliveries",)
+VACUUM_DEAD_ROWS = 20_000
+_VACUUM_LOCK = 7_246_391_003
+_DEAD_ROWS = text(
+    "SELECT schemaname || '.' || relname FROM pg_stat_user_tables "
+    "WHERE schemaname || '.' || relname = ANY(CAST(:tables AS text[])) AND n_dead_tup >= :dead"
+)
+
+
+async def vacuum_churn(
+    engine: AsyncEngine, tables: Sequence[str] = CHURNING_TABLES, *, dead_rows: int = VACUUM_DEAD_ROWS
+) -> list[str] | None:
+    """VACUUM (ANALYZE) those of `tables` with at least `dead_rows` dead rows; return them. None
+    when another process is doing it right now."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        if not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _VACUUM_LOCK}):
+            return None
+        try:
+            found = await conn.execute(_DEAD_ROWS, {"tables": list(tables), "dead": dead_rows})
+            due = list(found.scalars())
+            for table in due:  # names from pg_stat_user_tables matching our own constants
+                await conn.execute(text(f"VACUUM (ANALYZE) {table}"))
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _VACUUM_LOCK})
+    return due
+
+
+async def run_retention(
+    engine: AsyncEngine,
+    retention_hours: float,
+    stop: asyncio.Event,
+    *,
+    interval: float = 300.0,
+    vacuum_every: float = 15.0,
+) -> None:
+    """Until `stop`: prune every `interval` seconds, and every `vacuum_every` seconds vacuum the
+    churning tables that need it. Every service may run this: one process does each job at a
+    time (advisory locks), the others skip that round."""
+    next_prune = 0.0
+    while not stop.is_set():
+        if time.monotonic() >= next_prune:
+            next_prune = time.monotonic() + interval
+            try:
+                removed = await prune(engine, retention_hours)
+                if removed:
+                    log.info("queue_pruned", events=removed)
+            except Exception as exc:
+                log.warning("queue_prune_failed", error_type=type(exc).__name__)
+        try:
+            vacuumed = await vacuum_churn(engine)
+            if vacuumed:
+                log.info("queue_vacuumed", tables=vacuumed)
+        except Exception as exc:
+            log.warning("queue_vacuum_failed", error_type=type(exc).__name__)
+        await _first_of(min(interval, vacuum_every), stop)
