@@ -11,7 +11,6 @@ session, and the guard is a coroutine: no thread hop per request.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import secrets
 import time
@@ -30,19 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db import AccessBase
+from services.common.vocabulary import Role as Role
 from services.common.vocabulary import SpecialistDestination
 
 #: The destinations a specialist's key may be for (their home is `services.common.vocabulary`).
 Destination = SpecialistDestination
 
 KEY_PREFIX = "clk_"
-
-
-class Role(enum.StrEnum):
-    front_desk = "front_desk"
-    specialist = "specialist"
-    clinician = "clinician"
-    admin = "admin"
 
 
 class ApiKey(AccessBase):

@@ -39,6 +39,7 @@ from services.common.logging import RequestLogMiddleware
 from services.common.migrate import current_versions, expected_heads
 from services.common.openapi import OutgoingWebhook, finish_document
 from services.common.pages import common_page_handlers, template_config
+from services.common.pages.audit import MrnLookup, audit_pages
 from services.common.pages.dead_letters import dead_letter_pages
 from services.common.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.queue import Consumer, QueueTuning, QueueWorker, run_retention
@@ -72,6 +73,8 @@ class ServiceSpec:
     webhooks: Sequence[OutgoingWebhook] = ()
     #: The service's own page templates, beside the shared layout (services/common/pages).
     template_dirs: Sequence[Path] = ()
+    #: The patients this service knows by an MRN, for the access audit page's search by MRN.
+    patients_by_mrn: MrnLookup | None = None
 
 
 @get(
@@ -172,6 +175,7 @@ def build_app(
             AuditController,
             *common_page_handlers(),
             dead_letter_pages(c.name for c in spec.consumers),
+            audit_pages(spec.patients_by_mrn),
             *spec.route_handlers,
         ],
         template_config=template_config(spec.template_dirs),
