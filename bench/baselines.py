@@ -26,8 +26,8 @@ import asyncpg
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 
-from services.common.events import CONSUMERS, IntakeSubmitted
-from services.common.intake_body import IntakeBody
+from services.common.contracts.events import CONSUMERS, IntakeSubmitted
+from services.common.contracts.intake_body import IntakeBody
 
 B0_SCHEMA = """
 CREATE TABLE IF NOT EXISTS bench_b0_docs (

@@ -27,7 +27,7 @@ import httpx
 from bench.common import PLOTS, Proc, Series, clinic_service, percentile, post_load, svg_plot
 from bench.intake import front_desk_key, intake_body
 from bench.queue import bench_database
-from services.common.db import libpq_url
+from services.common.db.engine import libpq_url
 
 _PATHS = """
 SELECT extract(epoch FROM r.recorded_at - s.recorded_at) * 1000 AS referral_ms,

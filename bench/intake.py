@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bench.baselines import B0_SCHEMA
 from bench.common import PLOTS, Load, Proc, Series, clinic_service, median, post_load, svg_plot, uvicorn_app
 from bench.queue import bench_database
-from services.common.auth import create_api_key
-from services.common.db import create_engine, libpq_url
+from services.common.access.auth import create_api_key
+from services.common.db.engine import create_engine, libpq_url
 from tests.unit.test_intake_body import API_EXAMPLE
 
 

@@ -34,9 +34,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.db import asyncpg_url, create_engine, libpq_url
-from services.common.events import Envelope, Payload
-from services.common.migrate import upgrade_all
+from services.common.contracts.events import Envelope, Payload
+from services.common.db.engine import asyncpg_url, create_engine, libpq_url
+from services.common.db.migrate import upgrade_all
 from services.common.queue import Consumer, QueueTuning, QueueWorker, publish
 
 CONSUMER = "bench.noop"
@@ -62,7 +62,7 @@ async def bench_database() -> AsyncIterator[str]:
     if configured:
         server = asyncpg_url(configured)
     else:
-        from services.common.embedded import start_embedded
+        from services.common.db.embedded import start_embedded
 
         data_dir = Path(tempfile.mkdtemp(prefix="clinic-bench-"))
         data_dir.chmod(0o755)  # the embedded server's system user must reach it
@@ -82,7 +82,7 @@ async def bench_database() -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
         if data_dir is not None:
-            from services.common.embedded import stop_embedded
+            from services.common.db.embedded import stop_embedded
 
             stop_embedded(data_dir)
             shutil.rmtree(data_dir, ignore_errors=True)

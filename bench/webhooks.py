@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bench.common import PLOTS, Series, free_port, percentile, process, svg_plot
 from bench.queue import bench_database
-from services.common.db import create_engine
-from services.common.events import Envelope, ReferralCreated
-from services.common.signing import new_secret, signature_header
+from services.common.access.signing import new_secret, signature_header
+from services.common.contracts.events import Envelope, ReferralCreated
+from services.common.db.engine import create_engine
 from services.referral.webhooks.consumer import enqueue_deliveries
 from services.referral.webhooks.sender import SenderTuning, WebhookSender
 from services.referral.webhooks.ssrf import TargetGuard

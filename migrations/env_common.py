@@ -1,5 +1,5 @@
 """Shared Alembic environment: every history runs on a connection handed in by
-`services.common.migrate`, with its version table in its own schema and the models of that
+`services.common.db.migrate`, with its version table in its own schema and the models of that
 schema as its target (so `alembic check` and the suite can compare the two)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from services.common.migrate import comparison_options
+from services.common.db.migrate import comparison_options
 
 
 def run(schema: str) -> None:

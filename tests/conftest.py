@@ -20,16 +20,21 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from litestar import Litestar
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.auth import create_api_key
-from services.common.db import asyncpg_url, create_engine, libpq_url
-from services.common.migrate import upgrade_all
+from services.common.access.auth import create_api_key
+from services.common.db.engine import asyncpg_url, create_engine, libpq_url
+from services.common.db.migrate import upgrade_all
 from services.common.settings import Settings, load_settings
 
 MakeKey = Callable[..., Awaitable[str]]
+
+# The key that seals webhook secrets: one for the whole run (and the processes tests start, which
+# inherit the environment), as `clinic up` keeps one in its data dir.
+os.environ.setdefault("CLINIC_SECRET_KEY", Fernet.generate_key().decode())
 
 
 def embedded_data_dir() -> Path:
@@ -46,7 +51,7 @@ def server_url() -> Iterator[str]:
     if configured:
         yield asyncpg_url(configured)
         return
-    from services.common.embedded import start_embedded, stop_embedded
+    from services.common.db.embedded import start_embedded, stop_embedded
 
     data_dir = embedded_data_dir()
     yield asyncpg_url(start_embedded(data_dir))

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from hypothesis import strategies as st
 
-from services.common.intake_body import (
+from services.common.contracts.intake_body import (
     Complaint,
     Complication,
     Condition,

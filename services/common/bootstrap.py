@@ -7,10 +7,10 @@ from collections.abc import Callable
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.db import create_engine, resolve_database_url
+from services.common.db.engine import create_engine, resolve_database_url
+from services.common.http.web import ServiceSpec, build_app
 from services.common.logging import configure_logging
 from services.common.settings import Settings, get_settings
-from services.common.web import ServiceSpec, build_app
 
 
 def prepare(

@@ -1,6 +1,6 @@
 """The clinic's own errors: what the rules raise when a request cannot be done.
 
-The services' rules know nothing of HTTP. They raise these; `services.common.problems` maps each
+The services' rules know nothing of HTTP. They raise these; `services.common.http.problems` maps each
 kind, in one table, to an RFC 9457 response (not found 404, not allowed 403, conflict and illegal
 move 409, invalid fields 422, malformed body 400). Anything a problem body should carry beyond
 `detail` (the allowed moves, say) travels in `extra`.

@@ -175,7 +175,7 @@ class RequestLogMiddleware:
         finally:
             path = scope.get("path", "")
             if status in (401, 403):
-                from services.common.auth_throttle import AUTH_FAILURES
+                from services.common.access.throttle import AUTH_FAILURES
 
                 code = (
                     "forbidden" if status == 403 else "no_key" if "required" in (reason or "") else "bad_key"

@@ -9,7 +9,7 @@ import base64
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -116,6 +116,32 @@ def _signing_secret(name: str) -> str | None:
     return raw
 
 
+def _fernet_key(raw: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(raw.encode("ascii"))) == 32 and len(raw) == 44
+    except (ValueError, UnicodeEncodeError):
+        return False
+
+
+KEY_FORM_HINT = "44 characters of URL-safe base64 (32 bytes), e.g. from `clinic secrets new-key`"
+
+
+def _secret_key(name: str) -> str | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not _fernet_key(raw):
+        raise SettingError(name, "(hidden)", KEY_FORM_HINT)
+    return raw
+
+
+def _secret_keys(name: str) -> tuple[str, ...]:
+    keys = _str_list(name)
+    if not all(_fernet_key(key) for key in keys):
+        raise SettingError(name, "(hidden)", "comma-separated keys, each " + KEY_FORM_HINT)
+    return keys
+
+
 def default_data_dir() -> Path:
     """`./.clinic`, except as root: the embedded server then opens every parent directory to a
     system user, so the data must not live under /root."""
@@ -185,6 +211,12 @@ class Settings:
     audit_retention_days: int = 6 * 366
     #: Refused keys (401) allowed per client address and per key prefix in a minute; then 429.
     auth_failure_limit: int = 30
+    #: The key that seals webhook signing secrets at rest (`CLINIC_SECRET_KEY`). None: the key
+    #: `clinic up` keeps in the data dir, if there is one (see `services/common/access/secret_box.py`).
+    secret_key: str | None = field(default=None, repr=False)
+    #: Keys that sealed secrets before the current one (`CLINIC_SECRET_KEY_PREVIOUS`): still read,
+    #: never written; `clinic migrate` re-seals every secret with the current key.
+    secret_keys_previous: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def log_json(self) -> bool:
@@ -233,6 +265,8 @@ def load_settings() -> Settings:
         fhir_canonical_base=_env("CLINIC_FHIR_CANONICAL_BASE", "https://clinic.example.org/fhir").rstrip("/"),
         audit_retention_days=_int("CLINIC_AUDIT_RETENTION_DAYS", 6 * 366),
         auth_failure_limit=_int("CLINIC_AUTH_FAILURE_LIMIT", 30),
+        secret_key=_secret_key("CLINIC_SECRET_KEY"),
+        secret_keys_previous=_secret_keys("CLINIC_SECRET_KEY_PREVIOUS"),
         intake_fhir_base=os.environ.get("CLINIC_INTAKE_FHIR_BASE", "").strip().rstrip("/") or None,
         api_key_cache_seconds=_float("CLINIC_API_KEY_CACHE_SECONDS", 5.0, zero_allowed=True),
         session_idle_minutes=_int("CLINIC_SESSION_IDLE_MINUTES", 15),

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bootstrap import create_service_app
 from services.common.clock import Clock, SystemClock, now_of, until_stopped
+from services.common.http.web import ServiceSpec, background_loop, sessionmaker_from
 from services.common.settings import Settings
-from services.common.web import ServiceSpec, background_loop, sessionmaker_from
 from services.intake import fhir
 from services.intake.inbound import receive_intake_form
 from services.intake.intakes.controllers import IntakeController, PatientController

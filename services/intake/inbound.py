@@ -18,12 +18,12 @@ from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
 from litestar.params import HeaderParameter, RawBody
 
+from services.common.access.signing import TOLERANCE_SECONDS, SignatureError, verify
 from services.common.clock import now_of
-from services.common.intake_form import latest_today, parse_intake
-from services.common.problems import problem_spec
+from services.common.contracts.intake_form import latest_today, parse_intake
+from services.common.http.problems import problem_spec
+from services.common.http.web import DbSession
 from services.common.settings import Settings
-from services.common.signing import TOLERANCE_SECONDS, SignatureError, verify
-from services.common.web import DbSession
 from services.intake.intakes import services
 from services.intake.intakes.controllers import (
     WRITE_RESPONSES,

@@ -19,9 +19,9 @@ from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.events import Envelope, ReferralCreated, ReferralStatusChanged
+from services.common.contracts.events import Envelope, ReferralCreated, ReferralStatusChanged
+from services.common.contracts.vocabulary import ConsumerName
 from services.common.queue import Consumer
-from services.common.vocabulary import ConsumerName
 from services.intake.db.models import Intake, ReferralMirror
 from services.intake.intakes.schemas import IntakeStatus
 

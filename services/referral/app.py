@@ -7,8 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bootstrap import create_service_app
 from services.common.clock import Clock, SystemClock
+from services.common.http.web import ServiceSpec
 from services.common.settings import Settings
-from services.common.web import ServiceSpec
 from services.referral import fhir, webhooks
 from services.referral.followups import FollowUpController, follow_up_worker
 from services.referral.pages import TEMPLATES, referral_pages

@@ -7,11 +7,11 @@ from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody, Parameter, RawBody
 
-from services.common.auth import Role, require_roles
+from services.common.access.auth import Role, require_roles
 from services.common.clock import clinic_today, now_of
-from services.common.intake_body import IntakeBody
-from services.common.intake_form import latest_today, parse_intake
-from services.common.problems import AUTH_RESPONSES, FieldProblem, UnprocessableProblem
+from services.common.contracts.intake_body import IntakeBody
+from services.common.contracts.intake_form import latest_today, parse_intake
+from services.common.http.problems import AUTH_RESPONSES, FieldProblem, UnprocessableProblem
 from services.common.settings import Settings
 from services.referral.referrals.services import thresholds_from
 from services.referral.triage import CURRENT, RULESETS, RulesDocument, TriageOutcome, rules_document, triage

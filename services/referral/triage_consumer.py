@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import Clock
-from services.common.events import Envelope, IntakeAmended, IntakeSubmitted
+from services.common.contracts.events import Envelope, IntakeAmended, IntakeSubmitted
+from services.common.contracts.vocabulary import ConsumerName
 from services.common.queue import Consumer
 from services.common.settings import Settings
-from services.common.vocabulary import ConsumerName
 from services.referral.referrals.services import triage_intake
 
 NAME = ConsumerName.REFERRAL_TRIAGE

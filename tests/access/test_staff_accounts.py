@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common import accounts
+from services.common.access import accounts
 from services.common.settings import Settings
 from tests.conftest import REPO_ROOT
 

@@ -30,9 +30,9 @@ import httpx
 import psutil
 import pytest
 
-from services.common.db import libpq_url
-from services.common.events import CONSUMERS
-from services.common.health import read_heartbeat
+from services.common.contracts.events import CONSUMERS
+from services.common.db.engine import libpq_url
+from services.common.http.health import read_heartbeat
 from services.vignettes import load_vignettes
 from tests.conftest import REPO_ROOT, MakeKey, auth
 from tests.foundation.test_clinic_up import free_port, wait_ready

@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services.common.db import libpq_url
+from services.common.db.engine import libpq_url
 from services.vignettes import Vignette, load_vignettes
 from tests.conftest import REPO_ROOT, run_clinic
 from tests.foundation.test_clinic_up import free_port, wait_ready

@@ -15,7 +15,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.intake_body import IntakeBody
+from services.common.contracts.intake_body import IntakeBody
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake_app
 from services.intake.fhir.questionnaire import questionnaire_url, response_items

@@ -14,8 +14,8 @@ import msgspec
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import intake_body
-from services.common.intake_body import IntakeBody, RedFlagAnswer, RedFlags
+from services.common.contracts import intake_body
+from services.common.contracts.intake_body import IntakeBody, RedFlagAnswer, RedFlags
 from services.common.settings import Settings
 from services.vignettes import load_vignettes
 from tests.conftest import MakeKey, auth

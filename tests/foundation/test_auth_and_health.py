@@ -8,9 +8,9 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.auth import ApiKey, KeyError_, Principal, Role, create_api_key, require_roles
+from services.common.access.auth import ApiKey, KeyError_, Principal, Role, create_api_key, require_roles
+from services.common.http.web import ServiceSpec, build_app
 from services.common.settings import Settings
-from services.common.web import ServiceSpec, build_app
 from services.intake.app import create_app as create_intake_app
 from services.referral.app import create_app as create_referral_app
 from tests.conftest import MakeKey, auth
@@ -107,7 +107,7 @@ async def test_right_role_and_admin_pass(guarded_client: AsyncTestClient, make_k
 async def test_revoked_key_is_401(
     guarded_client: AsyncTestClient, make_key: MakeKey, engine: AsyncEngine
 ) -> None:
-    from services.common.auth import revoke_api_key
+    from services.common.access.auth import revoke_api_key
 
     key = await make_key("clinician", name="to-revoke")
     async with AsyncSession(engine) as session:
@@ -145,7 +145,7 @@ async def test_a_revoked_key_stops_working_within_the_cache_time(
 ) -> None:
     """Keys are looked up at most once per `CLINIC_API_KEY_CACHE_SECONDS` per process: a key
     revoked meanwhile is refused as soon as its cached lookup runs out, never later."""
-    from services.common.auth import KeyCache, revoke_api_key
+    from services.common.access.auth import KeyCache, revoke_api_key
 
     now = [1000.0]
     spec = ServiceSpec(name="probe", title="probe", description="", route_handlers=[clinical_probe])

@@ -9,8 +9,8 @@ import uuid
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from services.common.db import libpq_url
-from services.common.migrate import pending_count
+from services.common.db.engine import libpq_url
+from services.common.db.migrate import pending_count
 from tests.conftest import REPO_ROOT, run_clinic
 
 

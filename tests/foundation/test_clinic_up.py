@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.common.migrate import pending_count
+from services.common.db.migrate import pending_count
 from tests.conftest import REPO_ROOT, embedded_data_dir, run_clinic
 
 
@@ -55,7 +55,7 @@ def data_dir():
 @pytest.mark.e2e
 def test_clinic_up_serves_both_services_and_sigterm_leaves_no_process(data_dir: Path, tmp_path: Path) -> None:
     intake_port, referral_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k != "CLINIC_DATABASE_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("CLINIC_DATABASE_URL", "CLINIC_SECRET_KEY")}
     env.update(
         CLINIC_DATA_DIR=str(data_dir),
         CLINIC_INTAKE_PORT=str(intake_port),
@@ -88,6 +88,7 @@ def test_clinic_up_serves_both_services_and_sigterm_leaves_no_process(data_dir: 
     ]
     intake, referral = f"http://127.0.0.1:{intake_port}", f"http://127.0.0.1:{referral_port}"
     assert said == [
+        f"made a new secret key in {data_dir / 'secret.key'} (CLINIC_SECRET_KEY is unset)",
         f"starting the database (embedded PostgreSQL in {data_dir})",
         "applying migrations",
         f"{pending_count({})} migration(s) applied; every schema is at head",
@@ -101,6 +102,8 @@ def test_clinic_up_serves_both_services_and_sigterm_leaves_no_process(data_dir: 
     left = [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert left == [], f"processes left behind: {left}"
     assert postgres_processes(data_dir) == [], "the embedded server outlived clinic up"
+    # The key that seals webhook secrets stays in the data dir, for the owner only.
+    assert (data_dir / "secret.key").stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.e2e
@@ -113,7 +116,8 @@ def test_a_killed_owner_leaves_no_orphan_server_after_the_next_run(data_dir: Pat
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from services.common.embedded import start_embedded;"
+            "import sys, time; from pathlib import Path;"
+            "from services.common.db.embedded import start_embedded;"
             "start_embedded(Path(sys.argv[1])); print('up', flush=True); time.sleep(120)",
             str(data_dir),
         ],

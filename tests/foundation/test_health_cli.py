@@ -12,8 +12,8 @@ from pathlib import Path
 
 from litestar.datastructures import State
 
-from services.common.db import create_engine
-from services.common.health import beat, read_heartbeat
+from services.common.db.engine import create_engine
+from services.common.http.health import beat, read_heartbeat
 from tests.conftest import REPO_ROOT
 from tests.e2e.test_vignettes_live import poll
 from tests.foundation.test_clinic_up import free_port, wait_ready

@@ -188,7 +188,7 @@ def test_the_build_context_leaves_out(path: str) -> None:
         "README.md",
         "requirements.lock.txt",
         "requirements.build.txt",
-        "services/cli.py",
+        "services/cli/__init__.py",
         "migrations/env_common.py",
     ],
 )

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.migrate import HISTORIES, comparison_options, models_of
+from services.common.db.migrate import HISTORIES, comparison_options, models_of
 
 
 def _differences(connection: Connection, history: str) -> list[Any]:

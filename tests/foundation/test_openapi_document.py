@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.events import PAYLOAD_TYPES
+from services.common.contracts.events import PAYLOAD_TYPES
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake_app
 from services.referral.app import create_app as create_referral_app

@@ -18,8 +18,8 @@ from litestar.testing import TestClient
 from schemathesis import GenerationMode, checks
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.access.signing import new_secret
 from services.common.settings import Settings
-from services.common.signing import new_secret
 from services.intake.app import create_app as create_intake_app
 from services.referral.app import create_app as create_referral_app
 from tests.conftest import REPO_ROOT

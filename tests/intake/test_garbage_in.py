@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.auth import create_api_key
+from services.common.access.auth import create_api_key
 from services.common.settings import Settings
 from services.intake.app import create_app
 from tests.strategies import intake_bodies

@@ -15,8 +15,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
+from services.common.access.signing import new_secret
 from services.common.settings import Settings
-from services.common.signing import new_secret
 from services.intake.app import create_app
 from tests.intake.conftest import Counts, events_for, intake_form
 

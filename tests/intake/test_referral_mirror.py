@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.events import Payload, ReferralCreated, ReferralStatusChanged
+from services.common.contracts.events import Payload, ReferralCreated, ReferralStatusChanged
 from services.common.queue import publish
 from services.common.settings import Settings
 from services.intake.app import create_app

@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.intake_body import (
+from services.common.contracts.intake_body import (
     Complication,
     Condition,
     RadiatesTo,

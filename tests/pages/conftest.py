@@ -22,8 +22,8 @@ from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common import accounts
-from services.common.db import create_engine
+from services.common.access import accounts
+from services.common.db.engine import create_engine
 from services.common.settings import Settings
 from services.intake.app import create_app as intake_app
 from services.referral.app import create_app as referral_app

@@ -14,8 +14,8 @@ from playwright.async_api import Page, expect
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common import accounts
-from services.common.labels import RED_FLAG_QUESTIONS, label
+from services.common.access import accounts
+from services.common.contracts.labels import RED_FLAG_QUESTIONS, label
 from services.vignettes import Vignette, load_vignettes
 from tests.pages.conftest import PASSWORD, Site, assert_accessible, make_user, screenshot, sign_in
 

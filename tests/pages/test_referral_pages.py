@@ -19,10 +19,10 @@ from playwright.async_api import Browser, Locator, Page, expect
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.events import IntakeSubmitted
-from services.common.intake_body import IntakeBody
+from services.common.contracts.events import IntakeSubmitted
+from services.common.contracts.intake_body import IntakeBody
+from services.common.contracts.vocabulary import PRIORITY_RANK
 from services.common.queue import publish
-from services.common.vocabulary import PRIORITY_RANK
 from services.referral.db.models import Referral
 from services.referral.pages.views import WORKLIST_PAGE
 from services.vignettes import load_vignettes

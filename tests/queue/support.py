@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.events import Envelope, Payload
+from services.common.contracts.events import Envelope, Payload
 from services.common.queue import Consumer, QueueTuning, QueueWorker, publish
 from tests.conftest import REPO_ROOT
 

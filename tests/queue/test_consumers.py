@@ -11,7 +11,7 @@ from collections import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.events import Envelope
+from services.common.contracts.events import Envelope
 from services.common.queue import Consumer, QueueWorker, redeliver
 from tests.queue.support import FAST, Lane, eventually, record_effect, recording, running
 

@@ -8,7 +8,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.events import Envelope
+from services.common.contracts.events import Envelope
 from services.common.queue import Consumer, QueueTuning, QueueWorker, dead_deliveries, replay_dead
 from tests.queue.support import FAST, Lane, eventually, record_effect, running
 

@@ -3,6 +3,7 @@ show a service only its own consumers' dead deliveries."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 import sys
@@ -13,10 +14,10 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.events import Envelope
+from services.common.contracts.events import Envelope
+from services.common.http.web import ServiceSpec, build_app
 from services.common.queue import Consumer
 from services.common.settings import Settings
-from services.common.web import ServiceSpec, build_app
 from tests.conftest import REPO_ROOT, MakeKey, auth
 from tests.queue.support import Lane
 
@@ -71,6 +72,19 @@ async def test_clinic_events_lists_dead_deliveries_and_replays_one(
     again = _clinic(database_url, "replay", str(dead_id))
     assert again.returncode == 1
     assert f"no dead delivery with id {dead_id}" in again.stderr
+
+    # The replay is in the access audit as the API's is, by the operating-system user.
+    async with engine.connect() as conn:
+        audited = (
+            await conn.execute(
+                text(
+                    "SELECT actor_name, actor_role, actor_kind, service, outcome FROM access.audit_events "
+                    "WHERE action = 'replayDeadDelivery' AND resource_type = 'events' AND resource_id = :id"
+                ),
+                {"id": str(dead_id)},
+            )
+        ).all()
+    assert [tuple(row) for row in audited] == [(f"cli:{getpass.getuser()}", "admin", "cli", "cli", "ok")]
 
 
 async def _nothing(session: AsyncSession, envelope: Envelope) -> None:

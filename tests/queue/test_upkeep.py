@@ -11,10 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.events import Envelope
+from services.common.contracts.events import Envelope
+from services.common.http.web import ServiceSpec, build_app
 from services.common.queue import Consumer, QueueWorker, prune, publish
 from services.common.settings import Settings
-from services.common.web import ServiceSpec, build_app
 from tests.queue.support import FAST, Lane, eventually, record_effect, recording
 
 

@@ -94,7 +94,7 @@ async def test_each_consumer_is_notified_on_its_own_channel_of_its_own_events(
     """A publish wakes the workers of the consumers it owes the event to, and no others."""
     import asyncpg
 
-    from services.common.db import libpq_url
+    from services.common.db.engine import libpq_url
     from services.common.queue import channel_for
 
     other = Lane(engine, database_url)

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.db import create_engine
-from services.common.events import Envelope
+from services.common.contracts.events import Envelope
+from services.common.db.engine import create_engine
 from services.common.logging import configure_logging
 from services.common.queue import Consumer, QueueTuning, QueueWorker
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.clock import FakeClock
-from services.common.events import IntakeAmended, IntakeSubmitted
-from services.common.intake_body import IntakeBody
+from services.common.contracts.events import IntakeAmended, IntakeSubmitted
+from services.common.contracts.intake_body import IntakeBody
 from services.common.queue import publish
 from services.common.settings import Settings
 from services.referral.app import create_app

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
-from services.common.events import ReferralAmended
+from services.common.contracts.events import ReferralAmended
 from services.referral.webhooks.consumer import thin_data
 from tests.conftest import MakeKey
 from tests.referral.conftest import PublishIntake, referrals_for, wait_for

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock, clinic_today
-from services.common.intake_body import decode_intake
+from services.common.contracts.intake_body import decode_intake
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake_app
 from services.referral.app import create_app as create_referral_app

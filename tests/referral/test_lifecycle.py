@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
-from services.common.pagination import encode_cursor
+from services.common.http.pagination import encode_cursor
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake_app
 from tests.conftest import MakeKey, serve

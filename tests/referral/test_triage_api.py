@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.clock import FakeClock
-from services.common.intake_body import decode_intake
+from services.common.contracts.intake_body import decode_intake
 from services.common.settings import Settings
 from services.referral.referrals.services import create_referral
 from services.referral.triage import triage

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.db import create_engine
-from services.common.events import PAYLOAD_TYPES, ReferralCreated, ReferralStatusChanged
+from services.common.contracts.events import PAYLOAD_TYPES, ReferralCreated, ReferralStatusChanged
+from services.common.db.engine import create_engine
 from services.common.queue import publish, redeliver
 from tests.reliability.harness import (
     Answer,

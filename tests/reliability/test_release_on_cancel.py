@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.events import Envelope
+from services.common.contracts.events import Envelope
 from services.common.queue import Consumer, QueueTuning, QueueWorker
 from tests.queue.support import Lane
 

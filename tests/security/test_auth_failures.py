@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.auth_throttle import FailureWindow
+from services.common.access.throttle import FailureWindow
 from services.common.settings import Settings
 from services.intake.app import create_app
 from tests.conftest import MakeKey, auth

@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.auth import create_api_key, revoke_api_key
+from services.common.access.auth import create_api_key, revoke_api_key
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake
 from services.referral.app import create_app as create_referral

@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.input_limits import json_depth_exceeds
+from services.common.http.input_limits import json_depth_exceeds
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake
 from services.referral.app import create_app as create_referral

@@ -14,7 +14,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.auth import KeyError_, create_api_key, revoke_api_key
+from services.common.access.auth import KeyError_, create_api_key, revoke_api_key
 from services.common.settings import Settings
 from services.referral.app import create_app as create_referral
 from tests.conftest import REPO_ROOT, auth

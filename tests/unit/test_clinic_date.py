@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from services.common.clock import clinic_today
-from services.common.intake_form import latest_today
+from services.common.contracts.intake_form import latest_today
 from services.common.settings import SettingError, load_settings
 
 AT = dt.datetime(2026, 5, 15, 11, 30, tzinfo=dt.UTC)

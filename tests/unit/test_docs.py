@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from services.common.events import CONSUMERS, PAYLOAD_TYPES
+from services.common.contracts.events import CONSUMERS, PAYLOAD_TYPES
 from services.referral.triage import rules_document
 from services.referral.triage_markdown import REGENERATE, published_documents, render_rules_markdown
 from services.referral.webhooks.consumer import THIN_FIELDS
@@ -105,7 +105,7 @@ def table_rows(text: str) -> dict[str, list[set[str]]]:
 def test_the_events_catalogue_matches_the_event_types_in_code() -> None:
     rows = table_rows(section("Events catalogue"))
     assert set(rows) == set(PAYLOAD_TYPES), (
-        "docs/api.md's events catalogue and services/common/events.py differ"
+        "docs/api.md's events catalogue and services/common/contracts/events.py differ"
     )
     for event_type, payload in PAYLOAD_TYPES.items():
         fields, _published_by, consumed_by = rows[event_type]

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 
-from services.common.intake_body import (
+from services.common.contracts.intake_body import (
     Complication,
     Condition,
     IntakeBody,
@@ -29,7 +29,7 @@ from services.common.intake_body import (
     check_intake,
     decode_intake,
 )
-from services.common.problems import FieldProblem
+from services.common.http.problems import FieldProblem
 from tests.strategies import intake_bodies
 
 TODAY = datetime.date(2026, 5, 15)

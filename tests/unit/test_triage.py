@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.intake_body import (
+from services.common.contracts.intake_body import (
     Complaint,
     Complication,
     Condition,

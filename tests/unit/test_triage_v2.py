@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 
-from services.common.intake_body import (
+from services.common.contracts.intake_body import (
     Complaint,
     Complication,
     Condition,

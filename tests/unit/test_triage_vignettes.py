@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.intake_body import check_intake, decode_intake
+from services.common.contracts.intake_body import check_intake, decode_intake
 from services.referral.triage import triage
 from services.vignettes import Vignette, load_vignettes, resolve_date, vignettes_source
 

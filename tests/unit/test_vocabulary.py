@@ -1,4 +1,4 @@
-"""Each of the clinic's closed sets is defined once, in `services.common.vocabulary`.
+"""Each of the clinic's closed sets is defined once, in `services.common.contracts.vocabulary`.
 
 The walk reads every module under `services/` and reports any other place that spells out the
 destination set or the referral-status set as literals: an Enum class, a tuple/list/set/dict, a
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import services
-from services.common import vocabulary
-from services.common.vocabulary import (
+from services.common.contracts import vocabulary
+from services.common.contracts.vocabulary import (
     ACTIONS,
     OPEN_STATUSES,
     PRIORITY_RANK,

@@ -10,8 +10,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.http.web import ServiceSpec, build_app
 from services.common.settings import Settings
-from services.common.web import ServiceSpec, build_app
 from services.referral.webhooks import route_handlers
 from tests.conftest import MakeKey, auth
 from tests.webhooks.support import Hooks, Receiver, drain_backlog

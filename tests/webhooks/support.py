@@ -26,8 +26,9 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from services.common.events import IntakeSubmitted, Payload, ReferralCreated, ReferralStatusChanged
-from services.common.intake_body import IntakeBody, RedFlags
+from services.common.access.secret_box import secret_box
+from services.common.contracts.events import IntakeSubmitted, Payload, ReferralCreated, ReferralStatusChanged
+from services.common.contracts.intake_body import IntakeBody, RedFlags
 from services.common.queue import QueueTuning, QueueWorker, publish
 from services.common.settings import Settings
 from services.referral.webhooks import consumer
@@ -154,6 +155,7 @@ async def running(
         engine,
         dataclasses.replace(SenderTuning.from_settings(settings), poll_seconds=0.1),
         guard or TargetGuard.from_allow_list(settings.webhook_allow_hosts),
+        box=secret_box(settings),
     )
     tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(sender.run(stop))]
     try:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
+from services.common.access.secret_box import secret_box
 from services.referral.webhooks.sender import SenderTuning, WebhookSender
 from services.referral.webhooks.ssrf import TargetGuard
 from tests.webhooks.support import (
@@ -266,7 +267,12 @@ async def test_a_delivery_claimed_by_a_sender_that_died_is_sent_once_its_lease_r
     event = referral_created()
     await hooks.publish(event)
     await drain_backlog(hooks.engine, hooks.database_url)  # the consumer writes the delivery
-    dying = WebhookSender(hooks.engine, SenderTuning(), TargetGuard.from_allow_list(["127.0.0.1"]))
+    dying = WebhookSender(
+        hooks.engine,
+        SenderTuning(),
+        TargetGuard.from_allow_list(["127.0.0.1"]),
+        box=secret_box(hooks.settings),
+    )
     [claimed] = [c for c in await dying.claim() if str(c.endpoint_id) == endpoint["id"]]
     # ...and the sender dies before sending. Its lease runs out:
     async with hooks.engine.begin() as conn:
@@ -300,6 +306,7 @@ async def test_a_new_delivery_wakes_the_sender_before_its_poll(hooks: Hooks) -> 
         hooks.engine,
         dataclasses.replace(SenderTuning.from_settings(hooks.settings), poll_seconds=600.0),
         TargetGuard.from_allow_list(hooks.settings.webhook_allow_hosts),
+        box=secret_box(hooks.settings),
     )
     tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(sender.run(stop))]
     try:

@@ -11,7 +11,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from services.common.access.secret_box import secret_box
 from services.common.queue import publish, refresh_demand
+from services.common.settings import Settings
 from services.referral.webhooks import schemas
 from services.referral.webhooks.consumer import CONSUMER_NAME
 from services.referral.webhooks.service import create_endpoint
@@ -61,7 +63,7 @@ async def test_an_endpoint_gets_work_for_events_published_after_it_was_created_a
 
 
 async def test_a_publish_racing_an_endpoints_registration_is_owed_to_it_if_it_commits_after(
-    engine: AsyncEngine, receiver: Receiver
+    engine: AsyncEngine, receiver: Receiver, settings: Settings
 ) -> None:
     """The registration's transaction is open (endpoint written, not committed) when another
     transaction publishes; that publish waits, and since it commits after the registration, the
@@ -74,6 +76,7 @@ async def test_a_publish_racing_an_endpoints_registration_is_owed_to_it_if_it_co
             schemas.WebhookEndpointCreate(url=url, event_types=["referral.created"]),
             TargetGuard.from_allow_list(["127.0.0.1", "localhost"]),
             "test",
+            secret_box(settings),
         )
         racing = asyncio.create_task(_publish_one(engine))
         await eventually(lambda: _waiting_on_subscriptions(engine))  # the publish is under way

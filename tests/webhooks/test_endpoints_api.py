@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -9,8 +10,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 
+from services.common.access.secret_box import secret_box
 from tests.conftest import MakeKey, auth
-from tests.webhooks.support import Hooks
+from tests.webhooks.support import Hooks, referral_created
 
 Api = AsyncTestClient[Any]
 
@@ -28,13 +30,15 @@ async def test_created_endpoint_shows_its_secret_once(hooks: Hooks) -> None:
     assert created["secret"] not in shown.text
     listed = await client.get("/v1/webhooks/endpoints", headers=admin)
     assert created["secret"] not in listed.text
-    async with hooks.engine.connect() as conn:  # what signs is what was shown
+    async with hooks.engine.connect() as conn:  # what signs is what was shown, kept sealed
         stored = (
             await conn.execute(
                 text("SELECT secret FROM referral.webhook_endpoints WHERE id = :id"), {"id": created["id"]}
             )
         ).scalar_one()
-    assert stored == created["secret"]
+    assert created["secret"] not in stored
+    box = secret_box(hooks.settings)
+    assert box is not None and box.open(stored) == created["secret"]
 
 
 async def test_endpoints_are_listed_by_event_type_and_destination(hooks: Hooks) -> None:
@@ -185,3 +189,62 @@ async def test_unknown_ids_are_404(client: Api, admin: dict[str, str]) -> None:
         response = await client.request(method, path, headers=admin)
         assert response.status_code == 404, (method, path)
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_deleted_endpoint_is_gone_from_the_api_but_its_row_history_and_audit_stay(
+    hooks: Hooks,
+) -> None:
+    client, admin = hooks.client, hooks.admin
+    url, route = hooks.route(default=500)
+    endpoint = await hooks.endpoint(url, ["referral.created"], description="to be removed")
+    path = f"/v1/webhooks/endpoints/{endpoint['id']}"
+    async with hooks.running():
+        await hooks.publish(referral_created())
+        [failing] = await hooks.until_deliveries(endpoint, lambda d: d["attempts"] >= 1)
+    assert (await client.delete(path, headers=admin)).status_code == 204
+
+    # Gone from the API: 404 on every verb, absent from the list.
+    assert (await client.get(path, headers=admin)).status_code == 404
+    assert (await client.patch(path, json={"description": "x"}, headers=admin)).status_code == 404
+    assert (await client.delete(path, headers=admin)).status_code == 404
+    assert (await client.post(f"{path}/rotate-secret", headers=admin)).status_code == 404
+    listed = await hooks.get("/v1/webhooks/endpoints", limit="100")
+    assert endpoint["id"] not in [e["id"] for e in listed["items"]]
+
+    # Its delivery history stays in the delivery log; what was still pending is dead, never sent.
+    history = await hooks.get("/v1/webhooks/deliveries", endpoint_id=endpoint["id"])
+    [kept] = history["items"]
+    assert kept["id"] == failing["id"] and kept["status"] == "dead"
+    assert "endpoint deleted" in kept["last_error"]
+    assert (await hooks.delivery(kept["id"]))["attempt_log"]
+    retried = await client.post(f"/v1/webhooks/deliveries/{kept['id']}/retry", headers=admin)
+    assert retried.status_code == 404
+    route.default = 200
+    async with hooks.running():
+        await hooks.publish(referral_created())
+        await asyncio.sleep(1.0)
+    assert all(r.answered == 500 for r in hooks.receiver.requests(url))  # nothing sent after the delete
+
+    async with hooks.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT deleted_at FROM referral.webhook_endpoints WHERE id = :id"),
+                {"id": endpoint["id"]},
+            )
+        ).one()
+        audited = (
+            await conn.execute(
+                text(
+                    "SELECT detail FROM access.audit_events WHERE action = 'deleteWebhookEndpoint' "
+                    "AND resource_id = :id AND outcome = 'ok'"
+                ),
+                {"id": endpoint["id"]},
+            )
+        ).scalar_one()
+    assert row.deleted_at is not None
+    [change] = audited["changes"]
+    assert change["action"] == "delete" and change["table"] == "webhook_endpoints"
+    assert change["before"]["deleted_at"] is None and change["after"]["deleted_at"] is not None
+    assert change["before"]["url"] == url and change["before"]["description"] == "to be removed"
+    assert not any("secret" in key for key in (*change["before"], *change["after"]))
+    assert endpoint["secret"] not in str(audited)

@@ -21,7 +21,7 @@ from sqlalchemy import Date, DateTime, ForeignKey, Identity, Index, Integer, Str
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import schema_metadata
+from services.common.db.engine import schema_metadata
 
 
 class IntakeBase(DeclarativeBase):

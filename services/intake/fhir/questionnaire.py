@@ -1,5 +1,5 @@
 """`Questionnaire/back-pain-intake`: the intake form as a FHIR Questionnaire, generated from the
-form's own type (`IntakeBody`, services/common/intake_body.py), and the two conversions between
+form's own type (`IntakeBody`, services/common/contracts/intake_body.py), and the two conversions between
 a QuestionnaireResponse and the form.
 
 One item per field, its `linkId` the field's dotted path (`complaint.intensity`,
@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 
-from services.common.fhir import (
+from services.common.contracts.fhir import (
     ADMINISTRATIVE_GENDER,
     LOW_BACK_PAIN,
     Issue,
@@ -31,7 +31,7 @@ from services.common.fhir import (
     humanize,
     kebab,
 )
-from services.common.intake_body import IntakeBody, Sex
+from services.common.contracts.intake_body import IntakeBody, Sex
 from services.common.settings import Settings
 
 QUESTIONNAIRE_ID = "back-pain-intake"

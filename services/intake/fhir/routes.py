@@ -19,9 +19,9 @@ from litestar.datastructures import State
 from litestar.params import HeaderParameter, RawBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.auth import principal_of, require_roles
+from services.common.access.auth import principal_of, require_roles
 from services.common.clock import now_of
-from services.common.fhir import (
+from services.common.contracts.fhir import (
     FhirError,
     Issue,
     ResourceId,
@@ -41,10 +41,10 @@ from services.common.fhir import (
     token,
     uuid_id,
 )
-from services.common.intake_form import latest_today, parse_intake
-from services.common.problems import UnprocessableProblem
+from services.common.contracts.intake_form import latest_today, parse_intake
+from services.common.http.problems import UnprocessableProblem
+from services.common.http.web import DbSession
 from services.common.settings import Settings
-from services.common.web import DbSession
 from services.intake.db.models import IntakeVersion, Patient
 from services.intake.fhir import store
 from services.intake.fhir.questionnaire import (

@@ -13,14 +13,14 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, RawBody
 
-from services.common.auth import Principal, Role, principal_of, require_roles
+from services.common.access.auth import Principal, Role, principal_of, require_roles
 from services.common.clock import now_of
-from services.common.intake_body import IntakeBody
-from services.common.intake_form import latest_today, parse_intake
-from services.common.pagination import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
-from services.common.problems import AUTH_RESPONSES, problem_spec
+from services.common.contracts.intake_body import IntakeBody
+from services.common.contracts.intake_form import latest_today, parse_intake
+from services.common.http.pagination import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
+from services.common.http.problems import AUTH_RESPONSES, problem_spec
+from services.common.http.web import DbSession
 from services.common.settings import Settings
-from services.common.web import DbSession
 from services.intake.intakes import services
 from services.intake.intakes.schemas import Intake, IntakePage, IntakeStatus, PatientPage
 

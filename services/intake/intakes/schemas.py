@@ -1,4 +1,4 @@
-"""What the intake API returns. The request body is `IntakeBody` (services/common/intake_body.py),
+"""What the intake API returns. The request body is `IntakeBody` (services/common/contracts/intake_body.py),
 shared with the referral service so both read the form the same way."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import uuid
 
 import msgspec
 
-from services.common.intake_body import IntakeBody
+from services.common.contracts.intake_body import IntakeBody
 
 
 class IntakeStatus(enum.StrEnum):

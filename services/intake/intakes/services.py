@@ -19,9 +19,9 @@ from sqlalchemy import Table, Text, cast, delete, func, select, text, tuple_, up
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.contracts.events import IntakeAmended, IntakeSubmitted
+from services.common.contracts.intake_body import IntakeBody, PatientIn, Sex
 from services.common.errors import Conflict, FieldProblem, InvalidFields, NotFound
-from services.common.events import IntakeAmended, IntakeSubmitted
-from services.common.intake_body import IntakeBody, PatientIn, Sex
 from services.common.queue import publish
 from services.intake.db.models import (
     IdempotencyKey,

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from services.common.intake_body import IntakeBody
-from services.common.problems import FieldProblem
+from services.common.contracts.intake_body import IntakeBody
+from services.common.http.problems import FieldProblem
 
 #: Blank treatment rows a new form shows; "Add another treatment" posts back with one more.
 TREATMENT_ROWS = 2

@@ -17,10 +17,10 @@ from litestar.params import FromPath
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common import labels
-from services.common.auth import Role
+from services.common.access.auth import Role
 from services.common.clock import now_of
-from services.common.intake_body import (
+from services.common.contracts import labels
+from services.common.contracts.intake_body import (
     Complication,
     Condition,
     IntakeBody,
@@ -34,8 +34,8 @@ from services.common.intake_body import (
     TreatmentOutcome,
     Trend,
 )
-from services.common.intake_form import latest_today, parse_intake
-from services.common.pages import (
+from services.common.contracts.intake_form import latest_today, parse_intake
+from services.common.http.pages import (
     Staff,
     form_of,
     home_url,
@@ -44,8 +44,8 @@ from services.common.pages import (
     render,
     require_staff_role,
 )
-from services.common.problems import UnprocessableProblem
-from services.common.web import DbSession
+from services.common.http.problems import UnprocessableProblem
+from services.common.http.web import DbSession
 from services.intake.intakes import services
 from services.intake.intakes.schemas import Intake, IntakeStatus
 from services.intake.pages.form import (

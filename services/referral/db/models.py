@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from services.common.db import schema_metadata
+from services.common.db.engine import schema_metadata
 
 
 class ReferralBase(DeclarativeBase):

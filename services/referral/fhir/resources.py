@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from services.common.fhir import (
+from services.common.contracts.fhir import (
     SNOMED,
     canonical,
     code_system,
@@ -25,8 +25,8 @@ from services.common.fhir import (
     kebab,
     mrn_system,
 )
+from services.common.contracts.vocabulary import Destination, ReferralStatus
 from services.common.settings import Settings
-from services.common.vocabulary import Destination, ReferralStatus
 from services.referral.db.models import Referral
 from services.referral.referrals.services import DESTINATIONS, STATUSES, thresholds_from
 from services.referral.triage import CURRENT, RULESETS, rules_document

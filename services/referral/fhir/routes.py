@@ -17,9 +17,9 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.auth import principal_of
+from services.common.access.auth import principal_of
 from services.common.clock import now_of
-from services.common.fhir import (
+from services.common.contracts.fhir import (
     ResourceId,
     SearchParam,
     date_filters,
@@ -32,8 +32,8 @@ from services.common.fhir import (
     settings_of,
     uuid_id,
 )
+from services.common.http.web import DbSession
 from services.common.settings import Settings
-from services.common.web import DbSession
 from services.referral.db.models import Referral
 from services.referral.fhir.resources import (
     REQUEST_STATUS,

@@ -11,8 +11,8 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from services.common.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page_of
-from services.common.web import DbSession
+from services.common.http.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page_of
+from services.common.http.web import DbSession
 from services.referral.followups.schemas import FollowUpItem, FollowUpPage
 from services.referral.followups.services import (
     FollowUpStatus,

@@ -15,8 +15,8 @@ from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common.clock import Clock, clinic_today, until_stopped
+from services.common.http.web import background_loop, sessionmaker_from
 from services.common.settings import Settings
-from services.common.web import background_loop, sessionmaker_from
 from services.referral.followups.services import emit_due
 
 BATCH_SIZE = 100

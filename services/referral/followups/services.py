@@ -18,10 +18,10 @@ import structlog
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.auth import Principal
+from services.common.access.auth import Principal
+from services.common.contracts.events import ReferralFollowUpDue
 from services.common.errors import IllegalTransition
-from services.common.events import ReferralFollowUpDue
-from services.common.pagination import bad_cursor
+from services.common.http.pagination import bad_cursor
 from services.common.queue import publish
 from services.referral.db.models import FollowUp, Referral
 from services.referral.followups.schemas import FollowUpItem

@@ -17,15 +17,16 @@ from litestar.response import Template
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common import accounts, labels
-from services.common.auth import ApiKey, Destination, KeyError_, Role, create_api_key, revoke_api_key
+from services.common.access import accounts
+from services.common.access.auth import ApiKey, Destination, KeyError_, Role, create_api_key, revoke_api_key
 from services.common.clock import now_of
+from services.common.contracts import labels
+from services.common.contracts.vocabulary import EventType
 from services.common.errors import Conflict, InvalidFields
-from services.common.pages import Staff, form_of, redirect, render, require_staff_role
-from services.common.vocabulary import EventType
-from services.common.web import DbSession
+from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
+from services.common.http.web import DbSession
 from services.referral.webhooks import schemas, service
-from services.referral.webhooks.controllers import _guard
+from services.referral.webhooks.controllers import _guard, box_of
 from services.referral.webhooks.service import DeliveryFilters
 
 #: `require_staff_role(staff)` with no role named: admin only.
@@ -88,7 +89,9 @@ async def create_webhook(request: Request[Any, Any, State], staff: Staff, db_ses
         raw["destinations"] = values["destinations"]
     try:
         data = msgspec.convert(raw, schemas.WebhookEndpointCreate)
-        row, secret = await service.create_endpoint(db_session, data, _guard(request.app.state), staff.name)
+        row, secret = await service.create_endpoint(
+            db_session, data, _guard(request.app.state), staff.name, box_of(request.app.state)
+        )
     except (InvalidFields, msgspec.ValidationError) as exc:
         await db_session.rollback()
         return await _endpoints_page(request, db_session, 422, errors=_errors_of(exc), values=values)
@@ -156,7 +159,7 @@ async def rotate_webhook(
 ) -> Template:
     """A new signing secret, shown this once; the old one signs too for the grace period."""
     require_staff_role(staff)
-    rotated = await service.rotate_secret(db_session, endpoint_id)
+    rotated = await service.rotate_secret(db_session, endpoint_id, box_of(request.app.state))
     await db_session.commit()
     return await _endpoint_page(request, db_session, endpoint_id, rotated=rotated)
 

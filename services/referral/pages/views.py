@@ -22,15 +22,15 @@ from litestar.response import Template
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common import labels
-from services.common.accounts import StaffMember
-from services.common.auth import Principal, Role
+from services.common.access.accounts import StaffMember
+from services.common.access.auth import Principal, Role
 from services.common.clock import now_of
+from services.common.contracts import labels
+from services.common.contracts.vocabulary import Action
 from services.common.errors import Conflict, InvalidFields
-from services.common.pages import Staff, form_of, page_router, redirect, render, require_staff_role
-from services.common.pagination import decode_cursor, encode_cursor, page_of
-from services.common.vocabulary import Action
-from services.common.web import DbSession
+from services.common.http.pages import Staff, form_of, page_router, redirect, render, require_staff_role
+from services.common.http.pagination import decode_cursor, encode_cursor, page_of
+from services.common.http.web import DbSession
 from services.referral.db.models import Referral
 from services.referral.followups.services import load_follow_up, mark_done
 from services.referral.pages.admin import admin_handlers

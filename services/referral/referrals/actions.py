@@ -14,11 +14,11 @@ from typing import Annotated
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.auth import Destination, Principal, Role
+from services.common.access.auth import Destination, Principal, Role
 from services.common.clock import clinic_today
+from services.common.contracts.vocabulary import Action, Priority, ReferralStatus
 from services.common.errors import FieldProblem, IllegalTransition, InvalidFields
 from services.common.settings import Settings
-from services.common.vocabulary import Action, Priority, ReferralStatus
 from services.referral.db.models import FollowUp, Referral
 from services.referral.referrals.services import (
     ACTIONS,

@@ -10,9 +10,9 @@ from litestar import Controller, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.types import Guard
 
-from services.common.deps import Caller
-from services.common.pagination import DEFAULT_LIMIT, Limit
-from services.common.vocabulary import Action, Priority, ReferralStatus
+from services.common.contracts.vocabulary import Action, Priority, ReferralStatus
+from services.common.http.deps import Caller
+from services.common.http.pagination import DEFAULT_LIMIT, Limit
 from services.referral.referrals import deps
 from services.referral.referrals.actions import CancelBody, DeclineBody, NoteBody, ResolveBody, ScheduleBody
 from services.referral.referrals.deps import ReferralsDep

@@ -11,13 +11,13 @@ from litestar.di import NamedDependency, Provide
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.auth import Principal
-from services.common.deps import Caller, ClinicSettings, Now
+from services.common.access.auth import Principal
+from services.common.contracts.vocabulary import Action, Priority, ReferralStatus
 from services.common.errors import NotAllowed, NotFound
-from services.common.pagination import decode_cursor, page_of
+from services.common.http.deps import Caller, ClinicSettings, Now
+from services.common.http.pagination import decode_cursor, page_of
+from services.common.http.web import DbSession
 from services.common.settings import Settings
-from services.common.vocabulary import Action, Priority, ReferralStatus
-from services.common.web import DbSession
 from services.referral.db.models import Referral
 from services.referral.referrals.actions import ActionBody, may_act, take_action
 from services.referral.referrals.schemas import ReferralOut, ReferralPage

@@ -7,7 +7,7 @@ import uuid
 
 import msgspec
 
-from services.common.intake_body import (
+from services.common.contracts.intake_body import (
     Complaint,
     Condition,
     Email,

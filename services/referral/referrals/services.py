@@ -13,17 +13,22 @@ import structlog
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.auth import Principal, Role
+from services.common.access.auth import Principal, Role
 from services.common.clock import clinic_today
-from services.common.events import IntakeSubmitted, ReferralAmended, ReferralCreated, ReferralStatusChanged
-from services.common.pagination import bad_cursor
+from services.common.contracts.events import (
+    IntakeSubmitted,
+    ReferralAmended,
+    ReferralCreated,
+    ReferralStatusChanged,
+)
+from services.common.contracts.vocabulary import ACTIONS as ACTIONS  # re-exported from their old home
+from services.common.contracts.vocabulary import OPEN_STATUSES as OPEN_STATUSES
+from services.common.contracts.vocabulary import PRIORITY_RANK as PRIORITY_RANK
+from services.common.contracts.vocabulary import Destination, Priority
+from services.common.contracts.vocabulary import ReferralStatus as ReferralStatus
+from services.common.http.pagination import bad_cursor
 from services.common.queue import publish
 from services.common.settings import Settings
-from services.common.vocabulary import ACTIONS as ACTIONS  # re-exported from their old home
-from services.common.vocabulary import OPEN_STATUSES as OPEN_STATUSES
-from services.common.vocabulary import PRIORITY_RANK as PRIORITY_RANK
-from services.common.vocabulary import Destination, Priority
-from services.common.vocabulary import ReferralStatus as ReferralStatus
 from services.referral.db.models import FollowUp, Referral, ReferralHistory
 from services.referral.referrals.schemas import (
     ClinicalPicture,

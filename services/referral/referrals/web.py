@@ -9,10 +9,10 @@ import msgspec
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromQuery
 
-from services.common.auth import Principal, Role, principal_of, require_roles
+from services.common.access.auth import Principal, Role, principal_of, require_roles
 from services.common.clock import now_of
-from services.common.problems import AUTH_RESPONSES, problem_spec
-from services.common.vocabulary import Destination
+from services.common.contracts.vocabulary import Destination
+from services.common.http.problems import AUTH_RESPONSES, problem_spec
 from services.referral.referrals.schemas import ReferralOut
 
 T = TypeVar("T")

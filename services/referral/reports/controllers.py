@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import QueryParameter
 
 from services.common.errors import FieldProblem, InvalidFields
-from services.common.web import DbSession
+from services.common.http.web import DbSession
 from services.referral.referrals.web import CLINICIANS, READ_RESPONSES, DestinationFilter, now_of
 from services.referral.reports.schemas import ReferralReport
 from services.referral.reports.services import referral_report

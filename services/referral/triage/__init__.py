@@ -13,7 +13,7 @@ import datetime
 from collections.abc import Callable
 from typing import Final
 
-from services.common.intake_body import IntakeBody
+from services.common.contracts.intake_body import IntakeBody
 from services.referral.triage import v1, v2
 from services.referral.triage.engine import (
     Destination,

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from services.common.vocabulary import Destination, Priority
+from services.common.contracts.vocabulary import Destination, Priority
 
 __all__ = [
     "Destination",

@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from services.common.intake_body import (
+from services.common.contracts.intake_body import (
     Condition,
     IntakeBody,
     RiskFactor,

@@ -59,7 +59,7 @@ from typing import Final
 
 import msgspec
 
-from services.common.intake_body import (
+from services.common.contracts.intake_body import (
     Complication,
     Condition,
     IntakeBody,

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from services.common.events import Payload
-from services.common.openapi import OutgoingWebhook
-from services.common.vocabulary import EventType
+from services.common.contracts.events import Payload
+from services.common.contracts.vocabulary import EventType
+from services.common.http.openapi import OutgoingWebhook
 from services.referral.webhooks.consumer import THIN_FIELDS
 
 #: Standard Webhooks headers on every call.

@@ -15,7 +15,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.events import (
+from services.common.contracts.events import (
     Envelope,
     IntakeSubmitted,
     Payload,
@@ -24,8 +24,8 @@ from services.common.events import (
     ReferralFollowUpDue,
     ReferralStatusChanged,
 )
+from services.common.contracts.vocabulary import ConsumerName
 from services.common.queue import Consumer
-from services.common.vocabulary import ConsumerName
 from services.referral.webhooks.sender import SENDER_CHANNEL
 
 CONSUMER_NAME = ConsumerName.REFERRAL_WEBHOOKS
@@ -107,7 +107,7 @@ _ENQUEUE = text(
         INSERT INTO referral.webhook_deliveries (id, endpoint_id, event_id, event_type, payload)
         SELECT gen_random_uuid(), e.id, :event_id, :event_type, CAST(:payload AS jsonb)
         FROM referral.webhook_endpoints e
-        WHERE e.disabled_at IS NULL
+        WHERE e.disabled_at IS NULL AND e.deleted_at IS NULL
           AND :event_type = ANY(e.event_types)
           AND (e.destinations IS NULL OR CAST(:destination AS text) = ANY(e.destinations))
         ON CONFLICT (endpoint_id, event_id) DO NOTHING

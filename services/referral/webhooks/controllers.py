@@ -11,11 +11,12 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
-from services.common.auth import Destination, Role, principal_of, require_roles
-from services.common.pagination import DEFAULT_LIMIT, Limit
-from services.common.problems import AUTH_RESPONSES, problem_spec
+from services.common.access.auth import Destination, Role, principal_of, require_roles
+from services.common.access.secret_box import SecretBox, secret_box
+from services.common.http.pagination import DEFAULT_LIMIT, Limit
+from services.common.http.problems import AUTH_RESPONSES, problem_spec
+from services.common.http.web import DbSession
 from services.common.settings import Settings
-from services.common.web import DbSession
 from services.referral.webhooks import schemas, service
 from services.referral.webhooks.service import DeliveryFilters
 from services.referral.webhooks.ssrf import TargetGuard
@@ -27,6 +28,7 @@ INVALID = {
     422: problem_spec("A field or query parameter is not valid; `errors` names it by its path."),
     **AUTH_RESPONSES,
 }
+NO_KEY = {503: problem_spec("No key to seal signing secrets with is configured (CLINIC_SECRET_KEY).")}
 MISSING = {404: problem_spec("There is no such endpoint or delivery."), **AUTH_RESPONSES}
 CONFLICT = {409: problem_spec("The endpoint is disabled, or an attempt is in flight.")}
 
@@ -34,6 +36,12 @@ CONFLICT = {409: problem_spec("The endpoint is disabled, or an attempt is in fli
 def _guard(state: State) -> TargetGuard:
     settings: Settings = state["clinic_settings"]
     return TargetGuard.from_allow_list(settings.webhook_allow_hosts)
+
+
+def box_of(state: State) -> SecretBox | None:
+    """The box that seals new signing secrets (None: no key configured, create and rotate 503)."""
+    settings: Settings = state["clinic_settings"]
+    return secret_box(settings)
 
 
 def _who(request: Request[Any, Any, Any]) -> str:
@@ -51,7 +59,10 @@ class WebhookEndpointController(Controller):
     guards = [ADMIN]
 
     @post(
-        "/", operation_id="createWebhookEndpoint", summary="Subscribe a webhook endpoint", responses=INVALID
+        "/",
+        operation_id="createWebhookEndpoint",
+        summary="Subscribe a webhook endpoint",
+        responses={**INVALID, **NO_KEY},
     )
     async def create_endpoint(
         self,
@@ -62,7 +73,9 @@ class WebhookEndpointController(Controller):
     ) -> schemas.WebhookEndpointCreated:
         """Subscribe a URL to event types (optionally only some destinations' events). The
         answer carries the signing secret (`whsec_...`): store it now, it is never shown again."""
-        row, secret = await service.create_endpoint(db_session, data, _guard(state), _who(request))
+        row, secret = await service.create_endpoint(
+            db_session, data, _guard(state), _who(request), box_of(state)
+        )
         view = service.endpoint_view(row)
         await db_session.commit()
         return schemas.WebhookEndpointCreated(**msgspec.structs.asdict(view), secret=secret)
@@ -128,7 +141,8 @@ class WebhookEndpointController(Controller):
         responses=MISSING,
     )
     async def delete_endpoint(self, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]) -> None:
-        """The endpoint goes, with its deliveries and their attempts."""
+        """The endpoint is removed: 404 from now on, absent from lists, sent nothing more (its
+        pending deliveries are marked dead). Its delivery history stays in the delivery log."""
         await service.delete_endpoint(db_session, endpoint_id)
         await db_session.commit()
 
@@ -137,14 +151,14 @@ class WebhookEndpointController(Controller):
         operation_id="rotateWebhookSecret",
         summary="Rotate an endpoint's signing secret",
         status_code=HTTP_200_OK,
-        responses=MISSING,
+        responses={**MISSING, **NO_KEY},
     )
     async def rotate_secret(
-        self, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
+        self, state: State, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
     ) -> schemas.SecretRotated:
         """A new signing secret (shown once). For 24 h every message carries two signatures, one
         per secret, so the subscriber can switch over without missing one."""
-        rotated = await service.rotate_secret(db_session, endpoint_id)
+        rotated = await service.rotate_secret(db_session, endpoint_id, box_of(state))
         await db_session.commit()
         return rotated
 
@@ -207,9 +221,10 @@ class WebhookDeliveryController(Controller):
         limit: Limit = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> schemas.WebhookDeliveryPage:
-        """Every endpoint's deliveries, newest first; `?status=dead` is the dead-letter list."""
+        """Every endpoint's deliveries, newest first; `?status=dead` is the dead-letter list. A
+        deleted endpoint's deliveries stay here (and `endpoint_id` may name a deleted endpoint)."""
         filters = DeliveryFilters(status=status, event_type=event_type, limit=limit, cursor=cursor)
-        return await service.list_deliveries(db_session, filters, endpoint_id=endpoint_id)
+        return await service.list_deliveries(db_session, filters, endpoint_id=endpoint_id, deleted_too=True)
 
     @get(
         "/{delivery_id:uuid}",

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from services.common.vocabulary import SpecialistDestination as Destination
-from services.common.vocabulary import SubscribableEvent
+from services.common.contracts.vocabulary import SpecialistDestination as Destination
+from services.common.contracts.vocabulary import SubscribableEvent
 
 #: What a subscriber may ask for.
 EventType = SubscribableEvent

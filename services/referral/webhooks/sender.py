@@ -34,7 +34,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -43,11 +43,12 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from services.common.access.secret_box import SecretBox, SecretUnreadable, secret_box
+from services.common.access.signing import signature_header
 from services.common.clock import first_of
+from services.common.http.web import background_loop
 from services.common.queue import QueueTuning, listen
 from services.common.settings import Settings
-from services.common.signing import signature_header
-from services.common.web import background_loop
 from services.referral.webhooks.ssrf import GuardedTransport, TargetError, TargetGuard
 
 log = structlog.get_logger(__name__)
@@ -207,7 +208,8 @@ _CLAIM = text(
           AND (d.leased_until IS NULL OR d.leased_until <= now())
     ), picked AS (
         SELECT p.id FROM due
-        JOIN referral.webhook_endpoints e ON e.id = due.endpoint_id AND e.disabled_at IS NULL
+        JOIN referral.webhook_endpoints e ON e.id = due.endpoint_id
+          AND e.disabled_at IS NULL AND e.deleted_at IS NULL
         LEFT JOIN busy ON busy.endpoint_id = e.id
         CROSS JOIN LATERAL (
             SELECT d.id FROM referral.webhook_deliveries d
@@ -243,8 +245,8 @@ _RECORD_DELIVERY = text(
     SET status = CASE
             WHEN :succeeded THEN 'succeeded'
             WHEN CAST(:delay AS float8) IS NULL THEN 'dead'
-            WHEN EXISTS (SELECT 1 FROM referral.webhook_endpoints e
-                         WHERE e.id = d.endpoint_id AND e.disabled_at IS NOT NULL) THEN 'dead'
+            WHEN EXISTS (SELECT 1 FROM referral.webhook_endpoints e WHERE e.id = d.endpoint_id
+                         AND (e.disabled_at IS NOT NULL OR e.deleted_at IS NOT NULL)) THEN 'dead'
             ELSE 'pending' END,
         next_attempt_at = now() + make_interval(secs => coalesce(CAST(:delay AS float8), 0)),
         leased_until = NULL,
@@ -281,7 +283,8 @@ _RECORD_SUCCESS_AND_CLAIM_NEXT = text(
     _SUCCESS_CTES  # noqa: S608 (constants only)
     + """    ), picked AS (
         SELECT d.id FROM referral.webhook_deliveries d
-        JOIN referral.webhook_endpoints e ON e.id = d.endpoint_id AND e.disabled_at IS NULL
+        JOIN referral.webhook_endpoints e ON e.id = d.endpoint_id
+          AND e.disabled_at IS NULL AND e.deleted_at IS NULL
         WHERE d.endpoint_id = :endpoint_id AND d.id <> :id AND d.status = 'pending'
           AND d.next_attempt_at <= now() AND (d.leased_until IS NULL OR d.leased_until <= now())
           AND d.attempts < :max_attempts AND EXISTS (SELECT 1 FROM delivered)
@@ -360,6 +363,16 @@ class ClaimedDelivery:
     url: str
     secrets: list[str]
     body: bytes
+    #: Why it cannot be signed (its endpoint's secret did not open); then nothing is sent and the
+    #: attempt is recorded as failed with this error.
+    unsigned: str | None = None
+
+
+#: The attempt's error when the endpoint's secret does not open (the secret never appears).
+NOT_SIGNED_ERROR = (
+    "not sent: the endpoint's signing secret cannot be opened with the configured keys "
+    "(CLINIC_SECRET_KEY, CLINIC_SECRET_KEY_PREVIOUS)"
+)
 
 
 class WebhookSender:
@@ -371,8 +384,12 @@ class WebhookSender:
         tuning: SenderTuning,
         guard: TargetGuard,
         http: HttpSender | None = None,
+        *,
+        box: SecretBox | None = None,
     ) -> None:
         self.engine = engine
+        #: Opens the endpoints' sealed secrets (None: no key configured; nothing can be signed).
+        self.box = box
         self.tuning = tuning
         self.guard = guard
         self.http = http
@@ -392,7 +409,30 @@ class WebhookSender:
             engine,
             SenderTuning.from_settings(settings),
             TargetGuard.from_allow_list(settings.webhook_allow_hosts),
+            box=secret_box(settings),
         )
+
+    def _claimed(self, row: Any) -> ClaimedDelivery:
+        """A claimed row with its endpoint's secrets opened; one that does not open is logged
+        (ids only, never a secret) and marked to be recorded as a failed attempt."""
+        body = row.payload.encode()
+        try:
+            if self.box is None:
+                raise SecretUnreadable("no key configured")
+            secrets = [self.box.open(row.secret)]
+            if row.previous_secret:
+                secrets.append(self.box.open(row.previous_secret))
+        except SecretUnreadable as exc:
+            log.error(
+                "webhook_secret_unreadable",
+                delivery_id=str(row.id),
+                endpoint_id=str(row.endpoint_id),
+                reason=str(exc),
+            )
+            return ClaimedDelivery(
+                row.id, row.endpoint_id, row.attempts, row.url, [], body, unsigned=NOT_SIGNED_ERROR
+            )
+        return ClaimedDelivery(row.id, row.endpoint_id, row.attempts, row.url, secrets, body)
 
     async def claim(self) -> list[ClaimedDelivery]:
         room = self.tuning.max_in_flight - sum(self.in_flight.values())
@@ -418,10 +458,7 @@ class WebhookSender:
             if row.status == "dead":
                 log.error("webhook_dead", delivery_id=str(row.id), endpoint_id=str(row.endpoint_id))
                 continue
-            secrets = [row.secret] + ([row.previous_secret] if row.previous_secret else [])
-            claimed.append(
-                ClaimedDelivery(row.id, row.endpoint_id, row.attempts, row.url, secrets, row.payload.encode())
-            )
+            claimed.append(self._claimed(row))
         return claimed
 
     def headers(self, item: ClaimedDelivery) -> dict[str, str]:
@@ -435,9 +472,14 @@ class WebhookSender:
             "webhook-signature": signature_header(item.secrets, msg_id, timestamp, item.body),
         }
 
+    async def _post(self, item: ClaimedDelivery, http: HttpSender) -> AttemptOutcome:
+        if item.unsigned is not None:
+            return AttemptOutcome(None, 0, error=item.unsigned)
+        return await http.post(item.url, self.headers(item), item.body)
+
     async def deliver(self, item: ClaimedDelivery, http: HttpSender) -> AttemptOutcome:
         """One attempt: post (no transaction open), then record the outcome."""
-        outcome = await http.post(item.url, self.headers(item), item.body)
+        outcome = await self._post(item, http)
         await self.record(item, outcome)
         return outcome
 
@@ -445,7 +487,7 @@ class WebhookSender:
         self, item: ClaimedDelivery, http: HttpSender
     ) -> ClaimedDelivery | None:
         """One attempt; after a success, the endpoint's next due delivery (claimed), if any."""
-        outcome = await http.post(item.url, self.headers(item), item.body)
+        outcome = await self._post(item, http)
         if not outcome.succeeded or self.stopping:
             await self.record(item, outcome)
             return None
@@ -469,8 +511,7 @@ class WebhookSender:
             log.info("webhook_delivered", delivery_id=str(item.id), endpoint_id=str(item.endpoint_id))
         if row.id is None:
             return None
-        secrets = [row.secret] + ([row.previous_secret] if row.previous_secret else [])
-        return ClaimedDelivery(row.id, row.endpoint_id, row.attempts, row.url, secrets, row.payload.encode())
+        return self._claimed(row)
 
     async def record(self, item: ClaimedDelivery, outcome: AttemptOutcome) -> None:
         delay = (

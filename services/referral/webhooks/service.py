@@ -17,11 +17,13 @@ from sqlalchemy import or_, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.access.secret_box import NoSecretKey, SecretBox
+from services.common.access.signing import new_secret
 from services.common.errors import Conflict, FieldProblem, InvalidFields, NotFound
-from services.common.pagination import DEFAULT_LIMIT, newest_first, page_of
+from services.common.http.pagination import DEFAULT_LIMIT, newest_first, page_of
 from services.common.queue import refresh_demand
-from services.common.signing import new_secret
-from services.referral.webhooks import models, schemas
+from services.referral.db import webhooks as models
+from services.referral.webhooks import schemas
 from services.referral.webhooks.consumer import CONSUMER_NAME
 from services.referral.webhooks.sender import disable_endpoint
 from services.referral.webhooks.ssrf import TargetError, TargetGuard
@@ -119,14 +121,26 @@ async def _refresh_demand(session: AsyncSession) -> None:
         raise
 
 
+def _sealing(box: SecretBox | None) -> SecretBox:
+    """The box that seals new secrets; without a configured key no secret can be kept (503)."""
+    if box is None:
+        raise ServiceUnavailableException(str(NoSecretKey()))
+    return box
+
+
 def _unique(values: list[Any]) -> list[str]:
     return list(dict.fromkeys(str(v) for v in values))
 
 
 async def create_endpoint(
-    session: AsyncSession, data: schemas.WebhookEndpointCreate, guard: TargetGuard, created_by: str
+    session: AsyncSession,
+    data: schemas.WebhookEndpointCreate,
+    guard: TargetGuard,
+    created_by: str,
+    box: SecretBox | None,
 ) -> tuple[models.WebhookEndpoint, str]:
-    """A new endpoint and its signing secret (returned once, never shown again)."""
+    """A new endpoint and its signing secret (returned once, never shown again; stored sealed)."""
+    sealing = _sealing(box)
     url = await _checked_url(guard, data.url)
     secret = new_secret()
     now = _now()
@@ -136,7 +150,7 @@ async def create_endpoint(
         description=data.description,
         event_types=_unique(data.event_types),
         destinations=_unique(data.destinations) if data.destinations is not None else None,
-        secret=secret,
+        secret=sealing.seal(secret),
         created_by=created_by,
         created_at=now,
         updated_at=now,
@@ -148,9 +162,12 @@ async def create_endpoint(
 
 
 async def get_endpoint(
-    session: AsyncSession, endpoint_id: uuid.UUID, *, lock: bool = False
+    session: AsyncSession, endpoint_id: uuid.UUID, *, lock: bool = False, deleted_too: bool = False
 ) -> models.WebhookEndpoint:
+    """The endpoint; a deleted one is missing (404) unless `deleted_too` (its delivery history)."""
     query = select(models.WebhookEndpoint).where(models.WebhookEndpoint.id == endpoint_id)
+    if not deleted_too:
+        query = query.where(models.WebhookEndpoint.deleted_at.is_(None))
     if lock:
         query = query.with_for_update()
     row = (await session.execute(query)).scalar_one_or_none()
@@ -175,7 +192,7 @@ async def list_endpoints(
     """Newest first. `destination` matches endpoints that get that destination's events (those
     filtered on it and those with no destination filter)."""
     e = models.WebhookEndpoint
-    query = select(e)
+    query = select(e).where(e.deleted_at.is_(None))
     if event_type is not None:
         query = query.where(e.event_types.any_() == event_type.value)
     if destination is not None:
@@ -215,24 +232,42 @@ async def update_endpoint(
     return row
 
 
+_DELETED_PENDING = text(
+    """
+    UPDATE referral.webhook_deliveries
+    SET status = 'dead', updated_at = now(),
+        last_error = left(coalesce(last_error || '; ', '') || 'endpoint deleted', 2000)
+    WHERE endpoint_id = :id AND status = 'pending'
+    """
+)
+
+
 async def delete_endpoint(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
-    """The endpoint, its deliveries and their attempts go; a send in flight is not recorded."""
+    """Soft delete: the endpoint is gone from the API (404, absent from lists) and gets no new
+    deliveries; its row and its delivery history stay (pending deliveries are marked dead, so
+    nothing more is sent). A send already in flight still records its outcome."""
     row = await get_endpoint(session, endpoint_id, lock=True)
-    await session.delete(row)
+    now = _now()
+    row.deleted_at = now
+    row.updated_at = now
     await session.flush()
+    await session.execute(_DELETED_PENDING, {"id": endpoint_id})
     await _refresh_demand(session)
 
 
-async def rotate_secret(session: AsyncSession, endpoint_id: uuid.UUID) -> schemas.SecretRotated:
+async def rotate_secret(
+    session: AsyncSession, endpoint_id: uuid.UUID, box: SecretBox | None
+) -> schemas.SecretRotated:
     """A new secret signs from now on; the one it replaces also signs for `ROTATION_GRACE`, so
     the subscriber can switch without losing a message. (Rotating again within the grace drops
-    the oldest secret.)"""
+    the oldest secret.) Both are kept sealed; the old one moves over as it is."""
+    sealing = _sealing(box)
     row = await get_endpoint(session, endpoint_id, lock=True)
     secret = new_secret()
     now = _now()
     row.previous_secret = row.secret
     row.previous_secret_expires_at = now + ROTATION_GRACE
-    row.secret = secret
+    row.secret = sealing.seal(secret)
     row.updated_at = now
     await session.flush()
     return schemas.SecretRotated(id=row.id, secret=secret, previous_secret_expires_at=now + ROTATION_GRACE)
@@ -250,12 +285,18 @@ class DeliveryFilters:
 
 
 async def list_deliveries(
-    session: AsyncSession, filters: DeliveryFilters, *, endpoint_id: uuid.UUID | None = None
+    session: AsyncSession,
+    filters: DeliveryFilters,
+    *,
+    endpoint_id: uuid.UUID | None = None,
+    deleted_too: bool = False,
 ) -> schemas.WebhookDeliveryPage:
+    """Newest first. With `deleted_too`, a deleted endpoint's history is listed too (the
+    delivery log keeps it); an endpoint's own delivery list is 404 once it is deleted."""
     d = models.WebhookDelivery
     query = select(d)
     if endpoint_id is not None:
-        await get_endpoint(session, endpoint_id)
+        await get_endpoint(session, endpoint_id, deleted_too=deleted_too)
         query = query.where(d.endpoint_id == endpoint_id)
     if filters.status is not None:
         query = query.where(d.status == filters.status.value)
