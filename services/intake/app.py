@@ -17,7 +17,7 @@ from services.common.settings import Settings
 from services.intake import fhir
 from services.intake.inbound import receive_intake_form
 from services.intake.intakes.controllers import IntakeController, PatientController
-from services.intake.intakes.services import purge_expired_keys
+from services.intake.intakes.services import patient_ids_by_mrn, purge_expired_keys
 from services.intake.mirror import referral_mirror
 from services.intake.pages import TEMPLATES, front_desk_pages
 
@@ -55,6 +55,7 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
             front_desk_pages(),
         ],
         template_dirs=[TEMPLATES],
+        patients_by_mrn=patient_ids_by_mrn,
         workers=[idempotency_purge],
         consumers=[referral_mirror],
         state={"clinic_clock": clock or SystemClock()},

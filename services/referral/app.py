@@ -13,6 +13,7 @@ from services.referral import fhir, webhooks
 from services.referral.followups import FollowUpController, follow_up_worker
 from services.referral.pages import TEMPLATES, referral_pages
 from services.referral.referrals.controllers import ReferralController
+from services.referral.referrals.services import patient_ids_by_mrn
 from services.referral.reports import ReportController
 from services.referral.triage_api import TriageController
 from services.referral.triage_consumer import triage_consumer
@@ -38,6 +39,7 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
             referral_pages(),
         ],
         template_dirs=[TEMPLATES],
+        patients_by_mrn=patient_ids_by_mrn,
         consumers=[triage_consumer(settings, clock), webhooks.consumer],
         workers=[webhooks.sender_worker, follow_up_worker],
         state={"clinic_clock": clock},

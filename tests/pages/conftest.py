@@ -99,9 +99,11 @@ async def make_user(
     *,
     change_password: bool = True,
     destination: str | None = None,
+    name: str | None = None,
 ) -> tuple[str, str]:
-    """An account as `clinic users create` makes it; returns (email, password). With
-    `change_password` the first-sign-in change is already done (to PASSWORD)."""
+    """An account as `clinic users create` makes it (named `name`, else "Robin <Role>"); returns
+    (email, password). With `change_password` the first-sign-in change is already done (to
+    PASSWORD)."""
     engine = create_engine(settings.database_url or "", null_pool=True)
     try:
         async with AsyncSession(engine, expire_on_commit=False) as session:
@@ -109,7 +111,7 @@ async def make_user(
             temporary, user = await accounts.create_user(
                 session,
                 role=role,
-                name=f"Robin {role.replace('_', ' ').title()}",
+                name=name or f"Robin {role.replace('_', ' ').title()}",
                 email=email,
                 destination=destination,
                 now=dt.datetime.now(dt.UTC),

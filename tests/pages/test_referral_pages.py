@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -52,10 +52,16 @@ async def publish_intake(engine: AsyncEngine, vignette: str) -> str:
 
 
 async def signed_in(
-    browser: Browser, site: Site, role: str, destination: str | None = None, *, then: str = "/"
+    browser: Browser,
+    site: Site,
+    role: str,
+    destination: str | None = None,
+    *,
+    then: str = "/",
+    name: str | None = None,
 ) -> Page:
     """A new browser signed in on the referral service as a new account of `role`, at `then`."""
-    email, password = await make_user(site.settings, role, destination=destination)
+    email, password = await make_user(site.settings, role, destination=destination, name=name)
     context = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
     page = await context.new_page()
     page.set_default_timeout(15_000)
@@ -220,7 +226,29 @@ async def test_the_worklist_and_an_action_with_the_keyboard_alone(
             break
     await page.keyboard.press("Enter")
     await expect(page.locator("#referral-status")).to_have_text("Accepted")
+    # Schedule: the date and time typed into their fields, the button pressed with Enter.
+    when = dt.date.today() + dt.timedelta(days=2)
+    await tab_to(page, page.get_by_label("Appointment date"))
+    await page.keyboard.type(when.strftime("%m%d%Y"))  # en-US: month, day, year
+    await tab_to(page, page.get_by_label("Time (clinic time)"))  # past the date picker's button
+    await page.keyboard.type("0945AM")
+    await tab_to(page, page.get_by_role("button", name="Schedule the appointment"))
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#referral-status")).to_have_text("Scheduled")
+    await expect(page.get_by_text(when.isoformat() + " 09:45")).to_be_visible()
+    await tab_to(page, page.get_by_role("button", name="Mark completed"))
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#referral-status")).to_have_text("Completed")
     await page.context.close()
+
+
+async def tab_to(page: Page, target: Locator, presses: int = 80) -> None:
+    """Press Tab until `target` has the focus (as a keyboard user moves through the page)."""
+    for _ in range(presses):
+        await page.keyboard.press("Tab")
+        if await target.evaluate("el => el === document.activeElement"):
+            return
+    raise AssertionError("Tab never reached the control")
 
 
 async def test_the_letter_is_printable(browser: Browser, site: Site, engine: AsyncEngine) -> None:
@@ -340,7 +368,7 @@ async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
         admin = await signed_in(browser, site, "admin", then="/admin/webhooks")
         url = f"http://127.0.0.1:{server.server_address[1]}/hook-{uuid.uuid4().hex[:6]}"
         await admin.get_by_label("URL").fill(url)
-        await admin.get_by_label("referral.created").check()
+        await admin.get_by_label("Referral created").check()  # the vocabulary's words, not codes
         await admin.get_by_role("button", name="Register the endpoint").click()
         secret = await admin.locator("#new-secret").inner_text()
         assert secret.startswith("whsec_")
@@ -349,7 +377,8 @@ async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
         assert secret not in await admin.content()  # shown once only
 
         family = await publish_intake(engine, "P12")
-        deliveries = admin.locator("#deliveries tbody tr").filter(has_text="referral.created")
+        await expect(admin.locator("main")).not_to_contain_text("referral.created")
+        deliveries = admin.locator("#deliveries tbody tr").filter(has_text="Referral created")
         for _ in range(80):
             await admin.reload()
             if await deliveries.filter(has_text="succeeded").count():
@@ -391,6 +420,9 @@ async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
         await admin.get_by_label("Destination (specialists)", exact=True).select_option("pain_management")
         await admin.get_by_role("button", name="Create the account").click()
         await expect(admin.get_by_role("status")).to_contain_text(email)
+        account = admin.get_by_role("row").filter(has_text=email)
+        await expect(account).to_contain_text("Specialist (Pain management)")
+        await expect(admin.locator("main")).not_to_contain_text("pain_management")
         await admin.get_by_role("button", name=f"Disable {email}").click()
         await expect(admin.get_by_role("status")).to_contain_text("is disabled")
         await assert_accessible(admin)
@@ -432,11 +464,13 @@ async def test_an_admin_replays_a_dead_letter_on_each_service(
     await admin.goto(f"{site.referral}/admin/dead")
     row = admin.locator("#dead-letters tbody tr").filter(has_text=str(delivery_id))
     await expect(row).to_contain_text("database down")
+    await expect(row).to_contain_text("Triage of new and amended intakes")  # words, not codes
+    await expect(row).to_contain_text("Intake submitted")
     await assert_accessible(admin)
     await screenshot(admin, "admin-dead-letters")
     # The intake service lists its own consumers' only.
     await admin.goto(f"{site.intake}/admin/dead")
-    await expect(admin.locator("#dead-letters")).not_to_contain_text("referral.triage")
+    await expect(admin.locator("#dead-letters")).not_to_contain_text("Triage of new and amended intakes")
     await admin.goto(f"{site.referral}/admin/dead")
     await row.get_by_role("button").click()
     await expect(admin.get_by_role("status")).to_have_text(f"Delivery {delivery_id} queued again.")
@@ -498,3 +532,117 @@ async def test_the_worklist_finds_a_patient_by_name_or_mrn_and_pages_through_the
     await expect(rows).to_have_count(WORKLIST_PAGE)
     await assert_accessible(page)
     await page.context.close()
+
+
+async def test_an_admin_finds_their_own_read_of_a_patient_in_the_access_audit(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    """Opening a referral is recorded; the admin finds that read by the patient's MRN (resolved to
+    the patient's id), by the patient's id, by their own name and by time; other roles get the
+    same refusal as the other admin pages."""
+    family = await publish_intake(engine, "P12")
+    name = f"Ada Audit{uuid.uuid4().hex[:6]}"
+    admin = await signed_in(browser, site, "admin", then="/worklist", name=name)
+    url = await open_from_worklist(admin, site, family)
+    referral_id = url.rsplit("/", 1)[1]
+    async with AsyncSession(engine) as session:
+        patient = (
+            await session.execute(
+                text("SELECT patient FROM referral.referrals WHERE id = :id"), {"id": referral_id}
+            )
+        ).scalar_one()
+    await admin.get_by_role("link", name="Access audit").click()
+    await expect(admin.get_by_role("heading", name="Access audit of the referral service")).to_be_visible()
+    read = admin.locator("#audit tbody tr").filter(has_text=referral_id).filter(has_text=name)
+
+    await admin.get_by_label("Patient (id or MRN)").fill(patient["mrn"])
+    await admin.get_by_role("button", name="Search").click()
+    await expect(read.first).to_be_visible()
+    await expect(admin.get_by_text(f"MRN {patient['mrn']} is patient")).to_contain_text(patient["patient_id"])
+    await assert_accessible(admin)
+    await screenshot(admin, "admin-access-audit")
+    # Every row found names the patient; the patient's id link searches by that id.
+    await read.first.get_by_role("link", name=patient["patient_id"]).click()
+    await expect(admin.get_by_label("Patient (id or MRN)")).to_have_value(patient["patient_id"])
+    await expect(read.first).to_be_visible()
+
+    # By their own name alone, newest first: their latest request (the search) comes first.
+    await admin.goto(f"{site.referral}/admin/audit")
+    await admin.get_by_label("Who (name or id)").fill(name)
+    await admin.get_by_label("Who (name or id)").press("Enter")
+    await expect(read.first).to_be_visible()
+    rows = admin.locator("#audit tbody tr")
+    assert await rows.count() == await rows.filter(has_text=name).count()
+    first_at = await rows.nth(0).locator("td").first.inner_text()
+    last_at = await rows.nth(await rows.count() - 1).locator("td").first.inner_text()
+    assert first_at >= last_at
+
+    # By time (UTC): an hour around now finds it; a range that ended an hour ago does not.
+    now = dt.datetime.now(dt.UTC)
+    stamp = "%Y-%m-%dT%H:%M"
+    await admin.get_by_label("From (UTC)").fill((now - dt.timedelta(hours=1)).strftime(stamp))
+    await admin.get_by_label("Until (UTC)").fill((now + dt.timedelta(hours=1)).strftime(stamp))
+    await admin.get_by_role("button", name="Search").click()
+    await expect(read.first).to_be_visible()
+    await admin.get_by_label("From (UTC)").fill((now - dt.timedelta(hours=3)).strftime(stamp))
+    await admin.get_by_label("Until (UTC)").fill((now - dt.timedelta(hours=1)).strftime(stamp))
+    await admin.get_by_role("button", name="Search").click()
+    await expect(admin.locator("#audit tbody")).to_have_text("No access matches.")
+    # A date that is not one, and a range the wrong way round: each named, no error page.
+    response = await admin.goto(f"{site.referral}/admin/audit?since=soon&until=2020-01-01T00:00")
+    assert response is not None and response.status == 422
+    await expect(admin.get_by_role("alert")).to_contain_text("From (UTC)")
+    await expect(admin.get_by_role("link", name=re.compile("^Until"))).to_have_count(0)
+    response = await admin.goto(
+        f"{site.referral}/admin/audit?since=2021-01-01T00:00&until=2020-01-01T00:00&cursor=bad"
+    )
+    assert response is not None and response.status == 422
+    await expect(admin.get_by_role("alert")).to_contain_text("Until (UTC): Must be later")
+    # An MRN nobody has; a cursor this page did not give starts from the top.
+    await admin.goto(f"{site.referral}/admin/audit?patient=NO-SUCH-MRN")
+    await expect(admin.get_by_role("status")).to_contain_text("No patient on this service has the MRN")
+    response = await admin.goto(f"{site.referral}/admin/audit?actor={name}&cursor=garbage")
+    assert response is not None and response.status == 200
+    await expect(read.first).to_be_visible()
+    # The intake service shows its own rows: the referral read is not among them.
+    await admin.goto(f"{site.intake}/admin/audit?actor={name}")
+    await expect(admin.get_by_role("heading", name="Access audit of the intake service")).to_be_visible()
+    await expect(admin.locator("#audit")).not_to_contain_text(referral_id)
+    await assert_accessible(admin)
+    await admin.context.close()
+
+    # Admin only, on both services, as the other admin pages.
+    for role, destination in (("clinician", None), ("specialist", "pain_management"), ("front_desk", None)):
+        other = await signed_in(browser, site, role, destination)
+        await expect(other.get_by_role("link", name="Access audit")).to_have_count(0)
+        for base in (site.referral, site.intake):
+            response = await other.goto(f"{base}/admin/audit?patient={patient['patient_id']}")
+            assert response is not None and response.status == 403, (role, base)
+            assert referral_id not in await other.content()
+        await other.context.close()
+
+
+async def test_the_brand_link_takes_each_person_to_their_own_first_page(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    family = await publish_intake(engine, "P12")
+    specialist = await signed_in(browser, site, "specialist", "pain_management")
+    await open_from_worklist(specialist, site, family)
+    await specialist.get_by_role("link", name="Back-pain clinic").click()
+    await specialist.wait_for_url(f"{site.referral}/worklist")
+    await expect(specialist.get_by_role("heading", level=1)).to_contain_text("Worklist")
+    # The intake service's home is the front desk's: a specialist landing there (signing in
+    # there, a bookmark) is sent on to their worklist, not shown a refusal.
+    response = await specialist.goto(f"{site.intake}/")
+    assert response is not None and response.status == 200
+    assert specialist.url == f"{site.referral}/worklist"
+    await specialist.context.close()
+
+    clinician = await signed_in(browser, site, "clinician", then="/report")
+    await clinician.get_by_role("link", name="Back-pain clinic").click()
+    await clinician.wait_for_url(f"{site.referral}/review")
+    await clinician.context.close()
+    desk = await signed_in(browser, site, "front_desk", then="/worklist")
+    await desk.get_by_role("link", name="Back-pain clinic").click()
+    await desk.wait_for_url(f"{site.intake}/")
+    await desk.context.close()

@@ -11,7 +11,6 @@ session, and the guard is a coroutine: no thread hop per request.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import secrets
 import time
@@ -29,6 +28,7 @@ from sqlalchemy import DateTime, String, Uuid, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from services.common.contracts.vocabulary import Role as Role
 from services.common.contracts.vocabulary import SpecialistDestination
 from services.common.db.engine import AccessBase
 
@@ -36,13 +36,6 @@ from services.common.db.engine import AccessBase
 Destination = SpecialistDestination
 
 KEY_PREFIX = "clk_"
-
-
-class Role(enum.StrEnum):
-    front_desk = "front_desk"
-    specialist = "specialist"
-    clinician = "clinician"
-    admin = "admin"
 
 
 class ApiKey(AccessBase):

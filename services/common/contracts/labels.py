@@ -24,7 +24,7 @@ from services.common.contracts.intake_body import (
     TreatmentOutcome,
     Trend,
 )
-from services.common.contracts.vocabulary import Destination, Priority
+from services.common.contracts.vocabulary import Destination, Priority, Word
 
 VALUE_LABELS: Final[Mapping[enum.Enum, str]] = {
     Region.LOWER_BACK: "Lower back",
@@ -169,3 +169,10 @@ def field_label(path: str) -> str:
         return f"Treatments tried, row {int(index) + 1}: {sub}" if index.isdigit() else path
     base = path.split("[", 1)[0]
     return FIELD_LABELS.get(base, path)
+
+
+def word_labels(kind: type[Word]) -> dict[str, str]:
+    """Each value of a closed set of the vocabulary with its label: how a page shows a stored code
+    (a role, a destination, an event type) in words. A value the set no longer has is shown as
+    stored (`.get(value, value)`)."""
+    return {str(w.value): w.label for w in kind}

@@ -1,6 +1,6 @@
 """The clinic's closed sets of words, each defined once, each value with a plain-language label.
 
-Everything that names a destination, a priority, a referral status or move, an answer on the
+Everything that names a role, a destination, a priority, a referral status or move, an answer on the
 intake form, an event type or a queue consumer imports it from here: triage, the form parser, the
 API schemas (so the OpenAPI documents list the values), auth, the CLI, webhooks and any page that
 shows a label. The values are the ones stored in the database and sent in JSON (StrEnum: a member
@@ -32,6 +32,7 @@ __all__ = [
     "ReferralStatus",
     "Region",
     "RiskFactor",
+    "Role",
     "Sex",
     "SpecialistDestination",
     "SubscribableEvent",
@@ -62,6 +63,18 @@ class Word(enum.StrEnum):
         members = [(w.name, (w.value, w.label)) for w in of if w not in left_out]
         made: Any = Word(name, members, module=__name__)  # type: ignore[call-arg, arg-type]
         return cast(type[Word], made)
+
+
+# --- Who works with the system --------------------------------------------------------------------
+
+
+class Role(Word):
+    """A staff account's or an API key's role (member names as stored: lower case)."""
+
+    front_desk = "front_desk", "Front desk"
+    specialist = "specialist", "Specialist"
+    clinician = "clinician", "Clinician"
+    admin = "admin", "Administrator"
 
 
 # --- Where a referral goes, and how soon --------------------------------------------------------

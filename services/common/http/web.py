@@ -38,6 +38,7 @@ from services.common.http.deps import DEPENDENCIES
 from services.common.http.input_limits import InputLimitsMiddleware
 from services.common.http.openapi import OutgoingWebhook, finish_document
 from services.common.http.pages import common_page_handlers, template_config
+from services.common.http.pages.audit import MrnLookup, audit_pages
 from services.common.http.pages.dead_letters import dead_letter_pages
 from services.common.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.http.security_headers import add_security_headers
@@ -72,6 +73,8 @@ class ServiceSpec:
     webhooks: Sequence[OutgoingWebhook] = ()
     #: The service's own page templates, beside the shared layout (services/common/http/pages).
     template_dirs: Sequence[Path] = ()
+    #: The patients this service knows by an MRN, for the access audit page's search by MRN.
+    patients_by_mrn: MrnLookup | None = None
 
 
 @get(
@@ -172,6 +175,7 @@ def build_app(
             AuditController,
             *common_page_handlers(),
             dead_letter_pages(c.name for c in spec.consumers),
+            audit_pages(spec.patients_by_mrn),
             *spec.route_handlers,
         ],
         template_config=template_config(spec.template_dirs),

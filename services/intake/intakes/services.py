@@ -229,6 +229,11 @@ async def _patient_by_mrn(session: AsyncSession, mrn: str) -> Patient | None:
     ).scalar_one_or_none()
 
 
+async def patient_ids_by_mrn(session: AsyncSession, mrn: str) -> list[uuid.UUID]:
+    """The patient with this MRN (the access audit's search by MRN): none or one."""
+    return list((await session.execute(select(Patient.id).where(Patient.mrn == mrn))).scalars())
+
+
 #: What identifies a patient beside the MRN: a form naming a known MRN must agree on these.
 IDENTITY_FIELDS = ("given_name", "family_name", "birth_date")
 

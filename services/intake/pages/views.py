@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, get, post
+from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
@@ -35,7 +35,15 @@ from services.common.contracts.intake_body import (
     Trend,
 )
 from services.common.contracts.intake_form import latest_today, parse_intake
-from services.common.http.pages import Staff, form_of, page_router, redirect, render, require_staff_role
+from services.common.http.pages import (
+    Staff,
+    form_of,
+    home_url,
+    page_router,
+    redirect,
+    render,
+    require_staff_role,
+)
 from services.common.http.problems import UnprocessableProblem
 from services.common.http.web import DbSession
 from services.intake.intakes import services
@@ -92,7 +100,11 @@ def _common(**context: Any) -> dict[str, Any]:
 
 
 @get("/")
-async def home(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
+async def home(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Response[Any]:
+    """The front desk's home. A specialist reads no intake: their first page is their worklist on
+    the referral service (after signing in here, or from a bookmark)."""
+    if staff.role is Role.specialist:
+        return redirect(home_url(request, staff))
     require_staff_role(staff, *READERS)
     now = now_of(request.app.state)
     start = dt.datetime.combine(today_utc(now), dt.time(), tzinfo=dt.UTC)

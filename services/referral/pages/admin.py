@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.access import accounts
 from services.common.access.auth import ApiKey, Destination, KeyError_, Role, create_api_key, revoke_api_key
 from services.common.clock import now_of
+from services.common.contracts import labels
+from services.common.contracts.vocabulary import EventType
 from services.common.errors import Conflict, InvalidFields
 from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
 from services.common.http.web import DbSession
@@ -31,10 +33,16 @@ from services.referral.webhooks.service import DeliveryFilters
 ROLES = [r.value for r in Role]
 DESTINATIONS = [d.value for d in Destination]
 EVENT_TYPES = [e.value for e in schemas.EventType]
+#: How the pages show those codes: the vocabulary's words.
+WORDS = {
+    "role_labels": labels.word_labels(Role),
+    "destination_labels": labels.word_labels(Destination),
+    "event_labels": labels.word_labels(EventType),
+}
 
 
 def _context(**context: Any) -> dict[str, Any]:
-    return {"roles": ROLES, "destinations": DESTINATIONS, "event_types": EVENT_TYPES, **context}
+    return {"roles": ROLES, "destinations": DESTINATIONS, "event_types": EVENT_TYPES, **WORDS, **context}
 
 
 def _first(values: dict[str, list[str]], name: str) -> str:

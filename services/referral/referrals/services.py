@@ -190,6 +190,17 @@ async def create_referral(
     return referral
 
 
+async def patient_ids_by_mrn(session: AsyncSession, mrn: str) -> list[uuid.UUID]:
+    """The intake service's patient ids that this service's referrals know by this MRN (the
+    access audit's search by MRN, from the referrals' patient snapshots)."""
+    found = await session.execute(
+        select(Referral.patient["patient_id"].astext)
+        .where(Referral.patient["mrn"].astext == mrn, Referral.patient["patient_id"].astext.is_not(None))
+        .distinct()
+    )
+    return sorted(uuid.UUID(value) for value in found.scalars())
+
+
 def patient_snapshot(event: IntakeSubmitted) -> dict[str, Any]:
     p = event.intake.patient
     return {

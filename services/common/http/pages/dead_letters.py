@@ -14,6 +14,8 @@ from litestar.params import FromPath
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.contracts import labels
+from services.common.contracts.vocabulary import ConsumerName, EventType
 from services.common.http.pages.web import Staff, page_router, redirect, render, require_staff_role
 from services.common.queue import dead_deliveries, replay_dead
 
@@ -36,6 +38,8 @@ def dead_letter_pages(consumers: Iterable[str]) -> Router:
             consumers=owned,
             notice=request.query_params.get("notice"),
             title="Dead letters",
+            event_labels=labels.word_labels(EventType),
+            consumer_labels=labels.word_labels(ConsumerName),
         )
 
     @post("/admin/dead/{delivery_id:int}/replay", status_code=200, media_type=MediaType.HTML)

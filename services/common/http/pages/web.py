@@ -151,6 +151,15 @@ def other_service_url(request: Request[Any, Any, Any], service: str) -> str:
     return f"{request.url.scheme}://{request.url.hostname}:{port}"
 
 
+def home_url(request: Request[Any, Any, Any], staff: StaffMember | None) -> str:
+    """Each person's own first page: the front desk's home on the intake service, the referral
+    service's `/` for the other roles (it sends each to their own first page)."""
+    if staff is None:
+        return "/"
+    service = "intake" if staff.role is Role.front_desk else "referral"
+    return other_service_url(request, service) + "/"
+
+
 def render(
     request: Request[Any, Any, Any], template: str, status_code: int = 200, **context: Any
 ) -> Template:
@@ -162,6 +171,7 @@ def render(
     context["intake_url"] = other_service_url(request, "intake")
     context["referral_url"] = other_service_url(request, "referral")
     context["request_path"] = request.url.path
+    context["home_url"] = home_url(request, context["staff"])
     response = Template(template_name=template, context=context, status_code=status_code)
     new = request.scope.get("clinic_new_csrf")  # type: ignore[typeddict-item]
     if new:
