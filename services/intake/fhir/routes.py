@@ -25,21 +25,23 @@ from services.common.contracts.fhir import (
     FhirError,
     Issue,
     ResourceId,
-    SearchParam,
     check_id,
-    date_filters,
     fhir_response,
     fhir_router,
     instant,
     mrn_identifier,
     mrn_system,
     not_found,
+    settings_of,
+    uuid_id,
+)
+from services.common.contracts.fhir_search import (
+    SearchParam,
+    date_filters,
     parse_search,
     reference_id,
     searchset,
-    settings_of,
     token,
-    uuid_id,
 )
 from services.common.contracts.intake_form import latest_today, parse_intake
 from services.common.http.problems import UnprocessableProblem

@@ -21,16 +21,18 @@ from services.common.access.auth import principal_of
 from services.common.clock import now_of
 from services.common.contracts.fhir import (
     ResourceId,
-    SearchParam,
-    date_filters,
     fhir_response,
     fhir_router,
     not_found,
+    settings_of,
+    uuid_id,
+)
+from services.common.contracts.fhir_search import (
+    SearchParam,
+    date_filters,
     parse_search,
     reference_id,
     searchset,
-    settings_of,
-    uuid_id,
 )
 from services.common.http.web import DbSession
 from services.common.settings import Settings
