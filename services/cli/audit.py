@@ -42,7 +42,7 @@ def format_entries(entries: list[AuditEntry]) -> list[str]:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from services.cli import _run_async, _with_engine
+    from services.cli.common import run_async, with_engine
 
     async def body(engine: AsyncEngine) -> list[AuditEntry]:
         query = audit_query(
@@ -55,6 +55,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
         async with AsyncSession(engine) as session:
             return (await audit_page(session, query, max(1, args.limit), None)).items
 
-    entries: list[AuditEntry] = _run_async(lambda s: _with_engine(s, body))
+    entries: list[AuditEntry] = run_async(lambda s: with_engine(s, body))
     print("\n".join(format_entries(entries)))
     return 0

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from services.cli import is_ready, wait_until_ready
+from services.cli.run import is_ready, wait_until_ready
 from services.common.clock import clinic_today
 from services.common.settings import get_settings
 from services.vignettes import load_vignettes

@@ -43,14 +43,14 @@ def format_dead(rows: list[DeadDelivery]) -> list[str]:
 
 
 def cmd_events_dead(args: argparse.Namespace) -> int:
-    from services.cli import _run_async, _with_engine
+    from services.cli.common import run_async, with_engine
 
     async def body(engine: AsyncEngine) -> list[DeadDelivery]:
         async with engine.connect() as conn:
             consumers = [args.consumer] if args.consumer else None
             return await dead_deliveries(conn, consumers, limit=max(1, args.limit))
 
-    rows: list[DeadDelivery] = _run_async(lambda s: _with_engine(s, body))
+    rows: list[DeadDelivery] = run_async(lambda s: with_engine(s, body))
     if not rows:
         print("no dead deliveries", file=sys.stderr)
         return 0
@@ -61,7 +61,7 @@ def cmd_events_dead(args: argparse.Namespace) -> int:
 def cmd_events_replay(args: argparse.Namespace) -> int:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from services.cli import _run_async, _with_engine
+    from services.cli.common import run_async, with_engine
     from services.common.access.audit import acting_as
 
     async def body(engine: AsyncEngine) -> bool:
@@ -74,7 +74,7 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
                     await session.commit()
                 return done
 
-    if not _run_async(lambda s: _with_engine(s, body)):
+    if not run_async(lambda s: with_engine(s, body)):
         print(f"clinic events replay: no dead delivery with id {args.id}", file=sys.stderr)
         return 1
     print(f"delivery {args.id} re-queued", file=sys.stderr)

@@ -38,7 +38,7 @@ def _ask_ready(service: str, port: int | None) -> tuple[bool, str]:
 
 
 def register(sub: Any) -> None:
-    from services.cli import SERVICES
+    from services.cli.common import SERVICES
 
     health = sub.add_parser(
         "health",

@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
 
 
 def _run(work: Callable[[AsyncSession, dt.datetime], Awaitable[Any]], command: str) -> tuple[int, Any]:
-    from services.cli import _run_async, _with_engine
+    from services.cli.common import run_async, with_engine
 
     async def body(engine: AsyncEngine) -> Any:
         async with AsyncSession(engine, expire_on_commit=False) as session:
@@ -50,7 +50,7 @@ def _run(work: Callable[[AsyncSession, dt.datetime], Awaitable[Any]], command: s
             return result
 
     try:
-        return 0, _run_async(lambda s: _with_engine(s, body))
+        return 0, run_async(lambda s: with_engine(s, body))
     except accounts.AccountError as exc:
         print(f"clinic users {command}: {exc}", file=sys.stderr)
         return 2, None
