@@ -107,6 +107,9 @@ def configure_logging(*, json: bool = True, level: str = "INFO") -> None:
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
+            # A line below the logger's level is dropped before any processor runs (the request
+            # log's line per request costs nothing at `warning`).
+            structlog.stdlib.filter_by_level,
             *_shared_processors(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import structlog
@@ -44,6 +44,7 @@ from sqlalchemy import (
     Index,
     SmallInteger,
     String,
+    Table,
     Uuid,
     event,
     func,
@@ -55,6 +56,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 from sqlalchemy.sql.dml import ValuesBase
+from sqlalchemy.sql.elements import BindParameter
 
 from services.common.db.engine import AccessBase
 
@@ -100,6 +102,11 @@ class AuditEvent(AccessBase):
     status: Mapped[int | None] = mapped_column(SmallInteger)
     #: Administrative changes: `[{"table", "id", "before", "after"}]`, secrets left out.
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+#: One audit row (the parameters: `AccessContext.row`); a Core statement compiled once, not an
+#: ORM insert built and compiled per request.
+_INSERT_ROW = insert(cast(Table, AuditEvent.__table__))
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,15 +297,38 @@ def _on_execute(state: ORMExecuteState) -> None:
         return
     params = state.parameters
     rows = params if isinstance(params, list) else [params or {}]
-    if (state.is_insert or state.is_update) and isinstance(state.statement, ValuesBase):
-        compiled = state.statement.compile().params
-        table = getattr(getattr(state.statement, "table", None), "name", None)
-        if table == "patients" and (found := _as_uuid(compiled.get("id"))) is not None:
-            ctx.patients.add(found)
-        rows = [*rows, compiled]
+    statement = state.statement
+    if (state.is_insert or state.is_update) and isinstance(statement, ValuesBase):
+        table = getattr(getattr(statement, "table", None), "name", None)
+        if table == AuditEvent.__tablename__:
+            return  # the audit's own row
+        rows = [*rows, *_values_of(statement)]
+        if table == "patients":
+            ctx.patients.update(
+                f for row in rows if isinstance(row, Mapping) and (f := _as_uuid(row.get("id"))) is not None
+            )
     for row in rows:
         if isinstance(row, Mapping) and (found := _as_uuid(row.get("patient_id"))) is not None:
             ctx.patients.add(found)
+
+
+def _values_of(statement: ValuesBase) -> list[dict[str, Any]]:
+    """The values an INSERT or UPDATE statement carries, by column key, read from the statement
+    itself: compiling it for its parameters (uncached) cost more than the statement's execution."""
+    given: list[Any] = [statement._values] if statement._values else []
+    for many in statement._multi_values:
+        given.extend(many)
+    rows: list[dict[str, Any]] = []
+    for values in given:
+        if not isinstance(values, Mapping):
+            continue  # positional rows name no column
+        row: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key if isinstance(key, str) else getattr(key, "key", None)
+            if isinstance(name, str):
+                row[name] = value.effective_value if isinstance(value, BindParameter) else value
+        rows.append(row)
+    return rows
 
 
 @event.listens_for(Session, "before_flush")
@@ -337,7 +367,7 @@ def _on_before_commit(session: Session) -> None:
     if actor is None:
         return
     session.flush()
-    session.execute(insert(AuditEvent).values(**ctx.row(actor, "ok", None)))
+    session.execute(_INSERT_ROW, ctx.row(actor, "ok", None))
     session.info["audit_pending"] = True
 
 
@@ -411,7 +441,7 @@ def _context_for(scope: Scope, service: str) -> AccessContext:
 
 async def write_row(engine: AsyncEngine, values: dict[str, Any]) -> None:
     async with engine.begin() as conn:
-        await conn.execute(insert(AuditEvent).values(**values))
+        await conn.execute(_INSERT_ROW, values)
 
 
 class AuditMiddleware:

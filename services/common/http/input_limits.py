@@ -22,6 +22,8 @@ _NUL_ESCAPE = re.compile(rb"\\u0000", re.I)
 
 def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether `body` (JSON text, valid or not) opens more than `limit` arrays or objects at once."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # cannot nest deeper than it opens (the usual body: no walk at all)
     depth, in_string, escaped_at = 0, False, -2
     for match in _TOKENS.finditer(body):
         token, at = match.group(), match.start()

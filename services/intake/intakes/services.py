@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Table, Text, cast, delete, func, select, text, tuple_, update
+from sqlalchemy import Table, Text, bindparam, cast, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -176,28 +176,48 @@ class Author:
     id: uuid.UUID | None = None
 
 
+_PATIENTS: Table = Patient.__table__  # type: ignore[assignment]
+# Core, built once: the ORM's bulk-insert bookkeeping, or building the statement per request with
+# its values inline, cost more than executing it.
+_NEW_PATIENT = (
+    pg_insert(_PATIENTS)
+    .values(
+        {
+            name: bindparam(name, type_=_PATIENTS.c[name].type)
+            for name in (
+                "id",
+                "mrn",
+                "given_name",
+                "family_name",
+                "birth_date",
+                "sex",
+                "phone",
+                "email",
+                "created_at",
+                "updated_at",
+            )
+        }
+    )
+    .on_conflict_do_nothing(index_elements=[_PATIENTS.c.mrn])
+    .returning(_PATIENTS.c.id)
+)
+
+
 async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author) -> uuid.UUID | None:
     """Insert a patient; None if the MRN is already taken (by a concurrent request, say)."""
-    patient_id = uuid.uuid4()
-    table: Table = Patient.__table__  # type: ignore[assignment]
-    stmt = (
-        pg_insert(table)  # Core: the ORM's bulk-insert bookkeeping costs more than the statement
-        .values(
-            id=patient_id,
-            mrn=patient.mrn,
-            given_name=patient.given_name,
-            family_name=patient.family_name,
-            birth_date=patient.birth_date,
-            sex=patient.sex.value,
-            phone=patient.phone,
-            email=patient.email,
-            created_at=author.at,
-            updated_at=author.at,
-        )
-        .on_conflict_do_nothing(index_elements=[table.c.mrn])
-        .returning(table.c.id)
-    )
-    created: uuid.UUID | None = (await session.execute(stmt)).scalar_one_or_none()
+    values = {
+        "id": uuid.uuid4(),
+        "mrn": patient.mrn,
+        "given_name": patient.given_name,
+        "family_name": patient.family_name,
+        "birth_date": patient.birth_date,
+        "sex": patient.sex.value,
+        "phone": patient.phone,
+        "email": patient.email,
+        "created_at": author.at,
+        "updated_at": author.at,
+    }
+    created: uuid.UUID | None = (await session.execute(_NEW_PATIENT, values)).scalar_one_or_none()
     return created
 
 
