@@ -26,7 +26,7 @@ from services.common.access.accounts import StaffMember
 from services.common.access.auth import Principal, Role
 from services.common.clock import now_of
 from services.common.contracts import labels
-from services.common.contracts.vocabulary import Action
+from services.common.contracts.vocabulary import OPEN_STATUSES, Action
 from services.common.errors import Conflict, InvalidFields
 from services.common.http.pages import Staff, form_of, page_router, redirect, render, require_staff_role
 from services.common.http.pagination import decode_cursor, encode_cursor, page_of
@@ -45,19 +45,10 @@ from services.referral.referrals.actions import (
     may_act,
 )
 from services.referral.referrals.deps import Referrals, load_visible
+from services.referral.referrals.lifecycle import PRIORITIES, STATUSES, allowed_actions
+from services.referral.referrals.queries import cursor_key, worklist_cursor, worklist_query
 from services.referral.referrals.schemas import ClinicalPicture
-from services.referral.referrals.services import (
-    OPEN_STATUSES,
-    PRIORITIES,
-    STATUSES,
-    allowed_actions,
-    cursor_key,
-    sees_clinical,
-    to_out,
-    worklist_cursor,
-    worklist_query,
-)
-from services.referral.referrals.web import shaped_for
+from services.referral.referrals.shaping import sees_clinical, shaped_for, to_out
 from services.referral.reports.controllers import DEFAULT_PERIOD
 from services.referral.reports.services import referral_report, report_series
 from services.referral.triage import Destination
