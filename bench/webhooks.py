@@ -33,8 +33,9 @@ from services.common.access.signing import new_secret, signature_header
 from services.common.contracts.events import Envelope, ReferralCreated
 from services.common.db.engine import create_engine
 from services.referral.webhooks.consumer import enqueue_deliveries
-from services.referral.webhooks.sender import SenderTuning, WebhookSender
+from services.referral.webhooks.sender import WebhookSender
 from services.referral.webhooks.ssrf import TargetGuard
+from services.referral.webhooks.tuning import SenderTuning
 
 BODY = (
     b'{"type":"referral.created","timestamp":"2026-11-30T04:00:00Z","data":{"referral_id":'

@@ -13,7 +13,7 @@ from services.referral import fhir, webhooks
 from services.referral.followups import FollowUpController, follow_up_worker
 from services.referral.pages import TEMPLATES, referral_pages
 from services.referral.referrals.controllers import ReferralController
-from services.referral.referrals.services import patient_ids_by_mrn
+from services.referral.referrals.queries import patient_ids_by_mrn
 from services.referral.reports import ReportController
 from services.referral.triage_api import TriageController
 from services.referral.triage_consumer import triage_consumer

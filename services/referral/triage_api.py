@@ -13,7 +13,7 @@ from services.common.contracts.intake_body import IntakeBody
 from services.common.contracts.intake_form import latest_today, parse_intake
 from services.common.http.problems import AUTH_RESPONSES, FieldProblem, UnprocessableProblem
 from services.common.settings import Settings
-from services.referral.referrals.services import thresholds_from
+from services.referral.referrals.triaging import thresholds_from
 from services.referral.triage import CURRENT, RULESETS, RulesDocument, TriageOutcome, rules_document, triage
 
 

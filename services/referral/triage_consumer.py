@@ -9,7 +9,7 @@ from services.common.contracts.events import Envelope, IntakeAmended, IntakeSubm
 from services.common.contracts.vocabulary import ConsumerName
 from services.common.queue import Consumer
 from services.common.settings import Settings
-from services.referral.referrals.services import triage_intake
+from services.referral.referrals.triaging import triage_intake
 
 NAME = ConsumerName.REFERRAL_TRIAGE
 

@@ -24,7 +24,7 @@ from services.common.contracts.intake_body import IntakeBody
 from services.common.contracts.vocabulary import PRIORITY_RANK
 from services.common.queue import publish
 from services.referral.db.models import Referral
-from services.referral.pages.views import WORKLIST_PAGE
+from services.referral.pages.worklist import WORKLIST_PAGE
 from services.vignettes import load_vignettes
 from tests.pages.conftest import Site, assert_accessible, make_user, screenshot
 

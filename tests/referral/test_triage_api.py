@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from services.common.clock import FakeClock
 from services.common.contracts.intake_body import decode_intake
 from services.common.settings import Settings
-from services.referral.referrals.services import create_referral
+from services.referral.referrals.lifecycle import create_referral
 from services.referral.triage import triage
 from services.referral.triage.v1 import RULES as V1_RULES
 from services.referral.triage.v2 import RULES, RULESET_VERSION

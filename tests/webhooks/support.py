@@ -32,8 +32,9 @@ from services.common.contracts.intake_body import IntakeBody, RedFlags
 from services.common.queue import QueueTuning, QueueWorker, publish
 from services.common.settings import Settings
 from services.referral.webhooks import consumer
-from services.referral.webhooks.sender import SenderTuning, WebhookSender
+from services.referral.webhooks.sender import WebhookSender
 from services.referral.webhooks.ssrf import TargetGuard
+from services.referral.webhooks.tuning import SenderTuning
 
 # -- the receiver ----------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 
 from services.common.access.secret_box import secret_box
-from services.referral.webhooks.sender import SenderTuning, WebhookSender
+from services.referral.webhooks.sender import WebhookSender
 from services.referral.webhooks.ssrf import TargetGuard
+from services.referral.webhooks.tuning import SenderTuning
 from tests.webhooks.support import (
     PATIENT_STRINGS,
     Hooks,

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.referral.webhooks.sender import SenderTuning, parse_retry_after
+from services.referral.webhooks.posting import parse_retry_after
 from services.referral.webhooks.ssrf import TargetError, TargetGuard, is_internal
+from services.referral.webhooks.tuning import SenderTuning
 
 
 @pytest.mark.parametrize(

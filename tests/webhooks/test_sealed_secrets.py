@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.access.secret_box import SecretBox, SecretUnreadable, ensure_key_file, secret_box
+from services.referral.webhooks.bookkeeping import NOT_SIGNED_ERROR
 from services.referral.webhooks.sealing import reseal_webhook_secrets
-from services.referral.webhooks.sender import NOT_SIGNED_ERROR
 from tests.webhooks.support import Hooks, referral_created
 
 

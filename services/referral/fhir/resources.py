@@ -28,7 +28,8 @@ from services.common.contracts.fhir import (
 from services.common.contracts.vocabulary import Destination, ReferralStatus
 from services.common.settings import Settings
 from services.referral.db.models import Referral
-from services.referral.referrals.services import DESTINATIONS, STATUSES, thresholds_from
+from services.referral.referrals.lifecycle import DESTINATIONS, STATUSES
+from services.referral.referrals.triaging import thresholds_from
 from services.referral.triage import CURRENT, RULESETS, rules_document
 
 PATIENT_REFERRAL = {"system": SNOMED, "code": "3457005", "display": "Patient referral"}

@@ -48,7 +48,8 @@ from services.referral.fhir.resources import (
     task_versions,
 )
 from services.referral.referrals.deps import load_visible
-from services.referral.referrals.services import STATUSES, cursor_key, worklist_query
+from services.referral.referrals.lifecycle import STATUSES
+from services.referral.referrals.queries import cursor_key, worklist_query
 from services.referral.referrals.web import READERS, check_destination_filter
 
 

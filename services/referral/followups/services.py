@@ -25,7 +25,8 @@ from services.common.http.pagination import bad_cursor
 from services.common.queue import publish
 from services.referral.db.models import FollowUp, Referral
 from services.referral.followups.schemas import FollowUpItem
-from services.referral.referrals.services import patient_out, scoped
+from services.referral.referrals.queries import scoped
+from services.referral.referrals.shaping import patient_out
 
 log = structlog.get_logger(__name__)
 

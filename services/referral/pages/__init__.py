@@ -3,9 +3,40 @@ queue, every referral and the closed-loop report. Each page calls the same servi
 the JSON API, with the signed-in person in place of the key."""
 
 from pathlib import Path
+from typing import Any
 
-from services.referral.pages.views import referral_pages
+from services.common.http.pages import page_router
+from services.referral.pages.admin import admin_handlers
+from services.referral.pages.clinician import report_csv, report_page, review_queue
+from services.referral.pages.worklist import (
+    act_page,
+    follow_up_done,
+    home,
+    letter_page,
+    referral_page,
+    worklist_view,
+)
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 __all__ = ["TEMPLATES", "referral_pages"]
+
+
+def referral_pages() -> Any:
+    return page_router(
+        "/",
+        [
+            home,
+            worklist_view("/worklist", "referral/worklist.html"),
+            worklist_view("/worklist/rows", "referral/_worklist_rows.html"),
+            worklist_view("/referrals", "referral/all.html"),
+            referral_page,
+            letter_page,
+            act_page,
+            follow_up_done,
+            review_queue,
+            report_page,
+            report_csv,
+            *admin_handlers(),
+        ],
+    )

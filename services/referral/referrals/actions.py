@@ -16,14 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access.auth import Destination, Principal, Role
 from services.common.clock import clinic_today
-from services.common.contracts.vocabulary import Action, Priority, ReferralStatus
-from services.common.errors import FieldProblem, IllegalTransition, InvalidFields
-from services.common.settings import Settings
-from services.referral.db.models import FollowUp, Referral
-from services.referral.referrals.services import (
+from services.common.contracts.vocabulary import (
     ACTIONS,
     OPEN_STATUSES,
     PRIORITY_RANK,
+    Action,
+    Priority,
+    ReferralStatus,
+)
+from services.common.errors import FieldProblem, IllegalTransition, InvalidFields
+from services.common.settings import Settings
+from services.referral.db.models import FollowUp, Referral
+from services.referral.referrals.lifecycle import (
     allowed_actions,
     create_referral,
     record_status,

@@ -20,9 +20,9 @@ from services.common.http.web import DbSession
 from services.common.settings import Settings
 from services.referral.db.models import Referral
 from services.referral.referrals.actions import ActionBody, may_act, take_action
+from services.referral.referrals.queries import cursor_key, scoped, worklist_query
 from services.referral.referrals.schemas import ReferralOut, ReferralPage
-from services.referral.referrals.services import cursor_key, scoped, sees_clinical, to_out, worklist_query
-from services.referral.referrals.web import shaped_for
+from services.referral.referrals.shaping import sees_clinical, shaped_for, to_out
 
 
 async def load_visible(

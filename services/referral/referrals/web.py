@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-import msgspec
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromQuery
 
@@ -13,7 +12,6 @@ from services.common.access.auth import Principal, Role, principal_of, require_r
 from services.common.clock import now_of
 from services.common.contracts.vocabulary import Destination
 from services.common.http.problems import AUTH_RESPONSES, problem_spec
-from services.referral.referrals.schemas import ReferralOut
 
 T = TypeVar("T")
 
@@ -35,20 +33,6 @@ def check_destination_filter(principal: Principal, destination: str | None, list
     """For a specialist, its own destination only: asking for another's is a 403."""
     if principal.role is Role.specialist and destination not in (None, principal.destination):
         raise PermissionDeniedException(f"A specialist's key sees only its own destination's {listing}.")
-
-
-def shaped_for(principal: Principal, referral: ReferralOut) -> ReferralOut:
-    """The referral as the caller's role may see it. Front desk (who books and answers the phone)
-    sees where it went, how urgent, its status and due date: not the triage reasons, specialists'
-    notes or close reason, which are clinical."""
-    if principal.role is not Role.front_desk:
-        return referral
-    return msgspec.structs.replace(
-        referral,
-        reasons=[],
-        close_reason=None,
-        history=[msgspec.structs.replace(h, note=None) for h in referral.history],
-    )
 
 
 READ_RESPONSES = {422: problem_spec("A query parameter is not valid."), **AUTH_RESPONSES}

@@ -23,8 +23,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.contracts.vocabulary import OPEN_STATUSES
 from services.referral.db.models import Referral
-from services.referral.referrals.services import DESTINATIONS, OPEN_STATUSES, PRIORITIES, STATUSES
+from services.referral.referrals.lifecycle import DESTINATIONS, PRIORITIES, STATUSES
 from services.referral.reports.schemas import ClosedShare, OpenOverdue, ReferralReport, ReportSeries, Timing
 
 CLOSED_DEFINITION = (

@@ -26,22 +26,17 @@ How it keeps its promises:
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import structlog
 from litestar.datastructures import State
 from prometheus_client import Counter
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.access.secret_box import SecretBox, SecretUnreadable, secret_box
 from services.common.access.signing import signature_header
@@ -49,330 +44,29 @@ from services.common.clock import first_of
 from services.common.http.web import background_loop
 from services.common.queue import QueueTuning, listen
 from services.common.settings import Settings
-from services.referral.webhooks.ssrf import GuardedTransport, TargetError, TargetGuard
+from services.referral.webhooks.bookkeeping import (
+    CLAIM,
+    ENDPOINT_FAILED,
+    NOT_SIGNED_ERROR,
+    RECORD_ATTEMPT,
+    RECORD_DELIVERY,
+    RECORD_SUCCESS,
+    RECORD_SUCCESS_AND_CLAIM_NEXT,
+    RELEASE,
+    ClaimedDelivery,
+    disable_endpoint,
+)
+from services.referral.webhooks.posting import AttemptOutcome, HttpSender, HttpxSender
+from services.referral.webhooks.ssrf import GuardedTransport, TargetGuard
+from services.referral.webhooks.tuning import SenderTuning
 
 log = structlog.get_logger(__name__)
 
-EXCERPT_CHARS = 500
-_READ_BYTES = 4 * EXCERPT_CHARS
-RETRY_AFTER_MAX_SECONDS = 24 * 3600.0
 USER_AGENT = "clinic-webhooks/1"
 #: Notified (after their commit) when new deliveries are waiting.
 SENDER_CHANNEL = "clinic_webhook_sender"
 
 ATTEMPTS = Counter("clinic_webhook_attempts", "Webhook delivery attempts, by outcome", ["outcome"])
-
-
-@dataclass(frozen=True, slots=True)
-class SenderTuning:
-    retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
-    timeout_seconds: float = 15.0
-    disable_after_days: int = 5
-    concurrency_per_endpoint: int = 2
-    poll_seconds: float = 2.0
-    max_in_flight: int = 100
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SenderTuning:
-        return cls(
-            retry_schedule=tuple(float(s) for s in settings.webhook_retry_schedule),
-            timeout_seconds=settings.webhook_timeout_seconds,
-            disable_after_days=settings.webhook_disable_after_days,
-            concurrency_per_endpoint=max(1, settings.webhook_concurrency_per_endpoint),
-            poll_seconds=settings.queue_poll_seconds,
-        )
-
-    @property
-    def max_attempts(self) -> int:
-        """The first attempt and one per step of the schedule."""
-        return len(self.retry_schedule) + 1
-
-    @property
-    def lease_seconds(self) -> float:
-        """Long enough for the slowest send and its recording."""
-        return self.timeout_seconds + 60.0
-
-    def retry_delay(self, attempts: int, retry_after: float | None = None) -> float | None:
-        """Seconds until the next attempt after `attempts` failed ones; None when none is left."""
-        if attempts < 1 or attempts > len(self.retry_schedule):
-            return None
-        delay = self.retry_schedule[attempts - 1] * random.uniform(0.8, 1.2)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, RETRY_AFTER_MAX_SECONDS))
-        return delay
-
-
-# -- sending ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptOutcome:
-    status_code: int | None
-    latency_ms: int
-    error: str | None = None
-    response_excerpt: str | None = None
-    retry_after: float | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-    @property
-    def gone(self) -> bool:
-        return self.status_code == 410
-
-
-class HttpSender(Protocol):
-    """The one external edge: post a body, report what came back (never raises)."""
-
-    async def post(self, url: str, headers: dict[str, str], body: bytes) -> AttemptOutcome: ...
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from `Retry-After` (delta-seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-class HttpxSender:
-    """Posts with httpx through the SSRF-guarded transport; no redirects, a hard overall timeout."""
-
-    def __init__(self, client: httpx.AsyncClient, timeout_seconds: float) -> None:
-        self.client = client
-        self.timeout_seconds = timeout_seconds
-
-    async def post(self, url: str, headers: dict[str, str], body: bytes) -> AttemptOutcome:
-        started = time.perf_counter()
-
-        def elapsed() -> int:
-            return round((time.perf_counter() - started) * 1000)
-
-        try:
-            async with asyncio.timeout(self.timeout_seconds):
-                async with self.client.stream("POST", url, content=body, headers=headers) as response:
-                    excerpt = await _read_excerpt(response)
-        except TimeoutError:
-            return AttemptOutcome(None, elapsed(), error=f"no answer within {self.timeout_seconds:g} s")
-        except TargetError as exc:
-            return AttemptOutcome(None, elapsed(), error=f"refused: {exc}"[:EXCERPT_CHARS])
-        except httpx.TimeoutException:
-            return AttemptOutcome(None, elapsed(), error=f"no answer within {self.timeout_seconds:g} s")
-        except httpx.HTTPError as exc:
-            return AttemptOutcome(None, elapsed(), error=f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS])
-        error = None
-        if not 200 <= response.status_code < 300:
-            error = f"HTTP {response.status_code}"
-            if response.is_redirect:
-                error += " (redirects are not followed)"
-        return AttemptOutcome(
-            response.status_code,
-            elapsed(),
-            error=error,
-            response_excerpt=excerpt,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-        )
-
-
-async def _read_excerpt(response: httpx.Response) -> str | None:
-    """The first few hundred characters of the answer; the rest is never read."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= _READ_BYTES:
-            break
-    text_ = b"".join(chunks)[:_READ_BYTES].decode("utf-8", errors="replace").strip()
-    return text_[:EXCERPT_CHARS] or None
-
-
-# -- claims and records ----------------------------------------------------------------------
-
-_CLAIM = text(
-    """
-    WITH busy AS (
-        SELECT * FROM unnest(CAST(:busy_ids AS uuid[]), CAST(:busy_counts AS int[])) AS b(endpoint_id, n)
-    ), due AS (
-        SELECT DISTINCT d.endpoint_id FROM referral.webhook_deliveries d
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-          AND (d.leased_until IS NULL OR d.leased_until <= now())
-    ), picked AS (
-        SELECT p.id FROM due
-        JOIN referral.webhook_endpoints e ON e.id = due.endpoint_id
-          AND e.disabled_at IS NULL AND e.deleted_at IS NULL
-        LEFT JOIN busy ON busy.endpoint_id = e.id
-        CROSS JOIN LATERAL (
-            SELECT d.id FROM referral.webhook_deliveries d
-            WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-              AND (d.leased_until IS NULL OR d.leased_until <= now())
-            ORDER BY d.next_attempt_at
-            LIMIT greatest(:per_endpoint - coalesce(busy.n, 0), 0)
-            FOR UPDATE OF d SKIP LOCKED
-        ) p
-        LIMIT :limit
-    ), claimed AS (
-        UPDATE referral.webhook_deliveries d
-        SET attempts = CASE WHEN d.attempts >= :max_attempts THEN d.attempts ELSE d.attempts + 1 END,
-            leased_until = CASE WHEN d.attempts >= :max_attempts THEN NULL
-                ELSE now() + make_interval(secs => :lease) END,
-            updated_at = now(),
-            status = CASE WHEN d.attempts >= :max_attempts THEN 'dead' ELSE 'pending' END,
-            last_error = CASE WHEN d.attempts >= :max_attempts
-                THEN coalesce(d.last_error || '; ', '') || 'lease expired: the sender never finished'
-                ELSE d.last_error END
-        FROM picked WHERE d.id = picked.id
-        RETURNING d.id, d.endpoint_id, d.attempts, d.status, d.payload::text AS payload
-    )
-    SELECT c.id, c.endpoint_id, c.attempts, c.status, c.payload, e.url, e.secret,
-           CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret
-    FROM claimed c JOIN referral.webhook_endpoints e ON e.id = c.endpoint_id
-    """
-)
-
-_RECORD_DELIVERY = text(
-    """
-    UPDATE referral.webhook_deliveries d
-    SET status = CASE
-            WHEN :succeeded THEN 'succeeded'
-            WHEN CAST(:delay AS float8) IS NULL THEN 'dead'
-            WHEN EXISTS (SELECT 1 FROM referral.webhook_endpoints e WHERE e.id = d.endpoint_id
-                         AND (e.disabled_at IS NOT NULL OR e.deleted_at IS NOT NULL)) THEN 'dead'
-            ELSE 'pending' END,
-        next_attempt_at = now() + make_interval(secs => coalesce(CAST(:delay AS float8), 0)),
-        leased_until = NULL,
-        last_status_code = :status_code,
-        last_error = :error,
-        succeeded_at = CASE WHEN :succeeded THEN now() ELSE d.succeeded_at END,
-        updated_at = now()
-    WHERE d.id = :id
-    RETURNING d.status
-    """
-)
-
-# A success in one statement: the delivery, its attempt, and the endpoint's health.
-_SUCCESS_CTES = """
-    WITH delivered AS (
-        UPDATE referral.webhook_deliveries
-        SET status = 'succeeded', next_attempt_at = now(), leased_until = NULL,
-            last_status_code = :status_code, last_error = NULL, succeeded_at = now(), updated_at = now()
-        WHERE id = :id
-        RETURNING id
-    ), attempt AS (
-        INSERT INTO referral.webhook_attempts (delivery_id, status_code, latency_ms, error, response_excerpt)
-        SELECT id, :status_code, :latency_ms, NULL, :excerpt FROM delivered
-    ), healthy AS (
-        UPDATE referral.webhook_endpoints SET first_failure_at = NULL
-        WHERE id = :endpoint_id AND first_failure_at IS NOT NULL
-"""
-_RECORD_SUCCESS = text(_SUCCESS_CTES + "    ) SELECT count(*) FROM delivered")  # noqa: S608 (constants)
-
-# The same, and the next due delivery of that endpoint claimed in that statement, so a busy
-# endpoint's slot goes straight on to its next delivery without a separate claim. Only
-# deliveries with attempts left are chained; the main claim deals with the others.
-_RECORD_SUCCESS_AND_CLAIM_NEXT = text(
-    _SUCCESS_CTES  # noqa: S608 (constants only)
-    + """    ), picked AS (
-        SELECT d.id FROM referral.webhook_deliveries d
-        JOIN referral.webhook_endpoints e ON e.id = d.endpoint_id
-          AND e.disabled_at IS NULL AND e.deleted_at IS NULL
-        WHERE d.endpoint_id = :endpoint_id AND d.id <> :id AND d.status = 'pending'
-          AND d.next_attempt_at <= now() AND (d.leased_until IS NULL OR d.leased_until <= now())
-          AND d.attempts < :max_attempts AND EXISTS (SELECT 1 FROM delivered)
-        ORDER BY d.next_attempt_at
-        LIMIT 1
-        FOR UPDATE OF d SKIP LOCKED
-    ), claimed AS (
-        UPDATE referral.webhook_deliveries d
-        SET attempts = d.attempts + 1, leased_until = now() + make_interval(secs => :lease),
-            updated_at = now()
-        FROM picked WHERE d.id = picked.id
-        RETURNING d.id, d.endpoint_id, d.attempts, d.payload::text AS payload
-    )
-    SELECT (SELECT count(*) FROM delivered) AS recorded, c.id, c.endpoint_id, c.attempts, c.payload,
-           e.url, e.secret,
-           CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret
-    FROM (SELECT 1) AS one
-    LEFT JOIN claimed c ON true
-    LEFT JOIN referral.webhook_endpoints e ON e.id = c.endpoint_id
-    """
-)
-
-# Shutdown: sends cut short go back at once (the attempt still counts). Only leased ones: a
-# send whose outcome was recorded before the cancel keeps its schedule.
-_RELEASE = text(
-    "UPDATE referral.webhook_deliveries SET leased_until = NULL, next_attempt_at = now(), "
-    "updated_at = now(), last_error = 'the sender stopped before an answer came' "
-    "WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'pending' AND leased_until IS NOT NULL"
-)
-
-_RECORD_ATTEMPT = text(
-    "INSERT INTO referral.webhook_attempts (delivery_id, status_code, latency_ms, error, response_excerpt) "
-    "VALUES (:id, :status_code, :latency_ms, :error, :excerpt)"
-)
-
-_ENDPOINT_FAILED = text(
-    """
-    UPDATE referral.webhook_endpoints SET first_failure_at = coalesce(first_failure_at, now())
-    WHERE id = :id
-    RETURNING disabled_at IS NULL AND now() - first_failure_at >= make_interval(days => :days) AS expired
-    """
-)
-
-_DISABLE_ENDPOINT = text(
-    "UPDATE referral.webhook_endpoints "
-    "SET disabled_at = now(), disabled_reason = :reason, updated_at = now() "
-    "WHERE id = :id AND disabled_at IS NULL RETURNING id"
-)
-
-_KILL_PENDING = text(
-    """
-    UPDATE referral.webhook_deliveries
-    SET status = 'dead', updated_at = now(),
-        last_error = left(coalesce(last_error || '; ', '') || 'endpoint disabled: ' || :reason, 2000)
-    WHERE endpoint_id = :id AND status = 'pending'
-    """
-)
-
-
-async def disable_endpoint(conn: AsyncConnection | AsyncSession, endpoint_id: uuid.UUID, reason: str) -> bool:
-    """Disable the endpoint and send its pending deliveries to the dead list (for a later replay).
-    False if it was disabled already."""
-    row = (await conn.execute(_DISABLE_ENDPOINT, {"id": endpoint_id, "reason": reason})).first()
-    if row is None:
-        return False
-    await conn.execute(_KILL_PENDING, {"id": endpoint_id, "reason": reason})
-    log.warning("webhook_endpoint_disabled", endpoint_id=str(endpoint_id), reason=reason)
-    return True
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedDelivery:
-    id: uuid.UUID
-    endpoint_id: uuid.UUID
-    attempts: int
-    url: str
-    secrets: list[str]
-    body: bytes
-    #: Why it cannot be signed (its endpoint's secret did not open); then nothing is sent and the
-    #: attempt is recorded as failed with this error.
-    unsigned: str | None = None
-
-
-#: The attempt's error when the endpoint's secret does not open (the secret never appears).
-NOT_SIGNED_ERROR = (
-    "not sent: the endpoint's signing secret cannot be opened with the configured keys "
-    "(CLINIC_SECRET_KEY, CLINIC_SECRET_KEY_PREVIOUS)"
-)
 
 
 class WebhookSender:
@@ -442,7 +136,7 @@ class WebhookSender:
         async with self.autocommit.connect() as conn:
             rows = (
                 await conn.execute(
-                    _CLAIM,
+                    CLAIM,
                     {
                         "busy_ids": [k for k, _ in busy],
                         "busy_counts": [v for _, v in busy],
@@ -494,7 +188,7 @@ class WebhookSender:
         async with self.autocommit.connect() as conn:
             row = (
                 await conn.execute(
-                    _RECORD_SUCCESS_AND_CLAIM_NEXT,
+                    RECORD_SUCCESS_AND_CLAIM_NEXT,
                     {
                         "id": item.id,
                         "endpoint_id": item.endpoint_id,
@@ -529,7 +223,7 @@ class WebhookSender:
         if outcome.succeeded:
             async with self.autocommit.connect() as conn:
                 recorded = await conn.scalar(
-                    _RECORD_SUCCESS,
+                    RECORD_SUCCESS,
                     {
                         "id": item.id,
                         "endpoint_id": item.endpoint_id,
@@ -545,7 +239,7 @@ class WebhookSender:
         async with self.engine.begin() as conn:
             expired = (
                 await conn.execute(
-                    _ENDPOINT_FAILED, {"id": item.endpoint_id, "days": self.tuning.disable_after_days}
+                    ENDPOINT_FAILED, {"id": item.endpoint_id, "days": self.tuning.disable_after_days}
                 )
             ).scalar()
             if outcome.gone:
@@ -558,7 +252,7 @@ class WebhookSender:
                 )
             status = (
                 await conn.execute(
-                    _RECORD_DELIVERY,
+                    RECORD_DELIVERY,
                     {
                         "id": item.id,
                         "succeeded": outcome.succeeded,
@@ -571,7 +265,7 @@ class WebhookSender:
             if status is None:  # the endpoint (and with it the delivery) was deleted meanwhile
                 return
             await conn.execute(
-                _RECORD_ATTEMPT,
+                RECORD_ATTEMPT,
                 {
                     "id": item.id,
                     "status_code": outcome.status_code,
@@ -682,7 +376,7 @@ class WebhookSender:
     async def _release(self, delivery_ids: list[uuid.UUID]) -> None:
         try:
             async with self.engine.begin() as conn:
-                released = await conn.execute(_RELEASE, {"ids": delivery_ids})
+                released = await conn.execute(RELEASE, {"ids": delivery_ids})
             log.warning("webhook_deliveries_released", count=released.rowcount, reason="shutdown")
         except Exception as exc:  # the lease still brings them back
             log.warning("webhook_release_failed", count=len(delivery_ids), error=repr(exc))

@@ -24,8 +24,8 @@ from services.common.http.pagination import DEFAULT_LIMIT, newest_first, page_of
 from services.common.queue import refresh_demand
 from services.referral.db import webhooks as models
 from services.referral.webhooks import schemas
+from services.referral.webhooks.bookkeeping import disable_endpoint
 from services.referral.webhooks.consumer import CONSUMER_NAME
-from services.referral.webhooks.sender import disable_endpoint
 from services.referral.webhooks.ssrf import TargetError, TargetGuard
 
 #: After a rotation the replaced secret keeps signing (a second signature) for this long.

@@ -1,13 +1,12 @@
-"""Referral pages: the worklist (htmx-refreshed), a referral with its clinical picture, reasons,
-history, links, follow-ups and the moves the status machine allows now, a printable letter, and
-the clinician's review queue. Role and scope as the API: the signed-in person becomes the same
-`Principal` an API key would, and the same service functions answer."""
+"""The specialists' and front desk's referral pages: each role's first page, the worklist
+(htmx-refreshed) and every referral, a referral with its clinical picture, reasons, history, links,
+follow-ups and the moves the status machine allows now, and a printable letter. Role and scope as
+the API: the signed-in person becomes the same `Principal` an API key would, and the same service
+functions answer."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import uuid
 from typing import Any
 from urllib.parse import urlencode
@@ -19,22 +18,26 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Template
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access.accounts import StaffMember
 from services.common.access.auth import Principal, Role
 from services.common.clock import now_of
-from services.common.contracts import labels
-from services.common.contracts.vocabulary import Action
+from services.common.contracts.vocabulary import OPEN_STATUSES, Action
 from services.common.errors import Conflict, InvalidFields
-from services.common.http.pages import Staff, form_of, page_router, redirect, render, require_staff_role
+from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
 from services.common.http.pagination import decode_cursor, encode_cursor, page_of
 from services.common.http.web import DbSession
 from services.referral.db.models import Referral
 from services.referral.followups.services import load_follow_up, mark_done
-from services.referral.pages.admin import admin_handlers
-from services.referral.pages.charts import stacked_bars
+from services.referral.pages.shared import (
+    ACTION_LABELS,
+    ACTORS,
+    CLINICIANS,
+    READERS,
+    page_context,
+    principal_for,
+)
 from services.referral.referrals.actions import (
     ActionBody,
     CancelBody,
@@ -45,40 +48,15 @@ from services.referral.referrals.actions import (
     may_act,
 )
 from services.referral.referrals.deps import Referrals, load_visible
+from services.referral.referrals.lifecycle import PRIORITIES, STATUSES, allowed_actions
+from services.referral.referrals.queries import cursor_key, worklist_cursor, worklist_query
 from services.referral.referrals.schemas import ClinicalPicture
-from services.referral.referrals.services import (
-    OPEN_STATUSES,
-    PRIORITIES,
-    STATUSES,
-    allowed_actions,
-    cursor_key,
-    sees_clinical,
-    to_out,
-    worklist_cursor,
-    worklist_query,
-)
-from services.referral.referrals.web import shaped_for
-from services.referral.reports.controllers import DEFAULT_PERIOD
-from services.referral.reports.services import referral_report, report_series
+from services.referral.referrals.shaping import sees_clinical, shaped_for, to_out
 from services.referral.triage import Destination
 
-#: As the API: who reads referrals, who moves them, who resolves reviews (admin always passes).
-READERS = (Role.front_desk, Role.specialist, Role.clinician)
-ACTORS = (Role.specialist, Role.clinician)
-CLINICIANS = (Role.clinician,)
 #: Referrals per page of the worklist and of all referrals (a "Next" link for the rest).
 WORKLIST_PAGE = 50
 PATIENT_SEARCH_MAX = 100
-#: The form's words for each action's button.
-ACTION_LABELS = {
-    "accept": "Accept",
-    "decline": "Decline",
-    "schedule": "Schedule the appointment",
-    "complete": "Mark completed",
-    "no-show": "Record a no-show",
-    "cancel": "Cancel the referral",
-    "resolve": "Resolve the review",
-}
 #: What the page says after each action.
 DONE = {
     "accept": "Accepted.",
@@ -89,27 +67,6 @@ DONE = {
     "cancel": "Cancelled.",
     "resolve": "Review resolved.",
 }
-STATUS_LABELS = {s: s.replace("_", " ").capitalize() for s in STATUSES}
-
-
-def principal_for(staff: StaffMember) -> Principal:
-    """The signed-in person as the API's caller: same role, same destination, same name in
-    history."""
-    return Principal(key_id=staff.user_id, name=staff.name, role=staff.role, destination=staff.destination)
-
-
-def _common(**context: Any) -> dict[str, Any]:
-    return {
-        "labels": labels,
-        "label": labels.label,
-        "labels_of": lambda values: ", ".join(labels.label(v) for v in values),
-        "red_flags": labels.RED_FLAG_QUESTIONS,
-        "action_labels": ACTION_LABELS,
-        "status_labels": STATUS_LABELS,
-        "destinations": [d.value for d in Destination],
-        "priorities": PRIORITIES,
-        **context,
-    }
 
 
 def answers_of(referral: Referral) -> dict[str, Any] | None:
@@ -183,7 +140,7 @@ async def home(staff: Staff) -> Response[Any]:
     return redirect("/worklist")
 
 
-def _worklist_view(path: str, template: str) -> Any:
+def worklist_view(path: str, template: str) -> Any:
     @get(path, name=f"worklist{path.replace('/', '_')}")
     async def view(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
         require_staff_role(staff, *READERS)
@@ -195,7 +152,7 @@ def _worklist_view(path: str, template: str) -> Any:
         return render(
             request,
             template,
-            **_common(
+            **page_context(
                 items=items,
                 filters=filters,
                 now=now,
@@ -234,7 +191,7 @@ def _referral_page(
         request,
         template,
         status_code=status_code,
-        **_common(
+        **page_context(
             # As the API shows it to this person (the front desk without reasons or notes).
             referral=shaped_for(principal, to_out(referral, now)),
             answers=answers_of(referral) if sees_clinical(principal) else None,
@@ -370,151 +327,3 @@ async def follow_up_done(
         return _referral_page(request, staff, referral, status_code=409, conflict=str(exc.detail))
     await db_session.commit()
     return redirect(f"/referrals/{referral.id}?done=follow-up")
-
-
-@get("/review")
-async def review_queue(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
-    """Cases held for a clinician, oldest first, with why each was held."""
-    require_staff_role(staff, *CLINICIANS)
-    rows = await db_session.execute(
-        select(Referral).where(Referral.status == "needs_review").order_by(Referral.created_at, Referral.id)
-    )
-    return render(
-        request,
-        "referral/review.html",
-        **_common(items=list(rows.scalars()), now=now_of(request.app.state), title="Review queue"),
-    )
-
-
-async def _report_figures(request: Request[Any, Any, Any], session: AsyncSession) -> dict[str, Any]:
-    """The closed-loop report and its series for `?days=` (default 30) and `?destination=`, as
-    `GET /v1/reports/referrals` computes them."""
-    q = request.query_params
-    try:
-        days = min(max(int(q.get("days") or DEFAULT_PERIOD.days), 1), 366)
-    except ValueError:
-        days = DEFAULT_PERIOD.days
-    destination = d if (d := q.get("destination") or "") in DESTINATION_VALUES else None
-    as_of = now_of(request.app.state)
-    since = as_of - dt.timedelta(days=days)
-    report = await referral_report(session, since=since, until=as_of, as_of=as_of, destination=destination)
-    series = await report_series(session, since=since, until=as_of, destination=destination)
-    return {"report": report, "series": series, "days": days, "destination": destination or ""}
-
-
-DESTINATION_VALUES = [d.value for d in Destination]
-
-
-def _named(counts: dict[str, Any], words: Any) -> dict[str, Any]:
-    return {words.get(k, k): v for k, v in counts.items()}
-
-
-@get("/report")
-async def report_page(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
-    """The closed-loop report with its charts (clinicians and admins, as the API)."""
-    require_staff_role(staff, *CLINICIANS)
-    figures = await _report_figures(request, db_session)
-    report, series = figures["report"], figures["series"]
-    day_labels = [d.strftime("%m-%d") for d in series.days]
-    charts = {
-        "by_destination": stacked_bars(
-            "chart-destination",
-            "Referrals created per day, by destination",
-            day_labels,
-            _named(series.by_destination, labels.DESTINATION_LABELS),
-        ),
-        "by_priority": stacked_bars(
-            "chart-priority",
-            "Referrals created per day, by priority",
-            day_labels,
-            _named(series.by_priority, labels.PRIORITY_LABELS),
-        ),
-        "to_acceptance": stacked_bars(
-            "chart-acceptance",
-            "Time from referral to acceptance",
-            list(series.to_acceptance),
-            {"Referrals": list(series.to_acceptance.values())},
-        ),
-        "to_scheduling": stacked_bars(
-            "chart-scheduling",
-            "Time from referral to scheduling",
-            list(series.to_scheduling),
-            {"Referrals": list(series.to_scheduling.values())},
-        ),
-        "overdue": stacked_bars(
-            "chart-overdue",
-            "Open referrals past their due time, by destination",
-            [labels.DESTINATION_LABELS.get(k, k) for k in report.open_overdue.by_destination],
-            {"Overdue": list(report.open_overdue.by_destination.values())},
-        ),
-    }
-    return render(
-        request, "referral/report.html", **_common(**figures, charts=charts, title="Closed-loop report")
-    )
-
-
-@get("/report.csv", media_type="text/csv")
-async def report_csv(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Response[str]:
-    """The report's figures as CSV: one row per (figure, key, value)."""
-    require_staff_role(staff, *CLINICIANS)
-    figures = await _report_figures(request, db_session)
-    report, series = figures["report"], figures["series"]
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["figure", "key", "value"])
-    for name, counts in (
-        ("by_destination", report.by_destination),
-        ("by_priority", report.by_priority),
-        ("by_status", report.by_status),
-        ("open_overdue_by_destination", report.open_overdue.by_destination),
-        ("open_overdue_by_priority", report.open_overdue.by_priority),
-        ("time_to_acceptance", series.to_acceptance),
-        ("time_to_scheduling", series.to_scheduling),
-    ):
-        writer.writerows([name, k, v] for k, v in counts.items())
-    for name, by_day in (
-        ("created_by_destination", series.by_destination),
-        ("created_by_priority", series.by_priority),
-    ):
-        for key, values in by_day.items():
-            writer.writerows(
-                [f"{name}:{day.isoformat()}", key, n] for day, n in zip(series.days, values, strict=True)
-            )
-    for name, timing in (
-        ("time_to_acceptance", report.time_to_acceptance),
-        ("time_to_scheduling", report.time_to_scheduling),
-    ):
-        writer.writerows(
-            [
-                [name, "count", timing.count],
-                [name, "median_seconds", timing.median_seconds or ""],
-                [name, "p90_seconds", timing.p90_seconds or ""],
-            ]
-        )
-    writer.writerow(["closed_share", "closed", report.closed.closed])
-    writer.writerow(["closed_share", "of", report.closed.of])
-    return Response(
-        out.getvalue(),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="referral-report.csv"'},
-    )
-
-
-def referral_pages() -> Any:
-    return page_router(
-        "/",
-        [
-            home,
-            _worklist_view("/worklist", "referral/worklist.html"),
-            _worklist_view("/worklist/rows", "referral/_worklist_rows.html"),
-            _worklist_view("/referrals", "referral/all.html"),
-            referral_page,
-            letter_page,
-            act_page,
-            follow_up_done,
-            review_queue,
-            report_page,
-            report_csv,
-            *admin_handlers(),
-        ],
-    )

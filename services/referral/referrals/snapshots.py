@@ -1,0 +1,47 @@
+"""What a referral keeps of a triaged intake version: the patient snapshot, the clinical
+picture and the triage's reasons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from services.common.contracts.events import IntakeSubmitted
+from services.referral.referrals.schemas import ClinicalPicture, Contact
+from services.referral.triage import TriageOutcome
+
+
+def triage_reasons(outcome: TriageOutcome) -> list[dict[str, str]]:
+    return [{"code": r.code, "text": r.text, "source": r.source} for r in outcome.reasons]
+
+
+def patient_snapshot(event: IntakeSubmitted) -> dict[str, Any]:
+    p = event.intake.patient
+    return {
+        "given_name": p.given_name,
+        "family_name": p.family_name,
+        "birth_date": p.birth_date.isoformat(),
+        "mrn": p.mrn,
+        "patient_id": str(event.patient_id),  # the intake service's patient (FHIR references it)
+    }
+
+
+def clinical_picture(event: IntakeSubmitted) -> dict[str, Any]:
+    """What the referral keeps of the intake version for its destination and clinicians: the
+    contact details for booking and every clinical answer (names, birth date and MRN are in the
+    patient snapshot). Never logged."""
+    body = event.intake
+    picture = ClinicalPicture(
+        contact=Contact(sex=body.patient.sex, phone=body.patient.phone, email=body.patient.email),
+        complaint=body.complaint,
+        red_flags=body.red_flags,
+        symptoms=body.symptoms,
+        conditions=body.conditions,
+        risk_factors=body.risk_factors,
+        treatments_tried=body.treatments_tried,
+        regenerative_procedure=body.regenerative_procedure,
+        notes=body.notes,
+    )
+    result: dict[str, Any] = msgspec.to_builtins(picture)
+    return result
