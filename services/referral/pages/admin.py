@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access import accounts
-from services.common.access.auth import ApiKey, Destination, KeyError_, Role, create_api_key, revoke_api_key
+from services.common.access.auth import Destination, KeyError_, Role, create_api_key, revoke_api_key
+from services.common.access.models import ApiKey
 from services.common.clock import now_of
 from services.common.contracts import labels
 from services.common.contracts.vocabulary import EventType
