@@ -2,8 +2,8 @@
 
 The services' rules know nothing of HTTP. They raise these; `services.common.http.problems` maps each
 kind, in one table, to an RFC 9457 response (not found 404, not allowed 403, conflict and illegal
-move 409, invalid fields 422, malformed body 400). Anything a problem body should carry beyond
-`detail` (the allowed moves, say) travels in `extra`.
+move 409, invalid fields 422, malformed body 400, unavailable for now 503). Anything a problem body
+should carry beyond `detail` (the allowed moves, say) travels in `extra`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "MalformedBody",
     "NotAllowed",
     "NotFound",
+    "Unavailable",
 ]
 
 
@@ -52,6 +53,11 @@ class NotAllowed(ClinicError):
 
 class Conflict(ClinicError):
     """The request is well formed but clashes with the record's current state."""
+
+
+class Unavailable(ClinicError):
+    """The request is sound but cannot be served now (a busy queue, an unconfigured key); the
+    same request may succeed later."""
 
 
 class IllegalTransition(Conflict):

@@ -15,12 +15,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.access import accounts
+from services.common.access import accounts, passwords, staff_sessions
 from services.common.settings import Settings
 from tests.conftest import REPO_ROOT
 
 T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
-HERE = accounts.Attempt(client_address="10.0.0.7", request_id="req-1", at=T0)
+HERE = staff_sessions.Attempt(client_address="10.0.0.7", request_id="req-1", at=T0)
 
 
 def clinic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -58,24 +58,25 @@ async def test_clinic_users_create_list_reset_disable(
     assert specialist.returncode == 2 and "destination" in specialist.stderr
 
     async with AsyncSession(engine) as session:
-        token = await accounts.sign_in(session, email, temporary, HERE, settings)
+        token = await staff_sessions.sign_in(session, email, temporary, HERE, settings)
         await session.commit()
-        staff = await accounts.staff_for_token(session, token, T0, settings)
+        staff = await staff_sessions.staff_for_token(session, token, T0, settings)
         assert staff is not None and staff.must_change_password
     reset = clinic(database_url, "reset", email)
     assert reset.returncode == 0 and reset.stdout.strip() != temporary
     async with AsyncSession(engine) as session:
-        assert await accounts.staff_for_token(session, token, T0, settings) is None  # reset ends sessions
-        with pytest.raises(accounts.SignInRefused):
-            await accounts.sign_in(session, email, temporary, HERE, settings)
-        token = await accounts.sign_in(session, email, reset.stdout.strip(), HERE, settings)
+        # A reset ends the account's sessions.
+        assert await staff_sessions.staff_for_token(session, token, T0, settings) is None
+        with pytest.raises(staff_sessions.SignInRefused):
+            await staff_sessions.sign_in(session, email, temporary, HERE, settings)
+        token = await staff_sessions.sign_in(session, email, reset.stdout.strip(), HERE, settings)
         await session.commit()
     disabled = clinic(database_url, "disable", email)
     assert disabled.returncode == 0
     async with AsyncSession(engine) as session:
-        assert await accounts.staff_for_token(session, token, T0, settings) is None
-        with pytest.raises(accounts.SignInRefused):
-            await accounts.sign_in(session, email, reset.stdout.strip(), HERE, settings)
+        assert await staff_sessions.staff_for_token(session, token, T0, settings) is None
+        with pytest.raises(staff_sessions.SignInRefused):
+            await staff_sessions.sign_in(session, email, reset.stdout.strip(), HERE, settings)
         await session.commit()
     assert "disabled" in clinic(database_url, "list").stdout
     assert clinic(database_url, "disable", new_email()).returncode == 2
@@ -92,7 +93,7 @@ async def test_clinic_users_create_list_reset_disable(
     ],
 )
 def test_password_rules(password: str, refused: bool) -> None:
-    assert (accounts.password_problem(password) is not None) is refused
+    assert (passwords.password_problem(password) is not None) is refused
 
 
 async def _account(engine: AsyncEngine, email: str) -> str:
@@ -110,28 +111,28 @@ async def test_sessions_end_when_idle_and_at_their_absolute_limit(
     email = new_email()
     password = await _account(engine, email)
     async with AsyncSession(engine) as session:
-        token = await accounts.sign_in(session, email, password, HERE, settings)
+        token = await staff_sessions.sign_in(session, email, password, HERE, settings)
         await session.commit()
         now = T0
         # Active use keeps it open up to the absolute limit...
         while now < T0 + dt.timedelta(hours=settings.session_max_hours) - dt.timedelta(minutes=10):
             now += dt.timedelta(minutes=settings.session_idle_minutes - 1)
-            assert await accounts.staff_for_token(session, token, now, settings) is not None
+            assert await staff_sessions.staff_for_token(session, token, now, settings) is not None
             await session.commit()
         # ...and not beyond it.
         assert (
-            await accounts.staff_for_token(
+            await staff_sessions.staff_for_token(
                 session, token, T0 + dt.timedelta(hours=settings.session_max_hours), settings
             )
             is None
         )
-        token = await accounts.sign_in(session, email, password, HERE, settings)
+        token = await staff_sessions.sign_in(session, email, password, HERE, settings)
         await session.commit()
         # A page's background refresh does not count as use.
         soon = T0 + dt.timedelta(minutes=settings.session_idle_minutes - 1)
-        assert await accounts.staff_for_token(session, token, soon, settings, touch=False) is not None
+        assert await staff_sessions.staff_for_token(session, token, soon, settings, touch=False) is not None
         idle = T0 + dt.timedelta(minutes=settings.session_idle_minutes, seconds=1)
-        assert await accounts.staff_for_token(session, token, idle, settings) is None
+        assert await staff_sessions.staff_for_token(session, token, idle, settings) is None
 
 
 async def test_failures_are_throttled_per_account_and_per_address(
@@ -140,22 +141,22 @@ async def test_failures_are_throttled_per_account_and_per_address(
     email = new_email()
     password = await _account(engine, email)
     async with AsyncSession(engine) as session:
-        for _ in range(accounts.MAX_FAILURES_PER_ACCOUNT):
-            with pytest.raises(accounts.SignInRefused, match="not right"):
-                await accounts.sign_in(session, email, "wrong wrong wrong", HERE, settings)
-        with pytest.raises(accounts.SignInRefused, match="Too many"):
-            await accounts.sign_in(session, email, password, HERE, settings)
+        for _ in range(staff_sessions.MAX_FAILURES_PER_ACCOUNT):
+            with pytest.raises(staff_sessions.SignInRefused, match="not right"):
+                await staff_sessions.sign_in(session, email, "wrong wrong wrong", HERE, settings)
+        with pytest.raises(staff_sessions.SignInRefused, match="Too many"):
+            await staff_sessions.sign_in(session, email, password, HERE, settings)
         # Later, the window has passed.
-        later = dataclasses.replace(HERE, at=T0 + accounts.THROTTLE_WINDOW + dt.timedelta(minutes=1))
-        assert await accounts.sign_in(session, email, password, later, settings)
+        later = dataclasses.replace(HERE, at=T0 + staff_sessions.THROTTLE_WINDOW + dt.timedelta(minutes=1))
+        assert await staff_sessions.sign_in(session, email, password, later, settings)
         await session.commit()
 
         address = dataclasses.replace(HERE, client_address=f"10.9.{uuid.uuid4().int % 250}.1")
-        for _ in range(accounts.MAX_FAILURES_PER_ADDRESS):
-            with pytest.raises(accounts.SignInRefused):
-                await accounts.sign_in(session, new_email(), "guess guess guess", address, settings)
-        with pytest.raises(accounts.SignInRefused, match="Too many"):
-            await accounts.sign_in(session, email, password, address, settings)
+        for _ in range(staff_sessions.MAX_FAILURES_PER_ADDRESS):
+            with pytest.raises(staff_sessions.SignInRefused):
+                await staff_sessions.sign_in(session, new_email(), "guess guess guess", address, settings)
+        with pytest.raises(staff_sessions.SignInRefused, match="Too many"):
+            await staff_sessions.sign_in(session, email, password, address, settings)
         await session.commit()
 
 
@@ -163,15 +164,15 @@ async def test_sign_in_events_are_recorded_and_append_only(settings: Settings, e
     email = new_email()
     password = await _account(engine, email)
     async with AsyncSession(engine) as session:
-        with pytest.raises(accounts.SignInRefused):
-            await accounts.sign_in(session, email, "not it at all", HERE, settings)
-        token = await accounts.sign_in(session, email, password, HERE, settings)
-        staff = await accounts.staff_for_token(session, token, T0, settings)
+        with pytest.raises(staff_sessions.SignInRefused):
+            await staff_sessions.sign_in(session, email, "not it at all", HERE, settings)
+        token = await staff_sessions.sign_in(session, email, password, HERE, settings)
+        staff = await staff_sessions.staff_for_token(session, token, T0, settings)
         assert staff is not None
-        await accounts.change_password(session, staff, password, "a long walk by the river", HERE)
-        await accounts.sign_out(session, staff, HERE)
+        await staff_sessions.change_password(session, staff, password, "a long walk by the river", HERE)
+        await staff_sessions.sign_out(session, staff, HERE)
         await session.commit()
-        assert await accounts.staff_for_token(session, token, T0, settings) is None
+        assert await staff_sessions.staff_for_token(session, token, T0, settings) is None
     async with engine.connect() as conn:
         rows = (
             await conn.execute(

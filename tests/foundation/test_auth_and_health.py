@@ -8,7 +8,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.access.auth import ApiKey, KeyError_, Principal, Role, create_api_key, require_roles
+from services.common.access.auth import KeyError_, Principal, Role, create_api_key, require_roles
+from services.common.access.models import ApiKey
 from services.common.http.web import ServiceSpec, build_app
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake_app

@@ -22,7 +22,7 @@ from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.access import accounts
+from services.common.access import accounts, passwords
 from services.common.db.engine import create_engine
 from services.common.settings import Settings
 from services.intake.app import create_app as intake_app
@@ -117,7 +117,7 @@ async def make_user(
                 now=dt.datetime.now(dt.UTC),
             )
             if change_password:
-                user.password_hash = accounts._HASHER.hash(PASSWORD)
+                user.password_hash = passwords.HASHER.hash(PASSWORD)
                 user.must_change_password = False
             await session.commit()
             return email, PASSWORD if change_password else temporary

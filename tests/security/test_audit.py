@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from services.common.access.audit import purge_older_than
+from services.common.access.audit_retention import purge_older_than
 from services.common.settings import Settings
 from services.intake.app import create_app
 from tests.conftest import MakeKey, auth

@@ -17,6 +17,10 @@ concerned, the request id and the outcome.
   secrets and digests left out. A soft delete (a row's `deleted_at` set) is recorded as a delete
   with the whole row before and after.
 
+This module holds the request's (or command's) audit context and the session hooks that record
+writes; `audit_middleware` records reads, refusals and failed writes; `audit_retention` purges old
+rows; the table is `models.AuditEvent`.
+
 The table refuses UPDATE, DELETE and TRUNCATE in a trigger. Only the retention purge deletes: it
 sets `clinic.audit_purge_before` for its own transaction, and the trigger lets it delete rows
 older than that moment only.
@@ -24,84 +28,31 @@ older than that moment only.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
-import datetime as dt
 import getpass
 import re
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
-import structlog
-from litestar.exceptions import HTTPException
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
-from sqlalchemy import (
-    DateTime,
-    Index,
-    SmallInteger,
-    String,
-    Table,
-    Uuid,
-    event,
-    func,
-    insert,
-    text,
-)
+from litestar.types import Scope
+from sqlalchemy import Table, event, insert
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.dml import ValuesBase
 from sqlalchemy.sql.elements import BindParameter
 
-from services.common.db.engine import AccessBase
-
-log = structlog.get_logger(__name__)
+from services.common.access.models import AuditEvent
 
 #: Tables whose changes are recorded with before and after values (administrative changes).
 ADMIN_TABLES = frozenset({"api_keys", "webhook_endpoints"})
 #: Columns never copied into the audit (secrets, key digests).
 _SECRET_COLUMN = re.compile(r"secret|hash|password|token", re.I)
-_PATIENT_REF = re.compile(r"(?:^|/)Patient/([0-9a-fA-F-]{36})$")
-#: Health, schema and metrics: no patient data, no key (the auth middleware skips them too).
-PUBLIC = re.compile(r"^/(health/|schema|metrics)")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class AuditEvent(AccessBase):
-    __tablename__ = "audit_events"
-    __table_args__ = (
-        Index("ix_audit_events_at_id", "at", "id"),
-        Index("ix_audit_events_patient_ids", "patient_ids", postgresql_using="gin"),
-        Index("ix_audit_events_actor_name", "actor_name"),
-    )
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, server_default=text("gen_random_uuid()"))
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    service: Mapped[str] = mapped_column(String(20))
-    #: The key's (or staff account's) id; null for an unauthenticated caller or the command line.
-    actor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    actor_name: Mapped[str] = mapped_column(String(100))
-    actor_role: Mapped[str | None] = mapped_column(String(20))
-    #: `key`, `account`, `cli` or `anonymous`.
-    actor_kind: Mapped[str] = mapped_column(String(12))
-    action: Mapped[str] = mapped_column(String(80))
-    method: Mapped[str | None] = mapped_column(String(10))
-    path: Mapped[str | None] = mapped_column(String(300))
-    resource_type: Mapped[str | None] = mapped_column(String(40))
-    resource_id: Mapped[str | None] = mapped_column(String(200))
-    patient_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid), server_default=text("'{}'"))
-    request_id: Mapped[str | None] = mapped_column(String(64))
-    #: `ok` (read answered or write committed), `denied` (401/403), `rejected` (another 4xx),
-    #: `failed` (5xx).
-    outcome: Mapped[str] = mapped_column(String(12))
-    status: Mapped[int | None] = mapped_column(SmallInteger)
-    #: Administrative changes: `[{"table", "id", "before", "after"}]`, secrets left out.
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 #: One audit row (the parameters: `AccessContext.row`); a Core statement compiled once, not an
@@ -160,16 +111,16 @@ class AccessContext:
         }
 
 
-_current: contextvars.ContextVar[AccessContext | None] = contextvars.ContextVar("clinic_audit", default=None)
+#: The audit context of the request or command being served (None: nothing is being audited).
+current_context: contextvars.ContextVar[AccessContext | None] = contextvars.ContextVar(
+    "clinic_audit", default=None
+)
 
 
 def audit_service() -> str:
     """The service serving the current request (`cli` outside one)."""
-    ctx = _current.get()
+    ctx = current_context.get()
     return ctx.service if ctx is not None else "cli"
-
-
-ANONYMOUS = Actor(id=None, name="anonymous", role=None, kind="anonymous")
 
 
 def actor_of(user: Any) -> Actor | None:
@@ -200,11 +151,11 @@ def acting_as(
     ctx = AccessContext(
         service=service, action=action, fixed_actor=who, resource_type=kind, resource_id=ident
     )
-    token = _current.set(ctx)
+    token = current_context.set(ctx)
     try:
         yield ctx
     finally:
-        _current.reset(token)
+        current_context.reset(token)
 
 
 # --- gathering patients and changes from the ORM ---------------------------------------------
@@ -219,12 +170,12 @@ def _patients_of(obj: Any) -> Iterator[uuid.UUID]:
         yield patient_id
     snapshot = getattr(obj, "patient", None)
     if isinstance(snapshot, Mapping):
-        found = _as_uuid(snapshot.get("patient_id"))
+        found = as_uuid(snapshot.get("patient_id"))
         if found is not None:
             yield found
 
 
-def _as_uuid(value: Any) -> uuid.UUID | None:
+def as_uuid(value: Any) -> uuid.UUID | None:
     if isinstance(value, uuid.UUID):
         return value
     if isinstance(value, str):
@@ -283,7 +234,7 @@ def _change_of(obj: Any, kind: str) -> dict[str, Any]:
 
 @event.listens_for(Session, "loaded_as_persistent")
 def _on_load(_session: Session, instance: Any) -> None:
-    ctx = _current.get()
+    ctx = current_context.get()
     if ctx is not None:
         ctx.patients.update(_patients_of(instance))
 
@@ -292,7 +243,7 @@ def _on_load(_session: Session, instance: Any) -> None:
 def _on_execute(state: ORMExecuteState) -> None:
     # Writes sent as statements rather than objects: their `patient_id` parameters (and a new
     # patient row's id) name the patients concerned.
-    ctx = _current.get()
+    ctx = current_context.get()
     if ctx is None or state.is_select:
         return
     params = state.parameters
@@ -305,10 +256,10 @@ def _on_execute(state: ORMExecuteState) -> None:
         rows = [*rows, *_values_of(statement)]
         if table == "patients":
             ctx.patients.update(
-                f for row in rows if isinstance(row, Mapping) and (f := _as_uuid(row.get("id"))) is not None
+                f for row in rows if isinstance(row, Mapping) and (f := as_uuid(row.get("id"))) is not None
             )
     for row in rows:
-        if isinstance(row, Mapping) and (found := _as_uuid(row.get("patient_id"))) is not None:
+        if isinstance(row, Mapping) and (found := as_uuid(row.get("patient_id"))) is not None:
             ctx.patients.add(found)
 
 
@@ -334,7 +285,7 @@ def _values_of(statement: ValuesBase) -> list[dict[str, Any]]:
 @event.listens_for(Session, "before_flush")
 def _on_before_flush(session: Session, _flush_context: Any, _instances: Any) -> None:
     # Changed and deleted rows: their old values are known only before the flush.
-    ctx = _current.get()
+    ctx = current_context.get()
     if ctx is None:
         return
     for kind, objects in (("update", session.dirty), ("delete", session.deleted)):
@@ -349,7 +300,7 @@ def _on_before_flush(session: Session, _flush_context: Any, _instances: Any) -> 
 @event.listens_for(Session, "after_flush")
 def _on_after_flush(session: Session, _flush_context: Any) -> None:
     # New rows: their ids (defaults, identity columns) are known only after the flush.
-    ctx = _current.get()
+    ctx = current_context.get()
     if ctx is None:
         return
     for obj in session.new:
@@ -360,7 +311,7 @@ def _on_after_flush(session: Session, _flush_context: Any) -> None:
 
 @event.listens_for(Session, "before_commit")
 def _on_before_commit(session: Session) -> None:
-    ctx = _current.get()
+    ctx = current_context.get()
     if ctx is None or ctx.method in _SAFE_METHODS:
         return
     actor = ctx.actor()
@@ -373,7 +324,7 @@ def _on_before_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _on_after_commit(session: Session) -> None:
-    ctx = _current.get()
+    ctx = current_context.get()
     if ctx is not None and session.info.pop("audit_pending", False):
         ctx.recorded = True
         ctx.patients.clear()
@@ -385,151 +336,7 @@ def _on_after_rollback(session: Session) -> None:
     session.info.pop("audit_pending", None)
 
 
-# --- the middleware: reads, refusals and failed writes ----------------------------------------
-
-
-def _outcome(status: int) -> str:
-    if status in (401, 403):
-        return "denied"
-    if status >= 500:
-        return "failed"
-    if status >= 400:
-        return "rejected"
-    return "ok"
-
-
-def _patients_in(value: Any, found: set[uuid.UUID], depth: int = 0) -> None:
-    if depth > 12:
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "patient_id":
-                if (as_id := _as_uuid(item)) is not None:
-                    found.add(as_id)
-            else:
-                _patients_in(item, found, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _patients_in(item, found, depth + 1)
-    elif (
-        isinstance(value, str)
-        and "Patient/" in value
-        and (match := _PATIENT_REF.search(value))
-        and (as_id := _as_uuid(match.group(1))) is not None
-    ):
-        found.add(as_id)
-
-
-def _context_for(scope: Scope, service: str) -> AccessContext:
-    handler = scope.get("route_handler")
-    operation = getattr(handler, "operation_id", None)
-    tags = getattr(handler, "tags", None) or []
-    params = scope.get("path_params") or {}
-    path_template = getattr(handler, "paths", None)
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
-    return AccessContext(
-        service=service,
-        action=operation if isinstance(operation, str) else f"{scope.get('method')} {scope.get('path')}",
-        method=str(scope.get("method")),
-        path=next(iter(path_template)) if path_template and len(path_template) == 1 else scope.get("path"),
-        resource_type=tags[0] if tags else None,
-        resource_id="/".join(str(v) for v in params.values()) or None,
-        request_id=request_id if isinstance(request_id, str) else None,
-        scope=scope,
-    )
-
-
 async def write_row(engine: AsyncEngine, values: dict[str, Any]) -> None:
+    """One audit row, in its own transaction (a read, a refusal, a failed write)."""
     async with engine.begin() as conn:
         await conn.execute(_INSERT_ROW, values)
-
-
-class AuditMiddleware:
-    """Sets the audit context for the request; records reads, refusals and failed writes before
-    the response leaves (a committed write has already recorded itself)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or PUBLIC.match(scope.get("path", "")):  # type: ignore[comparison-overlap]
-            await self.app(scope, receive, send)
-            return
-        state = scope["app"].state
-        ctx = _context_for(scope, state["clinic_service"])
-        token = _current.set(ctx)
-        start: HTTPResponseStartEvent | None = None
-        chunks: list[bytes] = []
-
-        async def audited_send(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message  # type: ignore[assignment]
-                return
-            if message["type"] != "http.response.body" or start is None:
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            body = b"".join(chunks)
-            await self._record(state["clinic_engine"], ctx, start["status"], body)
-            await send(start)
-            await send({"type": "http.response.body", "body": body, "more_body": False})
-
-        try:
-            await self.app(scope, receive, audited_send)
-        except HTTPException as exc:
-            # The auth middleware's refusals are raised past us and answered further out.
-            if start is None:
-                await self._record(state["clinic_engine"], ctx, exc.status_code, b"")
-            raise
-        finally:
-            _current.reset(token)
-
-    @staticmethod
-    async def _record(engine: AsyncEngine, ctx: AccessContext, status: int, body: bytes) -> None:
-        if ctx.recorded and status < 400:
-            return
-        actor = ctx.actor()
-        if actor is None:
-            if status not in (401, 403):
-                return
-            actor = ANONYMOUS
-        if status < 400 and body[:1] in (b"{", b"["):
-            with suppress(msgspec.DecodeError):
-                _patients_in(msgspec.json.decode(body), ctx.patients)
-        ctx.changes.clear()  # a refused or failed write changed nothing
-        if status >= 400 and ctx.recorded:
-            return
-        await write_row(engine, ctx.row(actor, _outcome(status), status))
-
-
-# --- retention -----------------------------------------------------------------------------
-
-
-async def purge_older_than(engine: AsyncEngine, cutoff: dt.datetime) -> int:
-    """Delete audit rows older than `cutoff` (the only deletion the table's trigger allows)."""
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("SELECT set_config('clinic.audit_purge_before', :cutoff, true)"),
-            {"cutoff": cutoff.isoformat()},
-        )
-        result = await conn.execute(
-            text("DELETE FROM access.audit_events WHERE at < :cutoff"), {"cutoff": cutoff}
-        )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-async def run_audit_retention(engine: AsyncEngine, retention_days: int, stop: asyncio.Event) -> None:
-    """Purge rows past the retention period now and then, until stopped."""
-    while not stop.is_set():
-        try:
-            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=retention_days)
-            removed = await purge_older_than(engine, cutoff)
-            if removed:
-                log.info("audit_purged", removed=removed)
-        except Exception as exc:  # the next round tries again
-            log.warning("audit_purge_failed", error=type(exc).__name__)
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=3600)

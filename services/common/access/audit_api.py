@@ -15,8 +15,8 @@ from litestar.params import FromQuery
 from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.access.audit import AuditEvent
 from services.common.access.auth import Role, require_roles
+from services.common.access.models import AuditEvent
 from services.common.http.pagination import DEFAULT_LIMIT, Limit, newest_first, page_of
 from services.common.http.problems import AUTH_RESPONSES, problem_spec
 

@@ -24,32 +24,17 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import Guard
-from sqlalchemy import DateTime, String, Uuid, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
+from services.common.access.models import ApiKey, AuditEvent
 from services.common.contracts.vocabulary import Role as Role
 from services.common.contracts.vocabulary import SpecialistDestination
-from services.common.db.engine import AccessBase
 
 #: The destinations a specialist's key may be for (their home is `services.common.contracts.vocabulary`).
 Destination = SpecialistDestination
 
 KEY_PREFIX = "clk_"
-
-
-class ApiKey(AccessBase):
-    __tablename__ = "api_keys"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(100))
-    role: Mapped[str] = mapped_column(String(20))
-    destination: Mapped[str | None] = mapped_column(String(40))
-    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    #: After this the key is refused like a revoked one (null: it does not expire).
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +179,6 @@ class KeyListing:
 
 async def list_api_keys(session: AsyncSession) -> list[KeyListing]:
     """Every key, oldest first; last used is the latest access the audit recorded for it."""
-    from services.common.access.audit import AuditEvent
-
     last_used = select(func.max(AuditEvent.at)).where(AuditEvent.actor_id == ApiKey.id).scalar_subquery()
     query = select(ApiKey, last_used).order_by(ApiKey.created_at, ApiKey.name)
     return [

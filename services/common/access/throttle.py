@@ -14,7 +14,7 @@ from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import Counter
 
-from services.common.access.audit import PUBLIC
+from services.common.access.audit_middleware import PUBLIC
 
 AUTH_FAILURES = Counter(
     "clinic_auth_failures", "Requests refused: 401 (no or bad key) and 403 (role).", ["status", "reason"]

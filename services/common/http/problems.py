@@ -34,6 +34,7 @@ from services.common.errors import (
     MalformedBody,
     NotAllowed,
     NotFound,
+    Unavailable,
 )
 from services.common.errors import (
     FieldProblem as FieldProblem,
@@ -113,6 +114,7 @@ STATUS_OF: dict[type[ClinicError], int] = {
     Conflict: 409,
     MalformedBody: 400,
     InvalidFields: 422,
+    Unavailable: 503,
 }
 
 

@@ -28,8 +28,9 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.common.access.audit import AuditMiddleware, run_audit_retention
 from services.common.access.audit_api import AuditController
+from services.common.access.audit_middleware import AuditMiddleware
+from services.common.access.audit_retention import run_audit_retention
 from services.common.access.auth import ApiKeyMiddleware, KeyCache
 from services.common.access.throttle import AuthThrottleMiddleware, FailureWindow
 from services.common.db.migrate import current_versions, expected_heads

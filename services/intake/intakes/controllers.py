@@ -7,20 +7,16 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
-from litestar.exceptions import NotFoundException
+from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, RawBody
 
-from services.common.access.auth import Principal, Role, principal_of, require_roles
-from services.common.clock import now_of
+from services.common.access.auth import Role, require_roles
 from services.common.contracts.intake_body import IntakeBody
-from services.common.contracts.intake_form import latest_today, parse_intake
 from services.common.http.pagination import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
 from services.common.http.problems import AUTH_RESPONSES, problem_spec
 from services.common.http.web import DbSession
-from services.common.settings import Settings
-from services.intake.intakes import services
+from services.intake.intakes import deps, services
+from services.intake.intakes.deps import IntakesDep
 from services.intake.intakes.schemas import Intake, IntakePage, IntakeStatus, PatientPage
 
 #: Who submits intakes (admin always passes the guard).
@@ -64,32 +60,6 @@ def intake_response(stored: services.StoredResponse) -> Response[Any]:
     )
 
 
-def claim_for(
-    request: Request[Any, Any, Any], key: str | None, body: IntakeBody, settings: Settings
-) -> services.IdempotencyClaim | None:
-    key = services.check_idempotency_key(key)
-    if key is None:
-        return None
-    return services.IdempotencyClaim(
-        scope=f"key:{principal_of(request).key_id}",
-        key=key,
-        request_hash=services.request_hash(request.method, request.url.path, body),
-        ttl=dt.timedelta(hours=settings.idempotency_hours),
-    )
-
-
-def accept_form(
-    request: Request[Any, Any, Any], state: State, body: bytes, key: str | None
-) -> tuple[IntakeBody, services.Author, services.IdempotencyClaim | None]:
-    """The strictly decoded form, who sends it and when, and its idempotency claim (if keyed)."""
-    now = now_of(state)
-    settings: Settings = state["clinic_settings"]
-    intake = parse_intake(body, latest_today(now, settings.clinic_time_zone))
-    claim = claim_for(request, key, intake, settings)
-    caller = principal_of(request)
-    return intake, services.Author(name=caller.name, at=now, id=caller.key_id), claim
-
-
 #: A version number as PostgreSQL's integer holds it (a larger one is a 422, not a 500).
 VersionNumber = Annotated[int, PathParameter(ge=1, le=2**31 - 1)]
 
@@ -97,6 +67,7 @@ VersionNumber = Annotated[int, PathParameter(ge=1, le=2**31 - 1)]
 class IntakeController(Controller):
     path = "/v1/intakes"
     tags = ["intakes"]
+    dependencies = deps.DEPENDENCIES
 
     @post(
         "/",
@@ -108,18 +79,14 @@ class IntakeController(Controller):
     )
     async def submit(
         self,
-        request: Request[Principal, str, State],
-        state: State,
-        db_session: DbSession,
+        intakes: IntakesDep,
         data: JSONBody[IntakeBody],
         body: RawBody,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[Intake]:
         """Store the intake (version 1) and publish `intake.submitted` in the same transaction.
         The referral service then triages it; `status` turns `routed` when it has."""
-        intake, author, claim = accept_form(request, state, body, idempotency_key)
-        stored = await services.submit_intake(db_session, intake, author, claim)
-        return intake_response(stored)
+        return intake_response(await intakes.submit(body, idempotency_key))
 
     @post(
         "/{intake_id:uuid}/amendments",
@@ -131,9 +98,7 @@ class IntakeController(Controller):
     )
     async def amend(
         self,
-        request: Request[Principal, str, State],
-        state: State,
-        db_session: DbSession,
+        intakes: IntakesDep,
         intake_id: FromPath[uuid.UUID],
         data: JSONBody[IntakeBody],
         body: RawBody,
@@ -141,9 +106,7 @@ class IntakeController(Controller):
     ) -> Response[Intake]:
         """Store the corrected form as the next version and publish `intake.amended`; earlier
         versions stay readable under `/versions`."""
-        intake, author, claim = accept_form(request, state, body, idempotency_key)
-        stored = await services.amend_intake(db_session, intake_id, intake, author, claim)
-        return intake_response(stored)
+        return intake_response(await intakes.amend(intake_id, body, idempotency_key))
 
     @get(
         "/{intake_id:uuid}",
@@ -152,13 +115,10 @@ class IntakeController(Controller):
         responses={**AUTH_RESPONSES, **NOT_FOUND},
         summary="An intake, current version",
     )
-    async def read(self, db_session: DbSession, intake_id: FromPath[uuid.UUID]) -> Intake:
+    async def read(self, intakes: IntakesDep, intake_id: FromPath[uuid.UUID]) -> Intake:
         """The intake's current version: the patient, the form as submitted, and the status of
         the referral it led to (mirrored from the referral service)."""
-        intake = await services.get_intake(db_session, intake_id)
-        if intake is None:
-            raise NotFoundException("No intake with this id.")
-        return intake
+        return await intakes.one(intake_id)
 
     @get(
         "/",
@@ -198,18 +158,14 @@ class IntakeController(Controller):
     )
     async def versions(
         self,
-        db_session: DbSession,
+        intakes: IntakesDep,
         intake_id: FromPath[uuid.UUID],
         limit: Limit = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> IntakePage:
         """Each version as it was submitted, the first one first; page with `limit` and the
         `next_cursor` of the previous page."""
-        found = await services.list_versions(db_session, intake_id, limit, decode_cursor(cursor, int))
-        if found is None:
-            raise NotFoundException("No intake with this id.")
-        items, last = found
-        return IntakePage(items=items, next_cursor=None if last is None else encode_cursor(last))
+        return await intakes.versions(intake_id, limit, cursor)
 
     @get(
         "/{intake_id:uuid}/versions/{version:int}",
@@ -219,14 +175,11 @@ class IntakeController(Controller):
         summary="An intake as it was at one version",
     )
     async def version(
-        self, db_session: DbSession, intake_id: FromPath[uuid.UUID], version: VersionNumber
+        self, intakes: IntakesDep, intake_id: FromPath[uuid.UUID], version: VersionNumber
     ) -> Intake:
         """The intake exactly as one version had it (versions count from 1; an amendment adds
         one)."""
-        intake = await services.get_intake(db_session, intake_id, version)
-        if intake is None:
-            raise NotFoundException("No such intake or version.")
-        return intake
+        return await intakes.one(intake_id, version)
 
 
 class PatientController(Controller):

@@ -1,27 +1,21 @@
-"""HTTP for follow-ups: the worklist and marking one done."""
+"""HTTP for follow-ups: the worklist and marking one done (`deps.FollowUps` is what a handler
+asks for)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Controller, Request, get, post
-from litestar.datastructures import State
-from litestar.exceptions import NotFoundException
+from litestar import Controller, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from services.common.http.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page_of
-from services.common.http.web import DbSession
+from services.common.http.deps import Caller
+from services.common.http.pagination import DEFAULT_LIMIT, Limit
+from services.referral.followups import deps
+from services.referral.followups.deps import FollowUpsDep
 from services.referral.followups.schemas import FollowUpItem, FollowUpPage
-from services.referral.followups.services import (
-    FollowUpStatus,
-    cursor_key,
-    follow_up_item,
-    follow_up_query,
-    load_follow_up,
-    mark_done,
-)
+from services.referral.followups.services import FollowUpStatus
 from services.referral.referrals.web import (
     ACTORS,
     AUTH_RESPONSES,
@@ -30,8 +24,6 @@ from services.referral.referrals.web import (
     READERS,
     DestinationFilter,
     check_destination_filter,
-    now_of,
-    principal_of,
     problem_spec,
 )
 
@@ -39,6 +31,7 @@ from services.referral.referrals.web import (
 class FollowUpController(Controller):
     path = "/v1/follow-ups"
     tags = ["follow-ups"]
+    dependencies = deps.DEPENDENCIES
 
     @get(
         "/",
@@ -49,8 +42,8 @@ class FollowUpController(Controller):
     )
     async def list_follow_ups(
         self,
-        request: Request[Any, Any, Any],
-        db_session: DbSession,
+        caller: Caller,
+        follow_ups: FollowUpsDep,
         due_before: Annotated[
             dt.date | None, QueryParameter(description="only those due strictly before this date")
         ] = None,
@@ -64,20 +57,15 @@ class FollowUpController(Controller):
     ) -> FollowUpPage:
         """The follow-ups worklist, soonest first (`?status=due` for those whose day has come).
         A specialist sees its own destination's only."""
-        principal = principal_of(request)
-        check_destination_filter(principal, destination, "follow-ups")
-        query = follow_up_query(
-            principal,
+        check_destination_filter(caller, destination, "follow-ups")
+        return await follow_ups.worklist(
             status=status,
             due_before=due_before,
             destination=destination,
             referral_id=referral_id,
-            after=decode_cursor(cursor),
             limit=limit,
+            cursor=cursor,
         )
-        found = [(f, r) for f, r in (await db_session.execute(query)).all()]
-        rows, next_cursor = page_of(found, limit, cursor_key)
-        return FollowUpPage(items=[follow_up_item(f, r) for f, r in rows], next_cursor=next_cursor)
 
     @post(
         "/{follow_up_id:uuid}/done",
@@ -91,19 +79,6 @@ class FollowUpController(Controller):
             409: problem_spec("The follow-up is already done or cancelled."),
         },
     )
-    async def done(
-        self,
-        request: Request[Any, Any, Any],
-        state: State,
-        db_session: DbSession,
-        follow_up_id: FromPath[uuid.UUID],
-    ) -> FollowUpItem:
+    async def done(self, follow_ups: FollowUpsDep, follow_up_id: FromPath[uuid.UUID]) -> FollowUpItem:
         """Mark a follow-up done (a scheduled one too: it is then never emitted as due)."""
-        principal = principal_of(request)
-        found = await load_follow_up(db_session, principal, follow_up_id, lock=True)
-        if found is None:
-            raise NotFoundException(f"No follow-up {follow_up_id} that you can see.")
-        follow_up, referral = found
-        mark_done(follow_up, principal, now_of(state))
-        await db_session.commit()
-        return follow_up_item(follow_up, referral)
+        return await follow_ups.done(follow_up_id)

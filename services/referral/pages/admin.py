@@ -18,15 +18,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access import accounts
-from services.common.access.auth import ApiKey, Destination, KeyError_, Role, create_api_key, revoke_api_key
+from services.common.access.auth import Destination, KeyError_, Role, create_api_key, revoke_api_key
+from services.common.access.models import ApiKey
 from services.common.clock import now_of
 from services.common.contracts import labels
 from services.common.contracts.vocabulary import EventType
 from services.common.errors import Conflict, InvalidFields
 from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
 from services.common.http.web import DbSession
+from services.referral.webhooks import deps as webhook_deps
 from services.referral.webhooks import schemas, service
-from services.referral.webhooks.controllers import _guard, box_of
+from services.referral.webhooks.deps import SealingBoxDep, TargetGuardDep
 from services.referral.webhooks.service import DeliveryFilters
 
 #: `require_staff_role(staff)` with no role named: admin only.
@@ -77,8 +79,14 @@ def _errors_of(exc: InvalidFields | msgspec.ValidationError) -> dict[str, list[s
     return {where.rstrip("`").split("[")[0] or "form": [message]}
 
 
-@post("/admin/webhooks", status_code=200, media_type=MediaType.HTML)
-async def create_webhook(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
+@post("/admin/webhooks", status_code=200, media_type=MediaType.HTML, dependencies=webhook_deps.DEPENDENCIES)
+async def create_webhook(
+    request: Request[Any, Any, State],
+    staff: Staff,
+    db_session: DbSession,
+    target_guard: TargetGuardDep,
+    sealing_box: SealingBoxDep,
+) -> Template:
     """A new endpoint; the page shows its signing secret this once."""
     require_staff_role(staff)
     values = await form_of(request)
@@ -89,9 +97,7 @@ async def create_webhook(request: Request[Any, Any, State], staff: Staff, db_ses
         raw["destinations"] = values["destinations"]
     try:
         data = msgspec.convert(raw, schemas.WebhookEndpointCreate)
-        row, secret = await service.create_endpoint(
-            db_session, data, _guard(request.app.state), staff.name, box_of(request.app.state)
-        )
+        row, secret = await service.create_endpoint(db_session, data, target_guard, staff.name, sealing_box)
     except (InvalidFields, msgspec.ValidationError) as exc:
         await db_session.rollback()
         return await _endpoints_page(request, db_session, 422, errors=_errors_of(exc), values=values)
@@ -130,9 +136,18 @@ async def webhook_page(
     return await _endpoint_page(request, db_session, endpoint_id)
 
 
-@post("/admin/webhooks/{endpoint_id:uuid}/edit", status_code=200, media_type=MediaType.HTML)
+@post(
+    "/admin/webhooks/{endpoint_id:uuid}/edit",
+    status_code=200,
+    media_type=MediaType.HTML,
+    dependencies=webhook_deps.DEPENDENCIES,
+)
 async def edit_webhook(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
+    request: Request[Any, Any, State],
+    staff: Staff,
+    db_session: DbSession,
+    endpoint_id: FromPath[uuid.UUID],
+    target_guard: TargetGuardDep,
 ) -> Any:
     require_staff_role(staff)
     values = await form_of(request)
@@ -145,7 +160,7 @@ async def edit_webhook(
     }
     try:
         data = msgspec.convert(raw, schemas.WebhookEndpointUpdate)
-        await service.update_endpoint(db_session, endpoint_id, data, _guard(request.app.state), staff.name)
+        await service.update_endpoint(db_session, endpoint_id, data, target_guard, staff.name)
     except (InvalidFields, msgspec.ValidationError) as exc:
         await db_session.rollback()
         return await _endpoint_page(request, db_session, endpoint_id, 422, errors=_errors_of(exc))
@@ -153,13 +168,22 @@ async def edit_webhook(
     return redirect(f"/admin/webhooks/{endpoint_id}?notice=Saved.")
 
 
-@post("/admin/webhooks/{endpoint_id:uuid}/rotate", status_code=200, media_type=MediaType.HTML)
+@post(
+    "/admin/webhooks/{endpoint_id:uuid}/rotate",
+    status_code=200,
+    media_type=MediaType.HTML,
+    dependencies=webhook_deps.DEPENDENCIES,
+)
 async def rotate_webhook(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
+    request: Request[Any, Any, State],
+    staff: Staff,
+    db_session: DbSession,
+    endpoint_id: FromPath[uuid.UUID],
+    sealing_box: SealingBoxDep,
 ) -> Template:
     """A new signing secret, shown this once; the old one signs too for the grace period."""
     require_staff_role(staff)
-    rotated = await service.rotate_secret(db_session, endpoint_id, box_of(request.app.state))
+    rotated = await service.rotate_secret(db_session, endpoint_id, sealing_box)
     await db_session.commit()
     return await _endpoint_page(request, db_session, endpoint_id, rotated=rotated)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.common.access.accounts import StaffMember
 from services.common.access.auth import Principal, Role
+from services.common.access.staff_sessions import StaffMember
 from services.common.contracts import labels
 from services.referral.referrals.lifecycle import PRIORITIES, STATUSES
 from services.referral.triage import Destination

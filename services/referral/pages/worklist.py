@@ -20,8 +20,8 @@ from litestar.params import FromPath
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.access.accounts import StaffMember
 from services.common.access.auth import Principal, Role
+from services.common.access.staff_sessions import StaffMember
 from services.common.clock import now_of
 from services.common.contracts.vocabulary import OPEN_STATUSES, Action
 from services.common.errors import Conflict, InvalidFields

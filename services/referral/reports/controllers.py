@@ -6,12 +6,12 @@ import datetime as dt
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.datastructures import State
 from litestar.params import QueryParameter
 
 from services.common.errors import FieldProblem, InvalidFields
+from services.common.http.deps import Now
 from services.common.http.web import DbSession
-from services.referral.referrals.web import CLINICIANS, READ_RESPONSES, DestinationFilter, now_of
+from services.referral.referrals.web import CLINICIANS, READ_RESPONSES, DestinationFilter
 from services.referral.reports.schemas import ReferralReport
 from services.referral.reports.services import referral_report
 
@@ -44,7 +44,7 @@ class ReportController(Controller):
     )
     async def referrals(
         self,
-        state: State,
+        now: Now,
         db_session: DbSession,
         since: Annotated[
             str | None,
@@ -62,9 +62,8 @@ class ReportController(Controller):
         """How the referrals created in `[since, until)` fared: counts by destination, priority and
         status; median and 90th-percentile time from creation to acceptance and to scheduling;
         open overdue; and the share closed (its definition is in the response)."""
-        as_of = now_of(state)
-        end = _moment("until", until) or as_of
+        end = _moment("until", until) or now
         start = _moment("since", since) or end - DEFAULT_PERIOD
         if start >= end:
             raise InvalidFields([FieldProblem(field="since", message="must be before until")])
-        return await referral_report(db_session, since=start, until=end, as_of=as_of, destination=destination)
+        return await referral_report(db_session, since=start, until=end, as_of=now, destination=destination)

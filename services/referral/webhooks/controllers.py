@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post
-from litestar.datastructures import State
+from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
-from services.common.access.auth import Destination, Role, principal_of, require_roles
-from services.common.access.secret_box import SecretBox, secret_box
+from services.common.access.auth import Destination, Role, require_roles
+from services.common.http.deps import Caller
 from services.common.http.pagination import DEFAULT_LIMIT, Limit
 from services.common.http.problems import AUTH_RESPONSES, problem_spec
 from services.common.http.web import DbSession
-from services.common.settings import Settings
-from services.referral.webhooks import schemas, service
+from services.referral.webhooks import deps, schemas, service
+from services.referral.webhooks.deps import SealingBoxDep, TargetGuardDep
 from services.referral.webhooks.service import DeliveryFilters
-from services.referral.webhooks.ssrf import TargetGuard
 
 ADMIN = require_roles(Role.admin)
 
@@ -33,21 +30,6 @@ MISSING = {404: problem_spec("There is no such endpoint or delivery."), **AUTH_R
 CONFLICT = {409: problem_spec("The endpoint is disabled, or an attempt is in flight.")}
 
 
-def _guard(state: State) -> TargetGuard:
-    settings: Settings = state["clinic_settings"]
-    return TargetGuard.from_allow_list(settings.webhook_allow_hosts)
-
-
-def box_of(state: State) -> SecretBox | None:
-    """The box that seals new signing secrets (None: no key configured, create and rotate 503)."""
-    settings: Settings = state["clinic_settings"]
-    return secret_box(settings)
-
-
-def _who(request: Request[Any, Any, Any]) -> str:
-    return principal_of(request).name
-
-
 #: The delivery lists' filters (enums, so a wrong value is a 422 listing the allowed ones).
 StatusFilter = FromQuery[schemas.DeliveryStatus | None]
 EventTypeFilter = FromQuery[schemas.EventType | None]
@@ -57,6 +39,7 @@ class WebhookEndpointController(Controller):
     path = "/v1/webhooks/endpoints"
     tags = ["webhooks"]
     guards = [ADMIN]
+    dependencies = deps.DEPENDENCIES
 
     @post(
         "/",
@@ -66,16 +49,15 @@ class WebhookEndpointController(Controller):
     )
     async def create_endpoint(
         self,
-        request: Request[Any, Any, Any],
-        state: State,
+        caller: Caller,
+        target_guard: TargetGuardDep,
+        sealing_box: SealingBoxDep,
         db_session: DbSession,
         data: JSONBody[schemas.WebhookEndpointCreate],
     ) -> schemas.WebhookEndpointCreated:
         """Subscribe a URL to event types (optionally only some destinations' events). The
         answer carries the signing secret (`whsec_...`): store it now, it is never shown again."""
-        row, secret = await service.create_endpoint(
-            db_session, data, _guard(state), _who(request), box_of(state)
-        )
+        row, secret = await service.create_endpoint(db_session, data, target_guard, caller.name, sealing_box)
         view = service.endpoint_view(row)
         await db_session.commit()
         return schemas.WebhookEndpointCreated(**msgspec.structs.asdict(view), secret=secret)
@@ -120,15 +102,15 @@ class WebhookEndpointController(Controller):
     )
     async def update_endpoint(
         self,
-        request: Request[Any, Any, Any],
-        state: State,
+        caller: Caller,
+        target_guard: TargetGuardDep,
         db_session: DbSession,
         endpoint_id: FromPath[uuid.UUID],
         data: JSONBody[schemas.WebhookEndpointUpdate],
     ) -> schemas.WebhookEndpoint:
         """Change what is sent where. `enabled: false` disables it (pending deliveries go to the
         dead list); `enabled: true` enables it again (replay what it missed)."""
-        row = await service.update_endpoint(db_session, endpoint_id, data, _guard(state), _who(request))
+        row = await service.update_endpoint(db_session, endpoint_id, data, target_guard, caller.name)
         view = service.endpoint_view(row)
         await db_session.commit()
         return view
@@ -154,11 +136,11 @@ class WebhookEndpointController(Controller):
         responses={**MISSING, **NO_KEY},
     )
     async def rotate_secret(
-        self, state: State, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
+        self, sealing_box: SealingBoxDep, db_session: DbSession, endpoint_id: FromPath[uuid.UUID]
     ) -> schemas.SecretRotated:
         """A new signing secret (shown once). For 24 h every message carries two signatures, one
         per secret, so the subscriber can switch over without missing one."""
-        rotated = await service.rotate_secret(db_session, endpoint_id, box_of(state))
+        rotated = await service.rotate_secret(db_session, endpoint_id, sealing_box)
         await db_session.commit()
         return rotated
 

@@ -12,14 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from litestar.exceptions import ServiceUnavailableException
 from sqlalchemy import or_, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access.secret_box import NoSecretKey, SecretBox
 from services.common.access.signing import new_secret
-from services.common.errors import Conflict, FieldProblem, InvalidFields, NotFound
+from services.common.errors import Conflict, FieldProblem, InvalidFields, NotFound, Unavailable
 from services.common.http.pagination import DEFAULT_LIMIT, newest_first, page_of
 from services.common.queue import refresh_demand
 from services.referral.db import webhooks as models
@@ -117,14 +116,14 @@ async def _refresh_demand(session: AsyncSession) -> None:
         await refresh_demand(session, CONSUMER_NAME)
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_timeout: publishers held it
-            raise ServiceUnavailableException("The event queue is busy; try again in a moment.") from exc
+            raise Unavailable("The event queue is busy; try again in a moment.") from exc
         raise
 
 
 def _sealing(box: SecretBox | None) -> SecretBox:
     """The box that seals new secrets; without a configured key no secret can be kept (503)."""
     if box is None:
-        raise ServiceUnavailableException(str(NoSecretKey()))
+        raise Unavailable(str(NoSecretKey()))
     return box
 
 

@@ -28,9 +28,9 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from services.common.access import accounts
-from services.common.access.accounts import StaffMember
+from services.common.access import accounts, staff_sessions
 from services.common.access.auth import Role
+from services.common.access.staff_sessions import StaffMember
 from services.common.clock import now_of
 from services.common.errors import ClinicError
 from services.common.http.problems import status_of
@@ -63,9 +63,9 @@ def _settings(request: Request[Any, Any, Any]) -> Settings:
     return settings
 
 
-def _attempt(request: Request[Any, Any, Any]) -> accounts.Attempt:
+def _attempt(request: Request[Any, Any, Any]) -> staff_sessions.Attempt:
     request_id = structlog.contextvars.get_contextvars().get("request_id")
-    return accounts.Attempt(
+    return staff_sessions.Attempt(
         client_address=request.client.host if request.client else None,
         request_id=str(request_id) if request_id else None,
         at=now_of(request.app.state),
@@ -81,7 +81,7 @@ async def current_staff(request: Request[Any, Any, Any]) -> StaffMember | None:
     if not token or len(token) > 200:
         return None
     async with _maker(request)() as session:
-        staff = await accounts.staff_for_token(
+        staff = await staff_sessions.staff_for_token(
             session,
             token,
             now_of(request.app.state),
@@ -250,12 +250,12 @@ async def sign_in_submit(request: Request[Any, Any, State]) -> Response[Any]:
     try:
         async with _maker(request)() as session:
             try:
-                token = await accounts.sign_in(
+                token = await staff_sessions.sign_in(
                     session, email, password, _attempt(request), _settings(request)
                 )
             finally:
                 await session.commit()
-    except accounts.SignInRefused as exc:
+    except staff_sessions.SignInRefused as exc:
         return render(request, "sign_in.html", status_code=401, error=exc.message, email=email, next=target)
     response = redirect(target)
     response.set_cookie(_cookie(request, SESSION_COOKIE, token, samesite="lax"))
@@ -265,7 +265,7 @@ async def sign_in_submit(request: Request[Any, Any, State]) -> Response[Any]:
 @post("/sign-out", status_code=200)
 async def sign_out(request: Request[Any, Any, State], staff: Staff) -> Response[Any]:
     async with _maker(request)() as session:
-        await accounts.sign_out(session, staff, _attempt(request))
+        await staff_sessions.sign_out(session, staff, _attempt(request))
         await session.commit()
     response = redirect("/sign-in?signed_out=1")
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -285,7 +285,7 @@ async def password_submit(request: Request[Any, Any, State], staff: Staff) -> Re
         if new != again:
             raise accounts.AccountError("The two new passwords are not the same.")
         async with _maker(request)() as session:
-            await accounts.change_password(
+            await staff_sessions.change_password(
                 session, staff, str(form.get("current_password", "")), new, _attempt(request)
             )
             await session.commit()

@@ -1,0 +1,90 @@
+"""The intake rules as one caller sees them in one request, provided to handlers by name
+(`intakes: IntakesDep`): the handlers say which route and body, this says what happens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from litestar import Request
+from litestar.di import NamedDependency, Provide
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.access.auth import Principal
+from services.common.contracts.intake_body import IntakeBody
+from services.common.contracts.intake_form import latest_today, parse_intake
+from services.common.errors import NotFound
+from services.common.http.deps import Caller, ClinicSettings, Now
+from services.common.http.pagination import decode_cursor, encode_cursor
+from services.common.http.web import DbSession
+from services.common.settings import Settings
+from services.intake.intakes import services
+from services.intake.intakes.schemas import Intake, IntakePage
+
+
+class Intakes:
+    def __init__(
+        self,
+        session: AsyncSession,
+        caller: Principal,
+        settings: Settings,
+        now: dt.datetime,
+        target: tuple[str, str],
+    ) -> None:
+        self.session = session
+        self.caller = caller
+        self.settings = settings
+        self.now = now
+        #: The request's method and path, which an idempotency key is bound to.
+        self.target = target
+
+    def _accept(
+        self, raw: bytes, key: str | None
+    ) -> tuple[IntakeBody, services.Author, services.IdempotencyClaim | None]:
+        """The strictly decoded form, who sends it and when, and its idempotency claim (if keyed)."""
+        intake = parse_intake(raw, latest_today(self.now, self.settings.clinic_time_zone))
+        author = services.Author(name=self.caller.name, at=self.now, id=self.caller.key_id)
+        key = services.check_idempotency_key(key)
+        if key is None:
+            return intake, author, None
+        claim = services.IdempotencyClaim(
+            scope=f"key:{self.caller.key_id}",
+            key=key,
+            request_hash=services.request_hash(*self.target, intake),
+            ttl=dt.timedelta(hours=self.settings.idempotency_hours),
+        )
+        return intake, author, claim
+
+    async def submit(self, raw: bytes, key: str | None) -> services.StoredResponse:
+        intake, author, claim = self._accept(raw, key)
+        return await services.submit_intake(self.session, intake, author, claim)
+
+    async def amend(self, intake_id: uuid.UUID, raw: bytes, key: str | None) -> services.StoredResponse:
+        intake, author, claim = self._accept(raw, key)
+        return await services.amend_intake(self.session, intake_id, intake, author, claim)
+
+    async def one(self, intake_id: uuid.UUID, version: int | None = None) -> Intake:
+        """The intake as of `version` (default: the current one); not found if there is none."""
+        intake = await services.get_intake(self.session, intake_id, version)
+        if intake is None:
+            raise NotFound("No intake with this id." if version is None else "No such intake or version.")
+        return intake
+
+    async def versions(self, intake_id: uuid.UUID, limit: int, cursor: str | None) -> IntakePage:
+        found = await services.list_versions(self.session, intake_id, limit, decode_cursor(cursor, int))
+        if found is None:
+            raise NotFound("No intake with this id.")
+        items, last = found
+        return IntakePage(items=items, next_cursor=None if last is None else encode_cursor(last))
+
+
+def provide_intakes(
+    request: Request[Any, Any, Any], db_session: DbSession, caller: Caller, settings: ClinicSettings, now: Now
+) -> Intakes:
+    return Intakes(db_session, caller, settings, now, (request.method, request.url.path))
+
+
+#: How a handler asks for it: `intakes: IntakesDep`.
+IntakesDep = NamedDependency[Intakes]
+DEPENDENCIES = {"intakes": Provide(provide_intakes, sync_to_thread=False)}
