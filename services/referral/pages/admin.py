@@ -90,7 +90,12 @@ async def create_webhook(request: Request[Any, Any, State], staff: Staff, db_ses
     try:
         data = msgspec.convert(raw, schemas.WebhookEndpointCreate)
         row, secret = await service.create_endpoint(
-            db_session, data, _guard(request.app.state), staff.name, box_of(request.app.state)
+            db_session,
+            data,
+            _guard(request.app.state),
+            staff.name,
+            box_of(request.app.state),
+            created_by_id=staff.user_id,
         )
     except (InvalidFields, msgspec.ValidationError) as exc:
         await db_session.rollback()

@@ -73,8 +73,9 @@ class WebhookEndpointController(Controller):
     ) -> schemas.WebhookEndpointCreated:
         """Subscribe a URL to event types (optionally only some destinations' events). The
         answer carries the signing secret (`whsec_...`): store it now, it is never shown again."""
+        who = principal_of(request)
         row, secret = await service.create_endpoint(
-            db_session, data, _guard(state), _who(request), box_of(state)
+            db_session, data, _guard(state), who.name, box_of(state), created_by_id=who.key_id
         )
         view = service.endpoint_view(row)
         await db_session.commit()
