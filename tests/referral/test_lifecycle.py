@@ -471,3 +471,8 @@ async def test_history_names_the_acting_key_by_id_beside_its_name(
         ("requested", team.name["clinician"], await _key_id(engine, team.name["clinician"])),
         ("accepted", team.name["pain_management"], await _key_id(engine, team.name["pain_management"])),
     ]
+    # The announcements name the same ids (`changed_by_id`).
+    events = await events_about(engine, held["id"], "referral.status_changed")
+    assert [(e["status"], e["changed_by"], e["changed_by_id"]) for e in events] == [
+        (h["status"], h["by"], h["by_id"]) for h in history[1:]
+    ]

@@ -48,6 +48,20 @@ async def inject(database_url: str, intake_id: str) -> uuid.UUID:
             ).all()
         submitted = next(r for r in rows if r.type == "intake.submitted")
         created = next(r for r in rows if r.type == "referral.created")
+        # Once handled, the queue keeps the event without the form (its upkeep drops it): a
+        # publisher sending twice sends its own record again, the intake's version.
+        async with engine.connect() as conn:
+            form = await conn.scalar(
+                text(
+                    "SELECT body FROM intake.intake_versions "
+                    "WHERE intake_id = CAST(:i AS uuid) AND version = 1"
+                ),
+                {"i": intake_id},
+            )
+        facts = {
+            submitted.type: {**msgspec.json.decode(submitted.payload.encode()), "intake": form},
+            created.type: msgspec.json.decode(created.payload.encode()),
+        }
         async with AsyncSession(engine) as session, session.begin():
             conn = await session.connection()
             # The same event again (a lost ack), to the consumer that applied it.
@@ -55,7 +69,7 @@ async def inject(database_url: str, intake_id: str) -> uuid.UUID:
             await redeliver(conn, "intake.referral_mirror", created.id)
             # The same facts under a new event id (a publisher that sent twice).
             for row in (submitted, created):
-                payload = msgspec.json.decode(row.payload.encode(), type=PAYLOAD_TYPES[row.type])
+                payload = msgspec.convert(facts[row.type], PAYLOAD_TYPES[row.type], strict=False)
                 await publish(session, payload, subject=row.subject)
         first = msgspec.json.decode(created.payload.encode(), type=ReferralCreated)
         newer = uuid.uuid4()

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from services.common.access import accounts, staff_sessions
 from services.common.access.audit_retention import purge_older_than
 from services.common.settings import Settings
 from services.intake.app import create_app
@@ -158,3 +159,38 @@ async def test_admins_query_the_audit_by_patient_and_actor(
     by_actor = await client.get("/v1/audit", params={"actor": name}, headers=admin)
     assert {i["actor_name"] for i in by_actor.json()["items"]} == {name}
     assert (await client.get("/v1/audit", headers=key)).status_code == 403
+
+
+async def test_a_page_read_is_recorded_under_the_signed_in_account(
+    client: AsyncTestClient[Any], engine: AsyncEngine, make_key: MakeKey, settings: Settings
+) -> None:
+    """The pages' reads name the staff account by id (`actor_kind` `account`), as the API's name
+    the key."""
+    created = await client.post("/v1/intakes", json=intake_form(), headers=auth(await make_key("front_desk")))
+    assert created.status_code == 201
+    intake = created.json()
+    email = f"desk-{uuid.uuid4().hex[:6]}@clinic.example"
+    now = dt.datetime.now(dt.UTC)
+    async with AsyncSession(engine) as session:
+        password, user = await accounts.create_user(
+            session, role="front_desk", name="Desk Person", email=email, destination=None, now=now
+        )
+        user.must_change_password = False
+        user_id = user.id
+        token = await staff_sessions.sign_in(
+            session,
+            email,
+            password,
+            staff_sessions.Attempt(client_address="10.0.0.8", request_id="s", at=now),
+            settings,
+        )
+        await session.commit()
+    request_id = f"page-{uuid.uuid4().hex[:8]}"
+    page = await client.get(
+        f"/intakes/{intake['id']}", headers={"cookie": f"clinic_session={token}", "x-request-id": request_id}
+    )
+    assert page.status_code == 200, page.text
+    assert intake["patient"]["family_name"] in page.text
+    [row] = await rows_for(engine, request_id)
+    assert (row["actor_id"], row["actor_name"], row["actor_kind"]) == (user_id, "Desk Person", "account")
+    assert row["outcome"] == "ok" and uuid.UUID(intake["patient_id"]) in row["patient_ids"]

@@ -31,12 +31,17 @@ async def test_created_endpoint_shows_its_secret_once(hooks: Hooks) -> None:
     listed = await client.get("/v1/webhooks/endpoints", headers=admin)
     assert created["secret"] not in listed.text
     async with hooks.engine.connect() as conn:  # what signs is what was shown, kept sealed
-        stored = (
+        stored, creator_id = (
             await conn.execute(
-                text("SELECT secret FROM referral.webhook_endpoints WHERE id = :id"), {"id": created["id"]}
+                text("SELECT secret, created_by_id FROM referral.webhook_endpoints WHERE id = :id"),
+                {"id": created["id"]},
             )
-        ).scalar_one()
+        ).one()
+        admin_key_id = await conn.scalar(
+            text("SELECT id FROM access.api_keys WHERE name = :n"), {"n": created["created_by"]}
+        )
     assert created["secret"] not in stored
+    assert creator_id is not None and creator_id == admin_key_id  # who made it, by id beside the name
     box = secret_box(hooks.settings)
     assert box is not None and box.open(stored) == created["secret"]
 

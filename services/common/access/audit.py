@@ -128,11 +128,12 @@ def actor_of(user: Any) -> Actor | None:
     if user is None:
         return None
     role = getattr(user, "role", None)
+    account_id = getattr(user, "user_id", None)  # a signed-in staff member (the pages)
     return Actor(
-        id=getattr(user, "key_id", None) or getattr(user, "id", None),
+        id=getattr(user, "key_id", None) or account_id or getattr(user, "id", None),
         name=str(getattr(user, "name", "unknown")),
         role=None if role is None else str(role),
-        kind=str(getattr(user, "kind", "key")),
+        kind=str(getattr(user, "kind", "account" if account_id is not None else "key")),
     )
 
 

@@ -22,6 +22,9 @@ class Payload(msgspec.Struct, frozen=True, kw_only=True):
 
     TYPE: ClassVar[str]
     VERSION: ClassVar[int] = 1
+    #: Fields that carry the patient's data. The queue drops them from an event once every
+    #: delivery of it has succeeded (`services.common.queue.upkeep.redact_handled`).
+    PATIENT_FIELDS: ClassVar[tuple[str, ...]] = ()
 
 
 class IntakeSubmitted(Payload, frozen=True, kw_only=True):
@@ -32,6 +35,7 @@ class IntakeSubmitted(Payload, frozen=True, kw_only=True):
     referral service has no use for the front-desk person's name (the intake keeps it)."""
 
     TYPE: ClassVar[str] = EventType.INTAKE_SUBMITTED.value
+    PATIENT_FIELDS: ClassVar[tuple[str, ...]] = ("intake",)
     intake_id: uuid.UUID
     patient_id: uuid.UUID
     intake_version: int
@@ -79,6 +83,8 @@ class ReferralStatusChanged(Payload, frozen=True, kw_only=True):
     changed_by: str
     due_by: dt.datetime | None = None
     superseded_by: uuid.UUID | None = None
+    #: The key's (or staff account's) id beside `changed_by`; null for triage itself.
+    changed_by_id: uuid.UUID | None = None
 
 
 class ReferralAmended(Payload, frozen=True, kw_only=True):
@@ -127,6 +133,12 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
         ReferralAmended,
         ReferralFollowUpDue,
     )
+}
+
+#: The event types that carry patient data, and those fields: what the queue's upkeep drops from
+#: an event every consumer has handled.
+PATIENT_FIELDS: dict[str, tuple[str, ...]] = {
+    t: p.PATIENT_FIELDS for t, p in PAYLOAD_TYPES.items() if p.PATIENT_FIELDS
 }
 
 #: Every consumer and the event types it subscribes to. `clinic migrate` writes these into the

@@ -4,8 +4,9 @@ Public surface, re-exported here from the package's modules: `publish` (on the c
 in its transaction), `sync_subscriptions` (run by `clinic migrate`) and `refresh_demand` in
 `publish`; `Consumer` (a name and a handler) and `QueueWorker` (claims, handles, acks; wakes on
 NOTIFY, polls as a fallback) in `worker`; the operator views `dead_deliveries` / `replay_dead` in
-`dead` (used by `clinic events` and the admin pages); `run_retention` in `upkeep`. The tables are
-in `tables`, the metrics in `metrics`, the admin endpoints in `admin`.
+`dead` (used by `clinic events` and the admin pages); `run_retention` (with `redact_handled`, which
+drops the patient data of handled events, and `prune`) in `upkeep`. The tables are in `tables`,
+the metrics in `metrics`, the admin endpoints in `admin`.
 
 How it holds its promises:
 - `publish` writes the event, its permanent key and one delivery per subscribed consumer with the
@@ -31,7 +32,7 @@ from __future__ import annotations
 from services.common.queue.dead import DeadDelivery, dead_deliveries, redeliver, replay_dead
 from services.common.queue.listen import LISTENER_NAME, listen
 from services.common.queue.publish import channel_for, publish, refresh_demand, sync_subscriptions
-from services.common.queue.upkeep import prune, run_retention, vacuum_churn
+from services.common.queue.upkeep import prune, redact_handled, run_retention, vacuum_churn
 from services.common.queue.worker import Consumer, QueueTuning, QueueWorker
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "listen",
     "prune",
     "publish",
+    "redact_handled",
     "redeliver",
     "refresh_demand",
     "replay_dead",

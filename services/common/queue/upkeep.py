@@ -1,17 +1,18 @@
-"""Upkeep: handled events and deliveries pruned after the retention period, and the churning
-tables vacuumed even where autovacuum is off."""
+"""Upkeep: the patient data dropped from events every consumer has handled, handled events pruned
+after the retention period, and the churning tables vacuumed even where autovacuum is off."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import first_of as _first_of
+from services.common.contracts.events import PATIENT_FIELDS
 
 log = structlog.get_logger(__name__)
 _RETENTION_LOCK = 7_246_391_002
@@ -50,6 +51,58 @@ async def prune(engine: AsyncEngine, retention_hours: float, *, batch: int = 500
         removed += count
         if count < batch:
             return removed
+
+
+# Minimum necessary: an event that carries patient data (the intake form) keeps it only while a
+# delivery of it is owed. Once no delivery is left (every consumer handled it; an ack deletes the
+# delivery) its patient fields are dropped and `redacted_at` is added; the ids, type and times stay,
+# so the event still counts for retention, keys and the inbox. A pending or dead delivery keeps the
+# whole payload, so a retry or a replay from the dead letters still has the form. Deliveries of an
+# event are only ever written with it (publish) or re-owed by `redeliver` to a consumer whose
+# inbox already holds it, which then only acks it: nothing handles a redacted event. Redacted
+# payloads are small (no longer TOASTed), so the scan costs little on every pass.
+_REDACT = text(
+    """
+    WITH due AS (
+        SELECT e.id FROM queue.events e
+        WHERE e.type = :type
+          AND e.payload ?| CAST(:fields AS text[])
+          AND NOT EXISTS (SELECT 1 FROM queue.deliveries d WHERE d.event_id = e.id)
+        ORDER BY e.recorded_at
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    ), redacted AS (
+        UPDATE queue.events e
+        SET payload = (e.payload - CAST(:fields AS text[]))
+                      || jsonb_build_object('redacted_at', to_jsonb(now()))
+        FROM due WHERE e.id = due.id
+        RETURNING e.id
+    )
+    SELECT count(*) FROM redacted
+    """
+)
+_REDACT_LOCK = 7_246_391_004
+
+
+async def redact_handled(
+    engine: AsyncEngine, fields: Mapping[str, Sequence[str]] = PATIENT_FIELDS, *, batch: int = 5000
+) -> int | None:
+    """Drop `fields` (by event type) from every event no delivery is owed for, in transactions of
+    at most `batch` events; return how many. None when another process is doing it right now."""
+    redacted = 0
+    for event_type, names in fields.items():
+        while True:
+            async with engine.begin() as conn:
+                if not await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _REDACT_LOCK}):
+                    return None
+                count = int(
+                    await conn.scalar(_REDACT, {"type": event_type, "fields": list(names), "batch": batch})
+                    or 0
+                )
+            redacted += count
+            if count < batch:
+                break
+    return redacted
 
 
 #: Tables whose rows churn (a claim updates a delivery, an ack deletes it). Their dead rows slow
@@ -91,9 +144,9 @@ async def run_retention(
     interval: float = 300.0,
     vacuum_every: float = 15.0,
 ) -> None:
-    """Until `stop`: prune every `interval` seconds, and every `vacuum_every` seconds vacuum the
-    churning tables that need it. Every service may run this: one process does each job at a
-    time (advisory locks), the others skip that round."""
+    """Until `stop`: prune every `interval` seconds, and every `vacuum_every` seconds drop the
+    patient data of handled events and vacuum the churning tables that need it. Every service may
+    run this: one process does each job at a time (advisory locks), the others skip that round."""
     next_prune = 0.0
     while not stop.is_set():
         if time.monotonic() >= next_prune:
@@ -104,6 +157,12 @@ async def run_retention(
                     log.info("queue_pruned", events=removed)
             except Exception as exc:
                 log.warning("queue_prune_failed", error_type=type(exc).__name__)
+        try:
+            redacted = await redact_handled(engine)
+            if redacted:
+                log.info("queue_redacted", events=redacted)
+        except Exception as exc:
+            log.warning("queue_redact_failed", error_type=type(exc).__name__)
         try:
             vacuumed = await vacuum_churn(engine)
             if vacuumed:

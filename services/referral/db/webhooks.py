@@ -52,6 +52,8 @@ class WebhookEndpoint(WebhookBase):
     #: delivery history stay (migration `webhooks_0002`).
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(Text)
+    #: The creator's key (or staff account) id beside its name (migration `webhooks_0004`).
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

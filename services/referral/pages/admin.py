@@ -97,7 +97,9 @@ async def create_webhook(
         raw["destinations"] = values["destinations"]
     try:
         data = msgspec.convert(raw, schemas.WebhookEndpointCreate)
-        row, secret = await service.create_endpoint(db_session, data, target_guard, staff.name, sealing_box)
+        row, secret = await service.create_endpoint(
+            db_session, data, target_guard, staff.name, sealing_box, created_by_id=staff.user_id
+        )
     except (InvalidFields, msgspec.ValidationError) as exc:
         await db_session.rollback()
         return await _endpoints_page(request, db_session, 422, errors=_errors_of(exc), values=values)

@@ -79,6 +79,7 @@ async def record_status(
             previous_status=previous,
             changed_at=now,
             changed_by=by,
+            changed_by_id=by_id,
             due_by=referral.due_by,
             superseded_by=referral.superseded_by,
         ),

@@ -57,7 +57,9 @@ class WebhookEndpointController(Controller):
     ) -> schemas.WebhookEndpointCreated:
         """Subscribe a URL to event types (optionally only some destinations' events). The
         answer carries the signing secret (`whsec_...`): store it now, it is never shown again."""
-        row, secret = await service.create_endpoint(db_session, data, target_guard, caller.name, sealing_box)
+        row, secret = await service.create_endpoint(
+            db_session, data, target_guard, caller.name, sealing_box, created_by_id=caller.key_id
+        )
         view = service.endpoint_view(row)
         await db_session.commit()
         return schemas.WebhookEndpointCreated(**msgspec.structs.asdict(view), secret=secret)

@@ -137,6 +137,7 @@ async def create_endpoint(
     guard: TargetGuard,
     created_by: str,
     box: SecretBox | None,
+    created_by_id: uuid.UUID | None = None,
 ) -> tuple[models.WebhookEndpoint, str]:
     """A new endpoint and its signing secret (returned once, never shown again; stored sealed)."""
     sealing = _sealing(box)
@@ -151,6 +152,7 @@ async def create_endpoint(
         destinations=_unique(data.destinations) if data.destinations is not None else None,
         secret=sealing.seal(secret),
         created_by=created_by,
+        created_by_id=created_by_id,
         created_at=now,
         updated_at=now,
     )
