@@ -110,6 +110,10 @@ _ENQUEUE = text(
         WHERE e.disabled_at IS NULL AND e.deleted_at IS NULL
           AND :event_type = ANY(e.event_types)
           AND (e.destinations IS NULL OR CAST(:destination AS text) = ANY(e.destinations))
+        -- Locked so a concurrent disable or delete either waits for this commit (and then sends
+        -- these deliveries to the dead list with the rest) or commits first (and this skips it):
+        -- never a pending delivery for an endpoint that no longer gets any.
+        FOR SHARE OF e
         ON CONFLICT (endpoint_id, event_id) DO NOTHING
         RETURNING 1
     )
