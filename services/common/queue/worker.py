@@ -26,15 +26,22 @@ log = structlog.get_logger(__name__)
 
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+BatchHandler = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class Consumer:
     """A named consumer: `handler(session, envelope)` applies one event on the worker's session.
-    It must not commit, and must not call out of the database (the transaction is open)."""
+    It must not commit, and must not call out of the database (the transaction is open).
+
+    With a `batch_handler`, a claimed batch's new events (oldest first) are applied by one call
+    of it instead (a few statements for the whole batch, not a few per event); it must leave the
+    database as `handler` applied to each event in turn would. When it fails, the batch is
+    rolled back and applied again event by event with `handler`, as without it."""
 
     name: str
     handler: Handler
+    batch_handler: BatchHandler | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +271,15 @@ class QueueWorker:
         await self.consumer.handler(session, item.envelope)
         self._seconds.observe(time.perf_counter() - started)
 
+    async def _apply_batch(
+        self, session: AsyncSession, handler: BatchHandler, items: Sequence[Claimed]
+    ) -> None:
+        started = time.perf_counter()
+        await handler(session, [item.envelope for item in items])
+        each = (time.perf_counter() - started) / len(items)
+        for _ in items:
+            self._seconds.observe(each)
+
     async def _handle(
         self, conn: AsyncConnection, batch: Sequence[Claimed], *, claim_next: bool
     ) -> list[Claimed] | None:
@@ -284,8 +300,11 @@ class QueueWorker:
                     )
                 ).one()
                 fresh = set(row.fresh or ())
-                for item in batch:
-                    if item.envelope.id in fresh:
+                new = [item for item in batch if item.envelope.id in fresh]
+                if self.consumer.batch_handler is not None and len(new) > 1:
+                    await self._apply_batch(session, self.consumer.batch_handler, new)
+                else:
+                    for item in new:
                         try:
                             await self._apply(session, item)
                         except Exception as exc:
