@@ -1,5 +1,6 @@
 """HTTP for intakes: `POST/GET /v1/intakes`, `GET /v1/intakes/{id}` (and its versions),
-`POST /v1/intakes/{id}/amendments`. The rules live in `services.py`."""
+`POST /v1/intakes/{id}/amendments`. The rules live in `submissions.py`, `patients.py`, `reads.py`
+and `idempotency.py`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from services.common.http.pagination import DEFAULT_LIMIT, Limit, decode_cursor,
 from services.common.http.problems import AUTH_RESPONSES, problem_spec
 from services.common.http.web import DbSession
 from services.common.settings import Settings
-from services.intake.intakes import services
+from services.intake.intakes import authors, idempotency, patients, reads, submissions
 from services.intake.intakes.schemas import Intake, IntakePage, IntakeStatus, PatientPage
 
 #: Who submits intakes (admin always passes the guard).
@@ -50,7 +51,7 @@ WRITE_RESPONSES = {
 READ_RESPONSES = {422: problem_spec("A query parameter is not valid."), **AUTH_RESPONSES}
 
 
-def intake_response(stored: services.StoredResponse) -> Response[Any]:
+def intake_response(stored: idempotency.StoredResponse) -> Response[Any]:
     """The answer to a submission or amendment (on a replay: the same status and intake version,
     rebuilt from the database)."""
     headers = {"Location": f"/v1/intakes/{stored.intake_id}"}
@@ -66,28 +67,28 @@ def intake_response(stored: services.StoredResponse) -> Response[Any]:
 
 def claim_for(
     request: Request[Any, Any, Any], key: str | None, body: IntakeBody, settings: Settings
-) -> services.IdempotencyClaim | None:
-    key = services.check_idempotency_key(key)
+) -> idempotency.IdempotencyClaim | None:
+    key = idempotency.check_idempotency_key(key)
     if key is None:
         return None
-    return services.IdempotencyClaim(
+    return idempotency.IdempotencyClaim(
         scope=f"key:{principal_of(request).key_id}",
         key=key,
-        request_hash=services.request_hash(request.method, request.url.path, body),
+        request_hash=idempotency.request_hash(request.method, request.url.path, body),
         ttl=dt.timedelta(hours=settings.idempotency_hours),
     )
 
 
 def accept_form(
     request: Request[Any, Any, Any], state: State, body: bytes, key: str | None
-) -> tuple[IntakeBody, services.Author, services.IdempotencyClaim | None]:
+) -> tuple[IntakeBody, authors.Author, idempotency.IdempotencyClaim | None]:
     """The strictly decoded form, who sends it and when, and its idempotency claim (if keyed)."""
     now = now_of(state)
     settings: Settings = state["clinic_settings"]
     intake = parse_intake(body, latest_today(now, settings.clinic_time_zone))
     claim = claim_for(request, key, intake, settings)
     caller = principal_of(request)
-    return intake, services.Author(name=caller.name, at=now, id=caller.key_id), claim
+    return intake, authors.Author(name=caller.name, at=now, id=caller.key_id), claim
 
 
 #: A version number as PostgreSQL's integer holds it (a larger one is a 422, not a 500).
@@ -118,7 +119,7 @@ class IntakeController(Controller):
         """Store the intake (version 1) and publish `intake.submitted` in the same transaction.
         The referral service then triages it; `status` turns `routed` when it has."""
         intake, author, claim = accept_form(request, state, body, idempotency_key)
-        stored = await services.submit_intake(db_session, intake, author, claim)
+        stored = await submissions.submit_intake(db_session, intake, author, claim)
         return intake_response(stored)
 
     @post(
@@ -142,7 +143,7 @@ class IntakeController(Controller):
         """Store the corrected form as the next version and publish `intake.amended`; earlier
         versions stay readable under `/versions`."""
         intake, author, claim = accept_form(request, state, body, idempotency_key)
-        stored = await services.amend_intake(db_session, intake_id, intake, author, claim)
+        stored = await submissions.amend_intake(db_session, intake_id, intake, author, claim)
         return intake_response(stored)
 
     @get(
@@ -155,7 +156,7 @@ class IntakeController(Controller):
     async def read(self, db_session: DbSession, intake_id: FromPath[uuid.UUID]) -> Intake:
         """The intake's current version: the patient, the form as submitted, and the status of
         the referral it led to (mirrored from the referral service)."""
-        intake = await services.get_intake(db_session, intake_id)
+        intake = await reads.get_intake(db_session, intake_id)
         if intake is None:
             raise NotFoundException("No intake with this id.")
         return intake
@@ -181,9 +182,9 @@ class IntakeController(Controller):
         if submitted_after is not None and submitted_after.tzinfo is None:
             submitted_after = submitted_after.replace(tzinfo=dt.UTC)
         after = decode_cursor(cursor, tuple[dt.datetime, uuid.UUID])
-        items, last = await services.list_intakes(
+        items, last = await reads.list_intakes(
             db_session,
-            services.IntakeFilter(status=status, mrn=mrn, submitted_after=submitted_after),
+            reads.IntakeFilter(status=status, mrn=mrn, submitted_after=submitted_after),
             limit,
             after,
         )
@@ -205,7 +206,7 @@ class IntakeController(Controller):
     ) -> IntakePage:
         """Each version as it was submitted, the first one first; page with `limit` and the
         `next_cursor` of the previous page."""
-        found = await services.list_versions(db_session, intake_id, limit, decode_cursor(cursor, int))
+        found = await reads.list_versions(db_session, intake_id, limit, decode_cursor(cursor, int))
         if found is None:
             raise NotFoundException("No intake with this id.")
         items, last = found
@@ -223,7 +224,7 @@ class IntakeController(Controller):
     ) -> Intake:
         """The intake exactly as one version had it (versions count from 1; an amendment adds
         one)."""
-        intake = await services.get_intake(db_session, intake_id, version)
+        intake = await reads.get_intake(db_session, intake_id, version)
         if intake is None:
             raise NotFoundException("No such intake or version.")
         return intake
@@ -252,9 +253,9 @@ class PatientController(Controller):
     ) -> PatientPage:
         """Names match whole, ignoring case; every filter given must hold. Sorted by family name,
         then given name; page with `limit` and the `next_cursor` of the previous page."""
-        items, last = await services.find_patients(
+        items, last = await patients.find_patients(
             db_session,
-            services.PatientFilter(
+            patients.PatientFilter(
                 family_name=family_name, given_name=given_name, birth_date=birth_date, mrn=mrn
             ),
             limit,
