@@ -143,6 +143,13 @@ async def patient_for_new_intake(
     created = await _new_patient(session, patient, author)
     if created is not None:
         return created
+    return await known_patient(session, patient, author, intake_id)
+
+
+async def known_patient(
+    session: AsyncSession, patient: PatientIn, author: Author, intake_id: uuid.UUID
+) -> uuid.UUID:
+    """The patient already recorded under the form's MRN (identity checked), updated by the form."""
     assert patient.mrn is not None  # only an MRN can conflict
     existing = await _patient_by_mrn(session, patient.mrn)
     assert existing is not None

@@ -24,8 +24,8 @@ from services.intake.intakes.authors import Author
 from services.intake.intakes.idempotency import IdempotencyClaim, StoredResponse, claim_key, remember
 from services.intake.intakes.patients import (
     demographics,
+    known_patient,
     patient_for_amendment,
-    patient_for_new_intake,
     update_patient,
 )
 from services.intake.intakes.reads import get_intake
@@ -81,6 +81,32 @@ _NEW_INTAKE = text(
     """
 )
 
+# The common case, a patient new to the clinic, in one statement: the patient (unless its MRN is
+# taken: then nothing at all is inserted and no row comes back), the intake and its first version.
+_NEW_PATIENT_AND_INTAKE = text(
+    """
+    WITH patient AS (
+        INSERT INTO intake.patients (id, mrn, given_name, family_name, birth_date, sex, phone, email,
+                                     created_at, updated_at)
+        VALUES (:patient_id, :mrn, :given_name, :family_name, :birth_date, :sex, :phone, :email, :at, :at)
+        ON CONFLICT (mrn) DO NOTHING
+        RETURNING id
+    ), intake AS (
+        INSERT INTO intake.intakes (id, patient_id, version, status, source, submitted_at, submitted_by,
+                                    submitted_by_id, updated_at)
+        SELECT CAST(:id AS uuid), patient.id, 1, CAST(:status AS varchar), CAST(:source AS varchar),
+               CAST(:at AS timestamptz), CAST(:by AS varchar), CAST(:by_id AS uuid), CAST(:at AS timestamptz)
+        FROM patient
+    )
+    INSERT INTO intake.intake_versions (intake_id, version, patient_id, submitted_at, submitted_by,
+                                        submitted_by_id, body)
+    SELECT CAST(:id AS uuid), 1, patient.id, CAST(:at AS timestamptz), CAST(:by AS varchar),
+           CAST(:by_id AS uuid), CAST(:body AS jsonb)
+    FROM patient
+    RETURNING patient_id
+    """
+)
+
 
 async def submit_intake(
     session: AsyncSession,
@@ -92,7 +118,7 @@ async def submit_intake(
 ) -> StoredResponse:
     """Store a new intake (version 1) and publish `intake.submitted`, in one transaction.
 
-    For a new patient that is three statements (patient; intake and version; event, its
+    For a new patient that is two statements (patient, intake and version; event, its
     deliveries and NOTIFY) and the commit; the 201 is built from what was written, not read back
     (a new intake has no referral yet: the referral service hears of it only after the commit).
     `existing_patient` is the patient the front desk picked among the likely matches: the
@@ -101,6 +127,7 @@ async def submit_intake(
         await session.rollback()
         return stored
     intake_id = uuid.uuid4()
+    created: uuid.UUID | None = None
     if existing_patient is not None and body.patient.mrn is None:
         picked = await session.get(Patient, existing_patient, with_for_update=True)
         if picked is None:
@@ -108,21 +135,39 @@ async def submit_intake(
             raise InvalidFields([FieldProblem(field="patient", message="No such patient; search again.")])
         await update_patient(session, picked, demographics(body.patient), author, intake_id)
         patient_id = picked.id
-    else:
-        patient_id = await patient_for_new_intake(session, body.patient, author, intake_id)
-    await session.execute(
-        _NEW_INTAKE,
-        {
-            "id": intake_id,
-            "patient_id": patient_id,
-            "status": schemas.IntakeStatus.SUBMITTED.value,
-            "source": author.source,
-            "at": author.at,
-            "by": author.name,
-            "by_id": author.id,
-            "body": msgspec.json.encode(body).decode(),
-        },
-    )
+    row = {
+        "id": intake_id,
+        "status": schemas.IntakeStatus.SUBMITTED.value,
+        "source": author.source,
+        "at": author.at,
+        "by": author.name,
+        "by_id": author.id,
+        "body": msgspec.json.encode(body).decode(),
+    }
+    if existing_patient is None or body.patient.mrn is not None:
+        patient = body.patient
+        created = (
+            await session.execute(
+                _NEW_PATIENT_AND_INTAKE,
+                row
+                | {
+                    "patient_id": uuid.uuid4(),
+                    "mrn": patient.mrn,
+                    "given_name": patient.given_name,
+                    "family_name": patient.family_name,
+                    "birth_date": patient.birth_date,
+                    "sex": patient.sex.value,
+                    "phone": patient.phone,
+                    "email": patient.email,
+                },
+            )
+        ).scalar_one_or_none()
+        if created is not None:
+            patient_id = created
+        else:  # the MRN is known: that patient's intake
+            patient_id = await known_patient(session, body.patient, author, intake_id)
+    if created is None:
+        await session.execute(_NEW_INTAKE, row | {"patient_id": patient_id})
     await _publish_version(session, intake_id, 1, patient_id, body, author)
     intake = schemas.Intake(
         **msgspec.structs.asdict(body),
