@@ -301,7 +301,7 @@ class QueueWorker:
                 ).one()
                 fresh = set(row.fresh or ())
                 new = [item for item in batch if item.envelope.id in fresh]
-                if self.consumer.batch_handler is not None and len(new) > 1:
+                if self.consumer.batch_handler is not None and new:
                     await self._apply_batch(session, self.consumer.batch_handler, new)
                 else:
                     for item in new:
