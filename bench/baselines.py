@@ -10,7 +10,7 @@ an API key nor logs: that is the service's own cost.
 B0-same executes, on the clinic's tables, the statements of one intake with no idempotency key
 (BEGIN, patient, intake and version, event with its key and deliveries and NOTIFY, COMMIT), so
 the gap between it and the service is what Litestar's plugins, SQLAlchemy, auth and the
-handler's Python cost. Keep it in step with services/intake/intakes/services.py.
+handler's Python cost. Keep it in step with services/intake/intakes/submissions.py.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ figures are within that of commit to commit.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 
@@ -129,7 +130,9 @@ async def run(quick: bool) -> Phase:
             await asyncio.sleep(3)  # let the backlog drain before timing anything
             seconds = 3.0 if quick else 10.0
             idle = await phase("idle", intake, key, dsn, 5.0, seconds)
-            half = await phase("half maximum", intake, key, dsn, max(5.0, maximum / 2), seconds)
+            fixed = os.environ.get("CLINIC_BENCH_E2E_RATE")  # the same rate for two runs to compare
+            loaded = float(fixed) if fixed else max(5.0, maximum / 2)
+            half = await phase("fixed rate" if fixed else "half maximum", intake, key, dsn, loaded, seconds)
             print(
                 f"RSS after the run: intake {intake.rss():.0f} MB, referral {referral.rss():.0f} MB; "
                 f"CPU so far: intake {intake.cpu():.1f} s, referral {referral.cpu():.1f} s",

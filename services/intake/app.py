@@ -17,7 +17,8 @@ from services.common.settings import Settings
 from services.intake import fhir
 from services.intake.inbound import receive_intake_form
 from services.intake.intakes.controllers import IntakeController, PatientController
-from services.intake.intakes.services import patient_ids_by_mrn, purge_expired_keys
+from services.intake.intakes.idempotency import purge_expired_keys
+from services.intake.intakes.patients import patient_ids_by_mrn
 from services.intake.mirror import referral_mirror
 from services.intake.pages import TEMPLATES, front_desk_pages
 

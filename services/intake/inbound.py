@@ -24,7 +24,7 @@ from services.common.contracts.intake_form import latest_today, parse_intake
 from services.common.http.problems import problem_spec
 from services.common.http.web import DbSession
 from services.common.settings import Settings
-from services.intake.intakes import services
+from services.intake.intakes import authors, idempotency, submissions
 from services.intake.intakes.controllers import (
     WRITE_RESPONSES,
     intake_response,
@@ -90,15 +90,15 @@ async def receive_intake_form(
         )
     except SignatureError as exc:
         raise NotAuthorizedException(f"The webhook signature was refused: {exc}.") from exc
-    message_id = services.check_idempotency_key(webhook_id, field="webhook-id")
+    message_id = idempotency.check_idempotency_key(webhook_id, field="webhook-id")
     assert message_id is not None  # verify() requires it
     intake = parse_intake(body, latest_today(now, settings.clinic_time_zone))
-    claim = services.IdempotencyClaim(
+    claim = idempotency.IdempotencyClaim(
         scope=INBOUND_SCOPE,
         key=message_id,
-        request_hash=services.request_hash(request.method, request.url.path, intake),
+        request_hash=idempotency.request_hash(request.method, request.url.path, intake),
         ttl=max(dt.timedelta(hours=settings.idempotency_hours), dt.timedelta(seconds=2 * TOLERANCE_SECONDS)),
     )
-    author = services.Author(name=INBOUND_AUTHOR, at=now, source="inbound")
-    stored = await services.submit_intake(db_session, intake, author, claim)
+    author = authors.Author(name=INBOUND_AUTHOR, at=now, source="inbound")
+    stored = await submissions.submit_intake(db_session, intake, author, claim)
     return intake_response(stored)

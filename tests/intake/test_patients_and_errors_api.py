@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.settings import Settings
 from services.intake.app import create_app
-from services.intake.intakes.services import routing_of
+from services.intake.intakes.reads import routing_of
 from tests.intake.conftest import intake_form
 from tests.intake.test_referral_mirror import changed, created, deliver
 

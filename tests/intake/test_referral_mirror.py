@@ -176,20 +176,77 @@ async def test_a_newer_referral_supersedes_the_summary(
     }
 
 
-async def test_the_summary_reads_one_intakes_referrals_by_index_even_without_statistics(
-    engine: AsyncEngine,
+async def test_a_batch_of_events_arriving_together_ends_as_one_by_one(
+    running: AsyncTestClient[Any], front_desk: dict[str, str], engine: AsyncEngine
 ) -> None:
-    """The summary's query on a fresh copy of the mirror table (20,000 referrals, never analysed,
-    as on a server whose autovacuum has not run yet) is an index lookup: no plan scans every
-    referral."""
+    """Events published together are claimed and applied as one batch: two intakes, a referral
+    created and moved twice (one move late) in the same batch, a superseding referral, and an
+    event for an intake this service does not know. Each intake ends as if applied one by one."""
+    first, second = await _intake(running, front_desk), await _intake(running, front_desk)
+    a, old, new = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    hour, later = datetime.timedelta(hours=1), T0 + datetime.timedelta(days=1)
+    events = [
+        (created(first["id"], a), first["id"]),
+        (changed(first["id"], a, "scheduled", T0 + 2 * hour), first["id"]),
+        (changed(first["id"], a, "accepted", T0 + hour), first["id"]),  # late
+        (changed(second["id"], old, "cancelled", later, superseded_by=new), second["id"]),
+        (created(second["id"], new, intake_version=2, destination="urgent_care", priority="urgent",
+                 created_at=later, supersedes=old), second["id"]),
+        (created(second["id"], old), second["id"]),
+        (created(str(uuid.uuid4()), uuid.uuid4()), first["id"]),  # an intake not ours
+    ]  # fmt: skip
+    async with AsyncSession(engine) as session:
+        ids = [await publish(session, event, subject=uuid.UUID(subject)) for event, subject in events]
+        await session.commit()
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        async with engine.connect() as conn:
+            applied = (
+                await conn.execute(
+                    text("SELECT count(*) FROM queue.inbox WHERE consumer = :c AND event_id = ANY(:e)"),
+                    {"c": CONSUMER_NAME, "e": ids},
+                )
+            ).scalar_one()
+        if applied == len(ids):
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the mirror did not apply the batch in time"
+        await asyncio.sleep(0.05)
+
+    one = await _read(running, front_desk, first["id"])
+    assert (one["status"], one["referral"]["id"], one["referral"]["status"]) == (
+        "routed",
+        str(a),
+        "scheduled",
+    )
+    two = await _read(running, front_desk, second["id"])
+    assert two["referral"] == {
+        "id": str(new),
+        "destination": "urgent_care",
+        "priority": "urgent",
+        "status": "requested",
+        "intake_version": 2,
+    }
+
+
+@pytest.mark.parametrize("query", ["INTAKE_REFERRALS", "BATCH_REFERRALS"])
+async def test_the_summary_reads_one_intakes_referrals_by_index_even_without_statistics(
+    engine: AsyncEngine, query: str
+) -> None:
+    """The summary's query (one intake's referrals, or a batch's intakes' referrals) on a fresh
+    copy of the mirror table (20,000 referrals, never analysed, as on a server whose autovacuum
+    has not run yet) is an index lookup: no plan scans every referral."""
     from sqlalchemy.dialects import postgresql
 
-    from services.intake.mirror import INTAKE_REFERRALS
+    from services.intake import mirror
 
-    sql = str(INTAKE_REFERRALS.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": False}))
-    sql = sql.replace("intake.referral_mirror", "pg_temp.referral_mirror").replace(
-        "%(intake_id)s", "CAST(:intake_id AS uuid)"
+    statement = getattr(mirror, query)
+    sql = str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": False}))
+    sql = (
+        sql.replace("intake.referral_mirror", "pg_temp.referral_mirror")
+        .replace("%(intake_id)s", "CAST(:intake_id AS uuid)")
+        .replace("%(intake_ids)s", "CAST(:intake_ids AS uuid[])")
     )
+    ids = [str(uuid.uuid4()) for _ in range(50)]
     async with engine.connect() as conn:
         await conn.execute(
             text("CREATE TEMP TABLE referral_mirror (LIKE intake.referral_mirror INCLUDING ALL)")
@@ -202,7 +259,11 @@ async def test_the_summary_reads_one_intakes_referrals_by_index_even_without_sta
             )
         )
         plan = (
-            (await conn.execute(text("EXPLAIN (FORMAT TEXT) " + sql), {"intake_id": str(uuid.uuid4())}))
+            (
+                await conn.execute(
+                    text("EXPLAIN (FORMAT TEXT) " + sql), {"intake_id": ids[0], "intake_ids": ids}
+                )
+            )
             .scalars()
             .all()
         )

@@ -24,7 +24,7 @@ async def test_submitted_intake_becomes_a_referral_with_reasons_and_due_by(
 ) -> None:
     body = _by_id("P01", clock.now().date())
     intake_id = await publish_intake(body)
-    [referral] = await wait_for(lambda: referrals_for(referral_client, clinician_headers, intake_id))
+    [referral] = await wait_for(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
     assert referral["destination"] == "urgent_care"
     assert referral["priority"] == "stat"
     assert referral["status"] == "requested"
@@ -47,7 +47,7 @@ async def test_unsure_answer_is_held_for_clinician_review(
     referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers, clock: FakeClock
 ) -> None:
     intake_id = await publish_intake(_by_id("P24", clock.now().date()))
-    [referral] = await wait_for(lambda: referrals_for(referral_client, clinician_headers, intake_id))
+    [referral] = await wait_for(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
     assert (referral["destination"], referral["status"], referral["priority"]) == (
         "clinician_review",
         "needs_review",
@@ -60,7 +60,7 @@ async def test_routine_referral_is_due_in_fourteen_days(
     referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers, clock: FakeClock
 ) -> None:
     intake_id = await publish_intake(_by_id("P05", clock.now().date()))
-    [referral] = await wait_for(lambda: referrals_for(referral_client, clinician_headers, intake_id))
+    [referral] = await wait_for(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
     assert referral["destination"] == "regenerative_medicine"
     due = datetime.fromisoformat(referral["due_by"]) - datetime.fromisoformat(referral["created_at"])
     assert due == timedelta(days=14)
@@ -148,3 +148,72 @@ async def test_unknown_referral_is_404(referral_client: AsyncClient, clinician_h
     response = await referral_client.get(f"/v1/referrals/{uuid.uuid4()}", headers=clinician_headers)
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_intakes_arriving_together_are_triaged_as_one_by_one(
+    referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers, clock: FakeClock,
+    engine: AsyncEngine,
+) -> None:  # fmt: skip
+    """Intake events committed together are claimed and triaged as one batch: each new intake
+    gets its referral, history and `referral.created` event; a version already triaged changes
+    nothing; an intake submitted and amended in the same batch ends as if handled in order."""
+    import msgspec
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from services.common.contracts.events import IntakeAmended, IntakeSubmitted
+    from services.common.contracts.intake_body import IntakeBody
+    from services.common.queue import publish
+
+    today = clock.now().date()
+    seen_before = await publish_intake(_by_id("P01", today))
+    await wait_for(lambda: referrals_for(referral_client, clinician_headers, seen_before))
+
+    def event(
+        vignette: str, intake_id: uuid.UUID, version: int = 1, amended: bool = False
+    ) -> IntakeSubmitted:
+        kind = IntakeAmended if amended else IntakeSubmitted
+        body = msgspec.convert(_by_id(vignette, today), IntakeBody)
+        return kind(intake_id=intake_id, patient_id=uuid.uuid4(), intake_version=version,
+                    submitted_at=clock.now(), intake=body)  # fmt: skip
+
+    new = [uuid.uuid4() for _ in range(3)]
+    twice = uuid.uuid4()
+    events = [
+        event("P01", new[0]),
+        event("P24", new[1]),
+        event("P01", seen_before),  # redelivered by its publisher: already triaged
+        event("P24", twice),
+        event("P01", twice, version=2, amended=True),
+        event("P24", new[2]),
+    ]
+    async with AsyncSession(engine) as session:
+        for payload in events:
+            await publish(session, payload, subject=payload.intake_id)
+        await session.commit()
+
+    expected = {new[0]: "urgent_care", new[1]: "clinician_review", new[2]: "clinician_review"}
+    for intake_id, destination in expected.items():
+        [referral] = await wait_for(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
+        assert (referral["destination"], referral["intake_version"]) == (destination, 1)
+        assert [(h["status"], h["by"]) for h in referral["history"]] == [(referral["status"], "triage")]
+    both = await wait_for(lambda: _two(referral_client, clinician_headers, twice))
+    assert sorted((r["intake_version"], r["destination"]) for r in both) == [
+        (1, "clinician_review"), (2, "urgent_care")
+    ]  # fmt: skip
+    assert len(await referrals_for(referral_client, clinician_headers, seen_before)) == 1
+    async with engine.connect() as conn:
+        announced = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM queue.events WHERE type = 'referral.created' "
+                    "AND CAST(payload->>'intake_id' AS uuid) = ANY(:ids)"
+                ),
+                {"ids": [*new, seen_before]},
+            )
+        ).scalar_one()
+    assert announced == 4
+
+
+async def _two(client: AsyncClient, headers: dict, intake_id: uuid.UUID) -> list[dict] | None:
+    found = await referrals_for(client, headers, intake_id)
+    return found if len(found) == 2 else None

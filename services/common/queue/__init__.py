@@ -29,11 +29,12 @@ How it holds its promises:
 
 from __future__ import annotations
 
+from services.common.queue.consumer import Consumer, QueueTuning
 from services.common.queue.dead import DeadDelivery, dead_deliveries, redeliver, replay_dead
 from services.common.queue.listen import LISTENER_NAME, listen
 from services.common.queue.publish import channel_for, publish, refresh_demand, sync_subscriptions
 from services.common.queue.upkeep import prune, redact_handled, run_retention, vacuum_churn
-from services.common.queue.worker import Consumer, QueueTuning, QueueWorker
+from services.common.queue.worker import QueueWorker
 
 __all__ = [
     "LISTENER_NAME",

@@ -14,7 +14,7 @@ from services.common.clock import first_of as _first_of
 from services.common.db.engine import libpq_url
 
 if TYPE_CHECKING:
-    from services.common.queue.worker import QueueTuning
+    from services.common.queue.consumer import QueueTuning
 
 log = structlog.get_logger(__name__)
 

@@ -4,7 +4,7 @@ transaction; the NOTIFY channel of each consumer; the webhook demand that decide
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -84,6 +84,32 @@ async def publish(
         log.info("event_publish_skipped_duplicate_key", event_type=payload.TYPE)
         return None
     return event_id
+
+
+async def publish_many(
+    conn: AsyncConnection, events: Sequence[tuple[Payload, uuid.UUID]], *, occurred_at: datetime | None = None
+) -> None:
+    """Record several keyless events (payload, subject) in the caller's transaction, in order, in
+    one round trip (a pipelined executemany of the statement `publish` runs for each)."""
+    if not events:
+        return
+    at = occurred_at or datetime.now(UTC)
+    await conn.execute(
+        _PUBLISH,
+        [
+            {
+                "id": uuid.uuid4(),
+                "type": payload.TYPE,
+                "version": payload.VERSION,
+                "subject": subject,
+                "payload": msgspec.json.encode(payload).decode(),
+                "occurred_at": at,
+                "key": None,
+                "prefix": CHANNEL_PREFIX,
+            }
+            for payload, subject in events
+        ],
+    )
 
 
 async def sync_subscriptions(

@@ -4,10 +4,8 @@ channel (`listen`) and by a poll as a fallback."""
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import msgspec
 import structlog
@@ -18,53 +16,11 @@ from services.common.clock import first_of as _first_of
 from services.common.contracts.events import Envelope
 from services.common.logging import scrub_text
 from services.common.queue import metrics
+from services.common.queue.consumer import BatchHandler, Consumer, QueueTuning
 from services.common.queue.listen import LISTENER_NAME, listen
 from services.common.queue.publish import channel_for
-from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Consumer:
-    """A named consumer: `handler(session, envelope)` applies one event on the worker's session.
-    It must not commit, and must not call out of the database (the transaction is open)."""
-
-    name: str
-    handler: Handler
-
-
-@dataclass(frozen=True, slots=True)
-class QueueTuning:
-    batch_size: int = 50
-    lease_seconds: float = 60.0
-    poll_seconds: float = 2.0
-    max_attempts: int = 8
-    backoff_base_seconds: float = 1.0
-    backoff_max_seconds: float = 600.0
-    #: First wait before the listener reconnects; it doubles up to `reconnect_max_seconds`
-    #: (kept short: readiness waits for the listeners after a database restart).
-    reconnect_seconds: float = 0.5
-    reconnect_max_seconds: float = 2.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> QueueTuning:
-        return cls(
-            batch_size=settings.queue_batch_size,
-            lease_seconds=settings.queue_lease_seconds,
-            poll_seconds=settings.queue_poll_seconds,
-            max_attempts=settings.queue_max_attempts,
-            backoff_base_seconds=settings.queue_backoff_base_seconds,
-            backoff_max_seconds=settings.queue_backoff_max_seconds,
-        )
-
-    def backoff(self, attempts: int) -> float:
-        """Exponential backoff with jitter: half to all of base * 2^(attempts-1), capped."""
-        step = min(self.backoff_max_seconds, self.backoff_base_seconds * 2.0 ** max(0, attempts - 1))
-        return float(step * random.uniform(0.5, 1.0))
 
 
 # Claim up to :limit ready deliveries of :consumer, oldest first, passing over those other workers
@@ -264,6 +220,15 @@ class QueueWorker:
         await self.consumer.handler(session, item.envelope)
         self._seconds.observe(time.perf_counter() - started)
 
+    async def _apply_batch(
+        self, session: AsyncSession, handler: BatchHandler, items: Sequence[Claimed]
+    ) -> None:
+        started = time.perf_counter()
+        await handler(session, [item.envelope for item in items])
+        each = (time.perf_counter() - started) / len(items)
+        for _ in items:
+            self._seconds.observe(each)
+
     async def _handle(
         self, conn: AsyncConnection, batch: Sequence[Claimed], *, claim_next: bool
     ) -> list[Claimed] | None:
@@ -284,8 +249,11 @@ class QueueWorker:
                     )
                 ).one()
                 fresh = set(row.fresh or ())
-                for item in batch:
-                    if item.envelope.id in fresh:
+                new = [item for item in batch if item.envelope.id in fresh]
+                if self.consumer.batch_handler is not None and new:
+                    await self._apply_batch(session, self.consumer.batch_handler, new)
+                else:
+                    for item in new:
                         try:
                             await self._apply(session, item)
                         except Exception as exc:
@@ -392,6 +360,3 @@ class QueueWorker:
             on_change=listening,
             log=self.log,
         )
-
-
-# -- operators -------------------------------------------------------------------------------

@@ -3,8 +3,8 @@ version, read and searched, and created from a completed back-pain questionnaire
 `Questionnaire` itself and the CodeSystems of its answers.
 
 Same keys and roles as `/v1/intakes`: front desk and clinicians read, the front desk submits
-(admin always). Reads go through `intakes.services.get_intake` and `fhir.store`; a submission
-goes through `parse_intake` and `intakes.services.submit_intake`, exactly as `POST /v1/intakes`.
+(admin always). Reads go through `intakes.reads.get_intake` and `fhir.store`; a submission
+goes through `parse_intake` and `intakes.submissions.submit_intake`, exactly as `POST /v1/intakes`.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from services.intake.fhir.questionnaire import (
     response_items,
     vocabulary_code_system,
 )
-from services.intake.intakes import services
+from services.intake.intakes import authors, reads, submissions
 from services.intake.intakes.controllers import READERS, SUBMITTERS
 from services.intake.intakes.schemas import Intake
 
@@ -140,7 +140,7 @@ async def _responses(
     identifiers = await store.identifiers_of(session, [intake_id for intake_id, v in keys if v == 1])
     found = []
     for intake_id, version in keys:
-        intake = await services.get_intake(session, intake_id, version)
+        intake = await reads.get_intake(session, intake_id, version)
         if intake is not None:
             found.append(response_resource(settings, intake, identifiers.get(intake_id)))
     return found
@@ -367,9 +367,9 @@ async def create_response(
     except UnprocessableProblem as exc:
         raise FhirError(422, [field_issue(p.field, p.message) for p in exc.errors]) from exc
     caller = principal_of(request)
-    author = services.Author(name=caller.name, at=now, source="fhir", id=caller.key_id)
+    author = authors.Author(name=caller.name, at=now, source="fhir", id=caller.key_id)
     claim = store.identifier_claim(key) if key is not None else None
-    stored = await services.submit_intake(db_session, intake, author, claim)
+    stored = await submissions.submit_intake(db_session, intake, author, claim)
     created = await _responses(db_session, settings, [(stored.intake_id, 1)])
     location = f"{str(request.base_url).rstrip('/')}/fhir/R4/QuestionnaireResponse/{created[0]['id']}"
     return fhir_response(created[0], 200 if stored.replayed else 201, {"Location": location})

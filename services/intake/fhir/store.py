@@ -1,7 +1,7 @@
-"""The intake data the FHIR interface reads beyond what `intakes.services` offers: patients, the
+"""The intake data the FHIR interface reads beyond what `intakes.reads` offers: patients, the
 keys of intake versions a search selects, and the identifiers FHIR clients gave their responses.
 
-Every read of patient data goes through a function here or in `intakes.services`, so an access
+Every read of patient data goes through a function here or in `intakes.reads`, so an access
 audit wrapping those functions covers the FHIR routes as it covers the JSON API.
 """
 
@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.db.models import IdempotencyKey, Intake, IntakeVersion, Patient
-from services.intake.intakes.services import IdempotencyClaim
+from services.intake.intakes.idempotency import IdempotencyClaim
 
 #: The idempotency scope of QuestionnaireResponse identifiers (`system|value`): one per clinic,
 #: kept as long as the intake, so a resent response never creates a second intake.
@@ -113,7 +113,7 @@ async def find_versions(
     session: AsyncSession, where: VersionQuery, limit: int, after: VersionKey | None
 ) -> tuple[list[tuple[uuid.UUID, int]], VersionKey | None]:
     """(intake id, version) of the versions the query selects, newest first, and the key to
-    continue after; each is then read with `intakes.services.get_intake`."""
+    continue after; each is then read with `intakes.reads.get_intake`."""
     query = (
         select(IntakeVersion.submitted_at, IntakeVersion.intake_id, IntakeVersion.version)
         .join(Intake, Intake.id == IntakeVersion.intake_id)

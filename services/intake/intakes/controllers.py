@@ -1,5 +1,6 @@
 """HTTP for intakes: `POST/GET /v1/intakes`, `GET /v1/intakes/{id}` (and its versions),
-`POST /v1/intakes/{id}/amendments`. The rules live in `services.py`."""
+`POST /v1/intakes/{id}/amendments`. The rules live in `submissions.py`, `patients.py`, `reads.py`
+and `idempotency.py`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from services.common.contracts.intake_body import IntakeBody
 from services.common.http.pagination import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
 from services.common.http.problems import AUTH_RESPONSES, problem_spec
 from services.common.http.web import DbSession
-from services.intake.intakes import deps, services
+from services.intake.intakes import deps, idempotency, patients, reads
 from services.intake.intakes.deps import IntakesDep
 from services.intake.intakes.schemas import Intake, IntakePage, IntakeStatus, PatientPage
 
@@ -46,7 +47,7 @@ WRITE_RESPONSES = {
 READ_RESPONSES = {422: problem_spec("A query parameter is not valid."), **AUTH_RESPONSES}
 
 
-def intake_response(stored: services.StoredResponse) -> Response[Any]:
+def intake_response(stored: idempotency.StoredResponse) -> Response[Any]:
     """The answer to a submission or amendment (on a replay: the same status and intake version,
     rebuilt from the database)."""
     headers = {"Location": f"/v1/intakes/{stored.intake_id}"}
@@ -141,9 +142,9 @@ class IntakeController(Controller):
         if submitted_after is not None and submitted_after.tzinfo is None:
             submitted_after = submitted_after.replace(tzinfo=dt.UTC)
         after = decode_cursor(cursor, tuple[dt.datetime, uuid.UUID])
-        items, last = await services.list_intakes(
+        items, last = await reads.list_intakes(
             db_session,
-            services.IntakeFilter(status=status, mrn=mrn, submitted_after=submitted_after),
+            reads.IntakeFilter(status=status, mrn=mrn, submitted_after=submitted_after),
             limit,
             after,
         )
@@ -205,9 +206,9 @@ class PatientController(Controller):
     ) -> PatientPage:
         """Names match whole, ignoring case; every filter given must hold. Sorted by family name,
         then given name; page with `limit` and the `next_cursor` of the previous page."""
-        items, last = await services.find_patients(
+        items, last = await patients.find_patients(
             db_session,
-            services.PatientFilter(
+            patients.PatientFilter(
                 family_name=family_name, given_name=given_name, birth_date=birth_date, mrn=mrn
             ),
             limit,

@@ -19,7 +19,7 @@ from services.common.http.deps import Caller, ClinicSettings, Now
 from services.common.http.pagination import decode_cursor, encode_cursor
 from services.common.http.web import DbSession
 from services.common.settings import Settings
-from services.intake.intakes import services
+from services.intake.intakes import authors, idempotency, reads, submissions
 from services.intake.intakes.schemas import Intake, IntakePage
 
 
@@ -41,38 +41,38 @@ class Intakes:
 
     def _accept(
         self, raw: bytes, key: str | None
-    ) -> tuple[IntakeBody, services.Author, services.IdempotencyClaim | None]:
+    ) -> tuple[IntakeBody, authors.Author, idempotency.IdempotencyClaim | None]:
         """The strictly decoded form, who sends it and when, and its idempotency claim (if keyed)."""
         intake = parse_intake(raw, latest_today(self.now, self.settings.clinic_time_zone))
-        author = services.Author(name=self.caller.name, at=self.now, id=self.caller.key_id)
-        key = services.check_idempotency_key(key)
+        author = authors.Author(name=self.caller.name, at=self.now, id=self.caller.key_id)
+        key = idempotency.check_idempotency_key(key)
         if key is None:
             return intake, author, None
-        claim = services.IdempotencyClaim(
+        claim = idempotency.IdempotencyClaim(
             scope=f"key:{self.caller.key_id}",
             key=key,
-            request_hash=services.request_hash(*self.target, intake),
+            request_hash=idempotency.request_hash(*self.target, intake),
             ttl=dt.timedelta(hours=self.settings.idempotency_hours),
         )
         return intake, author, claim
 
-    async def submit(self, raw: bytes, key: str | None) -> services.StoredResponse:
+    async def submit(self, raw: bytes, key: str | None) -> idempotency.StoredResponse:
         intake, author, claim = self._accept(raw, key)
-        return await services.submit_intake(self.session, intake, author, claim)
+        return await submissions.submit_intake(self.session, intake, author, claim)
 
-    async def amend(self, intake_id: uuid.UUID, raw: bytes, key: str | None) -> services.StoredResponse:
+    async def amend(self, intake_id: uuid.UUID, raw: bytes, key: str | None) -> idempotency.StoredResponse:
         intake, author, claim = self._accept(raw, key)
-        return await services.amend_intake(self.session, intake_id, intake, author, claim)
+        return await submissions.amend_intake(self.session, intake_id, intake, author, claim)
 
     async def one(self, intake_id: uuid.UUID, version: int | None = None) -> Intake:
         """The intake as of `version` (default: the current one); not found if there is none."""
-        intake = await services.get_intake(self.session, intake_id, version)
+        intake = await reads.get_intake(self.session, intake_id, version)
         if intake is None:
             raise NotFound("No intake with this id." if version is None else "No such intake or version.")
         return intake
 
     async def versions(self, intake_id: uuid.UUID, limit: int, cursor: str | None) -> IntakePage:
-        found = await services.list_versions(self.session, intake_id, limit, decode_cursor(cursor, int))
+        found = await reads.list_versions(self.session, intake_id, limit, decode_cursor(cursor, int))
         if found is None:
             raise NotFound("No intake with this id.")
         items, last = found

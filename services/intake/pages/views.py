@@ -46,7 +46,7 @@ from services.common.http.pages import (
 )
 from services.common.http.problems import UnprocessableProblem
 from services.common.http.web import DbSession
-from services.intake.intakes import services
+from services.intake.intakes import authors, patients, reads, submissions
 from services.intake.intakes.schemas import Intake, IntakeStatus
 from services.intake.pages.form import (
     FormState,
@@ -108,13 +108,13 @@ async def home(request: Request[Any, Any, State], staff: Staff, db_session: DbSe
     require_staff_role(staff, *READERS)
     now = now_of(request.app.state)
     start = dt.datetime.combine(today_utc(now), dt.time(), tzinfo=dt.UTC)
-    today, _ = await services.list_intakes(db_session, services.IntakeFilter(submitted_after=start), 50, None)
-    waiting, _ = await services.list_intakes(
-        db_session, services.IntakeFilter(status=IntakeStatus.SUBMITTED), 50, None
+    today, _ = await reads.list_intakes(db_session, reads.IntakeFilter(submitted_after=start), 50, None)
+    waiting, _ = await reads.list_intakes(
+        db_session, reads.IntakeFilter(status=IntakeStatus.SUBMITTED), 50, None
     )
-    urgent, _ = await services.list_intakes(
+    urgent, _ = await reads.list_intakes(
         db_session,
-        services.IntakeFilter(destination="urgent_care", submitted_after=now - RECENT_URGENT),
+        reads.IntakeFilter(destination="urgent_care", submitted_after=now - RECENT_URGENT),
         50,
         None,
     )
@@ -157,8 +157,8 @@ def _validate(
     return state, (None if state.errors else body)
 
 
-def _author(request: Request[Any, Any, Any], staff: Staff) -> services.Author:
-    return services.Author(name=staff.name, at=now_of(request.app.state), source="page", id=staff.user_id)
+def _author(request: Request[Any, Any, Any], staff: Staff) -> authors.Author:
+    return authors.Author(name=staff.name, at=now_of(request.app.state), source="page", id=staff.user_id)
 
 
 @post("/intakes/new", status_code=200, media_type=MediaType.HTML)
@@ -175,7 +175,7 @@ async def submit_new_intake(request: Request[Any, Any, State], staff: Staff, db_
     existing: uuid.UUID | None = None
     if body.patient.mrn is None:
         if choice in ("", None):
-            matches = await services.likely_matches(db_session, body.patient)
+            matches = await patients.likely_matches(db_session, body.patient)
             if matches:
                 return _form_page(request, state, matches=matches)
         elif choice != "new":
@@ -185,7 +185,7 @@ async def submit_new_intake(request: Request[Any, Any, State], staff: Staff, db_
                 state.add_error("patient_choice", "Choose one of the patients, or a new patient.")
                 return _form_page(request, state)
     try:
-        stored = await services.submit_intake(
+        stored = await submissions.submit_intake(
             db_session, body, _author(request, staff), existing_patient=existing
         )
     except UnprocessableProblem as exc:
@@ -201,7 +201,7 @@ def _body_of(intake: Intake) -> IntakeBody:
 
 
 async def _intake_or_404(session: AsyncSession, intake_id: uuid.UUID, version: int | None = None) -> Intake:
-    intake = await services.get_intake(session, intake_id, version)
+    intake = await reads.get_intake(session, intake_id, version)
     if intake is None:
         raise NotFoundException("There is no such intake.")
     return intake
@@ -222,7 +222,7 @@ def _intake_view(suffix: str, template: str) -> Any:
     ) -> Template:
         require_staff_role(staff, *READERS)
         intake = await _intake_or_404(db_session, intake_id)
-        routing = await services.routing_of(db_session, intake_id)
+        routing = await reads.routing_of(db_session, intake_id)
         return render(request, template, **_common(intake=intake, routing=routing))
 
     return view
@@ -255,7 +255,7 @@ async def amend_submit(
         state.add_error("change_reason", "Keep the reason under 500 characters.")
     if body is None or state.errors:
         return _form_page(request, state, amend_of=intake)
-    await services.amend_intake(db_session, intake_id, body, _author(request, staff), reason=reason)
+    await submissions.amend_intake(db_session, intake_id, body, _author(request, staff), reason=reason)
     return redirect(f"/intakes/{intake_id}")
 
 
@@ -264,11 +264,11 @@ async def versions_page(
     request: Request[Any, Any, State], staff: Staff, db_session: DbSession, intake_id: FromPath[uuid.UUID]
 ) -> Template:
     require_staff_role(staff, *READERS)
-    found = await services.list_versions(db_session, intake_id, 200, None)
+    found = await reads.list_versions(db_session, intake_id, 200, None)
     if found is None:
         raise NotFoundException("There is no such intake.")
     versions, _ = found
-    reasons = await services.change_reasons(db_session, intake_id)
+    reasons = await reads.change_reasons(db_session, intake_id)
     flat = [flatten(_body_of(v)) for v in versions]
     paths = list(dict.fromkeys(p for f in flat for p in f))
     rows = [
@@ -297,9 +297,9 @@ async def patients_page(request: Request[Any, Any, State], staff: Staff, db_sess
     results: list[Any] | None = None
     intakes: dict[Any, list[Any]] = {}
     if any(wanted.values()) and not errors:
-        results, _ = await services.find_patients(
+        results, _ = await patients.find_patients(
             db_session,
-            services.PatientFilter(
+            patients.PatientFilter(
                 family_name=wanted["family_name"] or None,
                 given_name=wanted["given_name"] or None,
                 birth_date=birth,
@@ -308,8 +308,8 @@ async def patients_page(request: Request[Any, Any, State], staff: Staff, db_sess
             50,
         )
         for patient in results:
-            intakes[patient.id], _ = await services.list_intakes(
-                db_session, services.IntakeFilter(patient_id=patient.id), 10, None
+            intakes[patient.id], _ = await reads.list_intakes(
+                db_session, reads.IntakeFilter(patient_id=patient.id), 10, None
             )
     return render(
         request,
