@@ -1,5 +1,6 @@
 """HTTP for referrals: worklists, one referral, and the status actions (the rules live in
-`services.py` and `actions.py`; `deps.Referrals` is what a handler asks for)."""
+`lifecycle.py`, `actions.py` and `amendments.py`, the lists in `queries.py`, the answers' shapes
+in `shaping.py`; `deps.Referrals` is what a handler asks for)."""
 
 from __future__ import annotations
 
