@@ -34,7 +34,9 @@ def test_the_readme_try_it_block_works_as_written(tmp_path: Path) -> None:
     assert block.startswith("uv run clinic up &\n")
     # Around the block, not inside it: curl also reports the status, and clinic up is stopped.
     script = (
-        "curl() { command curl -w '\\nHTTP_STATUS=%{http_code}\\n' \"$@\"; }\n"
+        # curl's answer goes to its own file: the system's log lines share the terminal and may
+        # land between the answer's body and its status line.
+        "curl() { command curl -w '\\nHTTP_STATUS=%{http_code}\\n' \"$@\" > curl.out; }\n"
         + block
         + 'echo "KEY_PREFIX=${KEY:0:4}"\n'
         + 'kill -TERM $!\nwait $!\necho "UP_EXIT=$?"\n'
@@ -69,8 +71,9 @@ def test_the_readme_try_it_block_works_as_written(tmp_path: Path) -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
     output = out_path.read_text()
     assert "Traceback" not in output, output
-    created = re.search(r"^(\{.*\})\nHTTP_STATUS=201$", output, flags=re.MULTILINE)
-    assert created is not None, output
+    answer = (folder / "curl.out").read_text()
+    created = re.search(r"^(\{.*\})\nHTTP_STATUS=201$", answer, flags=re.MULTILINE)
+    assert created is not None, answer + output
     assert json.loads(created.group(1))["id"], output
     assert "KEY_PREFIX=clk_" in output, output
     assert "clinic up: stopped" in output and "UP_EXIT=0" in output, output
