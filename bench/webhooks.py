@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bench.common import PLOTS, Series, free_port, percentile, process, svg_plot
 from bench.queue import bench_database
+from services.common.access.secret_box import SecretBox, new_key
 from services.common.access.signing import new_secret, signature_header
 from services.common.contracts.events import Envelope, ReferralCreated
 from services.common.db.engine import create_engine
@@ -66,6 +67,13 @@ async def w0(url: str, n: int) -> tuple[float, float]:
     return n / elapsed, time.process_time() - cpu0
 
 
+#: The bench's own sealing key: endpoints' secrets are stored sealed, as the service stores them,
+#: and the sender opens them as it does in the service.
+BOX = SecretBox([new_key()])
+#: How long the sender may take to send a run's deliveries before the bench gives up.
+DRAIN_SECONDS = 300
+
+
 async def add_endpoint(engine: AsyncEngine, url: str) -> uuid.UUID:
     endpoint_id = uuid.uuid4()
     async with engine.begin() as conn:
@@ -74,7 +82,7 @@ async def add_endpoint(engine: AsyncEngine, url: str) -> uuid.UUID:
                 "INSERT INTO referral.webhook_endpoints (id, url, event_types, secret, created_by) "
                 "VALUES (:id, :url, ARRAY['referral.created'], :secret, 'bench')"
             ),
-            {"id": endpoint_id, "url": url, "secret": new_secret()},
+            {"id": endpoint_id, "url": url, "secret": BOX.seal(new_secret())},
         )
     return endpoint_id
 
@@ -86,7 +94,7 @@ async def drop_endpoints(engine: AsyncEngine) -> None:
 
 def sender_for(engine: AsyncEngine) -> WebhookSender:
     tuning = SenderTuning(timeout_seconds=5.0, poll_seconds=2.0)
-    return WebhookSender(engine, tuning, TargetGuard.from_allow_list(["127.0.0.1"]))
+    return WebhookSender(engine, tuning, TargetGuard.from_allow_list(["127.0.0.1"]), box=BOX)
 
 
 async def sender_rate(engine: AsyncEngine, url: str, n: int) -> tuple[float, float]:
@@ -105,6 +113,7 @@ async def sender_rate(engine: AsyncEngine, url: str, n: int) -> tuple[float, flo
     started = time.perf_counter()
     task = asyncio.create_task(sender_for(engine).run(stop))
     async with engine.connect() as conn:
+        deadline = time.monotonic() + DRAIN_SECONDS
         while True:
             left = await conn.scalar(
                 text("SELECT count(*) FROM referral.webhook_deliveries WHERE status <> 'succeeded'")
@@ -112,6 +121,8 @@ async def sender_rate(engine: AsyncEngine, url: str, n: int) -> tuple[float, flo
             await conn.commit()
             if not left:
                 break
+            if time.monotonic() > deadline:  # a broken sender fails the bench, never hangs it
+                raise RuntimeError(f"{left} of {n} deliveries not sent after {DRAIN_SECONDS} s")
             await asyncio.sleep(0.05)
         last = await conn.scalar(
             text(
