@@ -18,25 +18,8 @@ from typing import Any
 import msgspec
 from hypothesis import strategies as st
 
-from services.common.contracts.intake_body import (
-    Complaint,
-    Complication,
-    Condition,
-    IntakeBody,
-    PatientIn,
-    RadiatesTo,
-    RedFlagAnswer,
-    RedFlags,
-    RegenerativeProcedure,
-    Region,
-    RiskFactor,
-    Sex,
-    Symptom,
-    Treatment,
-    TreatmentOutcome,
-    TreatmentTried,
-    Trend,
-)
+from services.common.contracts import intake_body
+from services.common.contracts import vocabulary as words
 
 __all__ = [
     "RED_FLAG_QUESTIONS",
@@ -45,7 +28,7 @@ __all__ = [
     "red_flags",
 ]
 
-RED_FLAG_QUESTIONS: tuple[str, ...] = RedFlags.__struct_fields__
+RED_FLAG_QUESTIONS: tuple[str, ...] = intake_body.RedFlags.__struct_fields__
 
 # Printable letters, marks, digits, spaces and punctuation: no control characters (PostgreSQL text
 # refuses NUL) and no surrogates (not encodable as UTF-8).
@@ -60,12 +43,12 @@ _names = _text(1, 40).filter(lambda s: s.strip() != "")
 
 
 def red_flags(
-    answers: st.SearchStrategy[RedFlagAnswer] = st.sampled_from(RedFlagAnswer),
-) -> st.SearchStrategy[RedFlags]:
+    answers: st.SearchStrategy[words.RedFlagAnswer] = st.sampled_from(words.RedFlagAnswer),
+) -> st.SearchStrategy[intake_body.RedFlags]:
     """All eight answers; all `no` half of the time, else each drawn from `answers`."""
-    all_no = RedFlags(**dict.fromkeys(RED_FLAG_QUESTIONS, RedFlagAnswer.NO))
+    all_no = intake_body.RedFlags(**dict.fromkeys(RED_FLAG_QUESTIONS, words.RedFlagAnswer.NO))
     drawn = st.fixed_dictionaries(dict.fromkeys(RED_FLAG_QUESTIONS, answers)).map(
-        lambda kwargs: RedFlags(**kwargs)
+        lambda kwargs: intake_body.RedFlags(**kwargs)
     )
     return st.one_of(st.just(all_no), drawn)
 
@@ -75,15 +58,15 @@ def _subset(values: Any, max_size: int) -> st.SearchStrategy[list[Any]]:
 
 
 _treatments = st.builds(
-    TreatmentTried,
-    treatment=st.sampled_from(Treatment),
-    outcome=st.sampled_from(TreatmentOutcome),
+    intake_body.TreatmentTried,
+    treatment=st.sampled_from(words.Treatment),
+    outcome=st.sampled_from(words.TreatmentOutcome),
     weeks=st.none() | st.integers(0, 2600),
 )
 
 
 @st.composite
-def _intake(draw: st.DrawFn, today: datetime.date | None) -> IntakeBody:
+def _intake(draw: st.DrawFn, today: datetime.date | None) -> intake_body.IntakeBody:
     day = today if today is not None else datetime.date.today()
     birth_date = draw(st.dates(day - datetime.timedelta(days=110 * 365), day))
     lived_days = (day - birth_date).days
@@ -103,32 +86,32 @@ def _intake(draw: st.DrawFn, today: datetime.date | None) -> IntakeBody:
     if draw(st.booleans()):
         # Mostly inside the 26-week follow-up window, sometimes long before it.
         days_ago = draw(st.integers(0, min(lived_days, 200)) | st.integers(0, lived_days))
-        procedure = RegenerativeProcedure(
+        procedure = intake_body.RegenerativeProcedure(
             performed_on=day - datetime.timedelta(days=days_ago),
-            complications=draw(_subset(Complication, 3)),
+            complications=draw(_subset(words.Complication, 3)),
         )
 
-    return IntakeBody(
-        patient=PatientIn(
+    return intake_body.IntakeBody(
+        patient=intake_body.PatientIn(
             mrn=draw(st.none() | st.from_regex(r"[A-Z]{3}-[0-9]{1,8}", fullmatch=True)),
             given_name=draw(_names),
             family_name=draw(_names),
             birth_date=birth_date,
-            sex=draw(st.sampled_from(Sex)),
+            sex=draw(st.sampled_from(words.Sex)),
             phone=draw(st.none() | st.from_regex(r"\+?[0-9 ]{3,20}", fullmatch=True)),
             email=draw(st.none() | st.emails().filter(lambda e: len(e) <= 320)),
         ),
-        complaint=Complaint(
-            regions=draw(st.lists(st.sampled_from(Region), min_size=1, max_size=3, unique=True)),
+        complaint=intake_body.Complaint(
+            regions=draw(st.lists(st.sampled_from(words.Region), min_size=1, max_size=3, unique=True)),
             onset_date=onset_date,
             duration_weeks=duration_weeks,
             intensity=draw(st.integers(0, 10)),
-            trend=draw(st.sampled_from(Trend)),
-            radiates_to=draw(_subset(RadiatesTo, 4)),
+            trend=draw(st.sampled_from(words.Trend)),
+            radiates_to=draw(_subset(words.RadiatesTo, 4)),
         ),
-        symptoms=draw(_subset(Symptom, 9)),
-        conditions=draw(_subset(Condition, 4)),
-        risk_factors=draw(_subset(RiskFactor, 4)),
+        symptoms=draw(_subset(words.Symptom, 9)),
+        conditions=draw(_subset(words.Condition, 4)),
+        risk_factors=draw(_subset(words.RiskFactor, 4)),
         treatments_tried=draw(st.lists(_treatments, max_size=4)),
         red_flags=draw(red_flags()),
         regenerative_procedure=procedure,
@@ -136,8 +119,8 @@ def _intake(draw: st.DrawFn, today: datetime.date | None) -> IntakeBody:
     )
 
 
-def intakes(today: datetime.date | None = None) -> st.SearchStrategy[IntakeBody]:
-    """Valid `IntakeBody` objects relative to `today` (default: the date when each is drawn)."""
+def intakes(today: datetime.date | None = None) -> st.SearchStrategy[intake_body.IntakeBody]:
+    """Valid `intake_body.IntakeBody` objects relative to `today` (default: the date when each is drawn)."""
     return _intake(today)
 
 

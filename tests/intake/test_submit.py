@@ -14,19 +14,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.contracts.intake_body import (
-    Complication,
-    Condition,
-    RadiatesTo,
-    RedFlagAnswer,
-    Region,
-    RiskFactor,
-    Sex,
-    Symptom,
-    Treatment,
-    TreatmentOutcome,
-    Trend,
-)
+from services.common.contracts import vocabulary as words
 from tests.conftest import MakeKey, auth
 from tests.intake.conftest import TODAY, Counts, events_for, intake_form, unique_mrn
 from tests.strategies import RED_FLAG_QUESTIONS as RED_FLAGS
@@ -48,26 +36,26 @@ def _every_value_forms() -> list[dict[str, Any]]:
     """Forms that together use every value of every closed vocabulary, and each optional field
     both present and absent."""
     forms = []
-    for i, sex in enumerate(Sex):
-        answers = list(RedFlagAnswer)
+    for i, sex in enumerate(words.Sex):
+        answers = list(words.RedFlagAnswer)
         form = intake_form(
-            symptoms=[s.value for s in Symptom],
-            conditions=[c.value for c in Condition],
-            risk_factors=[r.value for r in RiskFactor],
+            symptoms=[s.value for s in words.Symptom],
+            conditions=[c.value for c in words.Condition],
+            risk_factors=[r.value for r in words.RiskFactor],
             treatments_tried=[
-                {"treatment": t.value, "outcome": list(TreatmentOutcome)[j % 3].value, "weeks": j}
-                for j, t in enumerate(Treatment)
+                {"treatment": t.value, "outcome": list(words.TreatmentOutcome)[j % 3].value, "weeks": j}
+                for j, t in enumerate(words.Treatment)
             ],
             red_flags={flag: answers[(i + j) % 3].value for j, flag in enumerate(RED_FLAGS)},
             regenerative_procedure={
                 "performed_on": (TODAY - datetime.timedelta(days=20)).isoformat(),
-                "complications": [c.value for c in Complication],
+                "complications": [c.value for c in words.Complication],
             },
         )
         form["patient"]["sex"] = sex.value
-        form["complaint"]["regions"] = [r.value for r in Region]
-        form["complaint"]["radiates_to"] = [r.value for r in RadiatesTo]
-        form["complaint"]["trend"] = list(Trend)[i % 3].value
+        form["complaint"]["regions"] = [r.value for r in words.Region]
+        form["complaint"]["radiates_to"] = [r.value for r in words.RadiatesTo]
+        form["complaint"]["trend"] = list(words.Trend)[i % 3].value
         form["complaint"]["intensity"] = (0, 10, 5, 1)[i]
         forms.append(form)
     sparse = intake_form(symptoms=[], conditions=[], risk_factors=[], treatments_tried=[], notes=None)

@@ -13,22 +13,8 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 
-from services.common.contracts.intake_body import (
-    Complication,
-    Condition,
-    IntakeBody,
-    RadiatesTo,
-    RedFlagAnswer,
-    Region,
-    RiskFactor,
-    Sex,
-    Symptom,
-    Treatment,
-    TreatmentOutcome,
-    Trend,
-    check_intake,
-    decode_intake,
-)
+from services.common.contracts import vocabulary as words
+from services.common.contracts.intake_body import IntakeBody, check_intake, decode_intake
 from services.common.http.problems import FieldProblem
 from tests.strategies import intake_bodies
 
@@ -101,34 +87,34 @@ def test_api_example_is_accepted() -> None:
     intake = decode(API_EXAMPLE)
     assert intake.patient.family_name == "Silva"
     assert intake.complaint.onset_date == datetime.date(2026, 3, 1)
-    assert intake.treatments_tried[0].treatment is Treatment.PHYSICAL_THERAPY
+    assert intake.treatments_tried[0].treatment is words.Treatment.PHYSICAL_THERAPY
     assert check_intake(intake, TODAY) == []
 
 
 API_VOCABULARY: dict[type[enum.StrEnum], set[str]] = {
-    Region: {"lower_back", "upper_back", "neck"},
-    Trend: {"improving", "stable", "worsening"},
-    RadiatesTo: {"left_leg", "right_leg", "left_arm", "right_arm"},
-    Symptom: {
+    words.Region: {"lower_back", "upper_back", "neck"},
+    words.Trend: {"improving", "stable", "worsening"},
+    words.RadiatesTo: {"left_leg", "right_leg", "left_arm", "right_arm"},
+    words.Symptom: {
         "stiffness", "radiating_pain", "muscle_spasms", "night_pain", "night_waking",
         "morning_stiffness", "alternating_buttock_pain", "improves_with_exercise", "nsaid_response",
     },
-    Condition: {
+    words.Condition: {
         "herniated_disc", "degenerative_disc_disease", "spinal_stenosis", "compression_fracture",
         "osteoarthritis", "spondylosis", "osteoporosis", "psoriasis",
     },
-    RiskFactor: {
+    words.RiskFactor: {
         "poor_posture", "obesity", "inactivity", "stress", "anxiety", "long_term_corticosteroids",
         "iv_drug_use", "recent_trauma", "family_history_spondyloarthritis", "immunosuppression",
     },
-    Treatment: {
+    words.Treatment: {
         "physical_therapy", "medication", "corticosteroid_injection", "surgery", "chiropractic",
         "acupuncture", "massage", "yoga_or_pilates", "heat_or_cold", "exercise", "weight_management",
     },
-    TreatmentOutcome: {"no_relief", "partial_relief", "good_relief"},
-    RedFlagAnswer: {"yes", "no", "unsure"},
-    Complication: {"infection", "nerve_damage", "allergic_reaction"},
-    Sex: {"female", "male", "other", "unknown"},
+    words.TreatmentOutcome: {"no_relief", "partial_relief", "good_relief"},
+    words.RedFlagAnswer: {"yes", "no", "unsure"},
+    words.Complication: {"infection", "nerve_damage", "allergic_reaction"},
+    words.Sex: {"female", "male", "other", "unknown"},
 }  # fmt: skip
 
 
@@ -162,17 +148,17 @@ def _placer(vocabulary: type[enum.StrEnum]) -> Callable[[dict[str, Any], str], N
         return place
 
     placers: dict[type[enum.StrEnum], Callable[[dict[str, Any], str], None]] = {
-        Region: at("complaint", "regions", as_list=True),
-        Trend: at("complaint", "trend"),
-        RadiatesTo: at("complaint", "radiates_to", as_list=True),
-        Symptom: at("symptoms", as_list=True),
-        Condition: at("conditions", as_list=True),
-        RiskFactor: at("risk_factors", as_list=True),
-        Treatment: treatment,
-        TreatmentOutcome: outcome,
-        RedFlagAnswer: red_flag,
-        Complication: complication,
-        Sex: at("patient", "sex"),
+        words.Region: at("complaint", "regions", as_list=True),
+        words.Trend: at("complaint", "trend"),
+        words.RadiatesTo: at("complaint", "radiates_to", as_list=True),
+        words.Symptom: at("symptoms", as_list=True),
+        words.Condition: at("conditions", as_list=True),
+        words.RiskFactor: at("risk_factors", as_list=True),
+        words.Treatment: treatment,
+        words.TreatmentOutcome: outcome,
+        words.RedFlagAnswer: red_flag,
+        words.Complication: complication,
+        words.Sex: at("patient", "sex"),
     }
     return placers[vocabulary]
 
@@ -277,7 +263,7 @@ def test_optional_parts_default_to_empty() -> None:
     del data["regenerative_procedure"]
     del data["patient"]["sex"]
     intake = decode(data)
-    assert intake.patient.sex is Sex.UNKNOWN
+    assert intake.patient.sex is words.Sex.UNKNOWN
     assert (intake.symptoms, intake.conditions, intake.risk_factors, intake.treatments_tried) == (
         [],
         [],

@@ -1,92 +1,30 @@
 """The clinic's plain words for the intake form: one label for each field and each value of the
-closed vocabularies in `intake_body`, and for where a referral goes and how urgent it is.
+closed vocabularies, and for where a referral goes and how urgent it is.
 
-Pages read every label from here (and nowhere else), so a vocabulary module can take this over
-whole. Keys are the enums themselves; they compare equal to the plain strings stored.
+A value's label is defined once, beside the value, in `vocabulary`; this module only indexes those
+labels for pages (by member or by the plain string stored) and adds the words that are not values:
+field names, the red-flag questions, the advice read to a patient.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Final
 
-from services.common.contracts.intake_body import (
-    Complication,
-    Condition,
-    RadiatesTo,
-    RedFlagAnswer,
-    Region,
-    RiskFactor,
-    Sex,
-    Symptom,
-    Treatment,
-    TreatmentOutcome,
-    Trend,
-)
-from services.common.contracts.vocabulary import Destination, Priority, Word
+from services.common.contracts import vocabulary as words
 
-VALUE_LABELS: Final[Mapping[enum.Enum, str]] = {
-    Region.LOWER_BACK: "Lower back",
-    Region.UPPER_BACK: "Upper back",
-    Region.NECK: "Neck",
-    Trend.IMPROVING: "Getting better",
-    Trend.STABLE: "About the same",
-    Trend.WORSENING: "Getting worse",
-    RadiatesTo.LEFT_LEG: "Left leg",
-    RadiatesTo.RIGHT_LEG: "Right leg",
-    RadiatesTo.LEFT_ARM: "Left arm",
-    RadiatesTo.RIGHT_ARM: "Right arm",
-    Symptom.STIFFNESS: "Stiffness",
-    Symptom.RADIATING_PAIN: "Pain that spreads (into a leg or arm)",
-    Symptom.MUSCLE_SPASMS: "Muscle spasms",
-    Symptom.NIGHT_PAIN: "Pain at night",
-    Symptom.NIGHT_WAKING: "Woken at night by the pain",
-    Symptom.MORNING_STIFFNESS: "Stiff in the morning (more than 30 minutes)",
-    Symptom.ALTERNATING_BUTTOCK_PAIN: "Buttock pain that switches sides",
-    Symptom.IMPROVES_WITH_EXERCISE: "Gets better with exercise",
-    Symptom.NSAID_RESPONSE: "Eased by anti-inflammatory tablets (such as ibuprofen)",
-    Condition.HERNIATED_DISC: "Herniated (slipped) disc",
-    Condition.DEGENERATIVE_DISC_DISEASE: "Degenerative disc disease",
-    Condition.SPINAL_STENOSIS: "Spinal stenosis",
-    Condition.COMPRESSION_FRACTURE: "Compression fracture of the spine",
-    Condition.OSTEOARTHRITIS: "Osteoarthritis",
-    Condition.SPONDYLOSIS: "Spondylosis",
-    Condition.OSTEOPOROSIS: "Osteoporosis",
-    Condition.PSORIASIS: "Psoriasis",
-    RiskFactor.POOR_POSTURE: "Poor posture",
-    RiskFactor.OBESITY: "Obesity",
-    RiskFactor.INACTIVITY: "Little physical activity",
-    RiskFactor.STRESS: "Stress",
-    RiskFactor.ANXIETY: "Anxiety",
-    RiskFactor.LONG_TERM_CORTICOSTEROIDS: "Takes steroid tablets long term",
-    RiskFactor.IV_DRUG_USE: "Injects drugs",
-    RiskFactor.RECENT_TRAUMA: "Recent fall, accident or injury",
-    RiskFactor.FAMILY_HISTORY_SPONDYLOARTHRITIS: "Family history of spondyloarthritis",
-    Treatment.PHYSICAL_THERAPY: "Physical therapy",
-    Treatment.MEDICATION: "Medication",
-    Treatment.CORTICOSTEROID_INJECTION: "Steroid injection",
-    Treatment.SURGERY: "Surgery",
-    Treatment.CHIROPRACTIC: "Chiropractic",
-    Treatment.ACUPUNCTURE: "Acupuncture",
-    Treatment.MASSAGE: "Massage",
-    Treatment.YOGA_OR_PILATES: "Yoga or Pilates",
-    Treatment.HEAT_OR_COLD: "Heat or cold packs",
-    Treatment.EXERCISE: "Exercise",
-    Treatment.WEIGHT_MANAGEMENT: "Weight management",
-    TreatmentOutcome.NO_RELIEF: "No relief",
-    TreatmentOutcome.PARTIAL_RELIEF: "Some relief",
-    TreatmentOutcome.GOOD_RELIEF: "Good relief",
-    RedFlagAnswer.YES: "Yes",
-    RedFlagAnswer.NO: "No",
-    RedFlagAnswer.UNSURE: "Not sure",
-    Complication.INFECTION: "Infection",
-    Complication.NERVE_DAMAGE: "Nerve damage",
-    Complication.ALLERGIC_REACTION: "Allergic reaction",
-    Sex.FEMALE: "Female",
-    Sex.MALE: "Male",
-    Sex.OTHER: "Other",
-    Sex.UNKNOWN: "Not asked",
+
+def _every_word(kind: type[words.Word]) -> Iterator[words.Word]:
+    for sub in kind.__subclasses__():
+        yield from sub
+        yield from _every_word(sub)
+
+
+#: Every value of every closed set with its label, as the vocabulary defines it (no second list).
+VALUE_LABELS: Final[Mapping[enum.Enum, str]] = {w: w.label for w in _every_word(words.Word)}
+_LABEL_OF_VALUE: Final[Mapping[str, str]] = {
+    str(w.value): w.label for w in VALUE_LABELS if isinstance(w, words.Word)
 }
 
 #: The eight red-flag questions, as the receptionist asks them (keys: `RedFlags` fields).
@@ -127,18 +65,6 @@ FIELD_LABELS: Final[Mapping[str, str]] = {
     **{f"red_flags.{k}": v for k, v in RED_FLAG_QUESTIONS.items()},
 }
 
-DESTINATION_LABELS: Final[Mapping[str, str]] = {
-    Destination.URGENT_CARE: "Urgent care",
-    Destination.CLINICIAN_REVIEW: "A clinician reviews it first",
-    Destination.REGENERATIVE_MEDICINE: "Regenerative medicine",
-    Destination.PAIN_MANAGEMENT: "Pain management",
-}
-
-PRIORITY_LABELS: Final[Mapping[str, str]] = {
-    Priority.STAT: "Immediately",
-    Priority.URGENT: "Urgent (within a day)",
-    Priority.ROUTINE: "Routine",
-}
 
 #: What the front desk tells the patient now, by priority, when the referral is to urgent care.
 URGENT_CARE_ADVICE: Final[Mapping[str, str]] = {
@@ -153,10 +79,7 @@ def label(value: enum.Enum | str) -> str:
     """The plain words for a vocabulary value (the value itself if it has none)."""
     if isinstance(value, enum.Enum):
         return VALUE_LABELS.get(value, str(value.value))
-    for member in VALUE_LABELS:
-        if member.value == value:
-            return VALUE_LABELS[member]
-    return value
+    return _LABEL_OF_VALUE.get(value, value)
 
 
 def field_label(path: str) -> str:
@@ -171,8 +94,12 @@ def field_label(path: str) -> str:
     return FIELD_LABELS.get(base, path)
 
 
-def word_labels(kind: type[Word]) -> dict[str, str]:
+def word_labels(kind: type[words.Word]) -> dict[str, str]:
     """Each value of a closed set of the vocabulary with its label: how a page shows a stored code
     (a role, a destination, an event type) in words. A value the set no longer has is shown as
     stored (`.get(value, value)`)."""
     return {str(w.value): w.label for w in kind}
+
+
+DESTINATION_LABELS: Final[Mapping[str, str]] = word_labels(words.Destination)
+PRIORITY_LABELS: Final[Mapping[str, str]] = word_labels(words.Priority)

@@ -84,7 +84,7 @@ class Destination(Word):
     """Declared most severe first: that order is triage's precedence between destinations."""
 
     URGENT_CARE = "urgent_care", "Urgent care"
-    CLINICIAN_REVIEW = "clinician_review", "Clinician review"
+    CLINICIAN_REVIEW = "clinician_review", "A clinician reviews it first"
     REGENERATIVE_MEDICINE = "regenerative_medicine", "Regenerative medicine"
     PAIN_MANAGEMENT = "pain_management", "Pain management"
 
@@ -101,7 +101,7 @@ class Priority(Word):
     """FHIR request-priority codes, most severe first."""
 
     STAT = "stat", "Immediately"
-    URGENT = "urgent", "Urgent"
+    URGENT = "urgent", "Urgent (within a day)"
     ROUTINE = "routine", "Routine"
 
 
@@ -178,21 +178,21 @@ class RadiatesTo(Word):
 
 class Symptom(Word):
     STIFFNESS = "stiffness", "Stiffness"
-    RADIATING_PAIN = "radiating_pain", "Pain that spreads"
+    RADIATING_PAIN = "radiating_pain", "Pain that spreads (into a leg or arm)"
     MUSCLE_SPASMS = "muscle_spasms", "Muscle spasms"
     NIGHT_PAIN = "night_pain", "Pain at night"
     NIGHT_WAKING = "night_waking", "Woken at night by the pain"
-    MORNING_STIFFNESS = "morning_stiffness", "Stiffness in the morning"
-    ALTERNATING_BUTTOCK_PAIN = "alternating_buttock_pain", "Buttock pain switching sides"
-    IMPROVES_WITH_EXERCISE = "improves_with_exercise", "Better with exercise"
-    NSAID_RESPONSE = "nsaid_response", "Better with anti-inflammatory painkillers"
+    MORNING_STIFFNESS = "morning_stiffness", "Stiff in the morning (more than 30 minutes)"
+    ALTERNATING_BUTTOCK_PAIN = "alternating_buttock_pain", "Buttock pain that switches sides"
+    IMPROVES_WITH_EXERCISE = "improves_with_exercise", "Gets better with exercise"
+    NSAID_RESPONSE = "nsaid_response", "Eased by anti-inflammatory tablets (such as ibuprofen)"
 
 
 class Condition(Word):
-    HERNIATED_DISC = "herniated_disc", "Herniated disc"
+    HERNIATED_DISC = "herniated_disc", "Herniated (slipped) disc"
     DEGENERATIVE_DISC_DISEASE = "degenerative_disc_disease", "Degenerative disc disease"
     SPINAL_STENOSIS = "spinal_stenosis", "Spinal stenosis"
-    COMPRESSION_FRACTURE = "compression_fracture", "Compression fracture"
+    COMPRESSION_FRACTURE = "compression_fracture", "Compression fracture of the spine"
     OSTEOARTHRITIS = "osteoarthritis", "Osteoarthritis"
     SPONDYLOSIS = "spondylosis", "Spondylosis"
     OSTEOPOROSIS = "osteoporosis", "Osteoporosis"
@@ -205,9 +205,9 @@ class RiskFactor(Word):
     INACTIVITY = "inactivity", "Little physical activity"
     STRESS = "stress", "Stress"
     ANXIETY = "anxiety", "Anxiety"
-    LONG_TERM_CORTICOSTEROIDS = "long_term_corticosteroids", "Long-term corticosteroids"
-    IV_DRUG_USE = "iv_drug_use", "Intravenous drug use"
-    RECENT_TRAUMA = "recent_trauma", "Recent fall or injury"
+    LONG_TERM_CORTICOSTEROIDS = "long_term_corticosteroids", "Takes steroid tablets long term"
+    IV_DRUG_USE = "iv_drug_use", "Injects drugs"
+    RECENT_TRAUMA = "recent_trauma", "Recent fall, accident or injury"
     FAMILY_HISTORY_SPONDYLOARTHRITIS = (
         "family_history_spondyloarthritis",
         "Family history of spondyloarthritis",
@@ -219,7 +219,7 @@ class RiskFactor(Word):
 class Treatment(Word):
     PHYSICAL_THERAPY = "physical_therapy", "Physical therapy"
     MEDICATION = "medication", "Medication"
-    CORTICOSTEROID_INJECTION = "corticosteroid_injection", "Corticosteroid injection"
+    CORTICOSTEROID_INJECTION = "corticosteroid_injection", "Steroid injection"
     SURGERY = "surgery", "Surgery"
     CHIROPRACTIC = "chiropractic", "Chiropractic"
     ACUPUNCTURE = "acupuncture", "Acupuncture"
@@ -254,7 +254,7 @@ class Sex(Word):
     FEMALE = "female", "Female"
     MALE = "male", "Male"
     OTHER = "other", "Other"
-    UNKNOWN = "unknown", "Not stated"
+    UNKNOWN = "unknown", "Not asked"
 
 
 # --- Events and who consumes them ----------------------------------------------------------------

@@ -20,20 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.access.auth import Role
 from services.common.clock import now_of
 from services.common.contracts import labels
-from services.common.contracts.intake_body import (
-    Complication,
-    Condition,
-    IntakeBody,
-    RadiatesTo,
-    RedFlagAnswer,
-    Region,
-    RiskFactor,
-    Sex,
-    Symptom,
-    Treatment,
-    TreatmentOutcome,
-    Trend,
-)
+from services.common.contracts import vocabulary as words
+from services.common.contracts.intake_body import IntakeBody
 from services.common.contracts.intake_form import latest_today, parse_intake
 from services.common.http.pages import (
     Staff,
@@ -65,17 +53,17 @@ READERS = (Role.front_desk, Role.clinician)
 RECENT_URGENT = dt.timedelta(days=7)
 
 VOCABULARY: dict[str, list[enum.Enum]] = {
-    "regions": list(Region),
-    "trends": list(Trend),
-    "radiates_to": list(RadiatesTo),
-    "symptoms": list(Symptom),
-    "conditions": list(Condition),
-    "risk_factors": list(RiskFactor),
-    "treatments": list(Treatment),
-    "outcomes": list(TreatmentOutcome),
-    "answers": list(RedFlagAnswer),
-    "complications": list(Complication),
-    "sexes": [s for s in Sex if s is not Sex.UNKNOWN],
+    "regions": list(words.Region),
+    "trends": list(words.Trend),
+    "radiates_to": list(words.RadiatesTo),
+    "symptoms": list(words.Symptom),
+    "conditions": list(words.Condition),
+    "risk_factors": list(words.RiskFactor),
+    "treatments": list(words.Treatment),
+    "outcomes": list(words.TreatmentOutcome),
+    "answers": list(words.RedFlagAnswer),
+    "complications": list(words.Complication),
+    "sexes": [s for s in words.Sex if s is not words.Sex.UNKNOWN],
 }
 
 

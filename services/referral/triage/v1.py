@@ -69,35 +69,10 @@ from typing import Final
 
 import msgspec
 
-from services.common.contracts.intake_body import (
-    Complication,
-    Condition,
-    IntakeBody,
-    RedFlagAnswer,
-    RiskFactor,
-    Trend,
-)
-from services.referral.triage.engine import (
-    Destination,
-    Priority,
-    Reason,
-    Rule,
-    RuleDescription,
-    RulesDocument,
-    TriageOutcome,
-    TriageThresholds,
-    describe,
-    evaluate,
-)
-from services.referral.triage.shared import (
-    CONSERVATIVE_TREATMENTS,
-    FELL_SHORT,
-    REGENERATIVE_CONDITIONS,
-    axspa_features,
-    axspa_text,
-    unsure_text,
-    whole_years,
-)
+from services.common.contracts import vocabulary as words
+from services.common.contracts.intake_body import IntakeBody
+from services.referral.triage import engine, shared
+from services.referral.triage.engine import Destination, Priority, Rule, TriageOutcome, TriageThresholds
 
 __all__ = [
     "RULES",
@@ -106,10 +81,6 @@ __all__ = [
     "IntakeFacts",
     "PainPhase",
     "Priority",
-    "Reason",
-    "Rule",
-    "RuleDescription",
-    "RulesDocument",
     "TriageOutcome",
     "TriageThresholds",
     "derive_facts",
@@ -140,7 +111,7 @@ class IntakeFacts:
     onset_date: datetime.date
     onset_age: int
     severe: bool
-    answers: Mapping[str, RedFlagAnswer]
+    answers: Mapping[str, words.RedFlagAnswer]
     recent_procedure: bool
     conservative_care_tried: bool
     any_treatment_tried: bool
@@ -155,31 +126,31 @@ class IntakeFacts:
         return not self.chronic
 
     def said_yes(self, question: str) -> bool:
-        return self.answers[question] is RedFlagAnswer.YES
+        return self.answers[question] is words.RedFlagAnswer.YES
 
     @property
     def unsure_questions(self) -> tuple[str, ...]:
-        return tuple(q for q, a in self.answers.items() if a is RedFlagAnswer.UNSURE)
+        return tuple(q for q, a in self.answers.items() if a is words.RedFlagAnswer.UNSURE)
 
     @property
     def any_flag_raised(self) -> bool:
         """Any red-flag question answered other than `no`."""
-        return any(a is not RedFlagAnswer.NO for a in self.answers.values())
+        return any(a is not words.RedFlagAnswer.NO for a in self.answers.values())
 
-    def has_condition(self, condition: Condition) -> bool:
+    def has_condition(self, condition: words.Condition) -> bool:
         return condition in self.intake.conditions
 
-    def has_risk(self, risk: RiskFactor) -> bool:
+    def has_risk(self, risk: words.RiskFactor) -> bool:
         return risk in self.intake.risk_factors
 
-    def has_complication(self, complication: Complication) -> bool:
+    def has_complication(self, complication: words.Complication) -> bool:
         procedure = self.intake.regenerative_procedure
         return procedure is not None and complication in procedure.complications
 
     @property
     def qualifying_condition(self) -> bool:
         """A condition the article names as a candidate for regenerative medicine."""
-        return any(c in REGENERATIVE_CONDITIONS for c in self.intake.conditions)
+        return any(c in shared.REGENERATIVE_CONDITIONS for c in self.intake.conditions)
 
 
 def derive_facts(
@@ -201,7 +172,7 @@ def derive_facts(
         phase = PainPhase.ACUTE
 
     onset = complaint.onset_date or today - datetime.timedelta(weeks=complaint.duration_weeks or 0)
-    onset_age = whole_years(intake.patient.birth_date, onset)
+    onset_age = shared.whole_years(intake.patient.birth_date, onset)
 
     procedure = intake.regenerative_procedure
     recent = (
@@ -220,11 +191,11 @@ def derive_facts(
         answers=msgspec.structs.asdict(intake.red_flags),
         recent_procedure=recent,
         conservative_care_tried=any(
-            t.treatment in CONSERVATIVE_TREATMENTS and t.outcome in FELL_SHORT
+            t.treatment in shared.CONSERVATIVE_TREATMENTS and t.outcome in shared.FELL_SHORT
             for t in intake.treatments_tried
         ),
         any_treatment_tried=bool(intake.treatments_tried),
-        axspa_features=axspa_features(intake, onset_age, thresholds),
+        axspa_features=shared.axspa_features(intake, onset_age, thresholds),
     )
 
 
@@ -249,11 +220,11 @@ def _axspa(f: IntakeFacts) -> bool:
 
 
 def _unsure_detail(f: IntakeFacts) -> str:
-    return unsure_text(f.unsure_questions)
+    return shared.unsure_text(f.unsure_questions)
 
 
 def _axspa_detail(f: IntakeFacts) -> str:
-    return axspa_text(f.onset_age, f.axspa_features)
+    return shared.axspa_text(f.onset_age, f.axspa_features)
 
 
 _URGENT_CARE = Destination.URGENT_CARE
@@ -297,7 +268,7 @@ RULES: Final[tuple[Rule[IntakeFacts], ...]] = (
         "{procedure_window_weeks} weeks: possible spinal infection.",
         source=f'ACP/APS 2007 red flags; {_ARTICLE}, "Recovery"',
         predicate=lambda f: (
-            f.said_yes("fever_or_chills") and (f.has_risk(RiskFactor.IV_DRUG_USE) or f.recent_procedure)
+            f.said_yes("fever_or_chills") and (f.has_risk(words.RiskFactor.IV_DRUG_USE) or f.recent_procedure)
         ),
     ),
     Rule(
@@ -306,7 +277,7 @@ RULES: Final[tuple[Rule[IntakeFacts], ...]] = (
         priority=Priority.STAT,
         text="Infection reported after a regenerative procedure.",
         source=f'{_ARTICLE}, "Recovery"',
-        predicate=lambda f: f.has_complication(Complication.INFECTION),
+        predicate=lambda f: f.has_complication(words.Complication.INFECTION),
     ),
     # Urgent care, urgent
     Rule(
@@ -333,7 +304,8 @@ RULES: Final[tuple[Rule[IntakeFacts], ...]] = (
         "worse: rule out spinal metastasis.",
         source=f'{_ARTICLE}, "When to see a doctor"; ACP/APS 2007 red flags',
         predicate=lambda f: (
-            f.said_yes("history_of_cancer") and (f.new_pain or f.intake.complaint.trend is Trend.WORSENING)
+            f.said_yes("history_of_cancer")
+            and (f.new_pain or f.intake.complaint.trend is words.Trend.WORSENING)
         ),
     ),
     Rule(
@@ -353,7 +325,7 @@ RULES: Final[tuple[Rule[IntakeFacts], ...]] = (
         source=f'{_ARTICLE}, "When to see a doctor"',
         predicate=lambda f: (
             f.said_yes("worsening_despite_treatment")
-            or (f.severe and f.intake.complaint.trend is Trend.WORSENING and f.any_treatment_tried)
+            or (f.severe and f.intake.complaint.trend is words.Trend.WORSENING and f.any_treatment_tried)
         ),
     ),
     Rule(
@@ -362,7 +334,7 @@ RULES: Final[tuple[Rule[IntakeFacts], ...]] = (
         priority=Priority.URGENT,
         text="Nerve damage reported after a regenerative procedure.",
         source=f'{_ARTICLE}, "Recovery"',
-        predicate=lambda f: f.has_complication(Complication.NERVE_DAMAGE),
+        predicate=lambda f: f.has_complication(words.Complication.NERVE_DAMAGE),
     ),
     Rule(
         code="POST-ALLERGY",
@@ -370,7 +342,7 @@ RULES: Final[tuple[Rule[IntakeFacts], ...]] = (
         priority=Priority.URGENT,
         text="Allergic reaction reported after a regenerative procedure.",
         source=f'{_ARTICLE}, "Recovery"',
-        predicate=lambda f: f.has_complication(Complication.ALLERGIC_REACTION),
+        predicate=lambda f: f.has_complication(words.Complication.ALLERGIC_REACTION),
     ),
     Rule(
         code="FRACTURE",
@@ -380,10 +352,13 @@ RULES: Final[tuple[Rule[IntakeFacts], ...]] = (
         "or long-term corticosteroid use with recent trauma.",
         source="ACP/APS 2007 red flags",
         predicate=lambda f: (
-            (f.has_condition(Condition.COMPRESSION_FRACTURE) and f.new_pain)
+            (f.has_condition(words.Condition.COMPRESSION_FRACTURE) and f.new_pain)
             or (
-                (f.has_condition(Condition.OSTEOPOROSIS) or f.has_risk(RiskFactor.LONG_TERM_CORTICOSTEROIDS))
-                and f.has_risk(RiskFactor.RECENT_TRAUMA)
+                (
+                    f.has_condition(words.Condition.OSTEOPOROSIS)
+                    or f.has_risk(words.RiskFactor.LONG_TERM_CORTICOSTEROIDS)
+                )
+                and f.has_risk(words.RiskFactor.RECENT_TRAUMA)
             )
         ),
     ),
@@ -481,11 +456,11 @@ def triage(
     thresholds: TriageThresholds = TriageThresholds(),
 ) -> TriageOutcome:
     """Route one intake: every rule evaluated, every match recorded, the most severe decides."""
-    return evaluate(
+    return engine.evaluate(
         RULES, derive_facts(intake, today, thresholds), thresholds, urgency=_severity, version=RULESET_VERSION
     )
 
 
-def rules_document(thresholds: TriageThresholds = TriageThresholds()) -> RulesDocument:
+def rules_document(thresholds: TriageThresholds = TriageThresholds()) -> engine.RulesDocument:
     """The ruleset in its precedence order, with texts rendered for `thresholds`."""
-    return describe(RULESET_VERSION, RULES, thresholds)
+    return engine.describe(RULESET_VERSION, RULES, thresholds)

@@ -59,39 +59,10 @@ from typing import Final
 
 import msgspec
 
-from services.common.contracts.intake_body import (
-    Complication,
-    Condition,
-    IntakeBody,
-    RadiatesTo,
-    RedFlagAnswer,
-    Region,
-    RiskFactor,
-    Symptom,
-    Treatment,
-    TreatmentOutcome,
-    Trend,
-)
-from services.referral.triage.engine import (
-    Destination,
-    Priority,
-    Rule,
-    RuleChange,
-    RulesDocument,
-    TriageOutcome,
-    TriageThresholds,
-    describe,
-    evaluate,
-)
-from services.referral.triage.shared import (
-    CONSERVATIVE_TREATMENTS,
-    FELL_SHORT,
-    REGENERATIVE_CONDITIONS,
-    axspa_features,
-    axspa_text,
-    unsure_text,
-    whole_years,
-)
+from services.common.contracts import vocabulary as words
+from services.common.contracts.intake_body import IntakeBody
+from services.referral.triage import engine, shared
+from services.referral.triage.engine import Destination, Priority, Rule, TriageOutcome, TriageThresholds
 
 __all__ = [
     "CHANGES_FROM_V1",
@@ -107,7 +78,7 @@ __all__ = [
 RULESET_VERSION: Final = "v2"
 
 _EXERCISE_THERAPY: Final = frozenset(
-    {Treatment.PHYSICAL_THERAPY, Treatment.EXERCISE, Treatment.YOGA_OR_PILATES}
+    {words.Treatment.PHYSICAL_THERAPY, words.Treatment.EXERCISE, words.Treatment.YOGA_OR_PILATES}
 )
 _CES_QUESTIONS: Final = ("bladder_or_bowel_dysfunction", "saddle_numbness")
 
@@ -122,7 +93,7 @@ class Facts:
     onset: datetime.date
     age: int
     onset_age: int
-    answers: Mapping[str, RedFlagAnswer]
+    answers: Mapping[str, words.RedFlagAnswer]
     procedure_days: int | None
     trial_fell_short: bool
     axspa_features: tuple[str, ...]
@@ -146,32 +117,32 @@ class Facts:
 
     @property
     def worsening(self) -> bool:
-        return self.intake.complaint.trend is Trend.WORSENING
+        return self.intake.complaint.trend is words.Trend.WORSENING
 
     @property
     def upper_spine(self) -> bool:
-        return any(r in (Region.UPPER_BACK, Region.NECK) for r in self.intake.complaint.regions)
+        return any(r in (words.Region.UPPER_BACK, words.Region.NECK) for r in self.intake.complaint.regions)
 
     @property
     def night_pain(self) -> bool:
-        return Symptom.NIGHT_PAIN in self.intake.symptoms
+        return words.Symptom.NIGHT_PAIN in self.intake.symptoms
 
     @property
     def both_legs(self) -> bool:
         legs = self.intake.complaint.radiates_to
-        return RadiatesTo.LEFT_LEG in legs and RadiatesTo.RIGHT_LEG in legs
+        return words.RadiatesTo.LEFT_LEG in legs and words.RadiatesTo.RIGHT_LEG in legs
 
     # -- the answers
-    def said(self, question: str, answer: RedFlagAnswer = RedFlagAnswer.YES) -> bool:
+    def said(self, question: str, answer: words.RedFlagAnswer = words.RedFlagAnswer.YES) -> bool:
         return self.answers[question] is answer
 
     @property
     def unsure_questions(self) -> tuple[str, ...]:
-        return tuple(q for q, a in self.answers.items() if a is RedFlagAnswer.UNSURE)
+        return tuple(q for q, a in self.answers.items() if a is words.RedFlagAnswer.UNSURE)
 
     @property
     def all_no(self) -> bool:
-        return all(a is RedFlagAnswer.NO for a in self.answers.values())
+        return all(a is words.RedFlagAnswer.NO for a in self.answers.values())
 
     @property
     def neuro_yes(self) -> bool:
@@ -179,13 +150,15 @@ class Facts:
 
     @property
     def neuro_flag(self) -> bool:
-        return any(self.answers[q] is not RedFlagAnswer.NO for q in ("numbness_or_tingling", "limb_weakness"))
+        return any(
+            self.answers[q] is not words.RedFlagAnswer.NO for q in ("numbness_or_tingling", "limb_weakness")
+        )
 
     @property
     def nerve_involvement(self) -> bool:
         return (
             bool(self.intake.complaint.radiates_to)
-            or Symptom.RADIATING_PAIN in self.intake.symptoms
+            or words.Symptom.RADIATING_PAIN in self.intake.symptoms
             or self.neuro_yes
         )
 
@@ -195,19 +168,21 @@ class Facts:
         return self.new_pain or self.worsening or self.upper_spine or self.night_pain or self.severe
 
     # -- history
-    def has(self, item: Condition | RiskFactor) -> bool:
+    def has(self, item: words.Condition | words.RiskFactor) -> bool:
         return item in self.intake.conditions or item in self.intake.risk_factors
 
     @property
     def immunosuppressed(self) -> bool:
-        return self.has(RiskFactor.LONG_TERM_CORTICOSTEROIDS) or self.has(RiskFactor.IMMUNOSUPPRESSION)
+        return self.has(words.RiskFactor.LONG_TERM_CORTICOSTEROIDS) or self.has(
+            words.RiskFactor.IMMUNOSUPPRESSION
+        )
 
     @property
     def fracture_risk(self) -> bool:
         return (
-            self.has(Condition.OSTEOPOROSIS)
-            or self.has(Condition.COMPRESSION_FRACTURE)
-            or self.has(RiskFactor.LONG_TERM_CORTICOSTEROIDS)
+            self.has(words.Condition.OSTEOPOROSIS)
+            or self.has(words.Condition.COMPRESSION_FRACTURE)
+            or self.has(words.RiskFactor.LONG_TERM_CORTICOSTEROIDS)
             or self.age >= self.thresholds.fracture_risk_age
         )
 
@@ -217,13 +192,13 @@ class Facts:
 
     @property
     def qualifying(self) -> bool:
-        return any(c in REGENERATIVE_CONDITIONS for c in self.intake.conditions)
+        return any(c in shared.REGENERATIVE_CONDITIONS for c in self.intake.conditions)
 
     @property
     def structural(self) -> bool:
         return (
-            self.has(Condition.SPINAL_STENOSIS)
-            or self.has(Condition.COMPRESSION_FRACTURE)
+            self.has(words.Condition.SPINAL_STENOSIS)
+            or self.has(words.Condition.COMPRESSION_FRACTURE)
             or self.nerve_involvement
         )
 
@@ -239,7 +214,7 @@ class Facts:
     def early_procedure(self) -> bool:
         return self.procedure_days is not None and self.procedure_days <= self.thresholds.early_procedure_days
 
-    def complication(self, complication: Complication) -> bool:
+    def complication(self, complication: words.Complication) -> bool:
         procedure = self.intake.regenerative_procedure
         return procedure is not None and complication in procedure.complications
 
@@ -262,29 +237,30 @@ def derive_facts(
         weeks = 0
     onset = complaint.onset_date or today - datetime.timedelta(days=7 * (complaint.duration_weeks or 0))
     procedure = intake.regenerative_procedure
-    onset_age = whole_years(intake.patient.birth_date, onset)
+    onset_age = shared.whole_years(intake.patient.birth_date, onset)
     tried = intake.treatments_tried
     adequate_trial_short = any(
         t.treatment in _EXERCISE_THERAPY
         and t.weeks is not None
         and t.weeks >= thresholds.exercise_trial_weeks
-        and t.outcome in FELL_SHORT
+        and t.outcome in shared.FELL_SHORT
         for t in tried
     )
     conservative_helped = any(
-        t.treatment in CONSERVATIVE_TREATMENTS and t.outcome is TreatmentOutcome.GOOD_RELIEF for t in tried
+        t.treatment in shared.CONSERVATIVE_TREATMENTS and t.outcome is words.TreatmentOutcome.GOOD_RELIEF
+        for t in tried
     )
     return Facts(
         intake=intake,
         thresholds=thresholds,
         weeks=weeks,
         onset=onset,
-        age=max(0, whole_years(intake.patient.birth_date, today)),
+        age=max(0, shared.whole_years(intake.patient.birth_date, today)),
         onset_age=onset_age,
         answers=msgspec.structs.asdict(intake.red_flags),
         procedure_days=None if procedure is None else max(0, (today - procedure.performed_on).days),
         trial_fell_short=adequate_trial_short and not conservative_helped,
-        axspa_features=axspa_features(intake, onset_age, thresholds),
+        axspa_features=shared.axspa_features(intake, onset_age, thresholds),
     )
 
 
@@ -292,15 +268,15 @@ def derive_facts(
 
 
 def _unsure_detail(f: Facts) -> str:
-    return unsure_text(f.unsure_questions)
+    return shared.unsure_text(f.unsure_questions)
 
 
 def _ces_unsure_detail(f: Facts) -> str:
-    return unsure_text(q for q in f.unsure_questions if q in _CES_QUESTIONS)
+    return shared.unsure_text(q for q in f.unsure_questions if q in _CES_QUESTIONS)
 
 
 def _axspa_detail(f: Facts) -> str:
-    return axspa_text(f.onset_age, f.axspa_features)
+    return shared.axspa_text(f.onset_age, f.axspa_features)
 
 
 def _axspa(f: Facts) -> bool:
@@ -352,7 +328,7 @@ RULES: Final[tuple[Rule[Facts], ...]] = (
         priority=_STAT,
         text="You were unsure about bladder or saddle changes, so we assess you now.",
         source=_GIRFT,
-        predicate=lambda f: any(f.said(q, RedFlagAnswer.UNSURE) for q in _CES_QUESTIONS),
+        predicate=lambda f: any(f.said(q, words.RedFlagAnswer.UNSURE) for q in _CES_QUESTIONS),
         detail=_ces_unsure_detail,
     ),
     Rule(
@@ -361,7 +337,9 @@ RULES: Final[tuple[Rule[Facts], ...]] = (
         priority=_STAT,
         text="Nerve symptoms soon after a spinal injection need assessment now.",
         source=f"ASRA/ESRA 2018 (interventional spine procedures); {_RECOVERY}",
-        predicate=lambda f: f.early_procedure and (f.neuro_flag or f.complication(Complication.NERVE_DAMAGE)),
+        predicate=lambda f: (
+            f.early_procedure and (f.neuro_flag or f.complication(words.Complication.NERVE_DAMAGE))
+        ),
     ),
     Rule(
         code="MSCC",
@@ -379,7 +357,7 @@ RULES: Final[tuple[Rule[Facts], ...]] = (
         priority=_STAT,
         text="An infection after your procedure needs to be seen now.",
         source=_RECOVERY,
-        predicate=lambda f: f.complication(Complication.INFECTION),
+        predicate=lambda f: f.complication(words.Complication.INFECTION),
     ),
     Rule(
         code="INF-1",
@@ -389,7 +367,7 @@ RULES: Final[tuple[Rule[Facts], ...]] = (
         source=_ACP_APS,
         predicate=lambda f: (
             f.said("fever_or_chills")
-            and (f.has(RiskFactor.IV_DRUG_USE) or f.immunosuppressed or f.recent_procedure)
+            and (f.has(words.RiskFactor.IV_DRUG_USE) or f.immunosuppressed or f.recent_procedure)
         ),
     ),
     Rule(
@@ -449,7 +427,7 @@ RULES: Final[tuple[Rule[Facts], ...]] = (
         priority=_URGENT,
         text="This could be a spinal fracture: checked within {urgent_hours} hours.",
         source=_ACP_APS,
-        predicate=lambda f: f.fracture_risk and (f.new_pain or f.has(RiskFactor.RECENT_TRAUMA)),
+        predicate=lambda f: f.fracture_risk and (f.new_pain or f.has(words.RiskFactor.RECENT_TRAUMA)),
     ),
     Rule(
         code="POST-NERVE",
@@ -457,7 +435,7 @@ RULES: Final[tuple[Rule[Facts], ...]] = (
         priority=_URGENT,
         text="Nerve problems after your procedure: checked within {urgent_hours} hours.",
         source=_RECOVERY,
-        predicate=lambda f: f.complication(Complication.NERVE_DAMAGE),
+        predicate=lambda f: f.complication(words.Complication.NERVE_DAMAGE),
     ),
     Rule(
         code="POST-ALLERGY",
@@ -465,7 +443,7 @@ RULES: Final[tuple[Rule[Facts], ...]] = (
         priority=_URGENT,
         text="An allergic reaction after your procedure: checked within {urgent_hours} hours.",
         source=_RECOVERY,
-        predicate=lambda f: f.complication(Complication.ALLERGIC_REACTION),
+        predicate=lambda f: f.complication(words.Complication.ALLERGIC_REACTION),
     ),
     # clinician_review, urgent
     Rule(
@@ -499,7 +477,7 @@ RULES: Final[tuple[Rule[Facts], ...]] = (
         priority=_URGENT,
         text="After an injury, a clinician decides within {urgent_hours} hours on a scan.",
         source=_ACP_APS,
-        predicate=lambda f: f.has(RiskFactor.RECENT_TRAUMA),
+        predicate=lambda f: f.has(words.RiskFactor.RECENT_TRAUMA),
     ),
     Rule(
         code="SEVERE",
@@ -548,7 +526,7 @@ RULES: Final[tuple[Rule[Facts], ...]] = (
             and f.qualifying
             and f.trial_fell_short
             and not f.structural
-            and f.said("history_of_cancer", RedFlagAnswer.NO)
+            and f.said("history_of_cancer", words.RedFlagAnswer.NO)
         ),
     ),
     # pain_management, routine
@@ -607,7 +585,7 @@ def triage(
     intake: IntakeBody, today: datetime.date, thresholds: TriageThresholds = TriageThresholds()
 ) -> TriageOutcome:
     """Route one intake: every rule evaluated, every match a reason, the most urgent decides."""
-    return evaluate(
+    return engine.evaluate(
         RULES,
         derive_facts(intake, today, thresholds),
         thresholds,
@@ -616,12 +594,14 @@ def triage(
     )
 
 
-def _changes(kind: str, lines: Mapping[str, str]) -> tuple[RuleChange, ...]:
-    return tuple(RuleChange(change=kind, code=code, summary=summary) for code, summary in lines.items())
+def _changes(kind: str, lines: Mapping[str, str]) -> tuple[engine.RuleChange, ...]:
+    return tuple(
+        engine.RuleChange(change=kind, code=code, summary=summary) for code, summary in lines.items()
+    )
 
 
 #: What ruleset v2 changed from v1, one line per rule code.
-CHANGES_FROM_V1: Final[tuple[RuleChange, ...]] = (
+CHANGES_FROM_V1: Final[tuple[engine.RuleChange, ...]] = (
     *_changes(
         "added",
         {
@@ -665,7 +645,7 @@ CHANGES_FROM_V1: Final[tuple[RuleChange, ...]] = (
 )
 
 
-def rules_document(thresholds: TriageThresholds = TriageThresholds()) -> RulesDocument:
+def rules_document(thresholds: TriageThresholds = TriageThresholds()) -> engine.RulesDocument:
     """Ruleset v2 in its precedence order, with texts rendered for `thresholds`, and what
     changed from v1."""
-    return describe(RULESET_VERSION, RULES, thresholds, changes_from="v1", changes=CHANGES_FROM_V1)
+    return engine.describe(RULESET_VERSION, RULES, thresholds, changes_from="v1", changes=CHANGES_FROM_V1)
