@@ -8,14 +8,8 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from services.common.contracts.intake_body import (
-    Condition,
-    IntakeBody,
-    RiskFactor,
-    Symptom,
-    Treatment,
-    TreatmentOutcome,
-)
+from services.common.contracts.intake_body import Complaint, IntakeBody
+from services.common.contracts.vocabulary import Condition, RiskFactor, Symptom, Treatment, TreatmentOutcome
 from services.referral.triage.engine import TriageThresholds
 
 __all__ = [
@@ -25,7 +19,9 @@ __all__ = [
     "REGENERATIVE_CONDITIONS",
     "axspa_features",
     "axspa_text",
+    "onset_of_pain",
     "unsure_text",
+    "weeks_of_pain",
     "whole_years",
 ]
 
@@ -66,6 +62,21 @@ RED_FLAG_LABELS: Final[Mapping[str, str]] = {
     "history_of_cancer": "history of cancer",
     "worsening_despite_treatment": "worsening despite treatment",
 }
+
+
+def weeks_of_pain(complaint: Complaint, today: datetime.date) -> int:
+    """`duration_weeks` when given, else whole weeks since `onset_date` (a date after today counts
+    as today), else 0: new pain, the reading that keeps the time-sensitive rules live."""
+    if complaint.duration_weeks is not None:
+        return complaint.duration_weeks
+    if complaint.onset_date is not None:
+        return max(0, (today - complaint.onset_date).days) // 7
+    return 0
+
+
+def onset_of_pain(complaint: Complaint, today: datetime.date) -> datetime.date:
+    """`onset_date`, else today minus 7 x `duration_weeks` days."""
+    return complaint.onset_date or today - datetime.timedelta(days=7 * (complaint.duration_weeks or 0))
 
 
 def whole_years(start: datetime.date, end: datetime.date) -> int:

@@ -158,12 +158,7 @@ def derive_facts(
 ) -> IntakeFacts:
     """The facts ruleset v1 reads, under the decisions in the module docstring."""
     complaint = intake.complaint
-    if complaint.duration_weeks is not None:
-        duration = complaint.duration_weeks
-    elif complaint.onset_date is not None:
-        duration = max(0, (today - complaint.onset_date).days // 7)
-    else:
-        duration = 0
+    duration = shared.weeks_of_pain(complaint, today)
     if duration > thresholds.chronic_weeks:
         phase = PainPhase.CHRONIC
     elif duration >= thresholds.acute_weeks:
@@ -171,7 +166,7 @@ def derive_facts(
     else:
         phase = PainPhase.ACUTE
 
-    onset = complaint.onset_date or today - datetime.timedelta(weeks=complaint.duration_weeks or 0)
+    onset = shared.onset_of_pain(complaint, today)
     onset_age = shared.whole_years(intake.patient.birth_date, onset)
 
     procedure = intake.regenerative_procedure

@@ -228,14 +228,8 @@ def derive_facts(
     intake: IntakeBody, today: datetime.date, thresholds: TriageThresholds = TriageThresholds()
 ) -> Facts:
     """The facts of ruleset v2, under the decisions in the module docstring."""
-    complaint = intake.complaint
-    if complaint.duration_weeks is not None:
-        weeks = complaint.duration_weeks
-    elif complaint.onset_date is not None:
-        weeks = max(0, (today - complaint.onset_date).days) // 7
-    else:
-        weeks = 0
-    onset = complaint.onset_date or today - datetime.timedelta(days=7 * (complaint.duration_weeks or 0))
+    weeks = shared.weeks_of_pain(intake.complaint, today)
+    onset = shared.onset_of_pain(intake.complaint, today)
     procedure = intake.regenerative_procedure
     onset_age = shared.whole_years(intake.patient.birth_date, onset)
     tried = intake.treatments_tried
