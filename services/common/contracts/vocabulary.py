@@ -84,7 +84,7 @@ class Destination(Word):
     """Declared most severe first: that order is triage's precedence between destinations."""
 
     URGENT_CARE = "urgent_care", "Urgent care"
-    CLINICIAN_REVIEW = "clinician_review", "A clinician reviews it first"
+    CLINICIAN_REVIEW = "clinician_review", "Clinician review"
     REGENERATIVE_MEDICINE = "regenerative_medicine", "Regenerative medicine"
     PAIN_MANAGEMENT = "pain_management", "Pain management"
 
