@@ -123,3 +123,16 @@ def test_one_transition_table() -> None:
     closed = set(ReferralStatus) - OPEN_STATUSES
     assert all(not (sources & closed) for sources, _ in ACTIONS.values())
     assert [PRIORITY_RANK[p] for p in Priority] == [0, 1, 2]
+
+
+def test_pages_read_each_label_from_the_vocabulary() -> None:
+    """A stored code (plain string) or a member shows as the vocabulary's words, including a value
+    added to a closed set later (immunosuppression came with ruleset v2)."""
+    from services.common.contracts import labels
+
+    for words in (vocabulary.RiskFactor, vocabulary.Symptom, vocabulary.Sex, Destination, Priority):
+        for word in words:
+            assert labels.label(word) == labels.label(word.value) == word.label
+    assert labels.label("immunosuppression") == "Immunosuppressing treatment or condition"
+    assert labels.DESTINATION_LABELS["pain_management"] == "Pain management"
+    assert labels.label("not_a_code") == "not_a_code"
