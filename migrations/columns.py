@@ -28,9 +28,17 @@ def timestamp(name: str, *, nullable: bool = False, default_now: bool = False) -
     return sa.Column(name, sa.DateTime(timezone=True), server_default=default, nullable=nullable)
 
 
-def role_checks(table: str) -> tuple[sa.CheckConstraint, sa.CheckConstraint]:
-    """The staff roles as `access_0001` knew them, and a destination for specialists only."""
+def parent_id(name: str, parent: str) -> sa.Column:
+    """A row's parent (`schema.table`, by its uuid `id`): required, and the row goes with it."""
+    return sa.Column(name, sa.Uuid(), sa.ForeignKey(f"{parent}.id", ondelete="CASCADE"), nullable=False)
+
+
+def role_and_destination(table: str) -> tuple[sa.Column | sa.CheckConstraint, ...]:
+    """A staff role (as `access_0001` knew them) and a destination, a specialist's only: the two
+    columns and their checks."""
     return (
+        sa.Column("role", sa.String(20), nullable=False),
+        sa.Column("destination", sa.String(40), nullable=True),
         sa.CheckConstraint(
             "role IN ('front_desk', 'specialist', 'clinician', 'admin')", name=f"ck_{table}_role"
         ),

@@ -3,7 +3,7 @@
 import sqlalchemy as sa
 from alembic import op
 
-from migrations.columns import role_checks, timestamp, uuid_id
+from migrations.columns import role_and_destination, timestamp, uuid_id
 
 revision = "access_0001"
 down_revision = None
@@ -14,12 +14,10 @@ def upgrade() -> None:
         "api_keys",
         uuid_id(),
         sa.Column("name", sa.String(100), nullable=False),
-        sa.Column("role", sa.String(20), nullable=False),
-        sa.Column("destination", sa.String(40), nullable=True),
+        *role_and_destination("api_keys"),
         sa.Column("key_hash", sa.String(64), nullable=False),
         timestamp("created_at", default_now=True),
         timestamp("revoked_at", nullable=True),
-        *role_checks("api_keys"),
         sa.UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
         schema="access",
     )

@@ -3,7 +3,7 @@
 import sqlalchemy as sa
 from alembic import op
 
-from migrations.columns import identity_id, role_checks, timestamp, uuid_id
+from migrations.columns import identity_id, role_and_destination, timestamp, uuid_id
 
 revision = "access_0002"
 down_revision = "access_0001"
@@ -15,13 +15,11 @@ def upgrade() -> None:
         uuid_id(),
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("email", sa.String(320), nullable=False),
-        sa.Column("role", sa.String(20), nullable=False),
-        sa.Column("destination", sa.String(40), nullable=True),
+        *role_and_destination("users"),
         sa.Column("password_hash", sa.String(200), nullable=False),
         sa.Column("must_change_password", sa.Boolean(), nullable=False),
         timestamp("created_at"),
         timestamp("disabled_at", nullable=True),
-        *role_checks("users"),
         schema="access",
     )
     op.create_index("uq_users_email", "users", [sa.text("lower(email)")], unique=True, schema="access")

@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
-from migrations.columns import identity_id, timestamp, uuid_id
+from migrations.columns import identity_id, parent_id, timestamp, uuid_id
 
 revision = "queue_0001"
 down_revision = None
@@ -58,9 +58,7 @@ def upgrade() -> None:
     op.create_table(
         "deliveries",
         identity_id(),
-        sa.Column(
-            "event_id", sa.Uuid(), sa.ForeignKey("queue.events.id", ondelete="CASCADE"), nullable=False
-        ),
+        parent_id("event_id", "queue.events"),
         sa.Column("consumer", sa.Text(), nullable=False),
         sa.Column("status", sa.Text(), nullable=False, server_default="pending"),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),

@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
-from migrations.columns import identity_id, timestamp, uuid_id
+from migrations.columns import identity_id, parent_id, timestamp, uuid_id
 
 revision = "referrals_0001"
 down_revision = None
@@ -57,12 +57,7 @@ def upgrade() -> None:
     op.create_table(
         "referral_history",
         identity_id(),
-        sa.Column(
-            "referral_id",
-            sa.Uuid(),
-            sa.ForeignKey("referral.referrals.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        parent_id("referral_id", "referral.referrals"),
         sa.Column("status", sa.String(20), nullable=False),
         timestamp("at"),
         sa.Column("by", sa.String(100), nullable=False),
@@ -73,12 +68,7 @@ def upgrade() -> None:
     op.create_table(
         "follow_ups",
         uuid_id(),
-        sa.Column(
-            "referral_id",
-            sa.Uuid(),
-            sa.ForeignKey("referral.referrals.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        parent_id("referral_id", "referral.referrals"),
         sa.Column("due_on", sa.Date(), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         timestamp("emitted_at", nullable=True),

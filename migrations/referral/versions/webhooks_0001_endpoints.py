@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
-from migrations.columns import identity_id, timestamp, uuid_id
+from migrations.columns import identity_id, parent_id, timestamp, uuid_id
 
 revision = "webhooks_0001"
 down_revision = None
@@ -45,12 +45,7 @@ def upgrade() -> None:
     op.create_table(
         "webhook_deliveries",
         uuid_id(),
-        sa.Column(
-            "endpoint_id",
-            sa.Uuid(),
-            sa.ForeignKey(f"{SCHEMA}.webhook_endpoints.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        parent_id("endpoint_id", f"{SCHEMA}.webhook_endpoints"),
         sa.Column("event_id", sa.Uuid(), nullable=False),
         sa.Column("event_type", sa.Text(), nullable=False),
         # The body as sent (thin: ids, destination, priority, status, dates; never patient data).
@@ -91,12 +86,7 @@ def upgrade() -> None:
     op.create_table(
         "webhook_attempts",
         identity_id(),
-        sa.Column(
-            "delivery_id",
-            sa.Uuid(),
-            sa.ForeignKey(f"{SCHEMA}.webhook_deliveries.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        parent_id("delivery_id", f"{SCHEMA}.webhook_deliveries"),
         timestamp("attempted_at", default_now=True),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("latency_ms", sa.Integer(), nullable=False),
