@@ -1,35 +1,25 @@
-"""Staff accounts, their sign-in sessions, and the record of every sign-in, sign-out and failure.
-
-Revision ID: access_0002
-Revises: access_0001
-Create Date: 2026-11-30
-"""
+"""Staff accounts, their sign-in sessions, and the record of every sign-in, sign-out and failure."""
 
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.columns import identity_id, role_and_destination, timestamp, uuid_id
+
 revision = "access_0002"
 down_revision = "access_0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
     op.create_table(
         "users",
-        sa.Column("id", sa.Uuid(), primary_key=True),
+        uuid_id(),
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("email", sa.String(320), nullable=False),
-        sa.Column("role", sa.String(20), nullable=False),
-        sa.Column("destination", sa.String(40), nullable=True),
+        *role_and_destination("users"),
         sa.Column("password_hash", sa.String(200), nullable=False),
         sa.Column("must_change_password", sa.Boolean(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint(
-            "role IN ('front_desk', 'specialist', 'clinician', 'admin')", name="ck_users_role"
-        ),
-        sa.CheckConstraint("(role = 'specialist') = (destination IS NOT NULL)", name="ck_users_destination"),
+        timestamp("created_at"),
+        timestamp("disabled_at", nullable=True),
         schema="access",
     )
     op.create_index("uq_users_email", "users", [sa.text("lower(email)")], unique=True, schema="access")
@@ -37,17 +27,17 @@ def upgrade() -> None:
         "sessions",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("user_id", sa.Uuid(), sa.ForeignKey("access.users.id"), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        timestamp("created_at"),
+        timestamp("last_seen_at"),
+        timestamp("expires_at"),
+        timestamp("revoked_at", nullable=True),
         schema="access",
     )
     op.create_index("ix_sessions_user_id", "sessions", ["user_id"], schema="access")
     op.create_table(
         "sign_in_events",
-        sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
-        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        identity_id(),
+        timestamp("at"),
         sa.Column("user_id", sa.Uuid(), nullable=True),
         sa.Column("email", sa.String(320), nullable=False),
         sa.Column("action", sa.String(30), nullable=False),

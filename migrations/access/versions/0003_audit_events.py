@@ -2,27 +2,23 @@
 
 A trigger refuses UPDATE, DELETE and TRUNCATE. The only deletion it lets through is the retention
 purge's: a transaction that has set `clinic.audit_purge_before` may delete rows older than it.
-
-Revision ID: access_0003
-Revises: access_0002
-Create Date: 2026-11-30
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from migrations.columns import timestamp
+
 revision = "access_0003"
 down_revision = "access_0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
     op.create_table(
         "audit_events",
         sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), primary_key=True),
-        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        timestamp("at", default_now=True),
         sa.Column("service", sa.String(20), nullable=False),
         sa.Column("actor_id", sa.Uuid(), nullable=True),
         sa.Column("actor_name", sa.String(100), nullable=False),

@@ -1,23 +1,15 @@
-"""API keys may carry an expiry: after it the key is refused like a revoked one.
+"""API keys may carry an expiry: after it the key is refused like a revoked one."""
 
-Revision ID: access_0004
-Revises: access_0003
-Create Date: 2026-11-30
-"""
-
-import sqlalchemy as sa
 from alembic import op
+
+from migrations.columns import timestamp
 
 revision = "access_0004"
 down_revision = "access_0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column(
-        "api_keys", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True), schema="access"
-    )
+    op.add_column("api_keys", timestamp("expires_at", nullable=True), schema="access")
 
 
 def downgrade() -> None:

@@ -1,31 +1,23 @@
 """Patients (with demographic history), intakes and their versions, the referral mirror,
 idempotency keys.
-
-Revision ID: intake_0001
-Revises:
-Create Date: 2026-11-28
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+from migrations.columns import identity_id, timestamp, uuid_id
+
 revision = "intake_0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 S = "intake"
-
-
-def _ts(name: str, nullable: bool = False) -> sa.Column:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
 def upgrade() -> None:
     op.create_table(
         "patients",
-        sa.Column("id", sa.Uuid(), primary_key=True),
+        uuid_id(),
         sa.Column("mrn", sa.String(64), nullable=True),
         sa.Column("given_name", sa.String(200), nullable=False),
         sa.Column("family_name", sa.String(200), nullable=False),
@@ -33,17 +25,17 @@ def upgrade() -> None:
         sa.Column("sex", sa.String(20), nullable=False),
         sa.Column("phone", sa.String(50), nullable=True),
         sa.Column("email", sa.String(320), nullable=True),
-        _ts("created_at"),
-        _ts("updated_at"),
+        timestamp("created_at"),
+        timestamp("updated_at"),
         sa.UniqueConstraint("mrn", name="uq_patients_mrn"),
         schema=S,
     )
     op.create_table(
         "patient_changes",
-        sa.Column("id", sa.Integer(), sa.Identity(), primary_key=True),
+        identity_id(sa.Integer),
         sa.Column("patient_id", sa.Uuid(), sa.ForeignKey(f"{S}.patients.id"), nullable=False),
         sa.Column("intake_id", sa.Uuid(), nullable=False),
-        _ts("changed_at"),
+        timestamp("changed_at"),
         sa.Column("changed_by", sa.String(100), nullable=False),
         sa.Column("previous", pg.JSONB(), nullable=False),
         schema=S,
@@ -51,14 +43,14 @@ def upgrade() -> None:
     op.create_index("ix_patient_changes_patient_id", "patient_changes", ["patient_id"], schema=S)
     op.create_table(
         "intakes",
-        sa.Column("id", sa.Uuid(), primary_key=True),
+        uuid_id(),
         sa.Column("patient_id", sa.Uuid(), sa.ForeignKey(f"{S}.patients.id"), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("source", sa.String(20), nullable=False),
-        _ts("submitted_at"),
+        timestamp("submitted_at"),
         sa.Column("submitted_by", sa.String(100), nullable=False),
-        _ts("updated_at"),
+        timestamp("updated_at"),
         sa.Column("referral_id", sa.Uuid(), nullable=True),
         sa.Column("referral_destination", sa.String(40), nullable=True),
         sa.Column("referral_priority", sa.String(20), nullable=True),
@@ -77,7 +69,7 @@ def upgrade() -> None:
         sa.Column("intake_id", sa.Uuid(), sa.ForeignKey(f"{S}.intakes.id"), primary_key=True),
         sa.Column("version", sa.Integer(), primary_key=True),
         sa.Column("patient_id", sa.Uuid(), sa.ForeignKey(f"{S}.patients.id"), nullable=False),
-        _ts("submitted_at"),
+        timestamp("submitted_at"),
         sa.Column("submitted_by", sa.String(100), nullable=False),
         sa.Column("body", pg.JSONB(), nullable=False),
         schema=S,
@@ -89,8 +81,8 @@ def upgrade() -> None:
         sa.Column("destination", sa.String(40), nullable=False),
         sa.Column("priority", sa.String(20), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
-        _ts("status_at"),
-        _ts("created_at", nullable=True),
+        timestamp("status_at"),
+        timestamp("created_at", nullable=True),
         sa.Column("intake_version", sa.Integer(), nullable=True),
         sa.Column("supersedes", sa.Uuid(), nullable=True),
         sa.Column("superseded_by", sa.Uuid(), nullable=True),
@@ -104,8 +96,8 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String(64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("response", sa.Text(), nullable=True),
-        _ts("created_at"),
-        _ts("expires_at"),
+        timestamp("created_at"),
+        timestamp("expires_at"),
         schema=S,
     )
     op.create_index("ix_idempotency_keys_expires_at", "idempotency_keys", ["expires_at"], schema=S)

@@ -1,25 +1,21 @@
 """For the front desk's pages: the referral's due time and reasons in the mirror, the reason an
 intake was amended, and an index to find patients by name and birth date.
-
-Revision ID: intake_0002
-Revises: intake_0001
-Create Date: 2026-11-30
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+from migrations.columns import timestamp
+
 revision = "intake_0002"
 down_revision = "intake_0001"
-branch_labels = None
-depends_on = None
 
 S = "intake"
 
 
 def upgrade() -> None:
-    op.add_column("referral_mirror", sa.Column("due_by", sa.DateTime(timezone=True), nullable=True), schema=S)
+    op.add_column("referral_mirror", timestamp("due_by", nullable=True), schema=S)
     op.add_column("referral_mirror", sa.Column("reasons", pg.JSONB(), nullable=True), schema=S)
     op.add_column("intake_versions", sa.Column("change_reason", sa.Text(), nullable=True), schema=S)
     op.create_index(

@@ -1,19 +1,12 @@
 """Histories carry the actor's id beside its name: who submitted an intake and each version, and
 who made a patient change (the key's or staff account's id; null for inbound forms and older
 rows).
-
-Revision ID: intake_0003
-Revises: intake_0002
-Create Date: 2026-12-02
 """
 
-import sqlalchemy as sa
-from alembic import op
+from migrations.columns import add_actor_ids, drop_actor_ids
 
 revision = "intake_0003"
 down_revision = "intake_0002"
-branch_labels = None
-depends_on = None
 
 S = "intake"
 COLUMNS = (
@@ -24,10 +17,8 @@ COLUMNS = (
 
 
 def upgrade() -> None:
-    for table, column in COLUMNS:
-        op.add_column(table, sa.Column(column, sa.Uuid(), nullable=True), schema=S)
+    add_actor_ids(S, COLUMNS)
 
 
 def downgrade() -> None:
-    for table, column in reversed(COLUMNS):
-        op.drop_column(table, column, schema=S)
+    drop_actor_ids(S, COLUMNS)

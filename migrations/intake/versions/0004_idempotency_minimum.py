@@ -1,10 +1,6 @@
 """Idempotency records keep what a replay needs, not the response: the status stays, the intake
 id and version it answered with are kept, and the stored body (a whole intake, patient data
 included) goes. Existing rows get their intake and version from their stored body first.
-
-Revision ID: intake_0004
-Revises: intake_0003
-Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
@@ -12,8 +8,6 @@ from alembic import op
 
 revision = "intake_0004"
 down_revision = "intake_0003"
-branch_labels = None
-depends_on = None
 
 S = "intake"
 

@@ -1,18 +1,13 @@
-"""The event queue: events, permanent event keys, subscriptions, deliveries, consumer inboxes.
-
-Revision ID: queue_0001
-Revises:
-Create Date: 2026-11-28
-"""
+"""The event queue: events, permanent event keys, subscriptions, deliveries, consumer inboxes."""
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+from migrations.columns import identity_id, parent_id, timestamp, uuid_id
+
 revision = "queue_0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 # Deliveries churn (inserted, updated at each claim, deleted at ack): vacuum and analyse them early
 # and without throttling, and leave room on each page for the updates.
@@ -30,15 +25,15 @@ APPEND_THEN_PRUNE = (
 def upgrade() -> None:
     op.create_table(
         "events",
-        sa.Column("id", sa.Uuid(), primary_key=True),
+        uuid_id(),
         sa.Column("type", sa.Text(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("subject", sa.Uuid(), nullable=False),
         sa.Column("payload", pg.JSONB(), nullable=False),
-        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("occurred_at"),
         sa.Column("event_key", sa.Text(), nullable=True),
         # When the queue got it (occurred_at is the domain's time); retention counts from here.
-        sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        timestamp("recorded_at", default_now=True),
         schema="queue",
     )
     op.create_index("ix_events_recorded_at", "events", ["recorded_at"], schema="queue")
@@ -48,61 +43,53 @@ def upgrade() -> None:
         "event_keys",
         sa.Column("event_key", sa.Text(), primary_key=True),
         sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        timestamp("created_at", default_now=True),
         schema="queue",
     )
     op.create_table(
         "subscriptions",
         sa.Column("consumer", sa.Text(), primary_key=True),
         sa.Column("event_type", sa.Text(), primary_key=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        timestamp("created_at", default_now=True),
         schema="queue",
     )
     # One row per subscribed consumer while the event is owed to it: a handled delivery is deleted
     # (its record is the consumer's inbox row), a dead one stays until an operator replays it.
     op.create_table(
         "deliveries",
-        sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
-        sa.Column(
-            "event_id", sa.Uuid(), sa.ForeignKey("queue.events.id", ondelete="CASCADE"), nullable=False
-        ),
+        identity_id(),
+        parent_id("event_id", "queue.events"),
         sa.Column("consumer", sa.Text(), nullable=False),
         sa.Column("status", sa.Text(), nullable=False, server_default="pending"),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
         # Ready time, retry backoff and claim lease in one column: a claim pushes it out by the lease.
-        sa.Column("available_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        timestamp("available_at", default_now=True),
+        timestamp("created_at", default_now=True),
+        timestamp("updated_at", default_now=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.CheckConstraint("status IN ('pending', 'dead')", name="ck_deliveries_status"),
         sa.UniqueConstraint("event_id", "consumer", name="uq_deliveries_event_consumer"),
         schema="queue",
     )
-    # The claim's scan: pending rows per consumer, oldest first. available_at is deliberately not
-    # indexed (the claim filters on it), so that a claim, which changes only available_at and
-    # attempts, is a HOT update: no index entries, a third of the WAL.
-    op.create_index(
-        "ix_deliveries_ready",
-        "deliveries",
-        ["consumer", "id"],
-        schema="queue",
-        postgresql_where=sa.text("status = 'pending'"),
-    )
-    # The operators' dead-letter views.
-    op.create_index(
-        "ix_deliveries_dead",
-        "deliveries",
-        ["consumer", "id"],
-        schema="queue",
-        postgresql_where=sa.text("status = 'dead'"),
-    )
+    # ix_deliveries_ready is the claim's scan: pending rows per consumer, oldest first.
+    # available_at is deliberately not indexed (the claim filters on it), so that a claim, which
+    # changes only available_at and attempts, is a HOT update: no index entries, a third of the
+    # WAL. ix_deliveries_dead serves the operators' dead-letter views.
+    for index, status in (("ix_deliveries_ready", "pending"), ("ix_deliveries_dead", "dead")):
+        op.create_index(
+            index,
+            "deliveries",
+            ["consumer", "id"],
+            schema="queue",
+            postgresql_where=sa.text(f"status = '{status}'"),
+        )
     # Each consumer's record of the events it has applied, written with the effect; retention
     # removes it with its event.
     op.create_table(
         "inbox",
         sa.Column("event_id", sa.Uuid(), primary_key=True),
         sa.Column("consumer", sa.Text(), primary_key=True),
-        sa.Column("applied_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        timestamp("applied_at", default_now=True),
         schema="queue",
     )
     op.execute(f"ALTER TABLE queue.deliveries SET ({CHURN})")

@@ -1,10 +1,6 @@
 """Subscriptions a consumer has no use for right now: `wanted = false` means publish writes no
 delivery to that consumer for that event type (the webhook consumer while no enabled endpoint
 subscribes to the type). Existing rows stay wanted.
-
-Revision ID: queue_0002
-Revises: queue_0001
-Create Date: 2026-11-30
 """
 
 import sqlalchemy as sa
@@ -12,8 +8,6 @@ from alembic import op
 
 revision = "queue_0002"
 down_revision = "queue_0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

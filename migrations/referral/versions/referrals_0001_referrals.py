@@ -1,24 +1,20 @@
-"""Referrals, their status history and follow-ups.
-
-Revision ID: referrals_0001
-Revises:
-Create Date: 2026-11-28
-"""
+"""Referrals, their status history and follow-ups."""
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+from migrations.columns import identity_id, parent_id, timestamp, uuid_id
+
 revision = "referrals_0001"
 down_revision = None
 branch_labels = ("referrals",)
-depends_on = None
 
 
 def upgrade() -> None:
     op.create_table(
         "referrals",
-        sa.Column("id", sa.Uuid(), primary_key=True),
+        uuid_id(),
         sa.Column("intake_id", sa.Uuid(), nullable=False),
         sa.Column("intake_version", sa.Integer(), nullable=False),
         sa.Column("patient", pg.JSONB(), nullable=False),
@@ -28,13 +24,13 @@ def upgrade() -> None:
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("reasons", pg.JSONB(), nullable=False),
         sa.Column("ruleset_version", sa.String(20), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("due_by", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("accepted_at", sa.DateTime(timezone=True)),
-        sa.Column("scheduled_at", sa.DateTime(timezone=True)),
-        sa.Column("appointment_at", sa.DateTime(timezone=True)),
-        sa.Column("closed_at", sa.DateTime(timezone=True)),
+        timestamp("created_at"),
+        timestamp("updated_at"),
+        timestamp("due_by"),
+        timestamp("accepted_at", nullable=True),
+        timestamp("scheduled_at", nullable=True),
+        timestamp("appointment_at", nullable=True),
+        timestamp("closed_at", nullable=True),
         sa.Column("close_reason", sa.Text()),
         sa.Column("supersedes", sa.Uuid(), sa.ForeignKey("referral.referrals.id")),
         sa.Column("superseded_by", sa.Uuid(), sa.ForeignKey("referral.referrals.id")),
@@ -60,15 +56,10 @@ def upgrade() -> None:
     op.create_index("ix_referrals_created_at", "referrals", ["created_at"], schema="referral")
     op.create_table(
         "referral_history",
-        sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
-        sa.Column(
-            "referral_id",
-            sa.Uuid(),
-            sa.ForeignKey("referral.referrals.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        identity_id(),
+        parent_id("referral_id", "referral.referrals"),
         sa.Column("status", sa.String(20), nullable=False),
-        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        timestamp("at"),
         sa.Column("by", sa.String(100), nullable=False),
         sa.Column("note", sa.Text()),
         schema="referral",
@@ -76,17 +67,12 @@ def upgrade() -> None:
     op.create_index("ix_referral_history_referral_id", "referral_history", ["referral_id"], schema="referral")
     op.create_table(
         "follow_ups",
-        sa.Column("id", sa.Uuid(), primary_key=True),
-        sa.Column(
-            "referral_id",
-            sa.Uuid(),
-            sa.ForeignKey("referral.referrals.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        uuid_id(),
+        parent_id("referral_id", "referral.referrals"),
         sa.Column("due_on", sa.Date(), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
-        sa.Column("emitted_at", sa.DateTime(timezone=True)),
-        sa.Column("done_at", sa.DateTime(timezone=True)),
+        timestamp("emitted_at", nullable=True),
+        timestamp("done_at", nullable=True),
         sa.Column("done_by", sa.String(100)),
         sa.CheckConstraint("status IN ('scheduled', 'due', 'done', 'cancelled')", name="status"),
         sa.UniqueConstraint("referral_id", "due_on", name="uq_follow_ups_referral_id_due_on"),

@@ -1,17 +1,10 @@
-"""An AMEND-HOLD clinician review names the open referral whose amendment it holds.
-
-Revision ID: referrals_0002
-Revises: referrals_0001
-Create Date: 2026-11-30
-"""
+"""An AMEND-HOLD clinician review names the open referral whose amendment it holds."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "referrals_0002"
 down_revision = "referrals_0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

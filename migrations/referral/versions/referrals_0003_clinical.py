@@ -1,9 +1,5 @@
 """A referral keeps the clinical picture of its intake version (complaint, red flags, history,
 notes, contact details), so its destination can act on it without reading the intake service.
-
-Revision ID: referrals_0003
-Revises: referrals_0002
-Create Date: 2026-11-30
 """
 
 import sqlalchemy as sa
@@ -12,8 +8,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "referrals_0003"
 down_revision = "referrals_0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,20 +1,17 @@
 """Webhooks out: endpoints (with a rotating signing secret), deliveries, and every attempt.
 
 An independent root of the referral history (branch `webhooks`), beside the referrals' own.
-
-Revision ID: webhooks_0001
-Revises:
-Create Date: 2026-11-28
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+from migrations.columns import identity_id, parent_id, timestamp, uuid_id
+
 revision = "webhooks_0001"
 down_revision = None
 branch_labels = ("webhooks",)
-depends_on = None
 
 SCHEMA = "referral"
 
@@ -22,7 +19,7 @@ SCHEMA = "referral"
 def upgrade() -> None:
     op.create_table(
         "webhook_endpoints",
-        sa.Column("id", sa.Uuid(), primary_key=True),
+        uuid_id(),
         sa.Column("url", sa.Text(), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("event_types", pg.ARRAY(sa.Text()), nullable=False),
@@ -31,14 +28,14 @@ def upgrade() -> None:
         sa.Column("secret", sa.Text(), nullable=False),
         # During a rotation the replaced secret still signs (a second signature) until it expires.
         sa.Column("previous_secret", sa.Text(), nullable=True),
-        sa.Column("previous_secret_expires_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+        timestamp("previous_secret_expires_at", nullable=True),
+        timestamp("disabled_at", nullable=True),
         sa.Column("disabled_reason", sa.Text(), nullable=True),
         # Start of the current run of failures; cleared by any success.
-        sa.Column("first_failure_at", sa.DateTime(timezone=True), nullable=True),
+        timestamp("first_failure_at", nullable=True),
         sa.Column("created_by", sa.Text(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        timestamp("created_at", default_now=True),
+        timestamp("updated_at", default_now=True),
         sa.CheckConstraint("cardinality(event_types) > 0", name="ck_webhook_endpoints_event_types"),
         schema=SCHEMA,
     )
@@ -47,29 +44,22 @@ def upgrade() -> None:
     )
     op.create_table(
         "webhook_deliveries",
-        sa.Column("id", sa.Uuid(), primary_key=True),
-        sa.Column(
-            "endpoint_id",
-            sa.Uuid(),
-            sa.ForeignKey(f"{SCHEMA}.webhook_endpoints.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        uuid_id(),
+        parent_id("endpoint_id", f"{SCHEMA}.webhook_endpoints"),
         sa.Column("event_id", sa.Uuid(), nullable=False),
         sa.Column("event_type", sa.Text(), nullable=False),
         # The body as sent (thin: ids, destination, priority, status, dates; never patient data).
         sa.Column("payload", pg.JSONB(), nullable=False),
         sa.Column("status", sa.Text(), nullable=False, server_default="pending"),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
-        sa.Column(
-            "next_attempt_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
-        ),
+        timestamp("next_attempt_at", default_now=True),
         # Set while a sender holds the delivery; a sender that dies loses it only until then.
-        sa.Column("leased_until", sa.DateTime(timezone=True), nullable=True),
+        timestamp("leased_until", nullable=True),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("succeeded_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        timestamp("succeeded_at", nullable=True),
+        timestamp("created_at", default_now=True),
+        timestamp("updated_at", default_now=True),
         sa.CheckConstraint("status IN ('pending', 'succeeded', 'dead')", name="ck_webhook_deliveries_status"),
         sa.UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
         schema=SCHEMA,
@@ -95,14 +85,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "webhook_attempts",
-        sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
-        sa.Column(
-            "delivery_id",
-            sa.Uuid(),
-            sa.ForeignKey(f"{SCHEMA}.webhook_deliveries.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
-        sa.Column("attempted_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        identity_id(),
+        parent_id("delivery_id", f"{SCHEMA}.webhook_deliveries"),
+        timestamp("attempted_at", default_now=True),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("latency_ms", sa.Integer(), nullable=False),
         sa.Column("error", sa.String(500), nullable=True),

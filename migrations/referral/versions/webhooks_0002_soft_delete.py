@@ -1,26 +1,19 @@
 """Webhook endpoints are soft-deleted: DELETE sets `deleted_at`; the row and its delivery history
 stay, and nothing reads it as an endpoint any more.
-
-Revision ID: webhooks_0002
-Revises: webhooks_0001
-Create Date: 2026-12-02
 """
 
-import sqlalchemy as sa
 from alembic import op
+
+from migrations.columns import timestamp
 
 revision = "webhooks_0002"
 down_revision = "webhooks_0001"
-branch_labels = None
-depends_on = None
 
 SCHEMA = "referral"
 
 
 def upgrade() -> None:
-    op.add_column(
-        "webhook_endpoints", sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True), schema=SCHEMA
-    )
+    op.add_column("webhook_endpoints", timestamp("deleted_at", nullable=True), schema=SCHEMA)
 
 
 def downgrade() -> None:

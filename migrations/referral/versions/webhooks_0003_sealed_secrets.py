@@ -6,10 +6,6 @@ to configure one; nothing is changed, and the next `clinic migrate` (with a key)
 database without endpoints needs no key.
 
 Downgrade opens every secret again (it needs the key that sealed them).
-
-Revision ID: webhooks_0003
-Revises: webhooks_0002
-Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
@@ -21,8 +17,6 @@ from services.referral.webhooks.sealing import reseal_webhook_secrets
 
 revision = "webhooks_0003"
 down_revision = "webhooks_0002"
-branch_labels = None
-depends_on = None
 
 
 def _box() -> SecretBox | None:
