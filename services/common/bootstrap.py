@@ -7,6 +7,7 @@ from collections.abc import Callable
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.clock import Clock
 from services.common.db.engine import create_engine, resolve_database_url
 from services.common.http.web import ServiceSpec, build_app
 from services.common.logging import configure_logging
@@ -25,11 +26,14 @@ def prepare(
 
 
 def create_service_app(
-    spec_factory: Callable[[Settings], ServiceSpec],
+    spec_factory: Callable[[Settings, Clock | None], ServiceSpec],
     settings: Settings | None = None,
     engine: AsyncEngine | None = None,
     *,
     run_workers: bool = False,
+    clock: Clock | None = None,
 ) -> Litestar:
+    """A service's app from its `service_spec(settings, clock)`: each service's `create_app` is
+    this with its own spec (`clock` None: the system's)."""
     settings, engine = prepare(settings, engine)
-    return build_app(spec_factory(settings), settings, engine, run_workers=run_workers)
+    return build_app(spec_factory(settings, clock), settings, engine, run_workers=run_workers)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 
 import structlog
-from litestar import Litestar
 from litestar.datastructures import State
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bootstrap import create_service_app
 from services.common.clock import Clock, SystemClock, now_of, until_stopped
@@ -63,11 +62,5 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
     )
 
 
-def create_app(
-    settings: Settings | None = None,
-    engine: AsyncEngine | None = None,
-    *,
-    run_workers: bool = False,
-    clock: Clock | None = None,
-) -> Litestar:
-    return create_service_app(lambda s: service_spec(s, clock), settings, engine, run_workers=run_workers)
+#: `create_app(settings=None, engine=None, *, run_workers=False, clock=None)`: the intake app.
+create_app = partial(create_service_app, service_spec)

@@ -14,16 +14,14 @@ import datetime as dt
 from typing import Annotated, Any
 
 from litestar import Request, Response, post
-from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
 from litestar.params import HeaderParameter, RawBody
 
 from services.common.access.signing import TOLERANCE_SECONDS, SignatureError, verify
-from services.common.clock import now_of
 from services.common.contracts.intake_form import latest_today, parse_intake
+from services.common.http.deps import ClinicSettings, Now
 from services.common.http.problems import problem_spec
 from services.common.http.web import DbSession
-from services.common.settings import Settings
 from services.intake.intakes import authors, idempotency, submissions
 from services.intake.intakes.controllers import (
     WRITE_RESPONSES,
@@ -69,21 +67,20 @@ WebhookSignature = Annotated[
     summary="Receive an intake form from an external form system (Standard Webhooks)",
 )
 async def receive_intake_form(
-    request: Request[Any, Any, State],
-    state: State,
+    request: Request[Any, Any, Any],
     db_session: DbSession,
+    settings: ClinicSettings,
+    now: Now,
     body: RawBody,
     webhook_id: WebhookId = None,
     webhook_timestamp: WebhookTimestamp = None,
     webhook_signature: WebhookSignature = None,
 ) -> Response[Intake]:
     """The body is the one of `POST /v1/intakes`, validated the same way."""
-    settings: Settings = state["clinic_settings"]
     if settings.inbound_webhook_secret is None:
         raise ServiceUnavailableException(
             "Inbound intake forms are not configured: set CLINIC_INBOUND_WEBHOOK_SECRET."
         )
-    now = now_of(state)
     try:
         verify(
             settings.inbound_webhook_secret, webhook_id, webhook_timestamp, webhook_signature, body, now=now

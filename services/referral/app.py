@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Litestar
-from sqlalchemy.ext.asyncio import AsyncEngine
+from functools import partial
 
 from services.common.bootstrap import create_service_app
 from services.common.clock import Clock, SystemClock
@@ -47,11 +46,5 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
     )
 
 
-def create_app(
-    settings: Settings | None = None,
-    engine: AsyncEngine | None = None,
-    *,
-    run_workers: bool = False,
-    clock: Clock | None = None,
-) -> Litestar:
-    return create_service_app(lambda s: service_spec(s, clock), settings, engine, run_workers=run_workers)
+#: `create_app(settings=None, engine=None, *, run_workers=False, clock=None)`: the referral app.
+create_app = partial(create_service_app, service_spec)

@@ -9,7 +9,6 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, get
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from sqlalchemy import Select, or_, select
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access.auth import Role, require_roles
 from services.common.access.models import AuditEvent
+from services.common.http.deps import ServiceName
 from services.common.http.pagination import DEFAULT_LIMIT, Limit, newest_first, page_of
 from services.common.http.problems import AUTH_RESPONSES, problem_spec
 
@@ -102,7 +102,7 @@ class AuditController(Controller):
     )
     async def list_audit(
         self,
-        state: State,
+        service_name: ServiceName,
         db_session: NamedDependency[AsyncSession],
         patient_id: FromQuery[uuid.UUID | None] = None,
         actor: FromQuery[str | None] = None,
@@ -115,6 +115,6 @@ class AuditController(Controller):
         name or id), `since` and `until` (RFC 3339; without offset, UTC); page with `limit` and
         the previous page's `next_cursor`."""
         query = audit_query(
-            service=state["clinic_service"], patient_id=patient_id, actor=actor, since=since, until=until
+            service=service_name, patient_id=patient_id, actor=actor, since=since, until=until
         )
         return await audit_page(db_session, query, limit, cursor)

@@ -15,7 +15,9 @@ from typing import Any
 
 import msgspec
 import structlog
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
+from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -79,17 +81,22 @@ def _context_for(scope: Scope, service: str) -> AccessContext:
     )
 
 
-class AuditMiddleware:
+def _is_public(scope: Scope) -> bool:
+    return PUBLIC.match(scope.get("path", "")) is not None
+
+
+class KeyedHttpMiddleware(ASGIMiddleware):
+    """A middleware of the HTTP requests a key guards: the public paths pass it by."""
+
+    scopes = (ScopeType.HTTP,)
+    should_bypass_for_scope = staticmethod(_is_public)
+
+
+class AuditMiddleware(KeyedHttpMiddleware):
     """Sets the audit context for the request; records reads, refusals and failed writes before
     the response leaves (a committed write has already recorded itself)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or PUBLIC.match(scope.get("path", "")):  # type: ignore[comparison-overlap]
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         state = scope["app"].state
         ctx = _context_for(scope, state["clinic_service"])
         token = current_context.set(ctx)
@@ -113,7 +120,7 @@ class AuditMiddleware:
             await send({"type": "http.response.body", "body": body, "more_body": False})
 
         try:
-            await self.app(scope, receive, audited_send)
+            await next_app(scope, receive, audited_send)
         except HTTPException as exc:
             # The auth middleware's refusals are raised past us and answered further out.
             if start is None:

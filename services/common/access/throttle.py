@@ -14,7 +14,7 @@ from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import Counter
 
-from services.common.access.audit_middleware import PUBLIC
+from services.common.access.audit_middleware import KeyedHttpMiddleware
 
 AUTH_FAILURES = Counter(
     "clinic_auth_failures", "Requests refused: 401 (no or bad key) and 403 (role).", ["status", "reason"]
@@ -53,17 +53,11 @@ class FailureWindow:
         self._seen.setdefault(key, deque()).append(self.clock())
 
 
-class AuthThrottleMiddleware:
+class AuthThrottleMiddleware(KeyedHttpMiddleware):
     """Before the key is checked: 429 for a client address or key prefix with too many recent
     refusals; after: a refusal counts against both."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or PUBLIC.match(scope.get("path", "")):  # type: ignore[comparison-overlap]
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         window: FailureWindow = scope["app"].state["clinic_auth_failures"]
         client = scope.get("client")
         buckets = {"address": f"addr:{client[0] if client else '-'}"}
@@ -79,7 +73,7 @@ class AuthThrottleMiddleware:
                     headers={"Retry-After": str(wait)},
                 )
         try:
-            await self.app(scope, receive, send)
+            await next_app(scope, receive, send)
         except NotAuthorizedException:
             for bucket in buckets.values():
                 window.fail(bucket)

@@ -26,8 +26,8 @@ from litestar.params import FromPath
 from litestar.routes import HTTPRoute
 from litestar.types import ControllerRouterHandler
 
-from services.common.clock import now_of
 from services.common.errors import ClinicError, InvalidFields
+from services.common.http.deps import ClinicSettings, Now
 from services.common.http.problems import status_of
 from services.common.settings import Settings
 
@@ -363,11 +363,9 @@ def fhir_router(service: str, route_handlers: Sequence[ControllerRouterHandler])
     describes it)."""
 
     @get("/metadata", opt={"exclude_from_auth": True}, security=[{}], sync_to_thread=False)
-    def metadata(request: Request[Any, Any, State], state: State) -> Response[bytes]:
+    def metadata(request: Request[Any, Any, State], settings: ClinicSettings, now: Now) -> Response[bytes]:
         """The CapabilityStatement: exactly the FHIR interactions this service's routes serve."""
-        return fhir_response(
-            capability_statement(request.app, state["clinic_settings"], service, now_of(state))
-        )
+        return fhir_response(capability_statement(request.app, settings, service, now))
 
     return Router(
         path=BASE_PATH,

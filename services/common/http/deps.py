@@ -1,7 +1,8 @@
 """What a handler may ask for by name, provided at the edge (Litestar dependency injection).
 
-A handler declares `settings: ClinicSettings`, `clock: ClinicClock`, `now: Now` or
-`caller: Caller` and gets it; no handler reads the app state or the connection by string key.
+A handler declares `settings: ClinicSettings`, `clock: ClinicClock`, `now: Now`, `caller: Caller`
+or `service_name: ServiceName` and gets it; no handler reads the app state or the connection by
+string key.
 Each service adds providers for its domain services (`referrals`, say) built from these.
 """
 
@@ -29,6 +30,11 @@ def provide_clock(state: State) -> Clock:
     return clock
 
 
+def provide_service_name(state: State) -> str:
+    service: str = state["clinic_service"]
+    return service
+
+
 def provide_now(clock: ClinicClock) -> datetime:
     """The request's moment, read once: every rule in the request sees the same time."""
     return clock.now()
@@ -46,10 +52,14 @@ Now: TypeAlias = NamedDependency[datetime]
 #: Who is calling a guarded route.
 Caller: TypeAlias = NamedDependency[Principal]
 
+#: The service handling the request (`intake` or `referral`).
+ServiceName: TypeAlias = NamedDependency[str]
+
 #: The providers every app registers.
 DEPENDENCIES: dict[str, Provide] = {
     "settings": Provide(provide_settings, sync_to_thread=False),
     "clock": Provide(provide_clock, sync_to_thread=False),
     "now": Provide(provide_now, sync_to_thread=False),
+    "service_name": Provide(provide_service_name, sync_to_thread=False),
     "caller": Provide(provide_caller, sync_to_thread=False),
 }

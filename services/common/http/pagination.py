@@ -7,15 +7,16 @@ import base64
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, TypeVarTuple
 
 import msgspec
 from litestar.params import QueryParameter
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Select, and_, or_, tuple_
 
 from services.common.errors import FieldProblem, InvalidFields
 
 T = TypeVar("T")
+Row = TypeVarTuple("Row")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -60,3 +61,11 @@ def newest_first(query: Select[Any], at: Any, id_: Any, cursor: str | None) -> S
         after_at, after_id = key
         query = query.where(or_(at < after_at, and_(at == after_at, id_ < after_id)))
     return query.order_by(at.desc(), id_.desc())
+
+
+def newest_after(query: Select[*Row], columns: Sequence[Any], after: Sequence[Any] | None) -> Select[*Row]:
+    """`query` newest first on the sort key `columns`, from after the row whose key is `after`
+    (None: from the top)."""
+    if after is not None:
+        query = query.where(tuple_(*columns) < tuple_(*after))
+    return query.order_by(*(column.desc() for column in columns))

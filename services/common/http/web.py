@@ -78,28 +78,17 @@ class ServiceSpec:
     patients_by_mrn: MrnLookup | None = None
 
 
-@get(
-    "/health/live",
-    operation_id="liveness",
-    summary="Is the process up?",
-    tags=["health"],
-    opt={"exclude_from_auth": True},
-    security=[{}],
-    sync_to_thread=False,
-)
+#: The health probes: public (no key asked, none documented), under the `health` tag.
+PROBE: dict[str, Any] = {"tags": ["health"], "opt": {"exclude_from_auth": True}, "security": [{}]}
+
+
+@get("/health/live", operation_id="liveness", summary="Is the process up?", sync_to_thread=False, **PROBE)
 def live() -> dict[str, str]:
     """The process is up (no dependency is checked)."""
     return {"status": "ok"}
 
 
-@get(
-    "/health/ready",
-    operation_id="readiness",
-    summary="Is the service ready to serve?",
-    tags=["health"],
-    opt={"exclude_from_auth": True},
-    security=[{}],
-)
+@get("/health/ready", operation_id="readiness", summary="Is the service ready to serve?", **PROBE)
 async def ready(state: State) -> Response[dict[str, Any]]:
     """Database reachable, migrations at head, background workers running, queue listeners
     connected: 200 with each check `ok`, else 503 naming the check that is not."""
@@ -183,10 +172,10 @@ def build_app(
         plugins=[SQLAlchemyPlugin(config=sqlalchemy), problem_details_plugin()],
         middleware=[
             RequestLogMiddleware,
-            AuditMiddleware,
+            AuditMiddleware(),
             prometheus.middleware,
             InputLimitsMiddleware,
-            DefineMiddleware(AuthThrottleMiddleware),
+            AuthThrottleMiddleware(),
             DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

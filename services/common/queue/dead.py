@@ -28,6 +28,27 @@ class DeadDelivery(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
+# `:names` NULL: every consumer's deliveries; else only those consumers'.
+_DEAD_PAGE = text(
+    "SELECT d.id, d.consumer, d.event_id, e.type AS event_type, e.subject, d.attempts, "
+    "d.last_error, e.occurred_at, d.updated_at FROM queue.deliveries d "
+    "JOIN queue.events e ON e.id = d.event_id WHERE d.status = 'dead' "
+    "AND (CAST(:names AS text[]) IS NULL OR d.consumer = ANY(CAST(:names AS text[]))) "
+    "AND (CAST(:before AS bigint) IS NULL OR d.id < CAST(:before AS bigint)) "
+    "ORDER BY d.id DESC LIMIT :limit"
+)
+_REPLAY = text(
+    "UPDATE queue.deliveries SET status = 'pending', attempts = 0, available_at = now(), "
+    "updated_at = now() WHERE id = :id AND status = 'dead' "
+    "AND (CAST(:names AS text[]) IS NULL OR consumer = ANY(CAST(:names AS text[]))) "
+    "RETURNING id, consumer, event_id"
+)
+
+
+def _names(consumers: Iterable[str] | None) -> list[str] | None:
+    return list(consumers) if consumers is not None else None
+
+
 async def dead_deliveries(
     conn: AsyncConnection,
     consumers: Iterable[str] | None = None,
@@ -36,21 +57,8 @@ async def dead_deliveries(
     before_id: int | None = None,
 ) -> list[DeadDelivery]:
     """Dead deliveries, newest first (by id); `before_id` pages on from a previous page's last id."""
-    names = list(consumers) if consumers is not None else None
-    rows = (
-        await conn.execute(
-            text(
-                "SELECT d.id, d.consumer, d.event_id, e.type AS event_type, e.subject, d.attempts, "
-                "d.last_error, e.occurred_at, d.updated_at FROM queue.deliveries d "
-                "JOIN queue.events e ON e.id = d.event_id WHERE d.status = 'dead' "
-                "AND (CAST(:names AS text[]) IS NULL OR d.consumer = ANY(CAST(:names AS text[]))) "
-                "AND (CAST(:before AS bigint) IS NULL OR d.id < CAST(:before AS bigint)) "
-                "ORDER BY d.id DESC LIMIT :limit"
-            ),
-            {"names": names, "before": before_id, "limit": limit},
-        )
-    ).all()
-    return [DeadDelivery(**row._asdict()) for row in rows]
+    params = {"names": _names(consumers), "before": before_id, "limit": limit}
+    return [DeadDelivery(**row._asdict()) for row in (await conn.execute(_DEAD_PAGE, params)).all()]
 
 
 async def replay_dead(
@@ -58,18 +66,7 @@ async def replay_dead(
 ) -> bool:
     """Re-queue a dead delivery with a fresh set of attempts; False if there is no such dead
     delivery (among `consumers`, when given). The caller commits; workers hear of it then."""
-    names = list(consumers) if consumers is not None else None
-    row = (
-        await conn.execute(
-            text(
-                "UPDATE queue.deliveries SET status = 'pending', attempts = 0, available_at = now(), "
-                "updated_at = now() WHERE id = :id AND status = 'dead' "
-                "AND (CAST(:names AS text[]) IS NULL OR consumer = ANY(CAST(:names AS text[]))) "
-                "RETURNING id, consumer, event_id"
-            ),
-            {"id": delivery_id, "names": names},
-        )
-    ).first()
+    row = (await conn.execute(_REPLAY, {"id": delivery_id, "names": _names(consumers)})).first()
     if row is None:
         return False
     await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel_for(row.consumer)})

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 
 import structlog
 from sqlalchemy import text
@@ -151,22 +152,18 @@ async def run_retention(
     while not stop.is_set():
         if time.monotonic() >= next_prune:
             next_prune = time.monotonic() + interval
-            try:
-                removed = await prune(engine, retention_hours)
-                if removed:
-                    log.info("queue_pruned", events=removed)
-            except Exception as exc:
-                log.warning("queue_prune_failed", error_type=type(exc).__name__)
-        try:
-            redacted = await redact_handled(engine)
-            if redacted:
-                log.info("queue_redacted", events=redacted)
-        except Exception as exc:
-            log.warning("queue_redact_failed", error_type=type(exc).__name__)
-        try:
-            vacuumed = await vacuum_churn(engine)
-            if vacuumed:
-                log.info("queue_vacuumed", tables=vacuumed)
-        except Exception as exc:
-            log.warning("queue_vacuum_failed", error_type=type(exc).__name__)
+            await _logged("prune", partial(prune, engine, retention_hours), done="queue_pruned", key="events")
+        await _logged("redact", partial(redact_handled, engine), done="queue_redacted", key="events")
+        await _logged("vacuum", partial(vacuum_churn, engine), done="queue_vacuumed", key="tables")
         await _first_of(min(interval, vacuum_every), stop)
+
+
+async def _logged(job: str, run: Callable[[], Awaitable[object]], *, done: str, key: str) -> None:
+    """Run one upkeep job: log what it did (`done`, its result as `key`) when it did anything, and
+    a failure as `queue_<job>_failed` (its error type only) without ending the loop."""
+    try:
+        result = await run()
+        if result:
+            log.info(done, **{key: result})
+    except Exception as exc:
+        log.warning(f"queue_{job}_failed", error_type=type(exc).__name__)

@@ -15,12 +15,11 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import HeaderParameter, RawBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.access.auth import principal_of, require_roles
-from services.common.clock import now_of
+from services.common.access.auth import require_roles
+from services.common.contracts import fhir_search
 from services.common.contracts.fhir import (
     FhirError,
     Issue,
@@ -32,18 +31,11 @@ from services.common.contracts.fhir import (
     mrn_identifier,
     mrn_system,
     not_found,
-    settings_of,
     uuid_id,
 )
-from services.common.contracts.fhir_search import (
-    SearchParam,
-    date_filters,
-    parse_search,
-    reference_id,
-    searchset,
-    token,
-)
+from services.common.contracts.fhir_search import SearchParam
 from services.common.contracts.intake_form import latest_today, parse_intake
+from services.common.http.deps import Caller, ClinicSettings, Now
 from services.common.http.problems import UnprocessableProblem
 from services.common.http.web import DbSession
 from services.common.settings import Settings
@@ -149,29 +141,45 @@ async def _responses(
 # -- handlers ------------------------------------------------------------------------------------
 
 
+#: What each search takes (strictly: any other parameter is a 400), as the CapabilityStatement lists it.
+PATIENT_SEARCH = (
+    SearchParam("identifier", "token", "The MRN: `[system|]value`."),
+    SearchParam("_id", "token", "The patient's id."),
+    SearchParam("_lastUpdated", "date", "When the demographics last changed (eq/gt/ge/lt/le)."),
+)
+RESPONSE_SEARCH = (
+    SearchParam("patient", "reference", "The intake's patient: `Patient/<id>` or the id."),
+    SearchParam("subject", "reference", "The same as `patient`."),
+    SearchParam("identifier", "token", "The identifier the response was submitted with."),
+    SearchParam("_lastUpdated", "date", "When that version was submitted (eq/gt/ge/lt/le)."),
+)
+
+
 @get("/Questionnaire/{resource_id:str}", sync_to_thread=False)
-def read_questionnaire(state: State, resource_id: ResourceId) -> Response[bytes]:
+def read_questionnaire(settings: ClinicSettings, resource_id: ResourceId) -> Response[bytes]:
     """The intake form as a Questionnaire (any valid key)."""
     if resource_id != QUESTIONNAIRE_ID:
         raise not_found("Questionnaire", resource_id)
-    return fhir_response(questionnaire(settings_of(state)))
+    return fhir_response(questionnaire(settings))
 
 
 @get("/CodeSystem/{resource_id:str}", sync_to_thread=False)
-def read_code_system(state: State, resource_id: ResourceId) -> Response[bytes]:
+def read_code_system(settings: ClinicSettings, resource_id: ResourceId) -> Response[bytes]:
     """The codes of one of the form's closed vocabularies (any valid key)."""
-    found = vocabulary_code_system(settings_of(state), resource_id)
+    found = vocabulary_code_system(settings, resource_id)
     if found is None:
         raise not_found("CodeSystem", resource_id)
     return fhir_response(found)
 
 
 @get("/Patient/{resource_id:str}", guards=[READ])
-async def read_patient(state: State, db_session: DbSession, resource_id: ResourceId) -> Response[bytes]:
+async def read_patient(
+    settings: ClinicSettings, db_session: DbSession, resource_id: ResourceId
+) -> Response[bytes]:
     patient = await store.get_patient(db_session, uuid_id("Patient", resource_id))
     if patient is None:
         raise not_found("Patient", resource_id)
-    return fhir_response(patient_resource(settings_of(state), patient))
+    return fhir_response(patient_resource(settings, patient))
 
 
 def _uuid_param(value: str | None) -> uuid.UUID | None:
@@ -183,40 +191,29 @@ def _uuid_param(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(int=0)  # no such record: the search finds nothing
 
 
-@get(
-    "/Patient",
-    guards=[READ],
-    opt={
-        "fhir_search": (
-            SearchParam("identifier", "token", "The MRN: `[system|]value`."),
-            SearchParam("_id", "token", "The patient's id."),
-            SearchParam("_lastUpdated", "date", "When the demographics last changed (eq/gt/ge/lt/le)."),
-        )
-    },
-)
+@get("/Patient", guards=[READ], opt={"fhir_search": PATIENT_SEARCH})
 async def search_patients(
-    request: Request[Any, Any, State], state: State, db_session: DbSession
+    request: Request[Any, Any, Any], settings: ClinicSettings, db_session: DbSession
 ) -> Response[bytes]:
-    settings = settings_of(state)
-    search = parse_search(request, tuple[str, uuid.UUID])
+    search = fhir_search.parse_search(request, tuple[str, uuid.UUID])
     mrn = None
     if (identifier := search.one("identifier")) is not None:
-        system, mrn = token(identifier)
+        system, mrn = fhir_search.token(identifier)
         if system not in (None, mrn_system(settings)):  # another system's identifiers: none here
-            return fhir_response(searchset(request, search, [], None))
+            return fhir_response(fhir_search.searchset(request, search, [], None))
+    updated = search.values.get("_lastUpdated", [])
     where = store.PatientQuery(
         patient_id=_uuid_param(search.one("_id")),
         mrn=mrn,
-        updated=date_filters("_lastUpdated", search.values.get("_lastUpdated", []), Patient.updated_at),
+        updated=fhir_search.date_filters("_lastUpdated", updated, Patient.updated_at),
     )
     after = None
     if search.after is not None:
         after = (_moment(search.after[0]), search.after[1])
     patients, last = await store.find_patients(db_session, where, search.count, after)
     next_key = None if last is None else [last[0].isoformat(), str(last[1])]
-    return fhir_response(
-        searchset(request, search, [patient_resource(settings, p) for p in patients], next_key)
-    )
+    resources = [patient_resource(settings, p) for p in patients]
+    return fhir_response(fhir_search.searchset(request, search, resources, next_key))
 
 
 def _moment(value: str) -> dt.datetime:
@@ -227,45 +224,35 @@ def _moment(value: str) -> dt.datetime:
 
 
 @get("/QuestionnaireResponse/{resource_id:str}", guards=[READ])
-async def read_response(state: State, db_session: DbSession, resource_id: ResourceId) -> Response[bytes]:
+async def read_response(
+    settings: ClinicSettings, db_session: DbSession, resource_id: ResourceId
+) -> Response[bytes]:
     intake_id, version = parse_response_id(resource_id)
-    found = await _responses(db_session, settings_of(state), [(intake_id, version)])
+    found = await _responses(db_session, settings, [(intake_id, version)])
     if not found:
         raise not_found("QuestionnaireResponse", resource_id)
     return fhir_response(found[0])
 
 
-@get(
-    "/QuestionnaireResponse",
-    guards=[READ],
-    opt={
-        "fhir_search": (
-            SearchParam("patient", "reference", "The intake's patient: `Patient/<id>` or the id."),
-            SearchParam("subject", "reference", "The same as `patient`."),
-            SearchParam("identifier", "token", "The identifier the response was submitted with."),
-            SearchParam("_lastUpdated", "date", "When that version was submitted (eq/gt/ge/lt/le)."),
-        )
-    },
-)
+@get("/QuestionnaireResponse", guards=[READ], opt={"fhir_search": RESPONSE_SEARCH})
 async def search_responses(
-    request: Request[Any, Any, State], state: State, db_session: DbSession
+    request: Request[Any, Any, Any], settings: ClinicSettings, db_session: DbSession
 ) -> Response[bytes]:
     """Every intake version as a response, newest first."""
-    settings = settings_of(state)
-    search = parse_search(request, tuple[str, uuid.UUID, int])
+    search = fhir_search.parse_search(request, tuple[str, uuid.UUID, int])
     patient = search.one("patient") or search.one("subject")
-    patient_id = reference_id("patient", patient, "Patient") if patient else None
+    patient_id = fhir_search.reference_id("patient", patient, "Patient") if patient else None
     intake_ids: list[uuid.UUID] | None = None
     version = None
     if (identifier := search.one("identifier")) is not None:
-        intake_ids, version = await store.intakes_for_identifier(db_session, *token(identifier)), 1
+        intake_ids = await store.intakes_for_identifier(db_session, *fhir_search.token(identifier))
+        version = 1
+    authored = search.values.get("_lastUpdated", [])
     where = store.VersionQuery(
         patient_id=_uuid_param(patient_id),
         intake_ids=intake_ids,
         version=version,
-        authored=date_filters(
-            "_lastUpdated", search.values.get("_lastUpdated", []), IntakeVersion.submitted_at
-        ),
+        authored=fhir_search.date_filters("_lastUpdated", authored, IntakeVersion.submitted_at),
     )
     after = None
     if search.after is not None:
@@ -273,7 +260,7 @@ async def search_responses(
     keys, last = await store.find_versions(db_session, where, search.count, after)
     resources = await _responses(db_session, settings, keys)
     next_key = None if last is None else [last[0].isoformat(), str(last[1]), last[2]]
-    return fhir_response(searchset(request, search, resources, next_key))
+    return fhir_response(fhir_search.searchset(request, search, resources, next_key))
 
 
 IfNoneExist = Annotated[
@@ -293,7 +280,7 @@ def _conditional_key(resource: dict[str, Any], if_none_exist: str | None) -> str
             raise FhirError(
                 400, [Issue("If-None-Exist: only `identifier=[system|]value` is supported", "not-supported")]
             )
-        system, code = token(value)
+        system, code = fhir_search.token(value)
         return store.identifier_key(system, code)
     identifier = resource.get("identifier")
     if identifier is None:
@@ -328,17 +315,17 @@ def _check_header(resource: dict[str, Any], settings: Settings) -> None:
 
 @post("/QuestionnaireResponse", guards=[SUBMIT], status_code=201)
 async def create_response(
-    request: Request[Any, Any, State],
-    state: State,
+    request: Request[Any, Any, Any],
+    caller: Caller,
     db_session: DbSession,
+    settings: ClinicSettings,
+    now: Now,
     body: RawBody,
     if_none_exist: IfNoneExist = None,
 ) -> Response[bytes]:
     """A completed back-pain questionnaire from a portal or EHR becomes an intake, through the
     same validation and the same submission as `POST /v1/intakes`. Conditional on its
     `identifier` (or `If-None-Exist`): a known one answers 200 with the response it created."""
-    settings = settings_of(state)
-    now = now_of(state)
     try:
         resource = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
@@ -366,7 +353,6 @@ async def create_response(
         raise FhirError(422, exc.issues) from exc
     except UnprocessableProblem as exc:
         raise FhirError(422, [field_issue(p.field, p.message) for p in exc.errors]) from exc
-    caller = principal_of(request)
     author = authors.Author(name=caller.name, at=now, source="fhir", id=caller.key_id)
     claim = store.identifier_claim(key) if key is not None else None
     stored = await submissions.submit_intake(db_session, intake, author, claim)

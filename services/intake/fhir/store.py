@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.http.pagination import newest_after
 from services.intake.db.models import IdempotencyKey, Intake, IntakeVersion, Patient
 from services.intake.intakes.idempotency import IdempotencyClaim
 
@@ -87,13 +88,8 @@ async def find_patients(
         query = query.where(Patient.id == where.patient_id)
     if where.mrn is not None:
         query = query.where(Patient.mrn == where.mrn)
-    if after is not None:
-        query = query.where(tuple_(Patient.created_at, Patient.id) < tuple_(*after))
-    rows = list(
-        (await session.execute(query.order_by(Patient.created_at.desc(), Patient.id.desc()).limit(limit + 1)))
-        .scalars()
-        .all()
-    )
+    query = newest_after(query, (Patient.created_at, Patient.id), after)
+    rows = list((await session.execute(query.limit(limit + 1))).scalars().all())
     page = rows[:limit]
     return page, (page[-1].created_at, page[-1].id) if len(rows) > limit else None
 
@@ -125,13 +121,8 @@ async def find_versions(
         query = query.where(IntakeVersion.intake_id.in_(list(where.intake_ids)))
     if where.version is not None:
         query = query.where(IntakeVersion.version == where.version)
-    if after is not None:
-        query = query.where(
-            tuple_(IntakeVersion.submitted_at, IntakeVersion.intake_id, IntakeVersion.version)
-            < tuple_(*after)
-        )
-    order = (IntakeVersion.submitted_at.desc(), IntakeVersion.intake_id.desc(), IntakeVersion.version.desc())
-    rows = (await session.execute(query.order_by(*order).limit(limit + 1))).all()
+    key = (IntakeVersion.submitted_at, IntakeVersion.intake_id, IntakeVersion.version)
+    rows = (await session.execute(newest_after(query, key, after).limit(limit + 1))).all()
     page = [(row.intake_id, row.version) for row in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
     return page, None if last is None else (last.submitted_at, last.intake_id, last.version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
@@ -23,21 +24,14 @@ from services.intake.intakes import authors, idempotency, reads, submissions
 from services.intake.intakes.schemas import Intake, IntakePage
 
 
+@dataclass(frozen=True, slots=True)
 class Intakes:
-    def __init__(
-        self,
-        session: AsyncSession,
-        caller: Principal,
-        settings: Settings,
-        now: dt.datetime,
-        target: tuple[str, str],
-    ) -> None:
-        self.session = session
-        self.caller = caller
-        self.settings = settings
-        self.now = now
-        #: The request's method and path, which an idempotency key is bound to.
-        self.target = target
+    session: AsyncSession
+    caller: Principal
+    settings: Settings
+    now: dt.datetime
+    #: The request's method and path, which an idempotency key is bound to.
+    target: tuple[str, str]
 
     def _accept(
         self, raw: bytes, key: str | None

@@ -37,6 +37,12 @@ def demographics(patient: PatientIn) -> dict[str, Any]:
     return values
 
 
+def new_patient_values(patient: PatientIn) -> dict[str, Any]:
+    """A new patient's columns as the form gives them (every one: a new patient has nothing to
+    keep; an `unknown` sex is stored as such)."""
+    return {**msgspec.structs.asdict(patient), "sex": patient.sex.value}
+
+
 _PATIENTS: Table = Patient.__table__  # type: ignore[assignment]
 # Core, built once: the ORM's bulk-insert bookkeeping, or building the statement per request with
 # its values inline, cost more than executing it.
@@ -66,19 +72,9 @@ _NEW_PATIENT = (
 
 async def _new_patient(session: AsyncSession, patient: PatientIn, author: Author) -> uuid.UUID | None:
     """Insert a patient; None if the MRN is already taken (by a concurrent request, say)."""
-    values = {
-        "id": uuid.uuid4(),
-        "mrn": patient.mrn,
-        "given_name": patient.given_name,
-        "family_name": patient.family_name,
-        "birth_date": patient.birth_date,
-        "sex": patient.sex.value,
-        "phone": patient.phone,
-        "email": patient.email,
-        "created_at": author.at,
-        "updated_at": author.at,
-    }
-    created: uuid.UUID | None = (await session.execute(_NEW_PATIENT, values)).scalar_one_or_none()
+    stamps = {"id": uuid.uuid4(), "created_at": author.at, "updated_at": author.at}
+    row = new_patient_values(patient) | stamps
+    created: uuid.UUID | None = (await session.execute(_NEW_PATIENT, row)).scalar_one_or_none()
     return created
 
 

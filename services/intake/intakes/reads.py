@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Text, cast, select, tuple_
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.contracts.intake_body import IntakeBody
+from services.common.http.pagination import newest_after
 from services.intake.db.models import Intake, IntakeVersion, Patient, ReferralMirror
 from services.intake.intakes import schemas
 
@@ -96,11 +97,8 @@ async def list_intakes(
         query = query.where(Intake.referral_destination == where.destination)
     if where.patient_id is not None:
         query = query.where(Intake.patient_id == where.patient_id)
-    if after is not None:
-        query = query.where(tuple_(Intake.submitted_at, Intake.id) < tuple_(*after))
-    rows = (
-        await session.execute(query.order_by(Intake.submitted_at.desc(), Intake.id.desc()).limit(limit + 1))
-    ).all()
+    query = newest_after(query, (Intake.submitted_at, Intake.id), after)
+    rows = (await session.execute(query.limit(limit + 1))).all()
     items = [_to_schema(row) for row in rows[:limit]]
     last = items[-1] if len(rows) > limit else None
     return items, None if last is None else (last.submitted_at, last.id)

@@ -25,6 +25,7 @@ from services.intake.intakes.idempotency import IdempotencyClaim, StoredResponse
 from services.intake.intakes.patients import (
     demographics,
     known_patient,
+    new_patient_values,
     patient_for_amendment,
     update_patient,
 )
@@ -145,23 +146,8 @@ async def submit_intake(
         "body": msgspec.json.encode(body).decode(),
     }
     if existing_patient is None or body.patient.mrn is not None:
-        patient = body.patient
-        created = (
-            await session.execute(
-                _NEW_PATIENT_AND_INTAKE,
-                row
-                | {
-                    "patient_id": uuid.uuid4(),
-                    "mrn": patient.mrn,
-                    "given_name": patient.given_name,
-                    "family_name": patient.family_name,
-                    "birth_date": patient.birth_date,
-                    "sex": patient.sex.value,
-                    "phone": patient.phone,
-                    "email": patient.email,
-                },
-            )
-        ).scalar_one_or_none()
+        values = row | new_patient_values(body.patient) | {"patient_id": uuid.uuid4()}
+        created = (await session.execute(_NEW_PATIENT_AND_INTAKE, values)).scalar_one_or_none()
         if created is not None:
             patient_id = created
         else:  # the MRN is known: that patient's intake

@@ -18,11 +18,11 @@ from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access.auth import Role
-from services.common.clock import now_of
 from services.common.contracts import labels
 from services.common.contracts import vocabulary as words
 from services.common.contracts.intake_body import IntakeBody
 from services.common.contracts.intake_form import latest_today, parse_intake
+from services.common.http.deps import ClinicSettings, Now
 from services.common.http.pages import (
     Staff,
     form_of,
@@ -34,6 +34,7 @@ from services.common.http.pages import (
 )
 from services.common.http.problems import UnprocessableProblem
 from services.common.http.web import DbSession
+from services.common.settings import Settings
 from services.intake.intakes import authors, patients, reads, submissions
 from services.intake.intakes.schemas import Intake, IntakeStatus
 from services.intake.pages.form import (
@@ -88,13 +89,14 @@ def _common(**context: Any) -> dict[str, Any]:
 
 
 @get("/")
-async def home(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Response[Any]:
+async def home(
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, now: Now
+) -> Response[Any]:
     """The front desk's home. A specialist reads no intake: their first page is their worklist on
     the referral service (after signing in here, or from a bookmark)."""
     if staff.role is Role.specialist:
         return redirect(home_url(request, staff))
     require_staff_role(staff, *READERS)
-    now = now_of(request.app.state)
     start = dt.datetime.combine(today_utc(now), dt.time(), tzinfo=dt.UTC)
     today, _ = await reads.list_intakes(db_session, reads.IntakeFilter(submitted_after=start), 50, None)
     waiting, _ = await reads.list_intakes(
@@ -126,16 +128,13 @@ async def new_intake(request: Request[Any, Any, State], staff: Staff) -> Templat
 
 
 def _validate(
-    request: Request[Any, Any, Any], values: dict[str, list[str]]
+    values: dict[str, list[str]], settings: Settings, now: dt.datetime
 ) -> tuple[FormState, IntakeBody | None]:
     """The form checked as the API checks its body; every error at once, what was typed kept."""
     state = FormState(values=values, rows=row_count(values))
     raw = msgspec.json.encode(body_from_form(values, state))
     try:
-        body = parse_intake(
-            raw,
-            latest_today(now_of(request.app.state), request.app.state["clinic_settings"].clinic_time_zone),
-        )
+        body = parse_intake(raw, latest_today(now, settings.clinic_time_zone))
     except UnprocessableProblem as exc:
         problems = exc.errors
         if "duration_kind" in state.errors:
@@ -145,18 +144,20 @@ def _validate(
     return state, (None if state.errors else body)
 
 
-def _author(request: Request[Any, Any, Any], staff: Staff) -> authors.Author:
-    return authors.Author(name=staff.name, at=now_of(request.app.state), source="page", id=staff.user_id)
+def _author(staff: Staff, now: dt.datetime) -> authors.Author:
+    return authors.Author(name=staff.name, at=now, source="page", id=staff.user_id)
 
 
 @post("/intakes/new", status_code=200, media_type=MediaType.HTML)
-async def submit_new_intake(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Any:
+async def submit_new_intake(
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, settings: ClinicSettings, now: Now
+) -> Any:
     require_staff_role(staff, *FRONT_DESK)
     values = await form_of(request)
     if "add_row" in values:
         state = FormState(values=values, rows=min(row_count(values) + 1, 20))
         return _form_page(request, state, focus_row=state.rows - 1)
-    state, body = _validate(request, values)
+    state, body = _validate(values, settings, now)
     if body is None:
         return _form_page(request, state)
     choice = state.value("patient_choice")
@@ -174,7 +175,7 @@ async def submit_new_intake(request: Request[Any, Any, State], staff: Staff, db_
                 return _form_page(request, state)
     try:
         stored = await submissions.submit_intake(
-            db_session, body, _author(request, staff), existing_patient=existing
+            db_session, body, _author(staff, now), existing_patient=existing
         )
     except UnprocessableProblem as exc:
         add_problems(state, exc.errors)
@@ -227,7 +228,12 @@ async def amend_page(
 
 @post("/intakes/{intake_id:uuid}/amend", status_code=200, media_type=MediaType.HTML)
 async def amend_submit(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, intake_id: FromPath[uuid.UUID]
+    request: Request[Any, Any, State],
+    staff: Staff,
+    db_session: DbSession,
+    settings: ClinicSettings,
+    now: Now,
+    intake_id: FromPath[uuid.UUID],
 ) -> Any:
     require_staff_role(staff, *FRONT_DESK)
     intake = await _intake_or_404(db_session, intake_id)
@@ -235,7 +241,7 @@ async def amend_submit(
     if "add_row" in values:
         state = FormState(values=values, rows=min(row_count(values) + 1, 20))
         return _form_page(request, state, amend_of=intake, focus_row=state.rows - 1)
-    state, body = _validate(request, values)
+    state, body = _validate(values, settings, now)
     reason = state.value("change_reason").strip()
     if not reason:
         state.add_error("change_reason", "Say why the intake is being changed.")
@@ -243,7 +249,7 @@ async def amend_submit(
         state.add_error("change_reason", "Keep the reason under 500 characters.")
     if body is None or state.errors:
         return _form_page(request, state, amend_of=intake)
-    await submissions.amend_intake(db_session, intake_id, body, _author(request, staff), reason=reason)
+    await submissions.amend_intake(db_session, intake_id, body, _author(staff, now), reason=reason)
     return redirect(f"/intakes/{intake_id}")
 
 

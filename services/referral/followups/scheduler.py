@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AbstractAsyncContextManager
+from dataclasses import KW_ONLY, dataclass
 
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,21 +23,14 @@ from services.referral.followups.services import emit_due
 BATCH_SIZE = 100
 
 
+@dataclass
 class FollowUpScheduler:
-    def __init__(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        clock: Clock,
-        *,
-        poll_seconds: float,
-        batch_size: int = BATCH_SIZE,
-        time_zone: str = "UTC",
-    ) -> None:
-        self.sessionmaker = sessionmaker
-        self.clock = clock
-        self.poll_seconds = poll_seconds
-        self.batch_size = batch_size
-        self.time_zone = time_zone
+    sessionmaker: async_sessionmaker[AsyncSession]
+    clock: Clock
+    _: KW_ONLY
+    poll_seconds: float
+    batch_size: int = BATCH_SIZE
+    time_zone: str = "UTC"
 
     async def run_once(self) -> int:
         """Emit every follow-up due by the clinic's date, a batch per transaction; return how many

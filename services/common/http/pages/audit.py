@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,6 +22,7 @@ from services.common.access.audit_api import AuditPage, audit_page, audit_query
 from services.common.contracts import labels
 from services.common.contracts.vocabulary import Role
 from services.common.errors import InvalidFields
+from services.common.http.deps import ServiceName
 from services.common.http.pages.web import Staff, page_router, render, require_staff_role
 
 PAGE_SIZE = 50
@@ -33,6 +35,8 @@ FIELD_LABELS = {
     "since": "From (UTC)",
     "until": "Until (UTC)",
 }
+#: What the page shows whatever the search.
+PAGE = {"title": "Access audit", "field_labels": FIELD_LABELS, "role_labels": labels.word_labels(Role)}
 DbSession = NamedDependency[AsyncSession]
 #: The patient ids a service knows by an MRN (its own records: a page never reads another
 #: service's schema).
@@ -68,56 +72,76 @@ async def _patient(
     return None, found
 
 
+@dataclass
+class AuditSearch:
+    """The page's search: the boxes as typed (`wanted`), what is wrong with them, the patient they
+    name (and what an MRN found), and the page of accesses found."""
+
+    wanted: dict[str, str]
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    patient_id: uuid.UUID | None = None
+    mrn_found: list[uuid.UUID] = field(default_factory=list)
+    page: AuditPage = field(default_factory=lambda: AuditPage(items=[], next_cursor=None))
+
+    @property
+    def no_such_patient(self) -> bool:
+        """An MRN that names no patient here (a search for nobody: no rows are read)."""
+        return bool(self.wanted["patient"]) and self.patient_id is None and not self.errors
+
+    @property
+    def query(self) -> str:
+        """The search as a query string (for the other service's page)."""
+        return urlencode({k: v for k, v in self.wanted.items() if v})
+
+    @property
+    def next_query(self) -> str | None:
+        """The next page's query string; None on the last page."""
+        if not self.page.next_cursor:
+            return None
+        return urlencode({**{k: v for k, v in self.wanted.items() if v}, "cursor": self.page.next_cursor})
+
+
+async def _search(
+    session: AsyncSession, params: Mapping[str, str], service: str, by_mrn: MrnLookup | None
+) -> AuditSearch:
+    """The page's search checked as `GET /v1/audit` checks it, then run (a page at a time)."""
+    wanted = {name: " ".join((params.get(name) or "").split())[:FIELD_MAX] for name in FIELDS}
+    search = AuditSearch({k: "" if "\x00" in v else v for k, v in wanted.items()})
+    if search.wanted["patient"]:
+        search.patient_id, search.mrn_found = await _patient(
+            session, search.wanted["patient"], by_mrn, search.errors
+        )
+    since = _moment(search.wanted["since"], "since", search.errors)
+    until = _moment(search.wanted["until"], "until", search.errors)
+    if since and until and since >= until:
+        search.errors["until"] = ["Must be later than “From”."]
+    if search.errors or search.no_such_patient:
+        return search
+    actor = search.wanted["actor"] or None
+    query = audit_query(service=service, patient_id=search.patient_id, actor=actor, since=since, until=until)
+    try:
+        search.page = await audit_page(session, query, PAGE_SIZE, params.get("cursor") or None)
+    except InvalidFields:  # a cursor this page did not give: from the top
+        search.page = await audit_page(session, query, PAGE_SIZE, None)
+    return search
+
+
 def audit_pages(by_mrn: MrnLookup | None = None) -> Router:
     """`/admin/audit`: admin only, as `GET /v1/audit`."""
 
     @get("/admin/audit")
-    async def audit_view(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
+    async def audit_view(
+        request: Request[Any, Any, State], staff: Staff, db_session: DbSession, service_name: ServiceName
+    ) -> Template:
         require_staff_role(staff)  # admin only
-        params = request.query_params
-        wanted = {name: " ".join((params.get(name) or "").split())[:FIELD_MAX] for name in FIELDS}
-        wanted = {k: "" if "\x00" in v else v for k, v in wanted.items()}
-        errors: dict[str, list[str]] = {}
-        patient_id, mrn_found = (
-            (None, [])
-            if not wanted["patient"]
-            else await _patient(db_session, wanted["patient"], by_mrn, errors)
-        )
-        since = _moment(wanted["since"], "since", errors)
-        until = _moment(wanted["until"], "until", errors)
-        if since and until and since >= until:
-            errors["until"] = ["Must be later than “From”."]
-        no_such_patient = bool(wanted["patient"]) and patient_id is None and not errors
-        page = AuditPage(items=[], next_cursor=None)
-        if not errors and not no_such_patient:
-            query = audit_query(
-                service=request.app.state["clinic_service"],
-                patient_id=patient_id,
-                actor=wanted["actor"] or None,
-                since=since,
-                until=until,
-            )
-            try:
-                page = await audit_page(db_session, query, PAGE_SIZE, params.get("cursor") or None)
-            except InvalidFields:  # a cursor this page did not give: from the top
-                page = await audit_page(db_session, query, PAGE_SIZE, None)
-        search = {k: v for k, v in wanted.items() if v}
+        search = await _search(db_session, request.query_params, service_name, by_mrn)
         return render(
             request,
             "audit.html",
-            status_code=422 if errors else 200,
-            title="Access audit",
-            service=request.app.state["clinic_service"],
-            wanted=wanted,
-            errors=errors,
-            field_labels=FIELD_LABELS,
-            patient_id=patient_id,
-            mrn_found=mrn_found,
-            no_such_patient=no_such_patient,
-            items=page.items,
-            search_query=urlencode(search),
-            next_query=urlencode({**search, "cursor": page.next_cursor}) if page.next_cursor else None,
-            role_labels=labels.word_labels(Role),
+            status_code=422 if search.errors else 200,
+            service=service_name,
+            search=search,
+            **PAGE,
         )
 
     return page_router("/", [audit_view])

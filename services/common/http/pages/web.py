@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeAlias
 from urllib.parse import quote, urlsplit
@@ -31,8 +32,8 @@ from litestar.types import ControllerRouterHandler
 from services.common.access import accounts, staff_sessions
 from services.common.access.auth import Role
 from services.common.access.staff_sessions import StaffMember
-from services.common.clock import now_of
 from services.common.errors import ClinicError
+from services.common.http.deps import ClinicSettings, Now
 from services.common.http.problems import status_of
 from services.common.settings import Settings
 
@@ -59,16 +60,17 @@ def template_config(extra_dirs: Sequence[Path] = ()) -> TemplateConfig[JinjaTemp
 
 
 def _settings(request: Request[Any, Any, Any]) -> Settings:
+    """The settings, for `render` (which error handlers call too: they have no providers)."""
     settings: Settings = request.app.state["clinic_settings"]
     return settings
 
 
-def _attempt(request: Request[Any, Any, Any]) -> staff_sessions.Attempt:
+def _attempt(request: Request[Any, Any, Any], now: datetime) -> staff_sessions.Attempt:
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     return staff_sessions.Attempt(
         client_address=request.client.host if request.client else None,
         request_id=str(request_id) if request_id else None,
-        at=now_of(request.app.state),
+        at=now,
     )
 
 
@@ -76,7 +78,9 @@ def _maker(request: Request[Any, Any, Any]) -> Any:
     return request.app.state["clinic_sessionmaker"]
 
 
-async def current_staff(request: Request[Any, Any, Any]) -> StaffMember | None:
+async def current_staff(
+    request: Request[Any, Any, Any], settings: Settings, now: datetime
+) -> StaffMember | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token or len(token) > 200:
         return None
@@ -84,8 +88,8 @@ async def current_staff(request: Request[Any, Any, Any]) -> StaffMember | None:
         staff = await staff_sessions.staff_for_token(
             session,
             token,
-            now_of(request.app.state),
-            _settings(request),
+            now,
+            settings,
             # htmx's polling (HX-Request) must not keep an unattended workstation signed in.
             touch=not request.headers.get("hx-request"),
         )
@@ -93,10 +97,10 @@ async def current_staff(request: Request[Any, Any, Any]) -> StaffMember | None:
     return staff
 
 
-async def provide_staff(request: Request[Any, Any, State]) -> StaffMember:
+async def provide_staff(request: Request[Any, Any, State], settings: ClinicSettings, now: Now) -> StaffMember:
     """The page's signed-in person; anyone else goes to the sign-in page. Until a temporary
     password is changed, every page leads to the password page."""
-    staff = await current_staff(request)
+    staff = await current_staff(request, settings, now)
     if staff is None:
         raise SignInRequired
     if staff.must_change_password and request.url.path not in ("/password", "/sign-out"):
@@ -243,7 +247,9 @@ async def sign_in_page(request: Request[Any, Any, State]) -> Template:
 
 
 @post("/sign-in", status_code=200, media_type=MediaType.HTML)
-async def sign_in_submit(request: Request[Any, Any, State]) -> Response[Any]:
+async def sign_in_submit(
+    request: Request[Any, Any, State], settings: ClinicSettings, now: Now
+) -> Response[Any]:
     form = await request.form()
     email, password = str(form.get("email", "")), str(form.get("password", ""))
     target = _safe_next(str(form.get("next", "/")))
@@ -251,7 +257,7 @@ async def sign_in_submit(request: Request[Any, Any, State]) -> Response[Any]:
         async with _maker(request)() as session:
             try:
                 token = await staff_sessions.sign_in(
-                    session, email, password, _attempt(request), _settings(request)
+                    session, email, password, _attempt(request, now), settings
                 )
             finally:
                 await session.commit()
@@ -263,9 +269,9 @@ async def sign_in_submit(request: Request[Any, Any, State]) -> Response[Any]:
 
 
 @post("/sign-out", status_code=200)
-async def sign_out(request: Request[Any, Any, State], staff: Staff) -> Response[Any]:
+async def sign_out(request: Request[Any, Any, State], staff: Staff, now: Now) -> Response[Any]:
     async with _maker(request)() as session:
-        await staff_sessions.sign_out(session, staff, _attempt(request))
+        await staff_sessions.sign_out(session, staff, _attempt(request, now))
         await session.commit()
     response = redirect("/sign-in?signed_out=1")
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -278,7 +284,7 @@ async def password_page(request: Request[Any, Any, State], staff: Staff) -> Temp
 
 
 @post("/password", status_code=200, media_type=MediaType.HTML)
-async def password_submit(request: Request[Any, Any, State], staff: Staff) -> Response[Any]:
+async def password_submit(request: Request[Any, Any, State], staff: Staff, now: Now) -> Response[Any]:
     form = await request.form()
     new, again = str(form.get("new_password", "")), str(form.get("new_password_again", ""))
     try:
@@ -286,7 +292,7 @@ async def password_submit(request: Request[Any, Any, State], staff: Staff) -> Re
             raise accounts.AccountError("The two new passwords are not the same.")
         async with _maker(request)() as session:
             await staff_sessions.change_password(
-                session, staff, str(form.get("current_password", "")), new, _attempt(request)
+                session, staff, str(form.get("current_password", "")), new, _attempt(request, now)
             )
             await session.commit()
     except accounts.AccountError as exc:
