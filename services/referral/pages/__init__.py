@@ -12,8 +12,7 @@ from services.referral.pages.worklist import (
     act_page,
     follow_up_done,
     home,
-    letter_page,
-    referral_page,
+    referral_view,
     worklist_view,
 )
 
@@ -30,8 +29,8 @@ def referral_pages() -> Any:
             worklist_view("/worklist", "referral/worklist.html"),
             worklist_view("/worklist/rows", "referral/_worklist_rows.html"),
             worklist_view("/referrals", "referral/all.html"),
-            referral_page,
-            letter_page,
+            referral_view("", "referral/referral.html"),
+            referral_view("/letter", "referral/letter.html"),
             act_page,
             follow_up_done,
             review_queue,

@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.access import accounts
 from services.common.access.auth import Destination, KeyError_, Role, create_api_key, revoke_api_key
 from services.common.access.models import ApiKey
-from services.common.clock import now_of
 from services.common.contracts import labels
 from services.common.contracts.vocabulary import EventType
 from services.common.errors import Conflict, InvalidFields
+from services.common.http.deps import Now
 from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
 from services.common.http.web import DbSession
 from services.referral.webhooks import deps as webhook_deps
@@ -263,13 +263,12 @@ async def people_page(request: Request[Any, Any, State], staff: Staff, db_sessio
 
 @post("/admin/people/{what:str}", status_code=200, media_type=MediaType.HTML)
 async def people_action(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, what: FromPath[str]
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, now: Now, what: FromPath[str]
 ) -> Template:
     """create-user, disable-user, reset-user (a temporary password shown once), create-key (the
     key shown once), revoke-key: as `clinic users|keys`."""
     require_staff_role(staff)
     values = await form_of(request)
-    now = now_of(request.app.state)
     destination = _first(values, "destination") or None
     shown: dict[str, Any] = {}
     try:

@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access.auth import Principal, Role
 from services.common.access.staff_sessions import StaffMember
-from services.common.clock import now_of
 from services.common.contracts.vocabulary import OPEN_STATUSES, Action
 from services.common.errors import Conflict, InvalidFields
+from services.common.http.deps import ClinicSettings, Now
 from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
 from services.common.http.pagination import decode_cursor, encode_cursor, page_of
 from services.common.http.web import DbSession
@@ -142,9 +142,10 @@ async def home(staff: Staff) -> Response[Any]:
 
 def worklist_view(path: str, template: str) -> Any:
     @get(path, name=f"worklist{path.replace('/', '_')}")
-    async def view(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
+    async def view(
+        request: Request[Any, Any, State], staff: Staff, db_session: DbSession, now: Now
+    ) -> Template:
         require_staff_role(staff, *READERS)
-        now = now_of(request.app.state)
         filters = _filters(request)
         after = _after(request)
         items, next_cursor = await _worklist(db_session, principal_for(staff), filters, now, after)
@@ -177,13 +178,13 @@ def _referral_page(
     request: Request[Any, Any, Any],
     staff: StaffMember,
     referral: Referral,
+    now: dt.datetime,
     *,
     status_code: int = 200,
     template: str = "referral/referral.html",
     **context: Any,
 ) -> Template:
     principal = principal_for(staff)
-    now = now_of(request.app.state)
     actions = [a for a in allowed_actions(referral.status) if may_act(principal, referral, Action(a))]
     if principal.role not in (*ACTORS, Role.admin):
         actions = []
@@ -205,24 +206,25 @@ def _referral_page(
     )
 
 
-@get("/referrals/{referral_id:uuid}")
-async def referral_page(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, referral_id: FromPath[uuid.UUID]
-) -> Template:
-    require_staff_role(staff, *READERS)
-    referral = await _visible(db_session, staff, referral_id)
-    done = request.query_params.get("done") or ""
-    notice = "Follow-up marked done." if done == "follow-up" else DONE.get(done)
-    return _referral_page(request, staff, referral, notice=notice)
+def referral_view(path: str, template: str) -> Any:
+    """A page of one referral (the referral itself, its printable letter), with the notice of the
+    action just taken (`?done=`)."""
 
+    @get(f"/referrals/{{referral_id:uuid}}{path}", name=f"referral{path.replace('/', '_')}")
+    async def view(
+        request: Request[Any, Any, State],
+        staff: Staff,
+        db_session: DbSession,
+        now: Now,
+        referral_id: FromPath[uuid.UUID],
+    ) -> Template:
+        require_staff_role(staff, *READERS)
+        referral = await _visible(db_session, staff, referral_id)
+        done = request.query_params.get("done") or ""
+        notice = "Follow-up marked done." if done == "follow-up" else DONE.get(done)
+        return _referral_page(request, staff, referral, now, template=template, notice=notice)
 
-@get("/referrals/{referral_id:uuid}/letter")
-async def letter_page(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, referral_id: FromPath[uuid.UUID]
-) -> Template:
-    require_staff_role(staff, *READERS)
-    referral = await _visible(db_session, staff, referral_id)
-    return _referral_page(request, staff, referral, template="referral/letter.html")
+    return view
 
 
 def _text(values: dict[str, list[str]], name: str) -> str:
@@ -274,6 +276,8 @@ async def act_page(
     request: Request[Any, Any, State],
     staff: Staff,
     db_session: DbSession,
+    settings: ClinicSettings,
+    now: Now,
     referral_id: FromPath[uuid.UUID],
     action: FromPath[str],
 ) -> Any:
@@ -284,33 +288,34 @@ async def act_page(
     if action not in ACTION_LABELS:
         raise NotFoundException("There is no such action.")
     values = await form_of(request)
-    body, errors = _action_body(action, values, request.app.state["clinic_settings"].clinic_time_zone)
+    body, errors = _action_body(action, values, settings.clinic_time_zone)
     principal = principal_for(staff)
     try:
         if body is None:
             raise InvalidFields([])
-        referrals = Referrals(
-            db_session, principal, request.app.state["clinic_settings"], now_of(request.app.state)
-        )
-        await referrals.move(referral_id, Action(action), body)
+        await Referrals(db_session, principal, settings, now).move(referral_id, Action(action), body)
     except Conflict as exc:
         await db_session.rollback()
         referral = await _visible(db_session, staff, referral_id)
-        return _referral_page(request, staff, referral, status_code=409, conflict=str(exc.detail))
+        return _referral_page(request, staff, referral, now, status_code=409, conflict=str(exc.detail))
     except InvalidFields as exc:
         await db_session.rollback()
         for problem in exc.errors:
             errors.setdefault(problem.field, []).append(problem.message)
         referral = await _visible(db_session, staff, referral_id)
         return _referral_page(
-            request, staff, referral, status_code=422, errors=errors, values=values, open_action=action
+            request, staff, referral, now, status_code=422, errors=errors, values=values, open_action=action
         )
     return redirect(f"/referrals/{referral_id}?done={action}")
 
 
 @post("/follow-ups/{follow_up_id:uuid}/done", status_code=200, media_type=MediaType.HTML)
 async def follow_up_done(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, follow_up_id: FromPath[uuid.UUID]
+    request: Request[Any, Any, State],
+    staff: Staff,
+    db_session: DbSession,
+    now: Now,
+    follow_up_id: FromPath[uuid.UUID],
 ) -> Any:
     """Mark a follow-up done, as `POST /v1/follow-ups/{id}/done`."""
     require_staff_role(staff, *ACTORS)
@@ -320,10 +325,10 @@ async def follow_up_done(
         raise NotFoundException("There is no such follow-up that you can see.")
     follow_up, referral = found
     try:
-        mark_done(follow_up, principal, now_of(request.app.state))
+        mark_done(follow_up, principal, now)
     except Conflict as exc:
         await db_session.rollback()
         referral = await _visible(db_session, staff, referral.id)
-        return _referral_page(request, staff, referral, status_code=409, conflict=str(exc.detail))
+        return _referral_page(request, staff, referral, now, status_code=409, conflict=str(exc.detail))
     await db_session.commit()
     return redirect(f"/referrals/{referral.id}?done=follow-up")
