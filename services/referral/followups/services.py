@@ -8,13 +8,15 @@ and `done` when someone marks it so (possibly before its day: it is then never e
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import structlog
+from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +28,8 @@ from services.common.queue import publish
 from services.referral.db.models import FollowUp, Referral
 from services.referral.followups.schemas import FollowUpItem
 from services.referral.referrals.queries import scoped
-from services.referral.referrals.shaping import patient_out
+from services.referral.referrals.shaping import follow_up_out, patient_out
+from services.referral.referrals.web import DestinationFilter
 
 log = structlog.get_logger(__name__)
 
@@ -43,26 +46,33 @@ STATUSES = tuple(s.value for s in FollowUpStatus)
 OPEN_STATUSES = frozenset({"scheduled", "due"})
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FollowUpFilters:
+    """What the follow-ups worklist is narrowed to; each filter is off when None. Its fields are
+    the query parameters of `GET /v1/follow-ups` (the handler is given it built from the query
+    string)."""
+
+    due_before: Annotated[
+        dt.date | None, QueryParameter(description="only those due strictly before this date")
+    ] = None
+    status: Annotated[list[FollowUpStatus] | None, QueryParameter(description="one or more statuses")] = None
+    destination: DestinationFilter = None
+    referral_id: FromQuery[uuid.UUID | None] = None
+
+
 def follow_up_query(
-    principal: Principal,
-    *,
-    status: Sequence[str] | None,
-    due_before: dt.date | None,
-    destination: str | None,
-    referral_id: uuid.UUID | None,
-    after: list[Any] | None,
-    limit: int,
+    principal: Principal, filters: FollowUpFilters, *, after: list[Any] | None, limit: int
 ) -> Select[FollowUp, Referral]:
     """The worklist: soonest first, scoped as referrals are (a specialist: its destination)."""
     query = scoped(select(FollowUp, Referral).join(Referral, Referral.id == FollowUp.referral_id), principal)
-    if status:
-        query = query.where(FollowUp.status.in_(status))
-    if due_before is not None:
-        query = query.where(FollowUp.due_on < due_before)
-    if destination:
-        query = query.where(Referral.destination == destination)
-    if referral_id is not None:
-        query = query.where(FollowUp.referral_id == referral_id)
+    if filters.status:
+        query = query.where(FollowUp.status.in_(filters.status))
+    if filters.due_before is not None:
+        query = query.where(FollowUp.due_on < filters.due_before)
+    if filters.destination:
+        query = query.where(Referral.destination == filters.destination)
+    if filters.referral_id is not None:
+        query = query.where(FollowUp.referral_id == filters.referral_id)
     if after is not None:
         due_on, fid = follow_up_cursor(after)
         query = query.where(or_(FollowUp.due_on > due_on, and_(FollowUp.due_on == due_on, FollowUp.id > fid)))
@@ -83,18 +93,12 @@ def cursor_key(row: tuple[FollowUp, Referral]) -> list[Any]:
 
 
 def follow_up_item(follow_up: FollowUp, referral: Referral) -> FollowUpItem:
+    """The follow-up as its referral shows it, with the referral's intake, destination and patient."""
     return FollowUpItem(
-        id=follow_up.id,
-        referral_id=referral.id,
+        **msgspec.structs.asdict(follow_up_out(follow_up)),
         intake_id=referral.intake_id,
         destination=referral.destination,
         patient=patient_out(referral.patient),
-        due_on=follow_up.due_on,
-        status=follow_up.status,
-        emitted_at=follow_up.emitted_at,
-        done_at=follow_up.done_at,
-        done_by=follow_up.done_by,
-        done_by_id=follow_up.done_by_id,
     )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.http.pages import page_router
-from services.referral.pages.admin import admin_handlers
+from services.referral.pages.admin import admin_pages
 from services.referral.pages.clinician import report_csv, report_page, review_queue
 from services.referral.pages.worklist import (
     act_page,
@@ -36,6 +36,6 @@ def referral_pages() -> Any:
             review_queue,
             report_page,
             report_csv,
-            *admin_handlers(),
+            admin_pages(),
         ],
     )
