@@ -153,25 +153,20 @@ async def emit_due(session: AsyncSession, *, today: dt.date, now: dt.datetime, l
             update(FollowUp)
             .where(FollowUp.id == claim.c.id, Referral.id == FollowUp.referral_id)
             .values(status="due", emitted_at=now)
+            # Each row is the event's payload, its columns named as the event's fields.
             .returning(
-                FollowUp.id, FollowUp.referral_id, FollowUp.due_on, Referral.intake_id, Referral.destination
+                FollowUp.referral_id,
+                Referral.intake_id,
+                FollowUp.id.label("follow_up_id"),
+                Referral.destination,
+                FollowUp.due_on,
             )
             .execution_options(synchronize_session=False)
         )
     ).all()
     for row in rows:
-        await publish(
-            session,
-            ReferralFollowUpDue(
-                referral_id=row.referral_id,
-                intake_id=row.intake_id,
-                follow_up_id=row.id,
-                destination=row.destination,
-                due_on=row.due_on,
-            ),
-            subject=row.referral_id,
-            key=f"follow_up_due:{row.id}",
-        )
+        due = ReferralFollowUpDue(**row._mapping)
+        await publish(session, due, subject=due.referral_id, key=f"follow_up_due:{due.follow_up_id}")
     if rows:
         log.info("follow_ups_due", count=len(rows), today=today.isoformat())
     return len(rows)
