@@ -203,6 +203,7 @@ def provide_pages(
     return ReferralPages(request, staff, db_session, settings, now)
 
 
+#: How a page handler asks for it: `pages: ReferralPagesDep` (with `DEPENDENCIES` on its route).
 ReferralPagesDep = NamedDependency[ReferralPages]
 DEPENDENCIES = {"pages": Provide(provide_pages, sync_to_thread=False)}
 
