@@ -4,15 +4,14 @@ what the current one would decide for an intake (nothing stored, nothing emitted
 from __future__ import annotations
 
 from litestar import Controller, get, post
-from litestar.datastructures import State
 from litestar.params import JSONBody, Parameter, RawBody
 
 from services.common.access.auth import Role, require_roles
-from services.common.clock import clinic_today, now_of
+from services.common.clock import clinic_today
 from services.common.contracts.intake_body import IntakeBody
 from services.common.contracts.intake_form import latest_today, parse_intake
+from services.common.http.deps import ClinicSettings, Now
 from services.common.http.problems import AUTH_RESPONSES, FieldProblem, UnprocessableProblem
-from services.common.settings import Settings
 from services.referral.referrals.triaging import thresholds_from
 from services.referral.triage import CURRENT, RULESETS, RulesDocument, TriageOutcome, rules_document, triage
 
@@ -24,7 +23,7 @@ class TriageController(Controller):
     @get("/rules", operation_id="listTriageRules", summary="The published triage rules", sync_to_thread=False)
     def rules(
         self,
-        state: State,
+        settings: ClinicSettings,
         version: str = Parameter(
             default=CURRENT,
             description="The ruleset to show: the current one unless named (a referral names its own).",
@@ -40,7 +39,6 @@ class TriageController(Controller):
                     )
                 ]
             )
-        settings: Settings = state["clinic_settings"]
         return rules_document(version, thresholds_from(settings))
 
     @post(
@@ -52,12 +50,12 @@ class TriageController(Controller):
         status_code=200,
         sync_to_thread=False,
     )
-    def preview(self, state: State, data: JSONBody[IntakeBody], body: RawBody) -> TriageOutcome:
+    def preview(
+        self, settings: ClinicSettings, now: Now, data: JSONBody[IntakeBody], body: RawBody
+    ) -> TriageOutcome:
         """Where this intake would go under the current ruleset, and why. Stores nothing and
         emits nothing.
 
         The body is read exactly as `POST /v1/intakes` reads it (strict types, the same 422s)."""
-        settings: Settings = state["clinic_settings"]
-        now = now_of(state)
         intake = parse_intake(body, latest_today(now, settings.clinic_time_zone))
         return triage(intake, clinic_today(now, settings.clinic_time_zone), thresholds_from(settings))

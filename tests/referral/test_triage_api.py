@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from services.common.clock import FakeClock
 from services.common.contracts.intake_body import decode_intake
 from services.common.settings import Settings
-from services.referral.referrals.lifecycle import create_referral
+from services.referral.referrals.lifecycle import ReferralDraft, create_referral
 from services.referral.triage import triage
 from services.referral.triage.v1 import RULES as V1_RULES
 from services.referral.triage.v2 import RULES, RULESET_VERSION
@@ -125,15 +125,19 @@ async def test_a_referral_made_under_v1_still_shows_its_v1_explanation(
     intake = decode_intake(json.dumps(vignette.body).encode())
     v1_outcome = triage(intake, today, version="v1")
     async with AsyncSession(engine, expire_on_commit=False) as session:
-        made = await create_referral(
-            session,
+        draft = ReferralDraft(
             intake_id=uuid.uuid4(),
             intake_version=1,
             patient={"given_name": "Test", "family_name": "Patient", "birth_date": "1980-01-01", "mrn": None},
+            clinical=None,
             destination=v1_outcome.destination.value,
             priority=v1_outcome.priority.value,
             reasons=[msgspec.to_builtins(r) for r in v1_outcome.reasons],
             ruleset_version=v1_outcome.ruleset_version,
+        )
+        made = await create_referral(
+            session,
+            draft,
             now=clock.now(),
             settings=settings,
             by="triage",

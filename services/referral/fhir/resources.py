@@ -83,8 +83,8 @@ def service_id(destination: str) -> str:
     return kebab(destination)
 
 
-def destination_of(service: str) -> str | None:
-    return next((d for d in DESTINATIONS if service_id(d) == service), None)
+def destination_of(service: str) -> Destination | None:
+    return next((d for d in Destination if service_id(d) == service), None)
 
 
 def _coding(settings: Settings, cs_id: str, code: str, display: str | None = None) -> dict[str, str]:

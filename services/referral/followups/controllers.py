@@ -3,27 +3,20 @@ asks for)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from typing import Annotated
 
-from litestar import Controller, get, post
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar import Controller, post
+from litestar.params import FromPath
 
-from services.common.http.deps import Caller
-from services.common.http.pagination import DEFAULT_LIMIT, Limit
 from services.referral.followups import deps
-from services.referral.followups.deps import FollowUpsDep
+from services.referral.followups.deps import FollowUpFiltersDep, FollowUpsDep
 from services.referral.followups.schemas import FollowUpItem, FollowUpPage
-from services.referral.followups.services import FollowUpStatus
 from services.referral.referrals.web import (
     ACTORS,
     AUTH_RESPONSES,
     NOT_FOUND,
-    READ_RESPONSES,
-    READERS,
-    DestinationFilter,
-    check_destination_filter,
+    PagingDep,
+    list_route,
     problem_spec,
 )
 
@@ -33,39 +26,13 @@ class FollowUpController(Controller):
     tags = ["follow-ups"]
     dependencies = deps.DEPENDENCIES
 
-    @get(
-        "/",
-        operation_id="listFollowUps",
-        summary="Follow-ups worklist, soonest first",
-        guards=[READERS],
-        responses=READ_RESPONSES,
-    )
+    @list_route("listFollowUps", "Follow-ups worklist, soonest first")
     async def list_follow_ups(
-        self,
-        caller: Caller,
-        follow_ups: FollowUpsDep,
-        due_before: Annotated[
-            dt.date | None, QueryParameter(description="only those due strictly before this date")
-        ] = None,
-        status: Annotated[
-            list[FollowUpStatus] | None, QueryParameter(description="one or more statuses")
-        ] = None,
-        destination: DestinationFilter = None,
-        referral_id: FromQuery[uuid.UUID | None] = None,
-        limit: Limit = DEFAULT_LIMIT,
-        cursor: FromQuery[str | None] = None,
+        self, follow_ups: FollowUpsDep, filters: FollowUpFiltersDep, page: PagingDep
     ) -> FollowUpPage:
         """The follow-ups worklist, soonest first (`?status=due` for those whose day has come).
         A specialist sees its own destination's only."""
-        check_destination_filter(caller, destination, "follow-ups")
-        return await follow_ups.worklist(
-            status=status,
-            due_before=due_before,
-            destination=destination,
-            referral_id=referral_id,
-            limit=limit,
-            cursor=cursor,
-        )
+        return await follow_ups.worklist(filters, page)
 
     @post(
         "/{follow_up_id:uuid}/done",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
 
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,13 +16,14 @@ from services.common.http.pagination import decode_cursor, page_of
 from services.common.http.web import DbSession
 from services.referral.followups.schemas import FollowUpItem, FollowUpPage
 from services.referral.followups.services import (
-    FollowUpStatus,
+    FollowUpFilters,
     cursor_key,
     follow_up_item,
     follow_up_query,
     load_follow_up,
     mark_done,
 )
+from services.referral.referrals.web import PAGING, Paging, check_destination_filter
 
 
 class FollowUps:
@@ -32,28 +32,12 @@ class FollowUps:
         self.caller = caller
         self.now = now
 
-    async def worklist(
-        self,
-        *,
-        status: Sequence[FollowUpStatus] | None,
-        due_before: dt.date | None,
-        destination: str | None,
-        referral_id: uuid.UUID | None,
-        limit: int,
-        cursor: str | None,
-    ) -> FollowUpPage:
+    async def worklist(self, filters: FollowUpFilters, page: Paging) -> FollowUpPage:
         """Soonest first, scoped as referrals are (a specialist: its destination's only)."""
-        query = follow_up_query(
-            self.caller,
-            status=status,
-            due_before=due_before,
-            destination=destination,
-            referral_id=referral_id,
-            after=decode_cursor(cursor),
-            limit=limit,
-        )
+        check_destination_filter(self.caller, filters.destination, "follow-ups")
+        query = follow_up_query(self.caller, filters, after=decode_cursor(page.cursor), limit=page.limit)
         found = [(f, r) for f, r in (await self.session.execute(query)).all()]
-        rows, next_cursor = page_of(found, limit, cursor_key)
+        rows, next_cursor = page_of(found, page.limit, cursor_key)
         return FollowUpPage(items=[follow_up_item(f, r) for f, r in rows], next_cursor=next_cursor)
 
     async def done(self, follow_up_id: uuid.UUID) -> FollowUpItem:
@@ -72,6 +56,12 @@ def provide_follow_ups(db_session: DbSession, caller: Caller, now: Now) -> Follo
     return FollowUps(db_session, caller, now)
 
 
-#: How a handler asks for it: `follow_ups: FollowUpsDep`.
+#: How a handler asks for them: `follow_ups: FollowUpsDep`, and the worklist's filters, built
+#: from the query string, `filters: FollowUpFiltersDep` and `page: PagingDep`.
 FollowUpsDep = NamedDependency[FollowUps]
-DEPENDENCIES = {"follow_ups": Provide(provide_follow_ups, sync_to_thread=False)}
+FollowUpFiltersDep = NamedDependency[FollowUpFilters]
+DEPENDENCIES = {
+    "follow_ups": Provide(provide_follow_ups, sync_to_thread=False),
+    "filters": Provide(FollowUpFilters, sync_to_thread=False),
+    **PAGING,
+}

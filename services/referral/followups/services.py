@@ -8,13 +8,15 @@ and `done` when someone marks it so (possibly before its day: it is then never e
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import structlog
+from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +28,8 @@ from services.common.queue import publish
 from services.referral.db.models import FollowUp, Referral
 from services.referral.followups.schemas import FollowUpItem
 from services.referral.referrals.queries import scoped
-from services.referral.referrals.shaping import patient_out
+from services.referral.referrals.shaping import follow_up_out, patient_out
+from services.referral.referrals.web import DestinationFilter
 
 log = structlog.get_logger(__name__)
 
@@ -43,26 +46,33 @@ STATUSES = tuple(s.value for s in FollowUpStatus)
 OPEN_STATUSES = frozenset({"scheduled", "due"})
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FollowUpFilters:
+    """What the follow-ups worklist is narrowed to; each filter is off when None. Its fields are
+    the query parameters of `GET /v1/follow-ups` (the handler is given it built from the query
+    string)."""
+
+    due_before: Annotated[
+        dt.date | None, QueryParameter(description="only those due strictly before this date")
+    ] = None
+    status: Annotated[list[FollowUpStatus] | None, QueryParameter(description="one or more statuses")] = None
+    destination: DestinationFilter = None
+    referral_id: FromQuery[uuid.UUID | None] = None
+
+
 def follow_up_query(
-    principal: Principal,
-    *,
-    status: Sequence[str] | None,
-    due_before: dt.date | None,
-    destination: str | None,
-    referral_id: uuid.UUID | None,
-    after: list[Any] | None,
-    limit: int,
+    principal: Principal, filters: FollowUpFilters, *, after: list[Any] | None, limit: int
 ) -> Select[FollowUp, Referral]:
     """The worklist: soonest first, scoped as referrals are (a specialist: its destination)."""
     query = scoped(select(FollowUp, Referral).join(Referral, Referral.id == FollowUp.referral_id), principal)
-    if status:
-        query = query.where(FollowUp.status.in_(status))
-    if due_before is not None:
-        query = query.where(FollowUp.due_on < due_before)
-    if destination:
-        query = query.where(Referral.destination == destination)
-    if referral_id is not None:
-        query = query.where(FollowUp.referral_id == referral_id)
+    if filters.status:
+        query = query.where(FollowUp.status.in_(filters.status))
+    if filters.due_before is not None:
+        query = query.where(FollowUp.due_on < filters.due_before)
+    if filters.destination:
+        query = query.where(Referral.destination == filters.destination)
+    if filters.referral_id is not None:
+        query = query.where(FollowUp.referral_id == filters.referral_id)
     if after is not None:
         due_on, fid = follow_up_cursor(after)
         query = query.where(or_(FollowUp.due_on > due_on, and_(FollowUp.due_on == due_on, FollowUp.id > fid)))
@@ -83,18 +93,12 @@ def cursor_key(row: tuple[FollowUp, Referral]) -> list[Any]:
 
 
 def follow_up_item(follow_up: FollowUp, referral: Referral) -> FollowUpItem:
+    """The follow-up as its referral shows it, with the referral's intake, destination and patient."""
     return FollowUpItem(
-        id=follow_up.id,
-        referral_id=referral.id,
+        **msgspec.structs.asdict(follow_up_out(follow_up)),
         intake_id=referral.intake_id,
         destination=referral.destination,
         patient=patient_out(referral.patient),
-        due_on=follow_up.due_on,
-        status=follow_up.status,
-        emitted_at=follow_up.emitted_at,
-        done_at=follow_up.done_at,
-        done_by=follow_up.done_by,
-        done_by_id=follow_up.done_by_id,
     )
 
 
@@ -149,25 +153,20 @@ async def emit_due(session: AsyncSession, *, today: dt.date, now: dt.datetime, l
             update(FollowUp)
             .where(FollowUp.id == claim.c.id, Referral.id == FollowUp.referral_id)
             .values(status="due", emitted_at=now)
+            # Each row is the event's payload, its columns named as the event's fields.
             .returning(
-                FollowUp.id, FollowUp.referral_id, FollowUp.due_on, Referral.intake_id, Referral.destination
+                FollowUp.referral_id,
+                Referral.intake_id,
+                FollowUp.id.label("follow_up_id"),
+                Referral.destination,
+                FollowUp.due_on,
             )
             .execution_options(synchronize_session=False)
         )
     ).all()
     for row in rows:
-        await publish(
-            session,
-            ReferralFollowUpDue(
-                referral_id=row.referral_id,
-                intake_id=row.intake_id,
-                follow_up_id=row.id,
-                destination=row.destination,
-                due_on=row.due_on,
-            ),
-            subject=row.referral_id,
-            key=f"follow_up_due:{row.id}",
-        )
+        due = ReferralFollowUpDue(**row._mapping)
+        await publish(session, due, subject=due.referral_id, key=f"follow_up_due:{due.follow_up_id}")
     if rows:
         log.info("follow_ups_due", count=len(rows), today=today.isoformat())
     return len(rows)

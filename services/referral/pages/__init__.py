@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from services.common.http.pages import page_router
-from services.referral.pages.admin import admin_handlers
+from services.referral.pages.admin import admin_pages
 from services.referral.pages.clinician import report_csv, report_page, review_queue
 from services.referral.pages.worklist import (
     act_page,
     follow_up_done,
     home,
-    letter_page,
-    referral_page,
+    referral_view,
     worklist_view,
 )
 
@@ -30,13 +29,13 @@ def referral_pages() -> Any:
             worklist_view("/worklist", "referral/worklist.html"),
             worklist_view("/worklist/rows", "referral/_worklist_rows.html"),
             worklist_view("/referrals", "referral/all.html"),
-            referral_page,
-            letter_page,
+            referral_view("", "referral/referral.html"),
+            referral_view("/letter", "referral/letter.html"),
             act_page,
             follow_up_done,
             review_queue,
             report_page,
             report_csv,
-            *admin_handlers(),
+            admin_pages(),
         ],
     )

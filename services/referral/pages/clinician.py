@@ -14,8 +14,8 @@ from litestar.response import Template
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.clock import now_of
 from services.common.contracts import labels
+from services.common.http.deps import Now
 from services.common.http.pages import Staff, render, require_staff_role
 from services.common.http.web import DbSession
 from services.referral.db.models import Referral
@@ -27,7 +27,9 @@ from services.referral.triage import Destination
 
 
 @get("/review")
-async def review_queue(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
+async def review_queue(
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, now: Now
+) -> Template:
     """Cases held for a clinician, oldest first, with why each was held."""
     require_staff_role(staff, *CLINICIANS)
     rows = await db_session.execute(
@@ -36,11 +38,13 @@ async def review_queue(request: Request[Any, Any, State], staff: Staff, db_sessi
     return render(
         request,
         "referral/review.html",
-        **page_context(items=list(rows.scalars()), now=now_of(request.app.state), title="Review queue"),
+        **page_context(items=list(rows.scalars()), now=now, title="Review queue"),
     )
 
 
-async def _report_figures(request: Request[Any, Any, Any], session: AsyncSession) -> dict[str, Any]:
+async def _report_figures(
+    request: Request[Any, Any, Any], session: AsyncSession, as_of: dt.datetime
+) -> dict[str, Any]:
     """The closed-loop report and its series for `?days=` (default 30) and `?destination=`, as
     `GET /v1/reports/referrals` computes them."""
     q = request.query_params
@@ -49,7 +53,6 @@ async def _report_figures(request: Request[Any, Any, Any], session: AsyncSession
     except ValueError:
         days = DEFAULT_PERIOD.days
     destination = d if (d := q.get("destination") or "") in DESTINATION_VALUES else None
-    as_of = now_of(request.app.state)
     since = as_of - dt.timedelta(days=days)
     report = await referral_report(session, since=since, until=as_of, as_of=as_of, destination=destination)
     series = await report_series(session, since=since, until=as_of, destination=destination)
@@ -64,10 +67,12 @@ def _named(counts: dict[str, Any], words: Any) -> dict[str, Any]:
 
 
 @get("/report")
-async def report_page(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
+async def report_page(
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, now: Now
+) -> Template:
     """The closed-loop report with its charts (clinicians and admins, as the API)."""
     require_staff_role(staff, *CLINICIANS)
-    figures = await _report_figures(request, db_session)
+    figures = await _report_figures(request, db_session, now)
     report, series = figures["report"], figures["series"]
     day_labels = [d.strftime("%m-%d") for d in series.days]
     charts = {
@@ -108,10 +113,12 @@ async def report_page(request: Request[Any, Any, State], staff: Staff, db_sessio
 
 
 @get("/report.csv", media_type="text/csv")
-async def report_csv(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Response[str]:
+async def report_csv(
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, now: Now
+) -> Response[str]:
     """The report's figures as CSV: one row per (figure, key, value)."""
     require_staff_role(staff, *CLINICIANS)
-    figures = await _report_figures(request, db_session)
+    figures = await _report_figures(request, db_session, now)
     report, series = figures["report"], figures["series"]
     out = io.StringIO()
     writer = csv.writer(out)

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Template
@@ -22,12 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access.auth import Principal, Role
 from services.common.access.staff_sessions import StaffMember
-from services.common.clock import now_of
-from services.common.contracts.vocabulary import OPEN_STATUSES, Action
+from services.common.contracts.vocabulary import OPEN_STATUSES, Action, Priority, ReferralStatus
 from services.common.errors import Conflict, InvalidFields
+from services.common.http.deps import ClinicSettings, Now
 from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
 from services.common.http.pagination import decode_cursor, encode_cursor, page_of
 from services.common.http.web import DbSession
+from services.common.settings import Settings
 from services.referral.db.models import Referral
 from services.referral.followups.services import load_follow_up, mark_done
 from services.referral.pages.shared import (
@@ -47,9 +49,9 @@ from services.referral.referrals.actions import (
     ScheduleBody,
     may_act,
 )
-from services.referral.referrals.deps import Referrals, load_visible
+from services.referral.referrals.deps import Referrals
 from services.referral.referrals.lifecycle import PRIORITIES, STATUSES, allowed_actions
-from services.referral.referrals.queries import cursor_key, worklist_cursor, worklist_query
+from services.referral.referrals.queries import ReferralFilters, cursor_key, worklist_cursor, worklist_query
 from services.referral.referrals.schemas import ClinicalPicture
 from services.referral.referrals.shaping import sees_clinical, shaped_for, to_out
 from services.referral.triage import Destination
@@ -113,19 +115,19 @@ async def _worklist(
     after: list[Any] | None = None,
 ) -> tuple[list[Referral], str | None]:
     """A page of the list and the cursor of the next page (None on the last)."""
-    status = filters["status"]
-    statuses = sorted(OPEN_STATUSES) if status == "open" else None if status == "all" else [status]
-    query = worklist_query(
-        principal,
-        destination=filters["destination"] or None,
+    status, destination, priority = filters["status"], filters["destination"], filters["priority"]
+    statuses: list[ReferralStatus] | None = None  # "all"
+    if status == "open":
+        statuses = sorted(OPEN_STATUSES)
+    elif status != "all":
+        statuses = [ReferralStatus(status)]
+    narrowed = ReferralFilters(
+        destination=Destination(destination) if destination else None,
         status=statuses,
-        priority=filters["priority"] or None,
-        intake_id=None,
-        overdue=None,
-        now=now,
-        after=after,
-        limit=WORKLIST_PAGE,
-        patient=filters["patient"] or None,
+        priority=Priority(priority) if priority else None,
+    )
+    query = worklist_query(
+        principal, narrowed, now=now, after=after, limit=WORKLIST_PAGE, patient=filters["patient"] or None
     )
     return page_of((await session.execute(query)).scalars().all(), WORKLIST_PAGE, cursor_key)
 
@@ -140,22 +142,87 @@ async def home(staff: Staff) -> Response[Any]:
     return redirect("/worklist")
 
 
+class ReferralPages:
+    """The referral pages as one signed-in person sees them in one request (what `Referrals` is
+    to the API, and built on it): the referrals in their scope, and a referral's page drawn for
+    them. Provided to the handlers by name: `pages: ReferralPagesDep`."""
+
+    def __init__(
+        self,
+        request: Request[Any, Any, Any],
+        staff: StaffMember,
+        session: AsyncSession,
+        settings: Settings,
+        now: dt.datetime,
+    ) -> None:
+        self.request = request
+        self.staff = staff
+        self.principal = principal_for(staff)
+        self.referrals = Referrals(session, self.principal, settings, now)
+        self.session = session
+        self.settings = settings
+        self.now = now
+
+    async def visible(self, referral_id: uuid.UUID) -> Referral:
+        """The referral in the person's scope: another destination's is a 404 page, as in the API."""
+        return await self.referrals.visible(referral_id)
+
+    def referral_page(
+        self,
+        referral: Referral,
+        *,
+        status_code: int = 200,
+        template: str = "referral/referral.html",
+        **context: Any,
+    ) -> Template:
+        principal, now = self.principal, self.now
+        actions = [a for a in allowed_actions(referral.status) if may_act(principal, referral, Action(a))]
+        if principal.role not in (*ACTORS, Role.admin):
+            actions = []
+        return render(
+            self.request,
+            template,
+            status_code=status_code,
+            **page_context(
+                # As the API shows it to this person (the front desk without reasons or notes).
+                referral=shaped_for(principal, to_out(referral, now)),
+                answers=answers_of(referral) if sees_clinical(principal) else None,
+                overdue=referral.status in OPEN_STATUSES and referral.due_by < now,
+                actions=actions,
+                errors=context.pop("errors", {}),
+                values=context.pop("values", {}),
+                title="Referral",
+                **context,
+            ),
+        )
+
+
+def provide_pages(
+    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, settings: ClinicSettings, now: Now
+) -> ReferralPages:
+    return ReferralPages(request, staff, db_session, settings, now)
+
+
+#: How a page handler asks for it: `pages: ReferralPagesDep` (with `DEPENDENCIES` on its route).
+ReferralPagesDep = NamedDependency[ReferralPages]
+DEPENDENCIES = {"pages": Provide(provide_pages, sync_to_thread=False)}
+
+
 def worklist_view(path: str, template: str) -> Any:
-    @get(path, name=f"worklist{path.replace('/', '_')}")
-    async def view(request: Request[Any, Any, State], staff: Staff, db_session: DbSession) -> Template:
-        require_staff_role(staff, *READERS)
-        now = now_of(request.app.state)
-        filters = _filters(request)
-        after = _after(request)
-        items, next_cursor = await _worklist(db_session, principal_for(staff), filters, now, after)
+    @get(path, name=f"worklist{path.replace('/', '_')}", dependencies=DEPENDENCIES)
+    async def view(pages: ReferralPagesDep) -> Template:
+        require_staff_role(pages.staff, *READERS)
+        filters = _filters(pages.request)
+        after = _after(pages.request)
+        items, next_cursor = await _worklist(pages.session, pages.principal, filters, pages.now, after)
         query = urlencode({k: v for k, v in filters.items() if v})
         return render(
-            request,
+            pages.request,
             template,
             **page_context(
                 items=items,
                 filters=filters,
-                now=now,
+                now=pages.now,
                 query=query,
                 # The self-refresh keeps the page the person is on; "Next" moves on from its last row.
                 rows_query=urlencode({"after": encode_cursor(after)}) + "&" + query if after else query,
@@ -168,61 +235,23 @@ def worklist_view(path: str, template: str) -> Any:
     return view
 
 
-async def _visible(session: AsyncSession, staff: StaffMember, referral_id: uuid.UUID) -> Referral:
-    """The referral in the person's scope: another destination's is a 404 page, as in the API."""
-    return await load_visible(session, principal_for(staff), referral_id)
+def referral_view(path: str, template: str) -> Any:
+    """A page of one referral (the referral itself, its printable letter), with the notice of the
+    action just taken (`?done=`)."""
 
-
-def _referral_page(
-    request: Request[Any, Any, Any],
-    staff: StaffMember,
-    referral: Referral,
-    *,
-    status_code: int = 200,
-    template: str = "referral/referral.html",
-    **context: Any,
-) -> Template:
-    principal = principal_for(staff)
-    now = now_of(request.app.state)
-    actions = [a for a in allowed_actions(referral.status) if may_act(principal, referral, Action(a))]
-    if principal.role not in (*ACTORS, Role.admin):
-        actions = []
-    return render(
-        request,
-        template,
-        status_code=status_code,
-        **page_context(
-            # As the API shows it to this person (the front desk without reasons or notes).
-            referral=shaped_for(principal, to_out(referral, now)),
-            answers=answers_of(referral) if sees_clinical(principal) else None,
-            overdue=referral.status in OPEN_STATUSES and referral.due_by < now,
-            actions=actions,
-            errors=context.pop("errors", {}),
-            values=context.pop("values", {}),
-            title="Referral",
-            **context,
-        ),
+    @get(
+        f"/referrals/{{referral_id:uuid}}{path}",
+        name=f"referral{path.replace('/', '_')}",
+        dependencies=DEPENDENCIES,
     )
+    async def view(pages: ReferralPagesDep, referral_id: FromPath[uuid.UUID]) -> Template:
+        require_staff_role(pages.staff, *READERS)
+        referral = await pages.visible(referral_id)
+        done = pages.request.query_params.get("done") or ""
+        notice = "Follow-up marked done." if done == "follow-up" else DONE.get(done)
+        return pages.referral_page(referral, template=template, notice=notice)
 
-
-@get("/referrals/{referral_id:uuid}")
-async def referral_page(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, referral_id: FromPath[uuid.UUID]
-) -> Template:
-    require_staff_role(staff, *READERS)
-    referral = await _visible(db_session, staff, referral_id)
-    done = request.query_params.get("done") or ""
-    notice = "Follow-up marked done." if done == "follow-up" else DONE.get(done)
-    return _referral_page(request, staff, referral, notice=notice)
-
-
-@get("/referrals/{referral_id:uuid}/letter")
-async def letter_page(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, referral_id: FromPath[uuid.UUID]
-) -> Template:
-    require_staff_role(staff, *READERS)
-    referral = await _visible(db_session, staff, referral_id)
-    return _referral_page(request, staff, referral, template="referral/letter.html")
+    return view
 
 
 def _text(values: dict[str, list[str]], name: str) -> str:
@@ -269,61 +298,58 @@ def _action_body(
         return None, {field: [f"Not valid: {str(exc).split(' - at ')[0]}."]}
 
 
-@post("/referrals/{referral_id:uuid}/{action:str}", status_code=200, media_type=MediaType.HTML)
-async def act_page(
-    request: Request[Any, Any, State],
-    staff: Staff,
-    db_session: DbSession,
-    referral_id: FromPath[uuid.UUID],
-    action: FromPath[str],
-) -> Any:
+@post(
+    "/referrals/{referral_id:uuid}/{action:str}",
+    status_code=200,
+    media_type=MediaType.HTML,
+    dependencies=DEPENDENCIES,
+)
+async def act_page(pages: ReferralPagesDep, referral_id: FromPath[uuid.UUID], action: FromPath[str]) -> Any:
     """One button of the referral page: the same action as `POST /v1/referrals/{id}/<action>`.
     A move that is no longer allowed (someone else was first) is shown as a message, not an
     error page."""
-    require_staff_role(staff, *(CLINICIANS if action == "resolve" else ACTORS))
+    require_staff_role(pages.staff, *(CLINICIANS if action == "resolve" else ACTORS))
     if action not in ACTION_LABELS:
         raise NotFoundException("There is no such action.")
-    values = await form_of(request)
-    body, errors = _action_body(action, values, request.app.state["clinic_settings"].clinic_time_zone)
-    principal = principal_for(staff)
+    values = await form_of(pages.request)
+    body, errors = _action_body(action, values, pages.settings.clinic_time_zone)
     try:
         if body is None:
             raise InvalidFields([])
-        referrals = Referrals(
-            db_session, principal, request.app.state["clinic_settings"], now_of(request.app.state)
-        )
-        await referrals.move(referral_id, Action(action), body)
+        await pages.referrals.move(referral_id, Action(action), body)
     except Conflict as exc:
-        await db_session.rollback()
-        referral = await _visible(db_session, staff, referral_id)
-        return _referral_page(request, staff, referral, status_code=409, conflict=str(exc.detail))
+        await pages.session.rollback()
+        referral = await pages.visible(referral_id)
+        return pages.referral_page(referral, status_code=409, conflict=str(exc.detail))
     except InvalidFields as exc:
-        await db_session.rollback()
+        await pages.session.rollback()
         for problem in exc.errors:
             errors.setdefault(problem.field, []).append(problem.message)
-        referral = await _visible(db_session, staff, referral_id)
-        return _referral_page(
-            request, staff, referral, status_code=422, errors=errors, values=values, open_action=action
+        referral = await pages.visible(referral_id)
+        return pages.referral_page(
+            referral, status_code=422, errors=errors, values=values, open_action=action
         )
     return redirect(f"/referrals/{referral_id}?done={action}")
 
 
-@post("/follow-ups/{follow_up_id:uuid}/done", status_code=200, media_type=MediaType.HTML)
-async def follow_up_done(
-    request: Request[Any, Any, State], staff: Staff, db_session: DbSession, follow_up_id: FromPath[uuid.UUID]
-) -> Any:
+@post(
+    "/follow-ups/{follow_up_id:uuid}/done",
+    status_code=200,
+    media_type=MediaType.HTML,
+    dependencies=DEPENDENCIES,
+)
+async def follow_up_done(pages: ReferralPagesDep, follow_up_id: FromPath[uuid.UUID]) -> Any:
     """Mark a follow-up done, as `POST /v1/follow-ups/{id}/done`."""
-    require_staff_role(staff, *ACTORS)
-    principal = principal_for(staff)
-    found = await load_follow_up(db_session, principal, follow_up_id, lock=True)
+    require_staff_role(pages.staff, *ACTORS)
+    found = await load_follow_up(pages.session, pages.principal, follow_up_id, lock=True)
     if found is None:
         raise NotFoundException("There is no such follow-up that you can see.")
     follow_up, referral = found
     try:
-        mark_done(follow_up, principal, now_of(request.app.state))
+        mark_done(follow_up, pages.principal, pages.now)
     except Conflict as exc:
-        await db_session.rollback()
-        referral = await _visible(db_session, staff, referral.id)
-        return _referral_page(request, staff, referral, status_code=409, conflict=str(exc.detail))
-    await db_session.commit()
+        await pages.session.rollback()
+        referral = await pages.visible(referral.id)
+        return pages.referral_page(referral, status_code=409, conflict=str(exc.detail))
+    await pages.session.commit()
     return redirect(f"/referrals/{referral.id}?done=follow-up")

@@ -8,6 +8,7 @@ regenerative-medicine referral, a new linked referral on a decline with `redirec
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Annotated
 
@@ -28,6 +29,7 @@ from services.common.errors import FieldProblem, IllegalTransition, InvalidField
 from services.common.settings import Settings
 from services.referral.db.models import FollowUp, Referral
 from services.referral.referrals.lifecycle import (
+    ReferralDraft,
     allowed_actions,
     create_referral,
     record_status,
@@ -107,23 +109,15 @@ async def _redirect(
     """The referral that takes over from a declined one: same patient and priority, the
     decline's reason first among its reasons, linked both ways."""
     assert body.redirect_to is not None
+    redirect = {
+        "code": "REDIRECT",
+        "text": f"Redirected by {principal.name} from {referral.destination}: {body.reason}",
+        "source": "specialist decline",
+    }
+    draft = ReferralDraft.of(referral)
     return await create_referral(
         session,
-        intake_id=referral.intake_id,
-        intake_version=referral.intake_version,
-        patient=referral.patient,
-        clinical=referral.clinical,
-        destination=body.redirect_to.value,
-        priority=referral.priority,
-        reasons=[
-            {
-                "code": "REDIRECT",
-                "text": f"Redirected by {principal.name} from {referral.destination}: {body.reason}",
-                "source": "specialist decline",
-            },
-            *referral.reasons,
-        ],
-        ruleset_version=referral.ruleset_version,
+        dataclasses.replace(draft, destination=body.redirect_to.value, reasons=[redirect, *draft.reasons]),
         now=now,
         settings=settings,
         by=principal.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 
@@ -13,8 +14,14 @@ from services.common.contracts.vocabulary import PRIORITY_RANK
 from services.common.queue import publish
 from services.common.settings import Settings
 from services.referral.db.models import Referral, ReferralHistory
-from services.referral.referrals.lifecycle import TRIAGE_ACTOR, create_referral, record_status, service_level
-from services.referral.referrals.snapshots import clinical_picture, patient_snapshot, triage_reasons
+from services.referral.referrals.lifecycle import (
+    TRIAGE_ACTOR,
+    ReferralDraft,
+    create_referral,
+    record_status,
+    service_level,
+)
+from services.referral.referrals.snapshots import triaged
 from services.referral.triage import TriageOutcome, urgency
 
 log = structlog.get_logger(__name__)
@@ -76,13 +83,14 @@ async def amend(
     held = [r for r in open_now if r.amendment_of is not None]
     current = next((r for r in open_now if r.amendment_of is None), held[0] if held else open_now[0])
     pending = next((r for r in held if r is not current), None)
-    reasons = triage_reasons(outcome)
+    draft = triaged(event, outcome)
+    reasons = draft.reasons
     proposed = (outcome.destination.value, outcome.priority.value)
     resolver = resolved_by(current)
     more_urgent = urgency(*proposed) < urgency(current.destination, current.priority)
 
     if proposed == (current.destination, current.priority):
-        _retriage_in_place(current, event, outcome, [*reasons, *_person_reasons(current)], now=now)
+        _retriage_in_place(current, draft, [*reasons, *_person_reasons(current)], now=now)
         current.history.append(
             ReferralHistory(
                 status=current.status,
@@ -102,14 +110,7 @@ async def amend(
         kept = _person_reasons(current) if resolver else []
         successor = await create_referral(
             session,
-            intake_id=event.intake_id,
-            intake_version=event.intake_version,
-            patient=patient_snapshot(event),
-            clinical=clinical_picture(event),
-            destination=outcome.destination.value,
-            priority=outcome.priority.value,
-            reasons=[*reasons, *kept],
-            ruleset_version=outcome.ruleset_version,
+            dataclasses.replace(draft, reasons=[*reasons, *kept]),
             now=now,
             settings=settings,
             by=TRIAGE_ACTOR,
@@ -156,14 +157,9 @@ async def amend(
     else:
         hold = await create_referral(
             session,
-            intake_id=event.intake_id,
-            intake_version=event.intake_version,
-            patient=patient_snapshot(event),
-            clinical=clinical_picture(event),
-            destination="clinician_review",
-            priority=priority,
-            reasons=hold_reasons,
-            ruleset_version=outcome.ruleset_version,
+            dataclasses.replace(
+                draft, destination="clinician_review", priority=priority, reasons=hold_reasons
+            ),
             now=now,
             settings=settings,
             by=TRIAGE_ACTOR,
@@ -172,7 +168,7 @@ async def amend(
         )
         await _announce(session, "held", current, event, outcome, now=now, hold_id=hold.id, resolver=resolver)
         return hold
-    _retriage_in_place(hold, event, outcome, hold_reasons, now=now)
+    _retriage_in_place(hold, draft, hold_reasons, now=now)
     if PRIORITY_RANK[priority] < hold.priority_rank:
         hold.priority, hold.priority_rank = priority, PRIORITY_RANK[priority]
         hold.due_by = min(hold.due_by, now + service_level(priority, settings))
@@ -183,18 +179,14 @@ async def amend(
 
 
 def _retriage_in_place(
-    referral: Referral,
-    event: IntakeSubmitted,
-    outcome: TriageOutcome,
-    reasons: list[dict[str, str]],
-    *,
-    now: dt.datetime,
+    referral: Referral, draft: ReferralDraft, reasons: list[dict[str, str]], *, now: dt.datetime
 ) -> None:
+    """The open referral takes the amended version's facts and `reasons`; where it goes stays."""
     referral.reasons = reasons
-    referral.intake_version = event.intake_version
-    referral.patient = patient_snapshot(event)
-    referral.clinical = clinical_picture(event)
-    referral.ruleset_version = outcome.ruleset_version
+    referral.intake_version = draft.intake_version
+    referral.patient = draft.patient
+    referral.clinical = draft.clinical
+    referral.ruleset_version = draft.ruleset_version
     referral.updated_at = now
 
 

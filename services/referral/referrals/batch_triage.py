@@ -19,13 +19,12 @@ from sqlalchemy import ARRAY, Table, Uuid, bindparam, func, literal_column, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.contracts.events import IntakeSubmitted, ReferralCreated
-from services.common.contracts.vocabulary import PRIORITY_RANK
 from services.common.queue.publish import publish_many
 from services.common.settings import Settings
 from services.referral.db.models import Referral, ReferralHistory
-from services.referral.referrals.lifecycle import TRIAGE_ACTOR, initial_status, service_level
-from services.referral.referrals.snapshots import clinical_picture, patient_snapshot, triage_reasons
-from services.referral.referrals.triaging import thresholds_from, triage_date
+from services.referral.referrals.lifecycle import TRIAGE_ACTOR, created_event, log_created
+from services.referral.referrals.snapshots import triaged
+from services.referral.referrals.triaging import already_triaged, thresholds_from, triage_date
 from services.referral.triage import triage
 
 log = structlog.get_logger(__name__)
@@ -70,76 +69,26 @@ async def triage_new_intakes(
     history: list[dict[str, Any]] = []
     created: list[tuple[ReferralCreated, uuid.UUID]] = []
     for event in events:
-        newest = latest.get(event.intake_id)
-        if newest is not None and event.intake_version <= newest:
-            log.info(
-                "intake_version_already_triaged",
-                intake_id=str(event.intake_id),
-                intake_version=event.intake_version,
-                latest_version=newest,
-            )
+        if already_triaged(event, latest.get(event.intake_id)):
             continue
         outcome = triage(event.intake, triage_date(event, settings), thresholds)
-        destination, priority = outcome.destination.value, outcome.priority.value
-        reasons = triage_reasons(outcome)
-        status = initial_status(destination).value
-        referral_id = uuid.uuid4()
-        due_by = now + service_level(priority, settings)
-        referrals.append(
-            {
-                "id": referral_id,
-                "intake_id": event.intake_id,
-                "intake_version": event.intake_version,
-                "patient": patient_snapshot(event),
-                "clinical": clinical_picture(event),
-                "destination": destination,
-                "priority": priority,
-                "priority_rank": PRIORITY_RANK[priority],
-                "status": status,
-                "reasons": reasons,
-                "ruleset_version": outcome.ruleset_version,
-                "created_at": now,
-                "updated_at": now,
-                "due_by": due_by,
-                "supersedes": None,
-                "amendment_of": None,
-            }
-        )
+        row = triaged(event, outcome).row(now=now, settings=settings)
+        referrals.append(row)
         history.append(
             {
-                "referral_id": referral_id,
-                "status": status,
+                "referral_id": row["id"],
+                "status": row["status"],
                 "at": now,
                 "by": TRIAGE_ACTOR,
                 "by_id": None,
                 "note": f"triaged intake version {event.intake_version}",
             }
         )
-        payload = ReferralCreated(
-            referral_id=referral_id,
-            intake_id=event.intake_id,
-            intake_version=event.intake_version,
-            destination=destination,
-            priority=priority,
-            status=status,
-            due_by=due_by,
-            created_at=now,
-            reason_codes=[r["code"] for r in reasons],
-            supersedes=None,
-            reasons=[{"code": r["code"], "text": r["text"]} for r in reasons],
-        )
-        created.append((payload, referral_id))
+        created.append((created_event(row), row["id"]))
     if not referrals:
         return
     await conn.execute(_INSERT_REFERRALS, referrals)
     await conn.execute(_INSERT_HISTORY, history)
     await publish_many(conn, created)
     for row in referrals:
-        log.info(
-            "referral_created",
-            referral_id=str(row["id"]),
-            intake_id=str(row["intake_id"]),
-            destination=row["destination"],
-            priority=row["priority"],
-            deciding_reason=row["reasons"][0]["code"] if row["reasons"] else None,
-        )
+        log_created(row)

@@ -5,18 +5,15 @@ in `shaping.py`; `deps.Referrals` is what a handler asks for)."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 from litestar.types import Guard
 
-from services.common.contracts.vocabulary import Action, Priority, ReferralStatus
-from services.common.http.deps import Caller
-from services.common.http.pagination import DEFAULT_LIMIT, Limit
+from services.common.contracts.vocabulary import Action
 from services.referral.referrals import deps
 from services.referral.referrals.actions import CancelBody, DeclineBody, NoteBody, ResolveBody, ScheduleBody
-from services.referral.referrals.deps import ReferralsDep
+from services.referral.referrals.deps import ReferralFiltersDep, ReferralsDep
 from services.referral.referrals.deps import load_visible as load_visible  # its old home, for other routes
 from services.referral.referrals.schemas import ReferralOut, ReferralPage
 from services.referral.referrals.web import (
@@ -26,8 +23,8 @@ from services.referral.referrals.web import (
     READ_RESPONSES,
     READERS,
     WRITE_RESPONSES,
-    DestinationFilter,
-    check_destination_filter,
+    PagingDep,
+    list_route,
 )
 
 ACTION_RESPONSES = WRITE_RESPONSES
@@ -52,41 +49,13 @@ class ReferralController(Controller):
     tags = ["referrals"]
     dependencies = deps.DEPENDENCIES
 
-    @get(
-        "/",
-        operation_id="listReferrals",
-        summary="Referrals worklist, most urgent first",
-        guards=[READERS],
-        responses=READ_RESPONSES,
-    )
+    @list_route("listReferrals", "Referrals worklist, most urgent first")
     async def list_referrals(
-        self,
-        caller: Caller,
-        referrals: ReferralsDep,
-        destination: DestinationFilter = None,
-        status: Annotated[
-            list[ReferralStatus] | None, QueryParameter(description="one or more statuses")
-        ] = None,
-        priority: FromQuery[Priority | None] = None,
-        intake_id: FromQuery[uuid.UUID | None] = None,
-        overdue: Annotated[
-            bool | None, QueryParameter(description="true: due_by passed and still open; false: the others")
-        ] = None,
-        limit: Limit = DEFAULT_LIMIT,
-        cursor: FromQuery[str | None] = None,
+        self, referrals: ReferralsDep, filters: ReferralFiltersDep, page: PagingDep
     ) -> ReferralPage:
         """A worklist: most urgent first (priority, then due_by). Specialists see their own
         destination only."""
-        check_destination_filter(caller, destination, "referrals")
-        return await referrals.worklist(
-            destination=destination,
-            status=status,
-            priority=priority,
-            intake_id=intake_id,
-            overdue=overdue,
-            limit=limit,
-            cursor=cursor,
-        )
+        return await referrals.worklist(filters, page)
 
     @get(
         "/{referral_id:uuid}",

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
 
 from litestar.di import NamedDependency, Provide
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access.auth import Principal
-from services.common.contracts.vocabulary import Action, Priority, ReferralStatus
+from services.common.contracts.vocabulary import Action
 from services.common.errors import NotAllowed, NotFound
 from services.common.http.deps import Caller, ClinicSettings, Now
 from services.common.http.pagination import decode_cursor, page_of
@@ -20,9 +19,10 @@ from services.common.http.web import DbSession
 from services.common.settings import Settings
 from services.referral.db.models import Referral
 from services.referral.referrals.actions import ActionBody, may_act, take_action
-from services.referral.referrals.queries import cursor_key, scoped, worklist_query
+from services.referral.referrals.queries import ReferralFilters, cursor_key, scoped, worklist_query
 from services.referral.referrals.schemas import ReferralOut, ReferralPage
 from services.referral.referrals.shaping import sees_clinical, shaped_for, to_out
+from services.referral.referrals.web import PAGING, Paging, check_destination_filter
 
 
 async def load_visible(
@@ -55,29 +55,14 @@ class Referrals:
     async def visible(self, referral_id: uuid.UUID, *, lock: bool = False) -> Referral:
         return await load_visible(self.session, self.caller, referral_id, lock=lock)
 
-    async def worklist(
-        self,
-        *,
-        destination: str | None,
-        status: Sequence[ReferralStatus] | None,
-        priority: Priority | None,
-        intake_id: uuid.UUID | None,
-        overdue: bool | None,
-        limit: int,
-        cursor: str | None,
-    ) -> ReferralPage:
-        query = worklist_query(
-            self.caller,
-            destination=destination,
-            status=status,
-            priority=priority,
-            intake_id=intake_id,
-            overdue=overdue,
-            now=self.now,
-            after=decode_cursor(cursor),
-            limit=limit,
+    async def worklist(self, filters: ReferralFilters, page: Paging) -> ReferralPage:
+        """A worklist: most urgent first. Specialists see their own destination only."""
+        check_destination_filter(self.caller, filters.destination, "referrals")
+        after = decode_cursor(page.cursor)
+        query = worklist_query(self.caller, filters, now=self.now, after=after, limit=page.limit)
+        rows, next_cursor = page_of(
+            (await self.session.execute(query)).scalars().all(), page.limit, cursor_key
         )
-        rows, next_cursor = page_of((await self.session.execute(query)).scalars().all(), limit, cursor_key)
         items = [shaped_for(self.caller, to_out(r, self.now)) for r in rows]
         return ReferralPage(items=items, next_cursor=next_cursor)
 
@@ -108,6 +93,12 @@ def provide_referrals(db_session: DbSession, caller: Caller, settings: ClinicSet
     return Referrals(db_session, caller, settings, now)
 
 
-#: How a handler asks for it: `referrals: ReferralsDep`.
+#: How a handler asks for them: `referrals: ReferralsDep`, and a worklist's filters, built from
+#: the query string, `filters: ReferralFiltersDep` and `page: PagingDep`.
 ReferralsDep = NamedDependency[Referrals]
-DEPENDENCIES = {"referrals": Provide(provide_referrals, sync_to_thread=False)}
+ReferralFiltersDep = NamedDependency[ReferralFilters]
+DEPENDENCIES = {
+    "referrals": Provide(provide_referrals, sync_to_thread=False),
+    "filters": Provide(ReferralFilters, sync_to_thread=False),
+    **PAGING,
+}

@@ -3,8 +3,10 @@ moved from status to status (each move in its history and announced)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -87,16 +89,81 @@ async def record_status(
     )
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReferralDraft:
+    """What a new referral is made of: the intake version it routes, what it keeps of the patient
+    and the clinical picture, and where, how urgently and why the patient goes."""
+
+    intake_id: uuid.UUID
+    intake_version: int
+    patient: dict[str, Any]
+    clinical: dict[str, Any] | None
+    destination: str
+    priority: str
+    reasons: list[dict[str, str]]
+    ruleset_version: str
+
+    def row(
+        self,
+        *,
+        now: dt.datetime,
+        settings: Settings,
+        supersedes: uuid.UUID | None = None,
+        amendment_of: uuid.UUID | None = None,
+    ) -> dict[str, Any]:
+        """The new referral's columns: a fresh id, its first status and its service level."""
+        return {
+            "id": uuid.uuid4(),
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+            "priority_rank": PRIORITY_RANK[self.priority],
+            "status": initial_status(self.destination).value,
+            "created_at": now,
+            "updated_at": now,
+            "due_by": now + service_level(self.priority, settings),
+            "supersedes": supersedes,
+            "amendment_of": amendment_of,
+        }
+
+    @classmethod
+    def of(cls, referral: Referral) -> ReferralDraft:
+        """A draft carrying over an existing referral's intake version, patient and routing."""
+        return cls(**{f.name: getattr(referral, f.name) for f in dataclasses.fields(cls)})
+
+
+def created_event(row: Mapping[str, Any]) -> ReferralCreated:
+    """`referral.created` for a new referral's columns (`ReferralDraft.row`)."""
+    reasons = row["reasons"]
+    return ReferralCreated(
+        referral_id=row["id"],
+        intake_id=row["intake_id"],
+        intake_version=row["intake_version"],
+        destination=row["destination"],
+        priority=row["priority"],
+        status=row["status"],
+        due_by=row["due_by"],
+        created_at=row["created_at"],
+        reason_codes=[r["code"] for r in reasons],
+        supersedes=row["supersedes"],
+        reasons=[{"code": r["code"], "text": r["text"]} for r in reasons],
+    )
+
+
+def log_created(row: Mapping[str, Any]) -> None:
+    reasons = row["reasons"]
+    log.info(
+        "referral_created",
+        referral_id=str(row["id"]),
+        intake_id=str(row["intake_id"]),
+        destination=row["destination"],
+        priority=row["priority"],
+        deciding_reason=reasons[0]["code"] if reasons else None,
+    )
+
+
 async def create_referral(
     session: AsyncSession,
+    draft: ReferralDraft,
     *,
-    intake_id: uuid.UUID,
-    intake_version: int,
-    patient: dict[str, Any],
-    destination: str,
-    priority: str,
-    reasons: list[dict[str, str]],
-    ruleset_version: str,
     now: dt.datetime,
     settings: Settings,
     by: str,
@@ -104,57 +171,22 @@ async def create_referral(
     note: str | None = None,
     supersedes: Referral | None = None,
     amendment_of: Referral | None = None,
-    clinical: dict[str, Any] | None = None,
 ) -> Referral:
-    status = initial_status(destination)
-    referral = Referral(
-        id=uuid.uuid4(),
-        intake_id=intake_id,
-        intake_version=intake_version,
-        patient=patient,
-        clinical=clinical,
-        destination=destination,
-        priority=priority,
-        priority_rank=PRIORITY_RANK[priority],
-        status=status,
-        reasons=reasons,
-        ruleset_version=ruleset_version,
-        created_at=now,
-        updated_at=now,
-        due_by=now + service_level(priority, settings),
+    """Store the draft as a new referral (superseding `supersedes`, or holding an amendment of
+    `amendment_of`), with its first history entry, and announce it."""
+    row = draft.row(
+        now=now,
+        settings=settings,
         supersedes=supersedes.id if supersedes else None,
         amendment_of=amendment_of.id if amendment_of else None,
-        history=[ReferralHistory(status=status, at=now, by=by, by_id=by_id, note=note)],
-        follow_ups=[],
     )
+    first = ReferralHistory(status=row["status"], at=now, by=by, by_id=by_id, note=note)
+    referral = Referral(**row, history=[first], follow_ups=[])
     session.add(referral)
     await session.flush()  # the new row must exist before the old one points at it
     if supersedes is not None:
         supersedes.superseded_by = referral.id
         await session.flush()
-    await publish(
-        session,
-        ReferralCreated(
-            referral_id=referral.id,
-            intake_id=intake_id,
-            intake_version=intake_version,
-            destination=destination,
-            priority=priority,
-            status=status,
-            due_by=referral.due_by,
-            created_at=now,
-            reason_codes=[r["code"] for r in reasons],
-            supersedes=referral.supersedes,
-            reasons=[{"code": r["code"], "text": r["text"]} for r in reasons],
-        ),
-        subject=referral.id,
-    )
-    log.info(
-        "referral_created",
-        referral_id=str(referral.id),
-        intake_id=str(intake_id),
-        destination=destination,
-        priority=priority,
-        deciding_reason=reasons[0]["code"] if reasons else None,
-    )
+    await publish(session, created_event(row), subject=referral.id)
+    log_created(row)
     return referral

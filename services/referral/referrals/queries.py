@@ -3,18 +3,20 @@ patients known by an MRN."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.access.auth import Principal, Role
-from services.common.contracts.vocabulary import OPEN_STATUSES
+from services.common.contracts.vocabulary import OPEN_STATUSES, Priority, ReferralStatus
 from services.common.http.pagination import bad_cursor
 from services.referral.db.models import Referral
+from services.referral.referrals.web import DestinationFilter
 
 _Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
 
@@ -28,14 +30,24 @@ def scoped(query: _Query, principal: Principal) -> _Query:
     return query
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReferralFilters:
+    """What a worklist is narrowed to; each filter is off when None. Its fields are the query
+    parameters of `GET /v1/referrals` (the handler is given it built from the query string)."""
+
+    destination: DestinationFilter = None
+    status: Annotated[list[ReferralStatus] | None, QueryParameter(description="one or more statuses")] = None
+    priority: FromQuery[Priority | None] = None
+    intake_id: FromQuery[uuid.UUID | None] = None
+    overdue: Annotated[
+        bool | None, QueryParameter(description="true: due_by passed and still open; false: the others")
+    ] = None
+
+
 def worklist_query(
     principal: Principal,
+    filters: ReferralFilters,
     *,
-    destination: str | None,
-    status: Sequence[str] | None,
-    priority: str | None,
-    intake_id: uuid.UUID | None,
-    overdue: bool | None,
     now: dt.datetime,
     after: list[Any] | None,
     limit: int,
@@ -51,17 +63,17 @@ def worklist_query(
                 Referral.patient["mrn"].astext == patient,
             )
         )
-    if destination:
-        query = query.where(Referral.destination == destination)
-    if status:
-        query = query.where(Referral.status.in_(list(status)))
-    if priority:
-        query = query.where(Referral.priority == priority)
-    if intake_id:
-        query = query.where(Referral.intake_id == intake_id)
-    if overdue is True:
+    if filters.destination:
+        query = query.where(Referral.destination == filters.destination)
+    if filters.status:
+        query = query.where(Referral.status.in_(filters.status))
+    if filters.priority:
+        query = query.where(Referral.priority == filters.priority)
+    if filters.intake_id:
+        query = query.where(Referral.intake_id == filters.intake_id)
+    if filters.overdue is True:
         query = query.where(Referral.due_by < now, Referral.status.in_(OPEN_STATUSES))
-    elif overdue is False:
+    elif filters.overdue is False:
         query = query.where(or_(Referral.due_by >= now, Referral.status.not_in(OPEN_STATUSES)))
     if after is not None:
         rank, due_by, rid = worklist_cursor(after)

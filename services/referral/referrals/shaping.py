@@ -22,16 +22,8 @@ from services.referral.referrals.schemas import (
 
 
 def follow_up_out(f: FollowUp) -> FollowUpOut:
-    return FollowUpOut(
-        id=f.id,
-        referral_id=f.referral_id,
-        due_on=f.due_on,
-        status=f.status,
-        emitted_at=f.emitted_at,
-        done_at=f.done_at,
-        done_by=f.done_by,
-        done_by_id=f.done_by_id,
-    )
+    """The follow-up's row as the API shows it (the same fields, by name)."""
+    return msgspec.convert(f, FollowUpOut, from_attributes=True)
 
 
 def patient_out(snapshot: dict[str, Any]) -> PatientSnapshot:

@@ -1,5 +1,5 @@
 """What a referral keeps of a triaged intake version: the patient snapshot, the clinical
-picture and the triage's reasons."""
+picture and the triage's reasons (together, the referral triage proposes: `triaged`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,23 @@ from typing import Any
 import msgspec
 
 from services.common.contracts.events import IntakeSubmitted
+from services.referral.referrals.lifecycle import ReferralDraft
 from services.referral.referrals.schemas import ClinicalPicture, Contact
 from services.referral.triage import TriageOutcome
+
+
+def triaged(event: IntakeSubmitted, outcome: TriageOutcome) -> ReferralDraft:
+    """The referral triage proposes for an intake version."""
+    return ReferralDraft(
+        intake_id=event.intake_id,
+        intake_version=event.intake_version,
+        patient=patient_snapshot(event),
+        clinical=clinical_picture(event),
+        destination=outcome.destination.value,
+        priority=outcome.priority.value,
+        reasons=triage_reasons(outcome),
+        ruleset_version=outcome.ruleset_version,
+    )
 
 
 def triage_reasons(outcome: TriageOutcome) -> list[dict[str, str]]:

@@ -17,7 +17,7 @@ from services.common.settings import Settings
 from services.referral.db.models import Referral
 from services.referral.referrals.amendments import amend
 from services.referral.referrals.lifecycle import TRIAGE_ACTOR, create_referral
-from services.referral.referrals.snapshots import clinical_picture, patient_snapshot, triage_reasons
+from services.referral.referrals.snapshots import triaged
 from services.referral.triage import TriageThresholds, triage
 
 log = structlog.get_logger(__name__)
@@ -50,6 +50,21 @@ async def latest_triaged_version(session: AsyncSession, intake_id: uuid.UUID) ->
     ).scalar_one()
 
 
+def already_triaged(event: IntakeSubmitted, latest: int | None) -> bool:
+    """Whether a version no newer than this one was triaged already (`latest`, the intake's
+    newest triaged version): events may arrive late, retried or out of order, and such a
+    version changes nothing."""
+    if latest is None or event.intake_version > latest:
+        return False
+    log.info(
+        "intake_version_already_triaged",
+        intake_id=str(event.intake_id),
+        intake_version=event.intake_version,
+        latest_version=latest,
+    )
+    return True
+
+
 def triage_date(event: IntakeSubmitted, settings: Settings) -> dt.date:
     """The clinic's date when this intake version was submitted: triage counts durations and
     procedure days from it, so a retry or a dead-letter replay days later routes the same."""
@@ -67,14 +82,7 @@ async def triage_intake(
     Events may arrive out of order (a retried version 1 after version 2): a version no newer than
     one already triaged changes nothing and returns None.
     """
-    latest = await latest_triaged_version(session, event.intake_id)
-    if latest is not None and event.intake_version <= latest:
-        log.info(
-            "intake_version_already_triaged",
-            intake_id=str(event.intake_id),
-            intake_version=event.intake_version,
-            latest_version=latest,
-        )
+    if already_triaged(event, await latest_triaged_version(session, event.intake_id)):
         return None
     outcome = triage(event.intake, triage_date(event, settings), thresholds_from(settings))
     if amended:
@@ -83,14 +91,7 @@ async def triage_intake(
             return await amend(session, event, outcome, open_now, now=now, settings=settings)
     return await create_referral(
         session,
-        intake_id=event.intake_id,
-        intake_version=event.intake_version,
-        patient=patient_snapshot(event),
-        clinical=clinical_picture(event),
-        destination=outcome.destination.value,
-        priority=outcome.priority.value,
-        reasons=triage_reasons(outcome),
-        ruleset_version=outcome.ruleset_version,
+        triaged(event, outcome),
         now=now,
         settings=settings,
         by=TRIAGE_ACTOR,

@@ -1,21 +1,24 @@
-"""What the referral service's controllers share: who is calling, the app's clock, the role
-guards and the problem responses they document."""
+"""What the referral service's controllers share: the role guards, the problem responses they
+document, the destination filter and a list's paging."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TypeVar
 
+from litestar import get
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromQuery
 
-from services.common.access.auth import Principal, Role, principal_of, require_roles
-from services.common.clock import now_of
+from services.common.access.auth import Principal, Role, require_roles
 from services.common.contracts.vocabulary import Destination
+from services.common.http.pagination import DEFAULT_LIMIT, Limit
 from services.common.http.problems import AUTH_RESPONSES, problem_spec
 
 T = TypeVar("T")
 
-__all__ = ["AUTH_RESPONSES", "now_of", "principal_of", "problem_spec"]  # shared with the controllers
+__all__ = ["AUTH_RESPONSES", "problem_spec"]  # shared with the controllers
 
 #: Who may read referrals and follow-ups (a specialist only its own destination's).
 READERS = require_roles(Role.front_desk, Role.specialist, Role.clinician)
@@ -36,6 +39,26 @@ def check_destination_filter(principal: Principal, destination: str | None, list
 
 
 READ_RESPONSES = {422: problem_spec("A query parameter is not valid."), **AUTH_RESPONSES}
+
+
+def list_route(operation_id: str, summary: str) -> get:
+    """The route of a worklist, `GET /` under its controller, for those who read referrals."""
+    return get("/", operation_id=operation_id, summary=summary, guards=[READERS], responses=READ_RESPONSES)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Paging:
+    """A list's page as the query string asks for it: how many (`?limit=`), and after the
+    previous page (its `next_cursor`). Every paged list of the clinic reads these two the same
+    way, so this belongs beside `Limit` in `services.common.http.pagination`."""
+
+    limit: Limit = DEFAULT_LIMIT
+    cursor: FromQuery[str | None] = None
+
+
+#: How a handler asks for it: `page: PagingDep` (with `PAGING` among its dependencies).
+PagingDep = NamedDependency[Paging]
+PAGING = {"page": Provide(Paging, sync_to_thread=False)}
 NOT_FOUND = {404: problem_spec("No such record that this key may see.")}
 WRITE_RESPONSES = {
     **AUTH_RESPONSES,
