@@ -4,13 +4,15 @@ that encodes the sort key of the last item returned (keyset pagination: stable u
 from __future__ import annotations
 
 import base64
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar, TypeVarTuple
 
 import msgspec
-from litestar.params import QueryParameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import Select, and_, or_, tuple_
 
 from services.common.errors import FieldProblem, InvalidFields
@@ -69,3 +71,17 @@ def newest_after(query: Select[*Row], columns: Sequence[Any], after: Sequence[An
     if after is not None:
         query = query.where(tuple_(*columns) < tuple_(*after))
     return query.order_by(*(column.desc() for column in columns))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Paging:
+    """A list's page as the query string asks for it: how many (`?limit=`), and after the
+    previous page (its `next_cursor`). Every paged list reads these two the same way."""
+
+    limit: Limit = DEFAULT_LIMIT
+    cursor: FromQuery[str | None] = None
+
+
+#: How a handler asks for it: `page: PagingDep` (with `PAGING` among its dependencies).
+PagingDep = NamedDependency[Paging]
+PAGING = {"page": Provide(Paging, sync_to_thread=False)}

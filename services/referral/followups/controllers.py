@@ -8,6 +8,7 @@ import uuid
 from litestar import Controller, post
 from litestar.params import FromPath
 
+from services.common.http.pagination import PagingDep
 from services.referral.followups import deps
 from services.referral.followups.deps import FollowUpFiltersDep, FollowUpsDep
 from services.referral.followups.schemas import FollowUpItem, FollowUpPage
@@ -15,7 +16,6 @@ from services.referral.referrals.web import (
     ACTORS,
     AUTH_RESPONSES,
     NOT_FOUND,
-    PagingDep,
     list_route,
     problem_spec,
 )

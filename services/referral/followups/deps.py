@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.access.auth import Principal
 from services.common.errors import NotFound
 from services.common.http.deps import Caller, Now
-from services.common.http.pagination import decode_cursor, page_of
+from services.common.http.pagination import PAGING, Paging, decode_cursor, page_of
 from services.common.http.web import DbSession
 from services.referral.followups.schemas import FollowUpItem, FollowUpPage
 from services.referral.followups.services import (
@@ -23,7 +23,7 @@ from services.referral.followups.services import (
     load_follow_up,
     mark_done,
 )
-from services.referral.referrals.web import PAGING, Paging, check_destination_filter
+from services.referral.referrals.web import check_destination_filter
 
 
 class FollowUps:

@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.types import Guard
 
 from services.common.contracts.vocabulary import Action
+from services.common.http.pagination import PagingDep
 from services.referral.referrals import deps
 from services.referral.referrals.actions import CancelBody, DeclineBody, NoteBody, ResolveBody, ScheduleBody
 from services.referral.referrals.deps import ReferralFiltersDep, ReferralsDep
@@ -23,7 +24,6 @@ from services.referral.referrals.web import (
     READ_RESPONSES,
     READERS,
     WRITE_RESPONSES,
-    PagingDep,
     list_route,
 )
 

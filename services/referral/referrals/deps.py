@@ -14,7 +14,7 @@ from services.common.access.auth import Principal
 from services.common.contracts.vocabulary import Action
 from services.common.errors import NotAllowed, NotFound
 from services.common.http.deps import Caller, ClinicSettings, Now
-from services.common.http.pagination import decode_cursor, page_of
+from services.common.http.pagination import PAGING, Paging, decode_cursor, page_of
 from services.common.http.web import DbSession
 from services.common.settings import Settings
 from services.referral.db.models import Referral
@@ -22,7 +22,7 @@ from services.referral.referrals.actions import ActionBody, may_act, take_action
 from services.referral.referrals.queries import ReferralFilters, cursor_key, scoped, worklist_query
 from services.referral.referrals.schemas import ReferralOut, ReferralPage
 from services.referral.referrals.shaping import sees_clinical, shaped_for, to_out
-from services.referral.referrals.web import PAGING, Paging, check_destination_filter
+from services.referral.referrals.web import check_destination_filter
 
 
 async def load_visible(

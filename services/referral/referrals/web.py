@@ -1,19 +1,16 @@
 """What the referral service's controllers share: the role guards, the problem responses they
-document, the destination filter and a list's paging."""
+document, the destination filter and the worklist route."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TypeVar
 
 from litestar import get
-from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromQuery
 
 from services.common.access.auth import Principal, Role, require_roles
 from services.common.contracts.vocabulary import Destination
-from services.common.http.pagination import DEFAULT_LIMIT, Limit
 from services.common.http.problems import AUTH_RESPONSES, problem_spec
 
 T = TypeVar("T")
@@ -46,19 +43,6 @@ def list_route(operation_id: str, summary: str) -> get:
     return get("/", operation_id=operation_id, summary=summary, guards=[READERS], responses=READ_RESPONSES)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Paging:
-    """A list's page as the query string asks for it: how many (`?limit=`), and after the
-    previous page (its `next_cursor`). Every paged list of the clinic reads these two the same
-    way, so this belongs beside `Limit` in `services.common.http.pagination`."""
-
-    limit: Limit = DEFAULT_LIMIT
-    cursor: FromQuery[str | None] = None
-
-
-#: How a handler asks for it: `page: PagingDep` (with `PAGING` among its dependencies).
-PagingDep = NamedDependency[Paging]
-PAGING = {"page": Provide(Paging, sync_to_thread=False)}
 NOT_FOUND = {404: problem_spec("No such record that this key may see.")}
 WRITE_RESPONSES = {
     **AUTH_RESPONSES,
