@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -45,13 +46,13 @@ class QueueTuning:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueueTuning:
+        """Each field with a `queue_<field>` setting takes it; the others keep their defaults."""
         return cls(
-            batch_size=settings.queue_batch_size,
-            lease_seconds=settings.queue_lease_seconds,
-            poll_seconds=settings.queue_poll_seconds,
-            max_attempts=settings.queue_max_attempts,
-            backoff_base_seconds=settings.queue_backoff_base_seconds,
-            backoff_max_seconds=settings.queue_backoff_max_seconds,
+            **{
+                f.name: getattr(settings, f"queue_{f.name}")
+                for f in dataclasses.fields(cls)
+                if hasattr(settings, f"queue_{f.name}")
+            }
         )
 
     def backoff(self, attempts: int) -> float:

@@ -188,16 +188,7 @@ class PatientFilter:
 
 
 def _patient_out(row: Patient) -> schemas.PatientOut:
-    return schemas.PatientOut(
-        id=row.id,
-        mrn=row.mrn,
-        given_name=row.given_name,
-        family_name=row.family_name,
-        birth_date=row.birth_date,
-        sex=row.sex,
-        phone=row.phone,
-        email=row.email,
-    )
+    return msgspec.convert(row, schemas.PatientOut, from_attributes=True)
 
 
 async def find_patients(

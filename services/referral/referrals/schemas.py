@@ -20,6 +20,7 @@ from services.common.contracts.intake_body import (
     Symptom,
     TreatmentTried,
 )
+from services.referral.triage.engine import Reason
 
 
 class PatientSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,12 +54,6 @@ class ClinicalPicture(msgspec.Struct, frozen=True, kw_only=True):
     notes: Notes | None = None
 
 
-class ReasonOut(msgspec.Struct, frozen=True, kw_only=True):
-    code: str
-    text: str
-    source: str
-
-
 class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     at: dt.datetime
@@ -90,7 +85,7 @@ class ReferralOut(msgspec.Struct, frozen=True, kw_only=True):
     destination: str
     priority: str
     status: str
-    reasons: list[ReasonOut]
+    reasons: list[Reason]
     ruleset_version: str
     created_at: dt.datetime
     updated_at: dt.datetime

@@ -16,9 +16,9 @@ from services.referral.referrals.schemas import (
     FollowUpOut,
     HistoryEntry,
     PatientSnapshot,
-    ReasonOut,
     ReferralOut,
 )
+from services.referral.triage.engine import Reason
 
 
 def follow_up_out(f: FollowUp) -> FollowUpOut:
@@ -55,7 +55,7 @@ def to_out(referral: Referral, now: dt.datetime, *, clinical: bool = False) -> R
         destination=referral.destination,
         priority=referral.priority,
         status=referral.status,
-        reasons=[ReasonOut(**r) for r in referral.reasons],
+        reasons=[Reason(**r) for r in referral.reasons],
         ruleset_version=referral.ruleset_version,
         created_at=referral.created_at,
         updated_at=referral.updated_at,

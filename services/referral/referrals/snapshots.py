@@ -47,16 +47,9 @@ def clinical_picture(event: IntakeSubmitted) -> dict[str, Any]:
     contact details for booking and every clinical answer (names, birth date and MRN are in the
     patient snapshot). Never logged."""
     body = event.intake
+    answers = {name: getattr(body, name) for name in ClinicalPicture.__struct_fields__ if name != "contact"}
     picture = ClinicalPicture(
-        contact=Contact(sex=body.patient.sex, phone=body.patient.phone, email=body.patient.email),
-        complaint=body.complaint,
-        red_flags=body.red_flags,
-        symptoms=body.symptoms,
-        conditions=body.conditions,
-        risk_factors=body.risk_factors,
-        treatments_tried=body.treatments_tried,
-        regenerative_procedure=body.regenerative_procedure,
-        notes=body.notes,
+        contact=Contact(sex=body.patient.sex, phone=body.patient.phone, email=body.patient.email), **answers
     )
     result: dict[str, Any] = msgspec.to_builtins(picture)
     return result
