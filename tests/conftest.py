@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -65,25 +66,34 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
         yield url
 
 
+async def admin_execute(server_url: str, statement: str) -> None:
+    """Run one statement on the test server's admin database, on a connection of its own."""
+    admin = await asyncpg.connect(libpq_url(server_url))
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def empty_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A fresh database on the test server, with no schema yet; dropped at the end."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @asynccontextmanager
 async def migrated_database(server_url: str, prefix: str) -> AsyncIterator[str]:
     """A fresh database on the test server, migrated; dropped at the end."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(libpq_url(server_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url, null_pool=True)
-    await upgrade_all(engine)
-    await engine.dispose()
-    yield url
-    admin = await asyncpg.connect(libpq_url(server_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with empty_database(server_url, prefix) as url:
+        engine = create_engine(url, null_pool=True)
+        await upgrade_all(engine)
+        await engine.dispose()
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -162,6 +172,13 @@ def auth(key: str) -> dict[str, str]:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The command line of `clinic`, as the processes tests start run it.
+CLINIC = (sys.executable, "-m", "services.cli")
+
+
+def clinic_env(database_url: str) -> dict[str, str]:
+    """This process's environment, for a `clinic` command on `database_url` logging JSON."""
+    return {**os.environ, "CLINIC_DATABASE_URL": database_url, "CLINIC_LOG_FORMAT": "json"}
 
 
 def run_clinic(
@@ -169,7 +186,7 @@ def run_clinic(
 ) -> subprocess.CompletedProcess[str]:
     """`clinic ARGS...` as a process, to its end; stdout and stderr captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [*CLINIC, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -177,3 +194,23 @@ def run_clinic(
         timeout=timeout,
         check=False,
     )
+
+
+def clinic_on(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`clinic ARGS...` on the database at `database_url`, to its end."""
+    return run_clinic(*args, env=clinic_env(database_url))
+
+
+def clinic_output(*args: str, env: dict[str, str]) -> str:
+    """What `clinic ARGS...` prints, stripped; failing the test if it fails."""
+    result = run_clinic(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def start_clinic(
+    *args: str, env: dict[str, str], stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """`clinic ARGS...` started as a process and left running; its output discarded unless
+    `stdout`/`stderr` say where it goes (as `subprocess.Popen` takes them)."""
+    return subprocess.Popen([*CLINIC, *args], cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import subprocess
-import sys
 import uuid
 
 import pytest
@@ -17,23 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.access import accounts, passwords, staff_sessions
 from services.common.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import clinic_on
 
 T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
 HERE = staff_sessions.Attempt(client_address="10.0.0.7", request_id="req-1", at=T0)
 
 
 def clinic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CLINIC_DATABASE_URL": database_url, "CLINIC_LOG_FORMAT": "json"}
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", "users", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """`clinic users ARGS...`"""
+    return clinic_on(database_url, "users", *args)
 
 
 def new_email() -> str:

@@ -23,7 +23,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +37,7 @@ import httpx
 import psutil
 
 from services.vignettes import load_vignettes
-from tests.conftest import REPO_ROOT, embedded_data_dir
+from tests.conftest import clinic_output, embedded_data_dir, start_clinic
 from tests.foundation.test_clinic_up import free_port, postgres_processes, wait_ready
 
 HEAVY = os.environ.get("CLINIC_RELIABILITY_HEAVY") == "1"
@@ -97,13 +96,7 @@ class System:
         self.env.update(CLINIC_INTAKE_PORT=str(ports[0]), CLINIC_REFERRAL_PORT=str(ports[1]))
         self.intake, self.referral = (f"http://127.0.0.1:{p}" for p in ports)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "up"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+            self.proc = start_clinic("up", env=self.env, stderr=log)
         deadline = time.monotonic() + timeout
         for url in (self.intake, self.referral):
             assert wait_ready(f"{url}/health/ready", deadline) == 200, self.log_tail()
@@ -115,16 +108,7 @@ class System:
         env = dict(self.env)
         if self.data_dir is not None:  # talk to the running embedded server directly
             env["CLINIC_DATABASE_URL"] = self.dsn()
-        result = subprocess.run(
-            [sys.executable, "-m", "services.cli", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return result.stdout.strip()
+        return clinic_output(*args, env=env)
 
     @property
     def headers(self) -> dict[str, str]:
