@@ -66,26 +66,24 @@ def routed(outcome: TriageOutcome) -> tuple[str, str]:
 # --- Duration: 12 weeks is not chronic, 13 is ---------------------------------------------------
 
 
-def test_disc_pain_of_12_weeks_is_not_chronic_so_conservative_care_comes_first() -> None:
-    outcome = triage(
-        make_intake(
-            duration_weeks=12, conditions=[ib.Condition.DEGENERATIVE_DISC_DISEASE], treatments=[PT_NONE]
+@pytest.mark.parametrize(
+    ("weeks", "route", "code"),
+    [
+        pytest.param(
+            12, ("pain_management", "routine"), "ACUTE", id="12 weeks: conservative care comes first"
         ),
-        TODAY,
+        pytest.param(13, ("regenerative_medicine", "routine"), "REGEN", id="13 weeks: regenerative medicine"),
+    ],
+)
+def test_disc_pain_after_failed_physio_is_chronic_from_13_weeks(
+    weeks: int, route: tuple[str, str], code: str
+) -> None:
+    intake = make_intake(
+        duration_weeks=weeks, conditions=[ib.Condition.DEGENERATIVE_DISC_DISEASE], treatments=[PT_NONE]
     )
-    assert routed(outcome) == ("pain_management", "routine")
-    assert codes(outcome) == ["ACUTE"]
-
-
-def test_disc_pain_of_13_weeks_after_failed_physio_goes_to_regenerative_medicine() -> None:
-    outcome = triage(
-        make_intake(
-            duration_weeks=13, conditions=[ib.Condition.DEGENERATIVE_DISC_DISEASE], treatments=[PT_NONE]
-        ),
-        TODAY,
-    )
-    assert routed(outcome) == ("regenerative_medicine", "routine")
-    assert codes(outcome) == ["REGEN"]
+    outcome = triage(intake, TODAY)
+    assert routed(outcome) == route
+    assert codes(outcome) == [code]
 
 
 @pytest.mark.parametrize(
@@ -175,46 +173,62 @@ def test_infection_after_a_procedure_goes_to_urgent_care_now_even_when_the_proce
 # --- Urgent care, urgent -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("question", ["numbness_or_tingling", "limb_weakness"])
-def test_numbness_or_weakness_needs_evaluation_within_a_day(question: str) -> None:
-    outcome = triage(make_intake(**{question: "yes"}), TODAY)
-    assert routed(outcome) == ("urgent_care", "urgent")
-    assert codes(outcome) == ["NEURO"]
+URGENT = ("urgent_care", "urgent")
 
 
-def test_fever_alone_goes_to_urgent_care_within_a_day() -> None:
-    outcome = triage(make_intake(fever_or_chills="yes"), TODAY)
-    assert routed(outcome) == ("urgent_care", "urgent")
-    assert codes(outcome) == ["INF-2"]
-
-
-def test_cancer_history_with_new_pain_is_urgent() -> None:
-    outcome = triage(make_intake(history_of_cancer="yes", duration_weeks=12), TODAY)
-    assert routed(outcome) == ("urgent_care", "urgent")
-    assert codes(outcome) == ["CANCER"]
+@pytest.mark.parametrize(
+    ("changes", "route", "reason_codes"),
+    [
+        pytest.param(
+            {"numbness_or_tingling": "yes"}, URGENT, ["NEURO"], id="numbness needs evaluation within a day"
+        ),
+        pytest.param(
+            {"limb_weakness": "yes"}, URGENT, ["NEURO"], id="weakness needs evaluation within a day"
+        ),
+        pytest.param(
+            {"fever_or_chills": "yes"}, URGENT, ["INF-2"], id="fever alone is urgent care within a day"
+        ),
+        pytest.param(
+            {"history_of_cancer": "yes", "duration_weeks": 12},
+            URGENT,
+            ["CANCER"],
+            id="cancer history, new pain",
+        ),
+        pytest.param(
+            {"history_of_cancer": "yes", "duration_weeks": 13},
+            ("pain_management", "routine"),
+            ["DEFAULT"],
+            id="cancer history with chronic stable pain is not a red flag",
+        ),
+        pytest.param({"unexplained_weight_loss": "yes"}, URGENT, ["WEIGHT"], id="unexplained weight loss"),
+        pytest.param(
+            {"worsening_despite_treatment": "yes"}, URGENT, ["WORSE"], id="worsening despite treatment"
+        ),
+        pytest.param(
+            {"procedure_days_ago": 10, "complications": [ib.Complication.NERVE_DAMAGE]},
+            URGENT,
+            ["POST-NERVE"],
+            id="nerve damage after a procedure",
+        ),
+        pytest.param(
+            {"procedure_days_ago": 10, "complications": [ib.Complication.ALLERGIC_REACTION]},
+            URGENT,
+            ["POST-ALLERGY"],
+            id="allergic reaction after a procedure",
+        ),
+    ],
+)
+def test_urgent_red_flags_go_to_urgent_care_within_a_day(
+    changes: dict[str, Any], route: tuple[str, str], reason_codes: list[str]
+) -> None:
+    outcome = triage(make_intake(**changes), TODAY)
+    assert routed(outcome) == route
+    assert codes(outcome) == reason_codes
 
 
 def test_cancer_history_with_chronic_worsening_pain_is_urgent() -> None:
     outcome = triage(make_intake(history_of_cancer="yes", duration_weeks=40, trend=ib.Trend.WORSENING), TODAY)
     assert codes(outcome) == ["CANCER"]
-
-
-def test_cancer_history_with_chronic_stable_pain_is_not_a_red_flag() -> None:
-    outcome = triage(make_intake(history_of_cancer="yes", duration_weeks=13), TODAY)
-    assert routed(outcome) == ("pain_management", "routine")
-    assert codes(outcome) == ["DEFAULT"]
-
-
-def test_unexplained_weight_loss_is_urgent() -> None:
-    outcome = triage(make_intake(unexplained_weight_loss="yes"), TODAY)
-    assert routed(outcome) == ("urgent_care", "urgent")
-    assert codes(outcome) == ["WEIGHT"]
-
-
-def test_pain_worsening_despite_treatment_is_urgent() -> None:
-    outcome = triage(make_intake(worsening_despite_treatment="yes"), TODAY)
-    assert routed(outcome) == ("urgent_care", "urgent")
-    assert codes(outcome) == ["WORSE"]
 
 
 @pytest.mark.parametrize(("intensity", "is_worse"), [(6, False), (7, True)])
@@ -239,16 +253,6 @@ def test_surgery_counts_as_treatment_for_worse_despite_treatment() -> None:
         treatments=[(ib.Treatment.SURGERY, ib.TreatmentOutcome.GOOD_RELIEF)],
     )
     assert codes(triage(intake, TODAY)) == ["WORSE"]
-
-
-@pytest.mark.parametrize(
-    ("complication", "code"),
-    [(ib.Complication.NERVE_DAMAGE, "POST-NERVE"), (ib.Complication.ALLERGIC_REACTION, "POST-ALLERGY")],
-)
-def test_procedure_complications_go_to_urgent_care(complication: ib.Complication, code: str) -> None:
-    outcome = triage(make_intake(procedure_days_ago=10, complications=[complication]), TODAY)
-    assert routed(outcome) == ("urgent_care", "urgent")
-    assert codes(outcome) == [code]
 
 
 def test_known_compression_fracture_with_new_pain_is_urgent() -> None:
@@ -513,35 +517,40 @@ def test_chronic_pain_with_nothing_specific_goes_to_pain_management_by_default()
 # --- How the rules combine -----------------------------------------------------------------------
 
 
-def test_red_flag_decides_but_the_degenerative_disc_finding_is_still_shown() -> None:
-    outcome = triage(
-        make_intake(
-            duration_weeks=34,
-            conditions=[ib.Condition.DEGENERATIVE_DISC_DISEASE],
-            treatments=[PT_PARTIAL],
-            bladder_or_bowel_dysfunction="yes",
+@pytest.mark.parametrize(
+    ("changes", "reason_codes"),
+    [
+        pytest.param(
+            {
+                "duration_weeks": 34,
+                "conditions": [ib.Condition.DEGENERATIVE_DISC_DISEASE],
+                "treatments": [PT_PARTIAL],
+                "bladder_or_bowel_dysfunction": "yes",
+            },
+            ["CES-1", "REGEN"],
+            id="a red flag decides but the degenerative disc finding is still shown",
         ),
-        TODAY,
-    )
-    assert routed(outcome) == ("urgent_care", "stat")
-    assert codes(outcome) == ["CES-1", "REGEN"]
-
-
-def test_every_matched_rule_is_listed_most_severe_first() -> None:
-    outcome = triage(
-        make_intake(
-            duration_weeks=30,
-            conditions=[ib.Condition.HERNIATED_DISC],
-            treatments=[PT_NONE],
-            procedure_days_ago=14,
-            limb_weakness="yes",
-            unexplained_weight_loss="unsure",
-            saddle_numbness="yes",
+        pytest.param(
+            {
+                "duration_weeks": 30,
+                "conditions": [ib.Condition.HERNIATED_DISC],
+                "treatments": [PT_NONE],
+                "procedure_days_ago": 14,
+                "limb_weakness": "yes",
+                "unexplained_weight_loss": "unsure",
+                "saddle_numbness": "yes",
+            },
+            ["CES-2", "NEURO", "UNSURE", "REGEN", "RECOVERY"],
+            id="every matched rule is listed, most severe first",
         ),
-        TODAY,
-    )
+    ],
+)
+def test_the_most_severe_rule_decides_and_every_matched_rule_is_listed(
+    changes: dict[str, Any], reason_codes: list[str]
+) -> None:
+    outcome = triage(make_intake(**changes), TODAY)
     assert routed(outcome) == ("urgent_care", "stat")
-    assert codes(outcome) == ["CES-2", "NEURO", "UNSURE", "REGEN", "RECOVERY"]
+    assert codes(outcome) == reason_codes
 
 
 def test_precedence_comes_from_severity_not_from_the_order_rules_are_declared(
