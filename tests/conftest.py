@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 from litestar import Litestar
+from sqlalchemy import Row, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -165,6 +167,35 @@ async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     finally:
         stop.set()
         await task
+
+
+async def query(engine: AsyncEngine, sql: str, /, **params: Any) -> list[Row[Any]]:
+    """The rows of one SQL statement with `params` bound (`:name`), in a transaction of its own."""
+    async with engine.begin() as conn:
+        return list(await conn.execute(text(sql), params))
+
+
+async def query_value(engine: AsyncEngine, sql: str, /, **params: Any) -> Any:
+    """The one value of a statement that returns exactly one row of one column."""
+    [(value,)] = await query(engine, sql, **params)
+    return value
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any] | Any], *, within: float = 20.0, what: str = ""
+) -> Any:
+    """Poll `check` (plain or async) until it returns something truthy, and return that; fail at
+    the deadline, saying `what` was awaited."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what or check}")
+        await asyncio.sleep(0.05)
 
 
 def auth(key: str) -> dict[str, str]:

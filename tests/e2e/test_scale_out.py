@@ -33,9 +33,9 @@ from services.common.contracts.events import CONSUMERS
 from services.common.db.engine import libpq_url
 from services.common.http.health import read_heartbeat
 from services.vignettes import load_vignettes
-from tests.conftest import MakeKey, auth, start_clinic
+from tests.conftest import MakeKey, auth, eventually, start_clinic
 from tests.foundation.test_clinic_up import free_port, wait_ready
-from tests.webhooks.support import Receiver, eventually
+from tests.webhooks.support import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scale]
 

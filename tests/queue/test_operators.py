@@ -15,21 +15,20 @@ from services.common.contracts.events import Envelope
 from services.common.http.web import ServiceSpec, build_app
 from services.common.queue import Consumer
 from services.common.settings import Settings
-from tests.conftest import MakeKey, auth, clinic_on
+from tests.conftest import MakeKey, auth, clinic_on, query
 from tests.queue.support import Lane
 
 
 async def _kill(engine: AsyncEngine, consumer: str, error: str) -> list[int]:
     """Make the consumer's deliveries dead, as running out of attempts would."""
-    async with engine.begin() as conn:
-        rows = await conn.execute(
-            text(
-                "UPDATE queue.deliveries SET status = 'dead', attempts = 8, last_error = :e, "
-                "updated_at = now() WHERE consumer = :c RETURNING id"
-            ),
-            {"c": consumer, "e": error},
-        )
-        return sorted(rows.scalars())
+    rows = await query(
+        engine,
+        "UPDATE queue.deliveries SET status = 'dead', attempts = 8, last_error = :e, "
+        "updated_at = now() WHERE consumer = :c RETURNING id",
+        c=consumer,
+        e=error,
+    )
+    return sorted(row.id for row in rows)
 
 
 async def test_clinic_events_lists_dead_deliveries_and_replays_one(

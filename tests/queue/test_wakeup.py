@@ -10,7 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.queue import LISTENER_NAME, QueueWorker
-from tests.queue.support import FAST, Lane, eventually, recording, running
+from tests.conftest import eventually
+from tests.queue.support import FAST, Lane, recording, running
 
 SLOW_POLL = dataclasses.replace(FAST, poll_seconds=60.0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
 from services.vignettes import load_vignettes
-from tests.conftest import MakeKey, auth
-from tests.referral.conftest import PublishIntake, referrals_for, wait_for
+from tests.conftest import MakeKey, auth, eventually, query
 
 Headers = dict[str, str]
+#: Publish an intake event as the intake service does (the `publish_intake` fixture); the intake id.
+PublishIntake = Callable[..., Awaitable[uuid.UUID]]
 
 #: A vignette per starting point: where triage sends it.
 VIGNETTE_FOR = {
@@ -75,7 +77,7 @@ async def new_referral(
 ) -> dict[str, Any]:
     """A referral triaged from a fresh intake (by the running triage consumer)."""
     intake_id = await publish_intake(vignette_body(vignette or VIGNETTE_FOR[destination], clock.now().date()))
-    [referral] = await wait_for(lambda: referrals_for(client, team.clinician, intake_id))
+    [referral] = await eventually(lambda: referrals_for(client, team.clinician, intake_id))
     return dict(referral)
 
 
@@ -144,15 +146,14 @@ async def referral_in(
 
 async def events_about(engine: AsyncEngine, subject: str, event_type: str) -> list[dict[str, Any]]:
     """The payloads of the events of `event_type` about `subject`, oldest first."""
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT payload FROM queue.events WHERE subject = CAST(:s AS uuid) AND type = :t "
-                "ORDER BY occurred_at, id"
-            ),
-            {"s": subject, "t": event_type},
-        )
-        return [dict(row.payload) for row in rows]
+    rows = await query(
+        engine,
+        "SELECT payload FROM queue.events WHERE subject = CAST(:s AS uuid) AND type = :t "
+        "ORDER BY occurred_at, id",
+        s=subject,
+        t=event_type,
+    )
+    return [dict(row.payload) for row in rows]
 
 
 async def triage_settled(engine: AsyncEngine) -> bool:
@@ -167,3 +168,11 @@ async def triage_settled(engine: AsyncEngine) -> bool:
             )
         ).scalar_one()
     return waiting == 0
+
+
+async def referrals_for(
+    client: httpx.AsyncClient, headers: dict[str, str], intake_id: uuid.UUID
+) -> list[dict]:
+    response = await client.get("/v1/referrals", params={"intake_id": str(intake_id)}, headers=headers)
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])

@@ -9,21 +9,20 @@ import datetime as dt
 import uuid
 
 import httpx
-import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
 from services.common.contracts.events import ReferralAmended
 from services.referral.webhooks.consumer import thin_data
-from tests.conftest import MakeKey
-from tests.referral.conftest import PublishIntake, referrals_for, wait_for
-from tests.referral.support import Team, act, events_about, make_team, vignette_body
-
-
-@pytest.fixture
-async def team(make_key: MakeKey) -> Team:
-    return await make_team(make_key)
+from tests.conftest import eventually, query_value
+from tests.referral.support import (
+    PublishIntake,
+    Team,
+    act,
+    events_about,
+    referrals_for,
+    vignette_body,
+)
 
 
 async def test_same_outcome_amendment_keeps_an_accepted_referral_accepted(
@@ -31,7 +30,7 @@ async def test_same_outcome_amendment_keeps_an_accepted_referral_accepted(
 ) -> None:
     body = vignette_body("P12", clock.now().date())
     intake_id = await publish_intake(body)
-    [referral] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+    [referral] = await eventually(lambda: referrals_for(referral_client, team.clinician, intake_id))
     clock.advance(dt.timedelta(hours=1))
     assert (
         await act(referral_client, referral["id"], "accept", team.specialist["pain_management"])
@@ -45,7 +44,7 @@ async def test_same_outcome_amendment_keeps_an_accepted_referral_accepted(
         items = await referrals_for(referral_client, team.clinician, intake_id)
         return items if items and items[0]["intake_version"] == 2 else []
 
-    [same] = await wait_for(amended)
+    [same] = await eventually(amended)
     assert same["id"] == referral["id"]
     assert same["status"] == "accepted"
     assert [h["status"] for h in same["history"]] == ["requested", "accepted", "accepted"]
@@ -61,7 +60,7 @@ async def test_different_outcome_amendment_announces_the_supersession(
 ) -> None:
     body = vignette_body("P12", clock.now().date())
     intake_id = await publish_intake(body)
-    [old] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+    [old] = await eventually(lambda: referrals_for(referral_client, team.clinician, intake_id))
     clock.advance(dt.timedelta(hours=1))
     body["red_flags"]["limb_weakness"] = "yes"
     await publish_intake(body, intake_id=intake_id, version=2, amended=True)
@@ -70,7 +69,7 @@ async def test_different_outcome_amendment_announces_the_supersession(
         items = await referrals_for(referral_client, team.clinician, intake_id)
         return items if len(items) == 2 else []
 
-    new = next(r for r in await wait_for(two) if r["id"] != old["id"])
+    new = next(r for r in await eventually(two) if r["id"] != old["id"])
     assert (new["destination"], new["priority"], new["supersedes"]) == ("urgent_care", "urgent", old["id"])
     [cancelled] = await events_about(engine, old["id"], "referral.status_changed")
     assert (cancelled["status"], cancelled["previous_status"], cancelled["superseded_by"]) == (
@@ -90,25 +89,21 @@ async def test_a_version_arriving_after_a_newer_one_changes_nothing(
     first = vignette_body("P12", clock.now().date())
     second = vignette_body("P01", clock.now().date())
     intake_id = await publish_intake(second, version=2, amended=True)
-    [referral] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+    [referral] = await eventually(lambda: referrals_for(referral_client, team.clinician, intake_id))
     assert referral["intake_version"] == 2 and referral["destination"] == "urgent_care"
 
     await publish_intake(first, intake_id=intake_id, version=1)
 
     async def handled() -> bool:
-        async with engine.connect() as conn:
-            waiting = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*) FROM queue.deliveries d JOIN queue.events e ON e.id = d.event_id "
-                        "WHERE e.subject = :s AND d.consumer = 'referral.triage'"
-                    ),
-                    {"s": intake_id},
-                )
-            ).scalar_one()
+        waiting = await query_value(
+            engine,
+            "SELECT count(*) FROM queue.deliveries d JOIN queue.events e ON e.id = d.event_id "
+            "WHERE e.subject = :s AND d.consumer = 'referral.triage'",
+            s=intake_id,
+        )
         return waiting == 0
 
-    await wait_for(handled)
+    await eventually(handled)
     assert await referrals_for(referral_client, team.clinician, intake_id) == [referral]
 
 
@@ -125,7 +120,7 @@ async def _amend(
         items = await referrals_for(client, team.clinician, intake_id)
         return items if any(r["intake_version"] == version for r in items) else []
 
-    return await wait_for(taken)
+    return await eventually(taken)
 
 
 async def _resolved_to_routine(
@@ -135,7 +130,7 @@ async def _resolved_to_routine(
     management: its body, id, the referral as triaged and as resolved."""
     body = vignette_body("P24", clock.now().date())
     intake_id = await publish_intake(body)
-    [held] = await wait_for(lambda: referrals_for(client, team.clinician, intake_id))
+    [held] = await eventually(lambda: referrals_for(client, team.clinician, intake_id))
     resolve = {"destination": "pain_management", "priority": "routine", "note": "weight stable on the scales"}
     resolved = await act(client, held["id"], "resolve", team.clinician, resolve)
     assert resolved.status_code == 200, resolved.text
@@ -152,7 +147,7 @@ async def test_an_amendment_with_no_open_referral_creates_one(
 ) -> None:
     body = vignette_body("P12", clock.now().date())
     intake_id = await publish_intake(body)
-    [old] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+    [old] = await eventually(lambda: referrals_for(referral_client, team.clinician, intake_id))
     cancel = await act(referral_client, old["id"], "cancel", team.clinician, {"reason": "patient moved away"})
     assert cancel.status_code == 200
     body["red_flags"]["fever_or_chills"] = "yes"
@@ -190,7 +185,7 @@ async def test_a_more_urgent_amendment_supersedes_at_once_and_says_so(
 ) -> None:
     body = vignette_body("P12", clock.now().date())
     intake_id = await publish_intake(body)
-    [old] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+    [old] = await eventually(lambda: referrals_for(referral_client, team.clinician, intake_id))
     body["red_flags"]["bladder_or_bowel_dysfunction"] = "unsure"
     items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
     new = _one(items, intake_version=2)
@@ -233,7 +228,7 @@ async def test_a_less_urgent_amendment_is_held_and_the_accepted_referral_stays(
 ) -> None:
     body = vignette_body("P20", clock.now().date())  # fever: urgent care within 24 h
     intake_id = await publish_intake(body)
-    [open_] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+    [open_] = await eventually(lambda: referrals_for(referral_client, team.clinician, intake_id))
     accepted = await act(referral_client, open_["id"], "accept", team.specialist["urgent_care"])
     assert accepted.status_code == 200
     body["red_flags"]["fever_or_chills"] = "no"  # by itself, this would be routine pain management
@@ -273,7 +268,7 @@ async def test_an_as_urgent_amendment_elsewhere_is_held_and_cancelling_the_hold_
 ) -> None:
     body = vignette_body("P05", clock.now().date())  # regenerative medicine, routine
     intake_id = await publish_intake(body)
-    [open_] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+    [open_] = await eventually(lambda: referrals_for(referral_client, team.clinician, intake_id))
     body["treatments_tried"] = []  # pain management, routine: as urgent, elsewhere
     items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
     hold = _one(items, intake_version=2)
@@ -309,7 +304,7 @@ async def test_an_amendment_of_an_open_hold_puts_amend_hold_on_the_hold_itself(
 ) -> None:
     body = vignette_body("P24", clock.now().date())  # clinician review, urgent
     intake_id = await publish_intake(body)
-    [held] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+    [held] = await eventually(lambda: referrals_for(referral_client, team.clinician, intake_id))
     body["red_flags"]["unexplained_weight_loss"] = "no"  # would be routine pain management
     [same] = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
     assert (same["id"], same["status"], same["destination"], same["priority"]) == (

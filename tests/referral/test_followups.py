@@ -9,7 +9,6 @@ import datetime as dt
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -17,17 +16,11 @@ from services.common.clock import FakeClock
 from services.common.settings import Settings
 from services.referral.app import create_app
 from services.referral.followups.scheduler import FollowUpScheduler
-from tests.conftest import MakeKey, serve
-from tests.referral.conftest import PublishIntake, wait_for
-from tests.referral.support import Team, make_team, referral_in
+from tests.conftest import eventually, serve
+from tests.referral.support import PublishIntake, Team, referral_in
 
 OFFSETS = (14, 42, 91, 182)
 DUE = "referral.follow_up_due"
-
-
-@pytest.fixture
-async def team(make_key: MakeKey) -> Team:
-    return await make_team(make_key)
 
 
 def scheduler(engine: AsyncEngine, clock: FakeClock, batch_size: int = 100) -> FollowUpScheduler:
@@ -117,7 +110,7 @@ async def test_a_follow_up_is_emitted_once_when_its_day_comes(
     assert await due_events(engine, referral["id"]) == []
 
     clock.advance(dt.timedelta(days=1))
-    [event] = await wait_for(lambda: due_events(engine, referral["id"]))  # the app's own scheduler
+    [event] = await eventually(lambda: due_events(engine, referral["id"]))  # the app's own scheduler
     assert event == {
         "referral_id": referral["id"],
         "intake_id": referral["intake_id"],
@@ -154,7 +147,7 @@ async def test_each_follow_up_is_emitted_once_for_good_even_if_put_back(
         events = await due_events(engine, referral["id"])
         return events if len(events) == len(ids) else []
 
-    events = await wait_for(all_four)
+    events = await eventually(all_four)
     assert _events_by_follow_up(events) == dict.fromkeys(ids, 1)
     # As if a restore or an operator put one back: it is claimed again, but never re-emitted.
     async with engine.begin() as conn:
@@ -175,7 +168,7 @@ async def test_a_follow_up_that_came_due_while_no_scheduler_ran_is_emitted_after
     assert await due_events(engine, referral["id"]) == []
 
     async with serve(create_app(settings, engine, run_workers=True, clock=clock)):
-        [event] = await wait_for(lambda: due_events(engine, referral["id"]))
+        [event] = await eventually(lambda: due_events(engine, referral["id"]))
     assert event["follow_up_id"] == referral["follow_ups"][0]["id"]
 
 

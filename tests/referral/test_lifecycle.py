@@ -18,15 +18,14 @@ from services.common.clock import FakeClock
 from services.common.http.pagination import encode_cursor
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake_app
-from tests.conftest import MakeKey, serve
+from tests.conftest import eventually, serve
 from tests.intake.conftest import intake_form
-from tests.referral.conftest import PublishIntake, wait_for
 from tests.referral.support import (
+    PublishIntake,
     Team,
     act,
     body_for,
     events_about,
-    make_team,
     new_referral,
     referral_in,
 )
@@ -45,11 +44,6 @@ ALLOWED = {
 }
 ALLOWED_MOVES = [(status, action) for status, moves in ALLOWED.items() for action in moves]
 REFUSED_MOVES = [(s, a) for s in ALLOWED for a in ACTIONS if a not in ALLOWED[s]]
-
-
-@pytest.fixture
-async def team(make_key: MakeKey) -> Team:
-    return await make_team(make_key)
 
 
 async def _get(client: httpx.AsyncClient, referral_id: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -428,7 +422,7 @@ async def test_an_accept_shows_on_the_intake(
             referral = (await intake_client.get(intake_url, headers=team.front_desk)).json()["referral"]
             return dict(referral) if referral else None
 
-        summary = await wait_for(routed)
+        summary = await eventually(routed)
         assert summary["status"] == "requested"
         clock.advance(dt.timedelta(minutes=30))
         accepted = await act(
@@ -440,7 +434,7 @@ async def test_an_accept_shows_on_the_intake(
             referral = (await intake_client.get(intake_url, headers=team.front_desk)).json()["referral"]
             return bool(referral["status"] == "accepted")
 
-        await wait_for(mirrored)
+        await eventually(mirrored)
 
 
 # -- who acted, by id ------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import json
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -35,6 +34,7 @@ from services.referral.webhooks import consumer
 from services.referral.webhooks.sender import WebhookSender
 from services.referral.webhooks.ssrf import TargetGuard
 from services.referral.webhooks.tuning import SenderTuning
+from tests.conftest import eventually
 
 # -- the receiver ----------------------------------------------------------------------------
 
@@ -164,20 +164,6 @@ async def running(
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-
-
-async def eventually(check: Callable[[], Awaitable[Any] | Any], *, within: float = 20.0) -> Any:
-    """Poll `check` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not so within {within} s: {check}")
-        await asyncio.sleep(0.05)
 
 
 # -- events ----------------------------------------------------------------------------------
