@@ -16,7 +16,7 @@ from services.common.queue import publish
 from services.common.settings import Settings
 from services.referral.app import create_app
 from tests.conftest import MakeKey, auth, serve
-from tests.referral.support import PublishIntake, Team, make_team
+from tests.referral.support import Desk, PublishIntake, Team, make_team
 
 
 @pytest.fixture
@@ -68,6 +68,17 @@ def publish_intake(engine: AsyncEngine) -> PublishIntake:
 @pytest.fixture
 async def team(make_key: MakeKey) -> Team:
     return await make_team(make_key)
+
+
+@pytest.fixture
+def desk(
+    referral_client: httpx.AsyncClient,
+    publish_intake: PublishIntake,
+    team: Team,
+    clock: FakeClock,
+    engine: AsyncEngine,
+) -> Desk:
+    return Desk(referral_client, publish_intake, team, clock, engine)
 
 
 @pytest.fixture

@@ -176,3 +176,54 @@ async def referrals_for(
     response = await client.get("/v1/referrals", params={"intake_id": str(intake_id)}, headers=headers)
     assert response.status_code == 200, response.text
     return list(response.json()["items"])
+
+
+@dataclass(frozen=True)
+class Desk:
+    """The referral service with its consumers running (`client`), and what a test drives it
+    with: intake events as the intake service publishes them, a key for every role, the app's
+    clock and the database (the `desk` fixture)."""
+
+    client: httpx.AsyncClient
+    publish_intake: PublishIntake
+    team: Team
+    clock: FakeClock
+    engine: AsyncEngine
+
+    async def triaged(self, vignette_id: str) -> tuple[dict[str, Any], uuid.UUID, dict[str, Any]]:
+        """A fresh intake of the vignette: its body, its id, and the referral triage made of it."""
+        body = vignette_body(vignette_id, self.clock.now().date())
+        intake_id = await self.publish_intake(body)
+        [referral] = await eventually(lambda: referrals_for(self.client, self.team.clinician, intake_id))
+        return body, intake_id, referral
+
+    async def amend(self, body: dict[str, Any], intake_id: uuid.UUID, version: int) -> list[dict[str, Any]]:
+        """Publish version `version` of the intake; the intake's referrals once triage has taken it."""
+        await self.publish_intake(body, intake_id=intake_id, version=version, amended=True)
+
+        async def taken() -> list[dict[str, Any]]:
+            items = await referrals_for(self.client, self.team.clinician, intake_id)
+            return items if any(r["intake_version"] == version for r in items) else []
+
+        return list(await eventually(taken))
+
+    async def new_referral(
+        self, *, destination: str = "pain_management", vignette: str | None = None
+    ) -> dict[str, Any]:
+        return await new_referral(
+            self.client,
+            self.publish_intake,
+            self.team,
+            self.clock,
+            destination=destination,
+            vignette=vignette,
+        )
+
+    async def referral_in(self, status: str, *, destination: str | None = None) -> dict[str, Any]:
+        return await referral_in(
+            status, self.client, self.publish_intake, self.team, self.clock, destination=destination
+        )
+
+    async def status_changes(self, referral_id: str) -> list[dict[str, Any]]:
+        """The `referral.status_changed` events about the referral, oldest first."""
+        return await events_about(self.engine, referral_id, "referral.status_changed")

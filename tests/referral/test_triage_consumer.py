@@ -13,7 +13,7 @@ from services.common.clock import FakeClock
 from services.common.queue import redeliver
 from services.vignettes import load_vignettes
 from tests.conftest import eventually, query_value
-from tests.referral.support import PublishIntake, referrals_for
+from tests.referral.support import Desk, PublishIntake, referrals_for
 
 
 def _by_id(vignette_id: str, today) -> dict:
@@ -95,36 +95,22 @@ async def test_redelivered_intake_event_creates_no_second_referral(
     assert len(await referrals_for(referral_client, clinician_headers, intake_id)) == 1
 
 
-async def test_amendment_with_same_outcome_updates_reasons_in_place(
-    referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers, clock: FakeClock
-) -> None:
-    body = _by_id("P12", clock.now().date())
-    intake_id = await publish_intake(body)
-    [first] = await eventually(lambda: referrals_for(referral_client, clinician_headers, intake_id))
+async def test_amendment_with_same_outcome_updates_reasons_in_place(desk: Desk) -> None:
+    body, intake_id, first = await desk.triaged("P12")
     body["conditions"] = ["spinal_stenosis", "osteoporosis"]
-    await publish_intake(body, intake_id=intake_id, version=2, amended=True)
-
-    async def updated() -> list:
-        items = await referrals_for(referral_client, clinician_headers, intake_id)
-        return items if items and items[0]["intake_version"] == 2 else []
-
-    [same] = await eventually(updated)
+    [same] = await desk.amend(body, intake_id, 2)
     assert same["id"] == first["id"]
     assert same["destination"] == "pain_management"
     assert "intake amended" in same["history"][-1]["note"]
 
 
-async def test_amendment_with_new_outcome_supersedes_the_open_referral(
-    referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers, clock: FakeClock
-) -> None:
-    body = _by_id("P12", clock.now().date())
-    intake_id = await publish_intake(body)
-    [old] = await eventually(lambda: referrals_for(referral_client, clinician_headers, intake_id))
+async def test_amendment_with_new_outcome_supersedes_the_open_referral(desk: Desk) -> None:
+    body, intake_id, old = await desk.triaged("P12")
     body["red_flags"]["saddle_numbness"] = "yes"
-    await publish_intake(body, intake_id=intake_id, version=2, amended=True)
+    await desk.publish_intake(body, intake_id=intake_id, version=2, amended=True)
 
     async def two() -> list:
-        items = await referrals_for(referral_client, clinician_headers, intake_id)
+        items = await referrals_for(desk.client, desk.team.clinician, intake_id)
         return items if len(items) == 2 else []
 
     items = await eventually(two)

@@ -136,6 +136,13 @@ class System:
         self.proc = None
         return code
 
+    def stop_cleanly(self) -> None:
+        """SIGTERM `clinic up`: it exits 0, and no process of the system outlives it (nor the
+        embedded server, when it runs one)."""
+        assert self.stop() == 0
+        assert self.left_behind() == [], "a process outlived the clean stop"
+        assert self.postgres() == [], "the embedded server outlived the clean stop"
+
     def kill_everything(self) -> None:
         """SIGKILL every process of the system at once (PostgreSQL too, when embedded)."""
         assert self.proc is not None
@@ -430,11 +437,13 @@ def count(dsn: str, acked: list[Answer]) -> Count:
 
 
 def settle_and_check(dsn: str, acked: list[Answer], *, within: float = 90.0) -> Count:
-    """Wait (at most `within` seconds) for the system to finish the work it acknowledged; count."""
+    """Wait (at most `within` seconds) for the system to finish the work it acknowledged; the
+    count, which must be clean (nothing lost, duplicated, unmirrored or owed)."""
     started = time.monotonic()
     result = wait_for(lambda: (c := count(dsn, acked)).clean and c, within=within, every=0.5)
     final = result or count(dsn, acked)
     final.settle_seconds = time.monotonic() - started
+    assert final.clean, str(final)
     return final
 
 

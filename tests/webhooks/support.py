@@ -232,11 +232,12 @@ def intake_submitted() -> IntakeSubmitted:
 
 
 def status_changed(created: ReferralCreated, status: str = "accepted") -> ReferralStatusChanged:
+    """The created referral moved from its first status to `status` by `dr-pain`, now."""
+    same = {
+        field: getattr(created, field) for field in ("referral_id", "intake_id", "destination", "priority")
+    }
     return ReferralStatusChanged(
-        referral_id=created.referral_id,
-        intake_id=created.intake_id,
-        destination=created.destination,
-        priority=created.priority,
+        **same,
         status=status,
         previous_status=created.status,
         changed_at=datetime.now(UTC),
