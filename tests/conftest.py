@@ -12,16 +12,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from cryptography.fernet import Fernet
 from litestar import Litestar
+from sqlalchemy import Row, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -65,25 +68,34 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
         yield url
 
 
+async def admin_execute(server_url: str, statement: str) -> None:
+    """Run one statement on the test server's admin database, on a connection of its own."""
+    admin = await asyncpg.connect(libpq_url(server_url))
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def empty_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A fresh database on the test server, with no schema yet; dropped at the end."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @asynccontextmanager
 async def migrated_database(server_url: str, prefix: str) -> AsyncIterator[str]:
     """A fresh database on the test server, migrated; dropped at the end."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(libpq_url(server_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url, null_pool=True)
-    await upgrade_all(engine)
-    await engine.dispose()
-    yield url
-    admin = await asyncpg.connect(libpq_url(server_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with empty_database(server_url, prefix) as url:
+        engine = create_engine(url, null_pool=True)
+        await upgrade_all(engine)
+        await engine.dispose()
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -157,11 +169,47 @@ async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
         await task
 
 
+async def query(engine: AsyncEngine, sql: str, /, **params: Any) -> list[Row[Any]]:
+    """The rows of one SQL statement with `params` bound (`:name`), in a transaction of its own."""
+    async with engine.begin() as conn:
+        return list(await conn.execute(text(sql), params))
+
+
+async def query_value(engine: AsyncEngine, sql: str, /, **params: Any) -> Any:
+    """The one value of a statement that returns exactly one row of one column."""
+    [(value,)] = await query(engine, sql, **params)
+    return value
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any] | Any], *, within: float = 20.0, what: str = ""
+) -> Any:
+    """Poll `check` (plain or async) until it returns something truthy, and return that; fail at
+    the deadline, saying `what` was awaited."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what or check}")
+        await asyncio.sleep(0.05)
+
+
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The command line of `clinic`, as the processes tests start run it.
+CLINIC = (sys.executable, "-m", "services.cli")
+
+
+def clinic_env(database_url: str) -> dict[str, str]:
+    """This process's environment, for a `clinic` command on `database_url` logging JSON."""
+    return {**os.environ, "CLINIC_DATABASE_URL": database_url, "CLINIC_LOG_FORMAT": "json"}
 
 
 def run_clinic(
@@ -169,7 +217,7 @@ def run_clinic(
 ) -> subprocess.CompletedProcess[str]:
     """`clinic ARGS...` as a process, to its end; stdout and stderr captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [*CLINIC, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -177,3 +225,23 @@ def run_clinic(
         timeout=timeout,
         check=False,
     )
+
+
+def clinic_on(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`clinic ARGS...` on the database at `database_url`, to its end."""
+    return run_clinic(*args, env=clinic_env(database_url))
+
+
+def clinic_output(*args: str, env: dict[str, str]) -> str:
+    """What `clinic ARGS...` prints, stripped; failing the test if it fails."""
+    result = run_clinic(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def start_clinic(
+    *args: str, env: dict[str, str], stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """`clinic ARGS...` started as a process and left running; its output discarded unless
+    `stdout`/`stderr` say where it goes (as `subprocess.Popen` takes them)."""
+    return subprocess.Popen([*CLINIC, *args], cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import subprocess
-import sys
 import uuid
 
 import pytest
@@ -17,23 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.access import accounts, passwords, staff_sessions
 from services.common.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import clinic_on
 
 T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
 HERE = staff_sessions.Attempt(client_address="10.0.0.7", request_id="req-1", at=T0)
 
 
 def clinic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CLINIC_DATABASE_URL": database_url, "CLINIC_LOG_FORMAT": "json"}
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", "users", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """`clinic users ARGS...`"""
+    return clinic_on(database_url, "users", *args)
 
 
 def new_email() -> str:
@@ -96,20 +86,21 @@ def test_password_rules(password: str, refused: bool) -> None:
     assert (passwords.password_problem(password) is not None) is refused
 
 
-async def _account(engine: AsyncEngine, email: str) -> str:
+async def _account(engine: AsyncEngine) -> tuple[str, str]:
+    """A new front-desk account: its email and temporary password."""
+    email = new_email()
     async with AsyncSession(engine) as session:
         temporary, _ = await accounts.create_user(
             session, role="front_desk", name="Sam", email=email, destination=None, now=T0
         )
         await session.commit()
-    return temporary
+    return email, temporary
 
 
 async def test_sessions_end_when_idle_and_at_their_absolute_limit(
     settings: Settings, engine: AsyncEngine
 ) -> None:
-    email = new_email()
-    password = await _account(engine, email)
+    email, password = await _account(engine)
     async with AsyncSession(engine) as session:
         token = await staff_sessions.sign_in(session, email, password, HERE, settings)
         await session.commit()
@@ -138,8 +129,7 @@ async def test_sessions_end_when_idle_and_at_their_absolute_limit(
 async def test_failures_are_throttled_per_account_and_per_address(
     settings: Settings, engine: AsyncEngine
 ) -> None:
-    email = new_email()
-    password = await _account(engine, email)
+    email, password = await _account(engine)
     async with AsyncSession(engine) as session:
         for _ in range(staff_sessions.MAX_FAILURES_PER_ACCOUNT):
             with pytest.raises(staff_sessions.SignInRefused, match="not right"):
@@ -161,8 +151,7 @@ async def test_failures_are_throttled_per_account_and_per_address(
 
 
 async def test_sign_in_events_are_recorded_and_append_only(settings: Settings, engine: AsyncEngine) -> None:
-    email = new_email()
-    password = await _account(engine, email)
+    email, password = await _account(engine)
     async with AsyncSession(engine) as session:
         with pytest.raises(staff_sessions.SignInRefused):
             await staff_sessions.sign_in(session, email, "not it at all", HERE, settings)

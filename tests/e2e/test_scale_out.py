@@ -17,7 +17,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -34,9 +33,9 @@ from services.common.contracts.events import CONSUMERS
 from services.common.db.engine import libpq_url
 from services.common.http.health import read_heartbeat
 from services.vignettes import load_vignettes
-from tests.conftest import REPO_ROOT, MakeKey, auth
+from tests.conftest import MakeKey, auth, eventually, start_clinic
 from tests.foundation.test_clinic_up import free_port, wait_ready
-from tests.webhooks.support import Receiver, eventually
+from tests.webhooks.support import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scale]
 
@@ -59,13 +58,7 @@ class Fleet:
 
     def _start(self, name: str, *args: str) -> None:
         log = (self.logs / f"{name}-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", *args],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_clinic(*args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append((name, proc))
 
     def api(self, service: str) -> None:

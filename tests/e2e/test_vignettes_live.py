@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import pytest
 
 from services.common.db.engine import libpq_url
 from services.vignettes import Vignette, load_vignettes
-from tests.conftest import REPO_ROOT, run_clinic
+from tests.conftest import REPO_ROOT, clinic_output, run_clinic, start_clinic
 from tests.foundation.test_clinic_up import free_port, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -44,27 +43,13 @@ def live(database_url: str) -> Iterator[LiveSystem]:
         "CLINIC_REFERRAL_PORT": str(referral_port),
         "CLINIC_QUEUE_POLL_SECONDS": "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_clinic("up", env=env)
     try:
         deadline = time.monotonic() + 90
         intake, referral = f"http://127.0.0.1:{intake_port}", f"http://127.0.0.1:{referral_port}"
         assert wait_ready(f"{intake}/health/ready", deadline) == 200
         assert wait_ready(f"{referral}/health/ready", deadline) == 200
-        key = subprocess.run(
-            [sys.executable, "-m", "services.cli", "keys", "create", "--role", "admin", "--name", "e2e"],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout.strip()
+        key = clinic_output("keys", "create", "--role", "admin", "--name", "e2e", env=env)
         yield LiveSystem(intake, referral, env, {"Authorization": f"Bearer {key}"})
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -20,9 +20,8 @@ from services.common.settings import Settings
 from services.intake.app import create_app as create_intake_app
 from services.intake.fhir.questionnaire import questionnaire_url, response_items
 from services.referral.app import create_app as create_referral_app
-from tests.conftest import MakeKey, auth, serve
+from tests.conftest import MakeKey, auth, eventually, serve
 from tests.intake.conftest import row_counts  # noqa: F401  (a fixture, shared)
-from tests.referral.conftest import wait_for
 
 FHIR_JSON = "application/fhir+json"
 INTAKE_BASE = "http://intake.test/fhir/R4"
@@ -209,5 +208,5 @@ async def service_requests_for(
         bundle = fhir_json(response)
         return [e["resource"] for e in bundle["entry"]] or None
 
-    result: list[dict[str, Any]] = await wait_for(found)
+    result: list[dict[str, Any]] = await eventually(found)
     return result

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from services.common.settings import Settings
 from services.vignettes import Vignette, load_vignettes
-from tests.conftest import MakeKey, auth
+from tests.conftest import MakeKey, auth, eventually
 from tests.fhir.conftest import (
     INTAKE_BASE,
     TODAY,
@@ -31,20 +33,30 @@ def vignette(destination: str) -> Vignette:
     return next(v for v in VIGNETTES if v.expect.destination == destination)
 
 
-async def refer(
+Refer = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], dict[str, Any]]]]
+
+
+@pytest.fixture
+def refer(
     intake: httpx.AsyncClient,
     referral: httpx.AsyncClient,
-    headers: dict[str, str],
-    settings: Settings,
-    form: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Submit `form` as a FHIR questionnaire response; return it and the ServiceRequest made."""
-    form = copy.deepcopy(form)
-    form["patient"]["mrn"] = unique_mrn()
-    response = fhir_json(await submit(intake, headers, questionnaire_response(settings, form)), 201)
-    patient_id = response["subject"]["reference"].split("/")[1]
-    (request,) = await service_requests_for(referral, headers, patient_id)
-    return response, request
+    front_desk: dict[str, str],
+    fhir_settings: Settings,
+) -> Refer:
+    """Submit a form (a fresh MRN) as the front desk's FHIR questionnaire response; return it and the
+    ServiceRequest made."""
+
+    async def run(form: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        form = copy.deepcopy(form)
+        form["patient"]["mrn"] = unique_mrn()
+        response = fhir_json(
+            await submit(intake, front_desk, questionnaire_response(fhir_settings, form)), 201
+        )
+        patient_id = response["subject"]["reference"].split("/")[1]
+        (request,) = await service_requests_for(referral, front_desk, patient_id)
+        return response, request
+
+    return run
 
 
 def codes(concept: dict[str, Any]) -> list[str]:
@@ -54,15 +66,14 @@ def codes(concept: dict[str, Any]) -> list[str]:
 async def test_every_vignette_goes_in_as_a_questionnaire_response_and_comes_out_as_service_request_and_task(
     intake: httpx.AsyncClient,
     referral: httpx.AsyncClient,
+    front_desk: dict[str, str],
     clinician: dict[str, str],
-    fhir_settings: Settings,
-    make_key: MakeKey,
+    refer: Refer,
 ) -> None:
-    front_desk = auth(await make_key("front_desk"))
     rules = fhir_json(await referral.get("/fhir/R4/CodeSystem/triage-rule", headers=front_desk))
     rule_codes = {c["code"] for c in rules["concept"]}
     for case in VIGNETTES:
-        response, request = await refer(intake, referral, front_desk, fhir_settings, case.body)
+        response, request = await refer(case.body)
         destination = case.expect.destination.replace("_", "-")
         assert request["intent"] == "order"
         assert request["priority"] == case.expect.priority, case.id
@@ -95,13 +106,9 @@ async def test_every_vignette_goes_in_as_a_questionnaire_response_and_comes_out_
 
 
 async def test_the_task_follows_the_referral_with_its_history_as_versions(
-    intake: httpx.AsyncClient,
-    referral: httpx.AsyncClient,
-    front_desk: dict[str, str],
-    fhir_settings: Settings,
-    make_key: MakeKey,
+    referral: httpx.AsyncClient, front_desk: dict[str, str], refer: Refer, make_key: MakeKey
 ) -> None:
-    _, request = await refer(intake, referral, front_desk, fhir_settings, vignette("pain_management").body)
+    _, request = await refer(vignette("pain_management").body)
     specialist = auth(await make_key("specialist", destination="pain_management"))
     actions = f"/v1/referrals/{request['id']}"
     appointment = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
@@ -140,15 +147,9 @@ async def test_the_task_follows_the_referral_with_its_history_as_versions(
 
 
 async def test_a_declined_referral_is_a_rejected_task_and_a_revoked_request(
-    intake: httpx.AsyncClient,
-    referral: httpx.AsyncClient,
-    front_desk: dict[str, str],
-    fhir_settings: Settings,
-    make_key: MakeKey,
+    referral: httpx.AsyncClient, front_desk: dict[str, str], refer: Refer, make_key: MakeKey
 ) -> None:
-    _, request = await refer(
-        intake, referral, front_desk, fhir_settings, vignette("regenerative_medicine").body
-    )
+    _, request = await refer(vignette("regenerative_medicine").body)
     specialist = auth(await make_key("specialist", destination="regenerative_medicine"))
     declined = await referral.post(
         f"/v1/referrals/{request['id']}/decline", json={"reason": "no capacity"}, headers=specialist
@@ -190,33 +191,24 @@ async def test_searches_filter_by_status_performer_and_last_updated_and_page(
     fhir_json(await submit(intake, front_desk, questionnaire_response(fhir_settings, second_form)), 201)
     patient = first["subject"]["reference"]
 
-    async def both() -> list[dict[str, Any]] | None:
+    async def found(kind: str, **params: Any) -> list[dict[str, Any]]:
+        """What the front desk's search of `kind` for the patient finds, by `params` too."""
         bundle = fhir_json(
-            await referral.get("/fhir/R4/ServiceRequest", params={"patient": patient}, headers=front_desk)
+            await referral.get(f"/fhir/R4/{kind}", params={"patient": patient, **params}, headers=front_desk)
         )
-        return [e["resource"] for e in bundle["entry"]] if len(bundle["entry"]) == 2 else None
+        return [e["resource"] for e in bundle["entry"]]
 
-    from tests.referral.conftest import wait_for
+    async def both() -> list[dict[str, Any]] | None:
+        requests = await found("ServiceRequest")
+        return requests if len(requests) == 2 else None
 
-    requests = await wait_for(both)
+    requests = await eventually(both)
     # Most urgent first: the urgent-care referral leads.
     assert requests[0]["performer"][0]["reference"] == "HealthcareService/urgent-care"
-    by_performer = fhir_json(
-        await referral.get(
-            "/fhir/R4/ServiceRequest",
-            params={"patient": patient, "performer": "HealthcareService/urgent-care"},
-            headers=front_desk,
-        )
-    )
-    assert [e["resource"]["id"] for e in by_performer["entry"]] == [requests[0]["id"]]
-    by_owner = fhir_json(
-        await referral.get(
-            "/fhir/R4/Task",
-            params={"patient": patient, "owner": requests[1]["performer"][0]["reference"]},
-            headers=front_desk,
-        )
-    )
-    assert [e["resource"]["id"] for e in by_owner["entry"]] == [requests[1]["id"]]
+    by_performer = await found("ServiceRequest", performer="HealthcareService/urgent-care")
+    assert [r["id"] for r in by_performer] == [requests[0]["id"]]
+    by_owner = await found("Task", owner=requests[1]["performer"][0]["reference"])
+    assert [r["id"] for r in by_owner] == [requests[1]["id"]]
     page = fhir_json(
         await referral.get("/fhir/R4/Task", params={"patient": patient, "_count": 1}, headers=front_desk)
     )
@@ -224,41 +216,17 @@ async def test_searches_filter_by_status_performer_and_last_updated_and_page(
     rest = fhir_json(await referral.get(next_url, headers=front_desk))
     assert [e["resource"]["id"] for e in page["entry"] + rest["entry"]] == [r["id"] for r in requests]
     latest = max(r["meta"]["lastUpdated"] for r in requests)
-    assert (
-        fhir_json(
-            await referral.get(
-                "/fhir/R4/ServiceRequest",
-                params={"patient": patient, "_lastUpdated": f"gt{latest}"},
-                headers=front_desk,
-            )
-        )["entry"]
-        == []
-    )
-    assert (
-        len(
-            fhir_json(
-                await referral.get(
-                    "/fhir/R4/ServiceRequest",
-                    params={"patient": patient, "_lastUpdated": f"le{latest}"},
-                    headers=front_desk,
-                )
-            )["entry"]
-        )
-        == 2
-    )
+    assert await found("ServiceRequest", _lastUpdated=f"gt{latest}") == []
+    assert len(await found("ServiceRequest", _lastUpdated=f"le{latest}")) == 2
     bad = await referral.get("/fhir/R4/ServiceRequest", params={"_lastUpdated": "xx2026"}, headers=front_desk)
     assert fhir_json(bad, 400)["issue"][0]["expression"] == ["_lastUpdated"]
     assert fhir_json(await referral.get("/fhir/R4/Task", params={"_count": 0}, headers=front_desk), 400)
 
 
 async def test_a_specialist_sees_only_its_destinations_referrals(
-    intake: httpx.AsyncClient,
-    referral: httpx.AsyncClient,
-    front_desk: dict[str, str],
-    fhir_settings: Settings,
-    make_key: MakeKey,
+    referral: httpx.AsyncClient, front_desk: dict[str, str], refer: Refer, make_key: MakeKey
 ) -> None:
-    _, request = await refer(intake, referral, front_desk, fhir_settings, vignette("pain_management").body)
+    _, request = await refer(vignette("pain_management").body)
     own = auth(await make_key("specialist", destination="pain_management"))
     other = auth(await make_key("specialist", destination="urgent_care"))
     for path in (

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from services.common.db.migrate import pending_count
-from tests.conftest import REPO_ROOT, embedded_data_dir, run_clinic
+from tests.conftest import REPO_ROOT, embedded_data_dir, run_clinic, start_clinic
 
 
 def free_port() -> int:
@@ -62,13 +62,7 @@ def test_clinic_up_serves_both_services_and_sigterm_leaves_no_process(data_dir: 
         CLINIC_REFERRAL_PORT=str(referral_port),
     )
     stderr = (tmp_path / "stderr").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-    )
+    proc = start_clinic("up", env=env, stdout=subprocess.PIPE, stderr=stderr)
     try:
         deadline = time.monotonic() + 180  # a bound, not a speed check: initdb on a busy machine
         assert wait_ready(f"http://127.0.0.1:{intake_port}/health/ready", deadline) == 200
@@ -131,14 +125,7 @@ def test_a_killed_owner_leaves_no_orphan_server_after_the_next_run(data_dir: Pat
     owner.kill()
     owner.wait()
     assert postgres_processes(data_dir), "a SIGKILLed owner leaves its server running"
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "migrate"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_clinic("migrate", env=env)
     assert result.returncode == 0, result.stderr
     time.sleep(0.5)
     assert postgres_processes(data_dir) == [], "the orphaned server was not stopped"

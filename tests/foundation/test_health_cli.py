@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,47 +12,20 @@ from litestar.datastructures import State
 
 from services.common.db.engine import create_engine
 from services.common.http.health import beat, read_heartbeat
-from tests.conftest import REPO_ROOT
+from tests.conftest import clinic_env, run_clinic, start_clinic
 from tests.e2e.test_vignettes_live import poll
 from tests.foundation.test_clinic_up import free_port, wait_ready
 
 
-def clinic(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        cwd=REPO_ROOT,
-        env=env or dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_a_running_worker_is_healthy_and_a_stopped_one_is_not(database_url: str, tmp_path: Path) -> None:
     path = tmp_path / "intake.heartbeat"
-    env = {**os.environ, "CLINIC_DATABASE_URL": database_url, "CLINIC_LOG_FORMAT": "json"}
+    env = clinic_env(database_url)
     health = ("health", "worker", "intake", "--heartbeat-file", str(path))
-    assert clinic(*health, env=env).returncode == 1  # nothing has started yet
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "worker",
-            "intake",
-            "--heartbeat-file",
-            str(path),
-            "--heartbeat-seconds",
-            "0.5",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    assert run_clinic(*health, env=env).returncode == 1  # nothing has started yet
+    worker = ("worker", "intake", "--heartbeat-file", str(path), "--heartbeat-seconds", "0.5")
+    proc = start_clinic(*worker, env=env)
     try:
-        healthy = poll(lambda: (r := clinic(*health, env=env)).returncode == 0 and r, timeout=60)
+        healthy = poll(lambda: (r := run_clinic(*health, env=env)).returncode == 0 and r, timeout=60)
         assert "ok" in healthy.stdout
         record = json.loads(path.read_text())
         assert record["pid"] == proc.pid
@@ -63,7 +34,7 @@ def test_a_running_worker_is_healthy_and_a_stopped_one_is_not(database_url: str,
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert proc.returncode == 0
-    stopped = clinic(*health, env=env)
+    stopped = run_clinic(*health, env=env)
     assert stopped.returncode == 1
     assert "no heartbeat" in stopped.stderr
 
@@ -77,7 +48,7 @@ def test_a_stale_or_failing_heartbeat_is_unhealthy(tmp_path: Path) -> None:
     ok, why = read_heartbeat(path, max_age=30)
     assert not ok
     assert "ago" in why
-    result = clinic("health", "worker", "referral", "--heartbeat-file", str(path))
+    result = run_clinic("health", "worker", "referral", "--heartbeat-file", str(path))
     assert result.returncode == 1
     path.write_text("{not json")
     assert not read_heartbeat(path, max_age=30)[0]
@@ -98,20 +69,14 @@ async def test_a_worker_that_cannot_reach_its_database_records_so(tmp_path: Path
 
 def test_an_api_replica_is_healthy_while_it_is_ready(database_url: str) -> None:
     port = free_port()
-    env = {**os.environ, "CLINIC_DATABASE_URL": database_url, "CLINIC_LOG_FORMAT": "json"}
-    down = clinic("health", "serve", "intake", "--port", str(port), env=env)
+    env = clinic_env(database_url)
+    down = run_clinic("health", "serve", "intake", "--port", str(port), env=env)
     assert down.returncode == 1
     assert "unreachable" in down.stderr
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "intake", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_clinic("serve", "intake", "--port", str(port), env=env)
     try:
         assert wait_ready(f"http://127.0.0.1:{port}/health/ready", time.monotonic() + 60) == 200
-        up = clinic("health", "serve", "intake", "--port", str(port), env=env)
+        up = run_clinic("health", "serve", "intake", "--port", str(port), env=env)
         assert up.returncode == 0, up.stderr
     finally:
         proc.send_signal(signal.SIGTERM)

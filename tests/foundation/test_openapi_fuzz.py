@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import schemathesis
@@ -22,7 +20,7 @@ from services.common.access.signing import new_secret
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake_app
 from services.referral.app import create_app as create_referral_app
-from tests.conftest import REPO_ROOT
+from tests.conftest import clinic_env, clinic_output
 
 EXAMPLES = int(os.environ.get("CLINIC_FUZZ_EXAMPLES", "10"))
 FUZZ = hypothesis_settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -30,15 +28,7 @@ FUZZ = hypothesis_settings(max_examples=EXAMPLES, deadline=None, suppress_health
 
 @pytest.fixture(scope="module")
 def admin_key(database_url: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", "keys", "create", "--role", "admin", "--name", "fuzz"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "CLINIC_DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
+    return clinic_output("keys", "create", "--role", "admin", "--name", "fuzz", env=clinic_env(database_url))
 
 
 @pytest.fixture(scope="module")

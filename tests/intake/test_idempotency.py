@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.clock import FakeClock
 from services.common.settings import Settings
 from services.intake.app import create_app
-from tests.conftest import MakeKey, auth
+from tests.conftest import MakeKey, auth, query_value
 from tests.intake.conftest import Counts, events_for, intake_form
 
 
@@ -134,13 +134,9 @@ async def test_the_key_table_keeps_no_patient_data_and_a_replay_rebuilds_the_sam
     first = await client.post("/v1/intakes", json=form, headers=keyed(front_desk, key))
     assert first.status_code == 201
 
-    async with engine.connect() as conn:
-        stored = (
-            await conn.execute(
-                text("SELECT to_jsonb(k)::text AS row FROM intake.idempotency_keys k WHERE key = :k"),
-                {"k": key},
-            )
-        ).scalar_one()
+    stored = await query_value(
+        engine, "SELECT to_jsonb(k)::text AS row FROM intake.idempotency_keys k WHERE key = :k", k=key
+    )
     for personal in ("Zebulon", "Quartermaine", "555 0142", "sleeps badly", form["patient"]["mrn"]):
         assert personal not in stored
     assert first.json()["id"] in stored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -13,68 +14,64 @@ from services.common.clock import FakeClock
 from tests.intake.conftest import intake_form, unique_mrn
 
 
-async def _submit_three(
-    client: AsyncTestClient[Any], headers: dict[str, str], mrn: str
-) -> list[dict[str, Any]]:
-    """Three intakes for one MRN, a minute apart (by the app's clock)."""
+@dataclass(frozen=True)
+class OnePatient:
+    """Three intakes for one MRN, a minute apart (by the app's clock), and the front desk's list of them."""
+
+    client: AsyncTestClient[Any]
+    headers: dict[str, str]
+    mrn: str
+    created: list[dict[str, Any]]
+
+    async def listed(self, **params: Any) -> dict[str, Any]:
+        """`GET /v1/intakes` for the MRN, with `params` too."""
+        response = await self.client.get(
+            "/v1/intakes", params={"mrn": self.mrn, **params}, headers=self.headers
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+@pytest.fixture
+async def patient(client: AsyncTestClient[Any], front_desk: dict[str, str]) -> OnePatient:
+    mrn = unique_mrn()
     clock = FakeClock()
     client.app.state["clinic_clock"] = clock
     created = []
     for _ in range(3):
-        created.append((await client.post("/v1/intakes", json=intake_form(mrn), headers=headers)).json())
+        created.append((await client.post("/v1/intakes", json=intake_form(mrn), headers=front_desk)).json())
         clock.advance(datetime.timedelta(minutes=1))
-    return created
+    return OnePatient(client, front_desk, mrn, created)
 
 
 async def test_mrn_filter_lists_the_patients_intakes_newest_first(
-    client: AsyncTestClient[Any], front_desk: dict[str, str]
+    client: AsyncTestClient[Any], front_desk: dict[str, str], patient: OnePatient
 ) -> None:
-    mrn = unique_mrn()
-    created = await _submit_three(client, front_desk, mrn)
     await client.post("/v1/intakes", json=intake_form(), headers=front_desk)  # another patient
 
-    listed = (await client.get("/v1/intakes", params={"mrn": mrn}, headers=front_desk)).json()
-    assert [i["id"] for i in listed["items"]] == [c["id"] for c in reversed(created)]
-    assert listed["items"][0] == created[-1]
+    listed = await patient.listed()
+    assert [i["id"] for i in listed["items"]] == [c["id"] for c in reversed(patient.created)]
+    assert listed["items"][0] == patient.created[-1]
     assert listed["next_cursor"] is None
 
 
-async def test_pages_follow_the_cursor_without_gaps_or_repeats(
-    client: AsyncTestClient[Any], front_desk: dict[str, str]
-) -> None:
-    mrn = unique_mrn()
-    created = await _submit_three(client, front_desk, mrn)
-    first = (await client.get("/v1/intakes", params={"mrn": mrn, "limit": 2}, headers=front_desk)).json()
+async def test_pages_follow_the_cursor_without_gaps_or_repeats(patient: OnePatient) -> None:
+    first = await patient.listed(limit=2)
     assert len(first["items"]) == 2 and first["next_cursor"]
-    second = (
-        await client.get(
-            "/v1/intakes", params={"mrn": mrn, "limit": 2, "cursor": first["next_cursor"]}, headers=front_desk
-        )
-    ).json()
+    second = await patient.listed(limit=2, cursor=first["next_cursor"])
     seen = [i["id"] for i in first["items"] + second["items"]]
-    assert seen == [c["id"] for c in reversed(created)]
+    assert seen == [c["id"] for c in reversed(patient.created)]
     assert second["next_cursor"] is None
 
 
-async def test_submitted_after_and_status_filters(
-    client: AsyncTestClient[Any], front_desk: dict[str, str]
-) -> None:
-    mrn = unique_mrn()
-    created = await _submit_three(client, front_desk, mrn)
-    after = (
-        await client.get(
-            "/v1/intakes",
-            params={"mrn": mrn, "submitted_after": created[0]["submitted_at"]},
-            headers=front_desk,
-        )
-    ).json()
+async def test_submitted_after_and_status_filters(patient: OnePatient) -> None:
+    created = patient.created
+    after = await patient.listed(submitted_after=created[0]["submitted_at"])
     assert [i["id"] for i in after["items"]] == [created[2]["id"], created[1]["id"]]
-    submitted = await client.get(
-        "/v1/intakes", params={"mrn": mrn, "status": "submitted"}, headers=front_desk
-    )
-    routed = await client.get("/v1/intakes", params={"mrn": mrn, "status": "routed"}, headers=front_desk)
-    assert len(submitted.json()["items"]) == 3
-    assert routed.json()["items"] == []
+    submitted = await patient.listed(status="submitted")
+    routed = await patient.listed(status="routed")
+    assert len(submitted["items"]) == 3
+    assert routed["items"] == []
 
 
 @pytest.mark.parametrize(

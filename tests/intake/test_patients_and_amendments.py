@@ -11,25 +11,19 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.access.auth import hash_key
-from tests.conftest import MakeKey, auth
+from tests.conftest import MakeKey, auth, query
 from tests.intake.conftest import Counts, events_for, intake_form, unique_mrn
 
 
 async def _patient(engine: AsyncEngine, patient_id: str) -> dict[str, Any]:
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                text("SELECT * FROM intake.patients WHERE id = CAST(:id AS uuid)"), {"id": patient_id}
-            )
-        ).one()
-        changes = await conn.execute(
-            text(
-                "SELECT previous, changed_by FROM intake.patient_changes "
-                "WHERE patient_id = CAST(:id AS uuid) ORDER BY id"
-            ),
-            {"id": patient_id},
-        )
-        return {**row._asdict(), "changes": [dict(c._asdict()) for c in changes]}
+    [row] = await query(engine, "SELECT * FROM intake.patients WHERE id = CAST(:id AS uuid)", id=patient_id)
+    changes = await query(
+        engine,
+        "SELECT previous, changed_by FROM intake.patient_changes "
+        "WHERE patient_id = CAST(:id AS uuid) ORDER BY id",
+        id=patient_id,
+    )
+    return {**row._asdict(), "changes": [dict(c._asdict()) for c in changes]}
 
 
 async def test_a_second_intake_for_the_same_mrn_reuses_the_patient(

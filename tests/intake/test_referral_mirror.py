@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from services.common.queue import publish
 from services.common.settings import Settings
 from services.intake.app import create_app
 from services.intake.mirror import CONSUMER_NAME
+from tests.conftest import eventually, query_value
 from tests.intake.conftest import intake_form
 
 T0 = datetime.datetime(2026, 11, 1, 9, 0, tzinfo=datetime.UTC)
@@ -33,22 +33,39 @@ async def running(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Asyn
 
 async def deliver(engine: AsyncEngine, payload: Payload, subject: uuid.UUID) -> None:
     """Publish one event and wait until the mirror has applied it."""
+    await deliver_together(engine, [(payload, subject)])
+
+
+async def deliver_together(engine: AsyncEngine, events: list[tuple[Payload, uuid.UUID]]) -> None:
+    """Publish the events in one transaction and wait until the mirror has applied every one."""
     async with AsyncSession(engine) as session:
-        event_id = await publish(session, payload, subject=subject)
+        ids = [await publish(session, payload, subject=subject) for payload, subject in events]
         await session.commit()
-    deadline = asyncio.get_running_loop().time() + 15
-    while asyncio.get_running_loop().time() < deadline:
-        async with engine.connect() as conn:
-            applied = (
-                await conn.execute(
-                    text("SELECT 1 FROM queue.inbox WHERE consumer = :c AND event_id = :e"),
-                    {"c": CONSUMER_NAME, "e": event_id},
-                )
-            ).first()
-        if applied:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the mirror did not apply {payload.TYPE} in time")
+
+    async def all_applied() -> bool:
+        applied = await query_value(
+            engine,
+            "SELECT count(*) FROM queue.inbox WHERE consumer = :c AND event_id = ANY(:e)",
+            c=CONSUMER_NAME,
+            e=ids,
+        )
+        return bool(applied == len(ids))
+
+    types = ", ".join(payload.TYPE for payload, _ in events)
+    await eventually(all_applied, within=15, what=f"the mirror applied {types}")
+
+
+def shown(
+    referral_id: uuid.UUID, destination: str, priority: str, status: str, *, intake_version: int
+) -> dict[str, Any]:
+    """The referral as an intake shows it."""
+    return {
+        "id": str(referral_id),
+        "destination": destination,
+        "priority": priority,
+        "status": status,
+        "intake_version": intake_version,
+    }
 
 
 def created(intake_id: str, referral_id: uuid.UUID, **changes: Any) -> ReferralCreated:
@@ -99,13 +116,7 @@ async def test_referral_created_routes_the_intake(
 
     seen = await _read(running, front_desk, intake["id"])
     assert seen["status"] == "routed"
-    assert seen["referral"] == {
-        "id": str(referral_id),
-        "destination": "pain_management",
-        "priority": "routine",
-        "status": "requested",
-        "intake_version": 1,
-    }
+    assert seen["referral"] == shown(referral_id, "pain_management", "routine", "requested", intake_version=1)
     routed = (await running.get("/v1/intakes", params={"mrn": intake["patient"]["mrn"], "status": "routed"},
                                 headers=front_desk)).json()  # fmt: skip
     assert [i["id"] for i in routed["items"]] == [intake["id"]]
@@ -167,13 +178,7 @@ async def test_a_newer_referral_supersedes_the_summary(
 
     seen = await _read(running, front_desk, intake["id"])
     assert seen["status"] == "routed"
-    assert seen["referral"] == {
-        "id": str(new),
-        "destination": "urgent_care",
-        "priority": "urgent",
-        "status": "requested",
-        "intake_version": 2,
-    }
+    assert seen["referral"] == shown(new, "urgent_care", "urgent", "requested", intake_version=2)
 
 
 async def test_a_batch_of_events_arriving_together_ends_as_one_by_one(
@@ -195,22 +200,7 @@ async def test_a_batch_of_events_arriving_together_ends_as_one_by_one(
         (created(second["id"], old), second["id"]),
         (created(str(uuid.uuid4()), uuid.uuid4()), first["id"]),  # an intake not ours
     ]  # fmt: skip
-    async with AsyncSession(engine) as session:
-        ids = [await publish(session, event, subject=uuid.UUID(subject)) for event, subject in events]
-        await session.commit()
-    deadline = asyncio.get_running_loop().time() + 15
-    while True:
-        async with engine.connect() as conn:
-            applied = (
-                await conn.execute(
-                    text("SELECT count(*) FROM queue.inbox WHERE consumer = :c AND event_id = ANY(:e)"),
-                    {"c": CONSUMER_NAME, "e": ids},
-                )
-            ).scalar_one()
-        if applied == len(ids):
-            break
-        assert asyncio.get_running_loop().time() < deadline, "the mirror did not apply the batch in time"
-        await asyncio.sleep(0.05)
+    await deliver_together(engine, [(event, uuid.UUID(subject)) for event, subject in events])
 
     one = await _read(running, front_desk, first["id"])
     assert (one["status"], one["referral"]["id"], one["referral"]["status"]) == (
@@ -219,13 +209,7 @@ async def test_a_batch_of_events_arriving_together_ends_as_one_by_one(
         "scheduled",
     )
     two = await _read(running, front_desk, second["id"])
-    assert two["referral"] == {
-        "id": str(new),
-        "destination": "urgent_care",
-        "priority": "urgent",
-        "status": "requested",
-        "intake_version": 2,
-    }
+    assert two["referral"] == shown(new, "urgent_care", "urgent", "requested", intake_version=2)
 
 
 @pytest.mark.parametrize("query", ["INTAKE_REFERRALS", "BATCH_REFERRALS"])

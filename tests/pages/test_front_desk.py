@@ -34,6 +34,17 @@ def vignette(destination: str, *, red_flag: bool) -> Vignette:
     raise AssertionError(f"no public vignette for {destination}")
 
 
+#: A routine case with no red flag: pain management.
+ROUTINE = vignette("pain_management", red_flag=False)
+
+
+async def send_intake(page: Page, site: Site, body: dict[str, Any]) -> None:
+    """Open a new intake form, fill it as the body says and send it."""
+    await page.goto(f"{site.intake}/intakes/new")
+    await fill_intake(page, body)
+    await page.get_by_role("button", name="Send the intake").click()
+
+
 async def fill_intake(page: Page, body: dict[str, Any], *, mrn: bool = True) -> None:
     """Fill the new-intake form with the mouse and typing, as the body says."""
     p = body["patient"]
@@ -153,10 +164,7 @@ async def test_red_flag_intake_is_routed_to_urgent_care_on_the_page(front_desk: 
 
 async def test_routine_intake_shows_destination_reasons_and_due_time(front_desk: Page, site: Site) -> None:
     page = front_desk
-    case = vignette("pain_management", red_flag=False)
-    await page.goto(f"{site.intake}/intakes/new")
-    await fill_intake(page, case.body)
-    await page.get_by_role("button", name="Send the intake").click()
+    await send_intake(page, site, ROUTINE.body)
     routing = page.locator("#routing")
     await expect(routing).to_contain_text("Sent to Pain management", timeout=20_000)
     await expect(routing).not_to_contain_text("URGENT")
@@ -225,21 +233,16 @@ async def test_a_returning_patient_without_mrn_is_matched_not_duplicated(
     front_desk: Page, site: Site
 ) -> None:
     page = front_desk
-    case = vignette("pain_management", red_flag=False)
     body = {
-        **case.body,
-        "patient": {**case.body["patient"], "family_name": f"Matchson{uuid.uuid4().hex[:6]}"},
+        **ROUTINE.body,
+        "patient": {**ROUTINE.body["patient"], "family_name": f"Matchson{uuid.uuid4().hex[:6]}"},
     }
     body["patient"].pop("mrn", None)
-    await page.goto(f"{site.intake}/intakes/new")
-    await fill_intake(page, body)
-    await page.get_by_role("button", name="Send the intake").click()
+    await send_intake(page, site, body)
     await expect(page.get_by_role("heading", name=re.compile("^Intake for"))).to_be_visible()
     first_url = page.url
 
-    await page.goto(f"{site.intake}/intakes/new")
-    await fill_intake(page, body)
-    await page.get_by_role("button", name="Send the intake").click()
+    await send_intake(page, site, body)
     matches = page.get_by_role("group", name="This patient may already be known to the clinic")
     await expect(matches).to_be_visible()
     await assert_accessible(page)
@@ -258,15 +261,12 @@ async def test_a_returning_patient_without_mrn_is_matched_not_duplicated(
 
 async def test_amend_asks_why_and_versions_show_what_changed(front_desk: Page, site: Site) -> None:
     page = front_desk
-    case = vignette("pain_management", red_flag=False)
-    await page.goto(f"{site.intake}/intakes/new")
-    await fill_intake(page, case.body)
-    await page.get_by_role("button", name="Send the intake").click()
+    await send_intake(page, site, ROUTINE.body)
     await expect(page.locator("#routing")).to_contain_text("Sent to", timeout=20_000)
     await page.get_by_role("link", name="Change this intake").click()
-    await expect(page.get_by_label("Given name")).to_have_value(case.body["patient"]["given_name"])
+    await expect(page.get_by_label("Given name")).to_have_value(ROUTINE.body["patient"]["given_name"])
     await assert_accessible(page)
-    new_intensity = (case.body["complaint"]["intensity"] + 1) % 11
+    new_intensity = (ROUTINE.body["complaint"]["intensity"] + 1) % 11
     await page.get_by_label(re.compile("^Pain today")).fill(str(new_intensity))
     await page.get_by_role("button", name="Save the change").click()
     await expect(page.get_by_role("alert")).to_contain_text("Why the intake is being changed")

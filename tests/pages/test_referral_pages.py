@@ -11,6 +11,8 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -73,6 +75,45 @@ async def signed_in(
     return page
 
 
+@dataclass
+class People:
+    """Publishes intakes as the intake service announces them, and signs people in on the
+    referral service, each in a browser of their own (the `people` fixture closes them all)."""
+
+    browser: Browser
+    site: Site
+    engine: AsyncEngine
+    pages: list[Page] = field(default_factory=list)
+
+    async def intake(self, vignette: str) -> str:
+        """An intake of the vignette; the patient's family name."""
+        return await publish_intake(self.engine, vignette)
+
+    async def at_referral(
+        self, vignette: str, role: str, destination: str | None = None, **signing_in: Any
+    ) -> tuple[str, Page, str]:
+        """An intake of the vignette, and a new person of `role` who opened its referral from their
+        worklist: the patient's family name, their page, and its URL."""
+        family = await self.intake(vignette)
+        page = await self.signed_in(role, destination, **signing_in)
+        return family, page, await open_from_worklist(page, self.site, family)
+
+    async def signed_in(
+        self, role: str, destination: str | None = None, *, then: str = "/", name: str | None = None
+    ) -> Page:
+        page = await signed_in(self.browser, self.site, role, destination, then=then, name=name)
+        self.pages.append(page)
+        return page
+
+
+@pytest.fixture
+async def people(browser: Browser, site: Site, engine: AsyncEngine) -> AsyncIterator[People]:
+    people = People(browser, site, engine)
+    yield people
+    for page in people.pages:
+        await page.context.close()
+
+
 async def open_from_worklist(page: Page, site: Site, family: str) -> str:
     """Wait for the referral on the worklist (triage runs in the background), found by the
     patient's family name as the person would search it (the shared test database holds many
@@ -89,11 +130,9 @@ async def open_from_worklist(page: Page, site: Site, family: str) -> str:
 
 
 async def test_a_specialist_works_a_referral_to_completed_and_its_follow_ups(
-    browser: Browser, site: Site, engine: AsyncEngine
+    people: People, site: Site
 ) -> None:
-    family = await publish_intake(engine, "P05")
-    page = await signed_in(browser, site, "specialist", "regenerative_medicine")
-    url = await open_from_worklist(page, site, family)
+    family, page, url = await people.at_referral("P05", "specialist", "regenerative_medicine")
     status = page.locator("#referral-status")
     await expect(status).to_have_text("Requested")
     # The clinical picture and why it came here.
@@ -128,22 +167,16 @@ async def test_a_specialist_works_a_referral_to_completed_and_its_follow_ups(
     await screenshot(page, "specialist-completed")
 
     # Another destination's specialist: a 404 page, nothing of the patient shown.
-    other = await signed_in(browser, site, "specialist", "pain_management")
+    other = await people.signed_in("specialist", "pain_management")
     response = await other.goto(url)
     assert response is not None and response.status == 404
     await expect(other.get_by_role("heading", name="Not found")).to_be_visible()
     assert family not in await other.content()
-    await other.context.close()
-    await page.context.close()
 
 
-async def test_a_stale_button_shows_the_conflict_as_a_message(
-    browser: Browser, site: Site, engine: AsyncEngine
-) -> None:
-    family = await publish_intake(engine, "P12")
-    first = await signed_in(browser, site, "specialist", "pain_management")
-    url = await open_from_worklist(first, site, family)
-    second = await signed_in(browser, site, "specialist", "pain_management")
+async def test_a_stale_button_shows_the_conflict_as_a_message(people: People, site: Site) -> None:
+    _, first, url = await people.at_referral("P12", "specialist", "pain_management")
+    second = await people.signed_in("specialist", "pain_management")
     await second.goto(url)
     await second.get_by_role("button", name="Accept").click()
     await expect(second.locator("#referral-status")).to_have_text("Accepted")
@@ -154,31 +187,26 @@ async def test_a_stale_button_shows_the_conflict_as_a_message(
     await expect(alert).to_contain_text("That could not be done")
     await expect(alert).to_contain_text("accepted")
     await expect(first.locator("#referral-status")).to_have_text("Accepted")
-    await first.context.close()
-    await second.context.close()
 
 
 async def test_a_front_desk_member_reads_but_sees_no_clinical_picture_and_cannot_act(
-    browser: Browser, site: Site, engine: AsyncEngine
+    people: People, site: Site
 ) -> None:
-    family = await publish_intake(engine, "P12")
-    specialist = await signed_in(browser, site, "specialist", "pain_management")
-    url = await open_from_worklist(specialist, site, family)
+    family, specialist, url = await people.at_referral("P12", "specialist", "pain_management")
     await specialist.context.close()
-    page = await signed_in(browser, site, "front_desk", then=url.removeprefix(site.referral))
+    page = await people.signed_in("front_desk", then=url.removeprefix(site.referral))
     await expect(page.get_by_role("heading", name=re.compile(family))).to_be_visible()
     assert "weekday mornings" not in await page.content()
     await expect(page.get_by_role("button", name="Accept")).to_have_count(0)
     review = await page.goto(f"{site.referral}/review")
     assert review is not None and review.status == 403
-    await page.context.close()
 
 
 async def test_a_clinician_resolves_a_held_case_onto_a_destinations_worklist(
-    browser: Browser, site: Site, engine: AsyncEngine
+    people: People, site: Site
 ) -> None:
-    family = await publish_intake(engine, "P24")
-    clinician = await signed_in(browser, site, "clinician")
+    family = await people.intake("P24")
+    clinician = await people.signed_in("clinician")
     row = clinician.get_by_role("row").filter(has_text=family)
     for _ in range(60):
         await clinician.goto(f"{site.referral}/review")
@@ -197,18 +225,12 @@ async def test_a_clinician_resolves_a_held_case_onto_a_destinations_worklist(
     history = clinician.get_by_role("table", name="What happened to this referral")
     await expect(history.get_by_role("row").filter(has_text="No red flag on review.")).to_be_visible()
 
-    specialist = await signed_in(browser, site, "specialist", "pain_management")
+    specialist = await people.signed_in("specialist", "pain_management")
     await expect(specialist.get_by_role("row").filter(has_text=family)).to_contain_text("Urgent")
-    await clinician.context.close()
-    await specialist.context.close()
 
 
-async def test_the_worklist_and_an_action_with_the_keyboard_alone(
-    browser: Browser, site: Site, engine: AsyncEngine
-) -> None:
-    family = await publish_intake(engine, "P12")
-    page = await signed_in(browser, site, "specialist", "pain_management")
-    await open_from_worklist(page, site, family)
+async def test_the_worklist_and_an_action_with_the_keyboard_alone(people: People, site: Site) -> None:
+    family, page, _ = await people.at_referral("P12", "specialist", "pain_management")
     await page.goto(f"{site.referral}/worklist")
     await assert_accessible(page)
     await screenshot(page, "specialist-worklist")
@@ -242,7 +264,6 @@ async def test_the_worklist_and_an_action_with_the_keyboard_alone(
     await tab_to(page, page.get_by_role("button", name="Mark completed"))
     await page.keyboard.press("Enter")
     await expect(page.locator("#referral-status")).to_have_text("Completed")
-    await page.context.close()
 
 
 async def tab_to(page: Page, target: Locator, presses: int = 80) -> None:
@@ -254,17 +275,14 @@ async def tab_to(page: Page, target: Locator, presses: int = 80) -> None:
     raise AssertionError("Tab never reached the control")
 
 
-async def test_the_letter_is_printable(browser: Browser, site: Site, engine: AsyncEngine) -> None:
-    family = await publish_intake(engine, "P12")
-    page = await signed_in(browser, site, "specialist", "pain_management")
-    await open_from_worklist(page, site, family)
+async def test_the_letter_is_printable(people: People, site: Site) -> None:
+    _, page, _ = await people.at_referral("P12", "specialist", "pain_management")
     await page.get_by_role("link", name="Printable referral letter").click()
     await expect(page.get_by_role("heading", name="Referral to Pain management")).to_be_visible()
     await page.emulate_media(media="print")
     await expect(page.locator(".site-header")).to_be_hidden()
     await expect(page.get_by_text("Can only come on weekday mornings.")).to_be_visible()
     await assert_accessible(page)
-    await page.context.close()
 
 
 async def _post(page: Page, url: str, form: dict[str, str]) -> int:
@@ -274,13 +292,9 @@ async def _post(page: Page, url: str, form: dict[str, str]) -> int:
     return response.status
 
 
-async def test_each_page_refuses_what_the_api_refuses(
-    browser: Browser, site: Site, engine: AsyncEngine
-) -> None:
-    family = await publish_intake(engine, "P12")
-    own = await signed_in(browser, site, "specialist", "pain_management")
-    url = await open_from_worklist(own, site, family)
-    other = await signed_in(browser, site, "specialist", "urgent_care")
+async def test_each_page_refuses_what_the_api_refuses(people: People, site: Site) -> None:
+    _, own, url = await people.at_referral("P12", "specialist", "pain_management")
+    other = await people.signed_in("specialist", "urgent_care")
     # Another destination's referral: 404 for reading and for every action.
     assert await _post(other, f"{url}/accept", {}) == 404
     assert await _post(other, f"{url}/cancel", {"reason": "x"}) == 404
@@ -295,24 +309,22 @@ async def test_each_page_refuses_what_the_api_refuses(
     # An unknown action is a 404 page.
     assert await _post(own, f"{url}/explode", {}) == 404
     # The front desk reads referrals but moves none.
-    desk = await signed_in(browser, site, "front_desk", then="/worklist")
+    desk = await people.signed_in("front_desk", then="/worklist")
     assert await _post(desk, f"{url}/accept", {}) == 403
     for page in (own, other, desk):
         await page.context.close()
 
 
 async def test_the_report_page_draws_its_charts_and_offers_the_same_figures_as_csv(
-    browser: Browser, site: Site, engine: AsyncEngine
+    people: People, site: Site
 ) -> None:
-    family = await publish_intake(engine, "P12")
-    specialist = await signed_in(browser, site, "specialist", "pain_management")
-    await open_from_worklist(specialist, site, family)
+    _, specialist, _ = await people.at_referral("P12", "specialist", "pain_management")
     await specialist.get_by_role("button", name="Accept").click()
     await expect(specialist.locator("#referral-status")).to_have_text("Accepted")
     report = await specialist.goto(f"{site.referral}/report")
     assert report is not None and report.status == 403
 
-    clinician = await signed_in(browser, site, "clinician", then="/report")
+    clinician = await people.signed_in("clinician", then="/report")
     charts = clinician.locator("svg.chart")
     await expect(charts).to_have_count(5)
     for name in (
@@ -344,8 +356,6 @@ async def test_the_report_page_draws_its_charts_and_offers_the_same_figures_as_c
         if figure == "time_to_acceptance" and _ != "count" and "seconds" not in _
     )
     assert accepted >= 1
-    await specialist.context.close()
-    await clinician.context.close()
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
@@ -362,13 +372,13 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 
 
 async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
-    browser: Browser, site: Site, engine: AsyncEngine
+    people: People, site: Site
 ) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        admin = await signed_in(browser, site, "admin", then="/admin/webhooks")
+        admin = await people.signed_in("admin", then="/admin/webhooks")
         url = f"http://127.0.0.1:{server.server_address[1]}/hook-{uuid.uuid4().hex[:6]}"
         await admin.get_by_label("URL").fill(url)
         await admin.get_by_label("Referral created").check()  # the vocabulary's words, not codes
@@ -379,7 +389,7 @@ async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
         await admin.get_by_role("link", name="Open the endpoint").click()
         assert secret not in await admin.content()  # shown once only
 
-        family = await publish_intake(engine, "P12")
+        family = await people.intake("P12")
         await expect(admin.locator("main")).not_to_contain_text("referral.created")
         deliveries = admin.locator("#deliveries tbody tr").filter(has_text="Referral created")
         for _ in range(80):
@@ -432,7 +442,7 @@ async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
         await admin.context.close()
 
         # Not for anyone else.
-        clinician = await signed_in(browser, site, "clinician")
+        clinician = await people.signed_in("clinician")
         for path in ("/admin/webhooks", "/admin/people"):
             response = await clinician.goto(f"{site.referral}{path}")
             assert response is not None and response.status == 403
@@ -445,14 +455,10 @@ async def test_an_admin_registers_a_webhook_endpoint_and_sees_a_delivery_arrive(
         server.shutdown()
 
 
-async def test_an_admin_replays_a_dead_letter_on_each_service(
-    browser: Browser, site: Site, engine: AsyncEngine
-) -> None:
-    family = await publish_intake(engine, "P12")
-    admin = await signed_in(browser, site, "admin", then="/worklist")
-    await open_from_worklist(admin, site, family)
+async def test_an_admin_replays_a_dead_letter_on_each_service(people: People, site: Site) -> None:
+    family, admin, _ = await people.at_referral("P12", "admin", then="/worklist")
     # The triage consumer's delivery of that intake, as if its attempts had run out.
-    async with engine.begin() as conn:
+    async with people.engine.begin() as conn:
         delivery_id = (
             await conn.execute(
                 text(
@@ -486,17 +492,16 @@ async def test_an_admin_replays_a_dead_letter_on_each_service(
     # Replayed once, triaged once: still one referral for the patient.
     await admin.goto(f"{site.referral}/referrals?status=all&patient={family}")
     await expect(admin.get_by_role("link", name=re.compile(family))).to_have_count(1)
-    await admin.context.close()
 
 
 async def test_the_worklist_finds_a_patient_by_name_or_mrn_and_pages_through_the_rest(
-    browser: Browser, site: Site, engine: AsyncEngine
+    people: People, site: Site
 ) -> None:
     """More referrals than a page: the first page, then "Next page" to the rest; the Patient box
     finds them by the start of the family name or by MRN."""
     family = f"Paged{uuid.uuid4().hex[:6]}"
     now = dt.datetime.now(dt.UTC)
-    async with AsyncSession(engine) as session:
+    async with AsyncSession(people.engine) as session:
         session.add_all(
             Referral(
                 intake_id=uuid.uuid4(),
@@ -515,7 +520,7 @@ async def test_the_worklist_finds_a_patient_by_name_or_mrn_and_pages_through_the
             for i in range(WORKLIST_PAGE + 3)
         )
         await session.commit()
-    page = await signed_in(browser, site, "clinician", then="/referrals?status=all")
+    page = await people.signed_in("clinician", then="/referrals?status=all")
     await page.get_by_label("Patient").fill(family.lower())  # the start of the name, any case
     await page.get_by_label("Patient").press("Enter")
     rows = page.locator("#worklist-table tbody tr")
@@ -534,21 +539,20 @@ async def test_the_worklist_finds_a_patient_by_name_or_mrn_and_pages_through_the
     await page.goto(f"{site.referral}/referrals?status=all&patient={family}&after=garbage")
     await expect(rows).to_have_count(WORKLIST_PAGE)
     await assert_accessible(page)
-    await page.context.close()
 
 
 async def test_an_admin_finds_their_own_read_of_a_patient_in_the_access_audit(
-    browser: Browser, site: Site, engine: AsyncEngine
+    people: People, site: Site
 ) -> None:
     """Opening a referral is recorded; the admin finds that read by the patient's MRN (resolved to
     the patient's id), by the patient's id, by their own name and by time; other roles get the
     same refusal as the other admin pages."""
-    family = await publish_intake(engine, "P12")
+    family = await people.intake("P12")
     name = f"Ada Audit{uuid.uuid4().hex[:6]}"
-    admin = await signed_in(browser, site, "admin", then="/worklist", name=name)
+    admin = await people.signed_in("admin", then="/worklist", name=name)
     url = await open_from_worklist(admin, site, family)
     referral_id = url.rsplit("/", 1)[1]
-    async with AsyncSession(engine) as session:
+    async with AsyncSession(people.engine) as session:
         patient = (
             await session.execute(
                 text("SELECT patient FROM referral.referrals WHERE id = :id"), {"id": referral_id}
@@ -616,7 +620,7 @@ async def test_an_admin_finds_their_own_read_of_a_patient_in_the_access_audit(
 
     # Admin only, on both services, as the other admin pages.
     for role, destination in (("clinician", None), ("specialist", "pain_management"), ("front_desk", None)):
-        other = await signed_in(browser, site, role, destination)
+        other = await people.signed_in(role, destination)
         await expect(other.get_by_role("link", name="Access audit")).to_have_count(0)
         for base in (site.referral, site.intake):
             response = await other.goto(f"{base}/admin/audit?patient={patient['patient_id']}")
@@ -625,12 +629,8 @@ async def test_an_admin_finds_their_own_read_of_a_patient_in_the_access_audit(
         await other.context.close()
 
 
-async def test_the_brand_link_takes_each_person_to_their_own_first_page(
-    browser: Browser, site: Site, engine: AsyncEngine
-) -> None:
-    family = await publish_intake(engine, "P12")
-    specialist = await signed_in(browser, site, "specialist", "pain_management")
-    await open_from_worklist(specialist, site, family)
+async def test_the_brand_link_takes_each_person_to_their_own_first_page(people: People, site: Site) -> None:
+    _, specialist, _ = await people.at_referral("P12", "specialist", "pain_management")
     await specialist.get_by_role("link", name="Back-pain clinic").click()
     await specialist.wait_for_url(f"{site.referral}/worklist")
     await expect(specialist.get_by_role("heading", level=1)).to_contain_text("Worklist")
@@ -641,11 +641,10 @@ async def test_the_brand_link_takes_each_person_to_their_own_first_page(
     assert specialist.url == f"{site.referral}/worklist"
     await specialist.context.close()
 
-    clinician = await signed_in(browser, site, "clinician", then="/report")
+    clinician = await people.signed_in("clinician", then="/report")
     await clinician.get_by_role("link", name="Back-pain clinic").click()
     await clinician.wait_for_url(f"{site.referral}/review")
     await clinician.context.close()
-    desk = await signed_in(browser, site, "front_desk", then="/worklist")
+    desk = await people.signed_in("front_desk", then="/worklist")
     await desk.get_by_role("link", name="Back-pain clinic").click()
     await desk.wait_for_url(f"{site.intake}/")
-    await desk.context.close()

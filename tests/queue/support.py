@@ -7,9 +7,8 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -142,18 +141,6 @@ async def running(
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], *, within: float = 20.0, what: str = "") -> Any:
-    """Poll `check` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within}s: {what or check}")
-        await asyncio.sleep(0.05)
 
 
 def start_worker_process(database_url: str, consumer: str, mode: str, *args: str) -> subprocess.Popen[bytes]:

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.contracts.events import Envelope
 from services.common.queue import Consumer, QueueWorker, redeliver
-from tests.queue.support import FAST, Lane, eventually, record_effect, recording, running
+from tests.conftest import eventually
+from tests.queue.support import FAST, Lane, record_effect, recording, running
 
 
 async def test_fan_out_each_consumer_applies_every_event(

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.contracts.events import Envelope
 from services.common.queue import Consumer, QueueTuning, QueueWorker, dead_deliveries, replay_dead
-from tests.queue.support import FAST, Lane, eventually, record_effect, running
+from tests.conftest import eventually
+from tests.queue.support import FAST, Lane, record_effect, running
 
 
 class Flaky(RuntimeError):

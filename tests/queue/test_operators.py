@@ -4,9 +4,6 @@ show a service only its own consumers' dead deliveries."""
 from __future__ import annotations
 
 import getpass
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,33 +15,20 @@ from services.common.contracts.events import Envelope
 from services.common.http.web import ServiceSpec, build_app
 from services.common.queue import Consumer
 from services.common.settings import Settings
-from tests.conftest import REPO_ROOT, MakeKey, auth
+from tests.conftest import MakeKey, auth, clinic_on, query
 from tests.queue.support import Lane
 
 
 async def _kill(engine: AsyncEngine, consumer: str, error: str) -> list[int]:
     """Make the consumer's deliveries dead, as running out of attempts would."""
-    async with engine.begin() as conn:
-        rows = await conn.execute(
-            text(
-                "UPDATE queue.deliveries SET status = 'dead', attempts = 8, last_error = :e, "
-                "updated_at = now() WHERE consumer = :c RETURNING id"
-            ),
-            {"c": consumer, "e": error},
-        )
-        return sorted(rows.scalars())
-
-
-def _clinic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", "events", *args],
-        env={**os.environ, "CLINIC_DATABASE_URL": database_url, "CLINIC_LOG_FORMAT": "json"},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    rows = await query(
+        engine,
+        "UPDATE queue.deliveries SET status = 'dead', attempts = 8, last_error = :e, "
+        "updated_at = now() WHERE consumer = :c RETURNING id",
+        c=consumer,
+        e=error,
     )
+    return sorted(row.id for row in rows)
 
 
 async def test_clinic_events_lists_dead_deliveries_and_replays_one(
@@ -55,7 +39,7 @@ async def test_clinic_events_lists_dead_deliveries_and_replays_one(
     [dead_id] = await _kill(engine, consumer, "ValueError: no such referral")
     await _kill(engine, other, "KeyError: x")
 
-    listed = _clinic(database_url, "dead", "--consumer", consumer)
+    listed = clinic_on(database_url, "events", "dead", "--consumer", consumer)
     assert listed.returncode == 0, listed.stderr
     header, *lines = listed.stdout.splitlines()
     assert header.split("\t")[:5] == ["id", "consumer", "event_type", "event_id", "attempts"]
@@ -64,12 +48,12 @@ async def test_clinic_events_lists_dead_deliveries_and_replays_one(
     assert fields[:5] == [str(dead_id), consumer, lane.payload_type.TYPE, str(event_id), "8"]
     assert fields[-1] == "ValueError: no such referral"
 
-    replayed = _clinic(database_url, "replay", str(dead_id))
+    replayed = clinic_on(database_url, "events", "replay", str(dead_id))
     assert replayed.returncode == 0, replayed.stderr
     [delivery] = await lane.deliveries(consumer)
     assert (delivery.id, delivery.status, delivery.attempts) == (dead_id, "pending", 0)
 
-    again = _clinic(database_url, "replay", str(dead_id))
+    again = clinic_on(database_url, "events", "replay", str(dead_id))
     assert again.returncode == 1
     assert f"no dead delivery with id {dead_id}" in again.stderr
 

@@ -13,15 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.queue import LISTENER_NAME
-from tests.queue.support import (
-    FAST,
-    Lane,
-    eventually,
-    recording,
-    running,
-    start_worker_process,
-    stop_processes,
-)
+from tests.conftest import eventually
+from tests.queue.support import FAST, Lane, recording, running, start_worker_process, stop_processes
 
 
 async def _listeners(engine: AsyncEngine, consumer: str) -> int:

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.queue import publish
+from tests.conftest import query, query_value
 from tests.queue.support import Lane
 
 
@@ -43,15 +44,12 @@ async def test_committed_publish_records_the_event_once_with_its_callers_change(
     assert await _events_of_type(engine, lane.payload_type.TYPE) == [event_id]
     [delivery] = await lane.deliveries(consumer)
     assert (delivery.event_id, delivery.status, delivery.attempts) == (event_id, "pending", 0)
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                text("SELECT subject, version, payload FROM queue.events WHERE id = :e"), {"e": event_id}
-            )
-        ).one()
-        caller_rows = await conn.scalar(
-            text("SELECT count(*) FROM public.queue_test_effects WHERE event_id = :e"), {"e": marker}
-        )
+    [row] = await query(
+        engine, "SELECT subject, version, payload FROM queue.events WHERE id = :e", e=event_id
+    )
+    caller_rows = await query_value(
+        engine, "SELECT count(*) FROM public.queue_test_effects WHERE event_id = :e", e=marker
+    )
     assert (row.subject, row.version, row.payload) == (marker, 1, {"n": 7, "note": "x"})
     assert caller_rows == 1
 

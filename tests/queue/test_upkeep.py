@@ -15,7 +15,8 @@ from services.common.contracts.events import Envelope
 from services.common.http.web import ServiceSpec, build_app
 from services.common.queue import Consumer, QueueWorker, prune, publish
 from services.common.settings import Settings
-from tests.queue.support import FAST, Lane, eventually, record_effect, recording
+from tests.conftest import eventually, query, query_value
+from tests.queue.support import FAST, Lane, record_effect, recording
 
 
 def _samples(body: str, consumer: str) -> dict[str, float]:
@@ -139,14 +140,12 @@ async def test_only_one_process_prunes_at_a_time(lane: Lane, engine: AsyncEngine
 
 
 async def test_queue_tables_are_tuned_for_churn(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT c.relname, c.reloptions FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'queue' AND c.relkind = 'r'"
-            )
-        )
-        options = {r.relname: set(r.reloptions or []) for r in rows}
+    rows = await query(
+        engine,
+        "SELECT c.relname, c.reloptions FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'queue' AND c.relkind = 'r'",
+    )
+    options = {r.relname: set(r.reloptions or []) for r in rows}
     assert {
         "autovacuum_vacuum_scale_factor=0.01",
         "autovacuum_vacuum_cost_delay=0",
@@ -157,13 +156,10 @@ async def test_queue_tables_are_tuned_for_churn(engine: AsyncEngine) -> None:
 
 
 async def _manual_vacuums(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        count = await conn.scalar(
-            text(
-                "SELECT vacuum_count FROM pg_stat_user_tables "
-                "WHERE schemaname = 'queue' AND relname = 'deliveries'"
-            )
-        )
+    count = await query_value(
+        engine,
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = 'queue' AND relname = 'deliveries'",
+    )
     return int(count or 0)
 
 

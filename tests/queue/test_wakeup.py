@@ -5,40 +5,48 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.queue import LISTENER_NAME, QueueWorker
-from tests.queue.support import FAST, Lane, eventually, recording, running
+from services.common.queue import LISTENER_NAME, QueueTuning, QueueWorker
+from tests.conftest import eventually, query
+from tests.queue.support import FAST, Lane, recording, running
 
 SLOW_POLL = dataclasses.replace(FAST, poll_seconds=60.0)
 
 
 async def _listener_pids(engine: AsyncEngine, consumer: str) -> list[int]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text("SELECT pid FROM pg_stat_activity WHERE application_name = :n"),
-            {"n": f"{LISTENER_NAME}:{consumer}"[:63]},
-        )
-        return list(rows.scalars())
+    name = f"{LISTENER_NAME}:{consumer}"[:63]
+    rows = await query(engine, "SELECT pid FROM pg_stat_activity WHERE application_name = :n", n=name)
+    return [row.pid for row in rows]
 
 
 async def _terminate(engine: AsyncEngine, pid: int) -> None:
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    await query(engine, "SELECT pg_terminate_backend(:p)", p=pid)
 
 
 async def _listening(worker: QueueWorker) -> bool:
     return worker.listening
 
 
+@asynccontextmanager
+async def listening_worker(
+    lane: Lane, engine: AsyncEngine, database_url: str, name: str, tuning: QueueTuning
+) -> AsyncIterator[tuple[str, QueueWorker]]:
+    """A new recording consumer `name` (its full name) and its worker, running with `tuning`,
+    once the worker listens."""
+    [consumer] = await lane.subscribe(name)
+    async with running(engine, database_url, (recording(consumer), tuning)) as [worker]:
+        await eventually(lambda: _listening(worker))
+        yield consumer, worker
+
+
 async def test_notify_wakes_the_worker_well_within_the_poll_interval(
     lane: Lane, engine: AsyncEngine, database_url: str
 ) -> None:
-    [consumer] = await lane.subscribe("notify")
-    async with running(engine, database_url, (recording(consumer), SLOW_POLL)) as [worker]:
-        await eventually(lambda: _listening(worker))
+    async with listening_worker(lane, engine, database_url, "notify", SLOW_POLL) as (consumer, _):
         await eventually(lambda: _applied_nothing_owed(lane, consumer, set()))  # the startup drain is done
         events = set(await lane.publish(3))
         # A minute-long poll: only the NOTIFY can get these handled within the deadline.
@@ -52,10 +60,8 @@ async def _applied_nothing_owed(lane: Lane, consumer: str, events: set[uuid.UUID
 async def test_polling_carries_on_while_the_listener_is_down(
     lane: Lane, engine: AsyncEngine, database_url: str
 ) -> None:
-    [consumer] = await lane.subscribe("poll")
     no_reconnect_soon = dataclasses.replace(FAST, poll_seconds=0.2, reconnect_seconds=60.0)
-    async with running(engine, database_url, (recording(consumer), no_reconnect_soon)) as [worker]:
-        await eventually(lambda: _listening(worker))
+    async with listening_worker(lane, engine, database_url, "poll", no_reconnect_soon) as (consumer, worker):
         [pid] = await _listener_pids(engine, consumer)
         await _terminate(engine, pid)
         await eventually(lambda: _not_listening(worker), what="the worker noticed the lost listener")
@@ -72,9 +78,7 @@ async def _not_listening(worker: QueueWorker) -> bool:
 async def test_listener_reconnects_after_its_connection_is_terminated(
     lane: Lane, engine: AsyncEngine, database_url: str
 ) -> None:
-    [consumer] = await lane.subscribe("reconnect")
-    async with running(engine, database_url, (recording(consumer), SLOW_POLL)) as [worker]:
-        await eventually(lambda: _listening(worker))
+    async with listening_worker(lane, engine, database_url, "reconnect", SLOW_POLL) as (consumer, worker):
         [first] = await _listener_pids(engine, consumer)
         await _terminate(engine, first)
         await eventually(lambda: _listens_again(engine, consumer, first), what="a new listening connection")

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +16,7 @@ from services.common.queue import publish
 from services.common.settings import Settings
 from services.referral.app import create_app
 from tests.conftest import MakeKey, auth, serve
-
-PublishIntake = Callable[..., Awaitable[uuid.UUID]]
+from tests.referral.support import Desk, PublishIntake, Team, make_team
 
 
 @pytest.fixture
@@ -68,26 +65,22 @@ def publish_intake(engine: AsyncEngine) -> PublishIntake:
     return run
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], *, timeout: float = 15.0) -> Any:
-    """Poll `check` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
+@pytest.fixture
+async def team(make_key: MakeKey) -> Team:
+    return await make_team(make_key)
+
+
+@pytest.fixture
+def desk(
+    referral_client: httpx.AsyncClient,
+    publish_intake: PublishIntake,
+    team: Team,
+    clock: FakeClock,
+    engine: AsyncEngine,
+) -> Desk:
+    return Desk(referral_client, publish_intake, team, clock, engine)
 
 
 @pytest.fixture
 async def clinician_headers(make_key: MakeKey) -> dict[str, str]:
     return auth(await make_key("clinician"))
-
-
-async def referrals_for(
-    client: httpx.AsyncClient, headers: dict[str, str], intake_id: uuid.UUID
-) -> list[dict]:
-    response = await client.get("/v1/referrals", params={"intake_id": str(intake_id)}, headers=headers)
-    assert response.status_code == 200, response.text
-    return list(response.json()["items"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
 from services.vignettes import load_vignettes
-from tests.conftest import MakeKey, auth
-from tests.referral.conftest import PublishIntake, referrals_for, wait_for
+from tests.conftest import MakeKey, auth, eventually, query
 
 Headers = dict[str, str]
+#: Publish an intake event as the intake service does (the `publish_intake` fixture); the intake id.
+PublishIntake = Callable[..., Awaitable[uuid.UUID]]
 
 #: A vignette per starting point: where triage sends it.
 VIGNETTE_FOR = {
@@ -75,7 +77,7 @@ async def new_referral(
 ) -> dict[str, Any]:
     """A referral triaged from a fresh intake (by the running triage consumer)."""
     intake_id = await publish_intake(vignette_body(vignette or VIGNETTE_FOR[destination], clock.now().date()))
-    [referral] = await wait_for(lambda: referrals_for(client, team.clinician, intake_id))
+    [referral] = await eventually(lambda: referrals_for(client, team.clinician, intake_id))
     return dict(referral)
 
 
@@ -144,15 +146,14 @@ async def referral_in(
 
 async def events_about(engine: AsyncEngine, subject: str, event_type: str) -> list[dict[str, Any]]:
     """The payloads of the events of `event_type` about `subject`, oldest first."""
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT payload FROM queue.events WHERE subject = CAST(:s AS uuid) AND type = :t "
-                "ORDER BY occurred_at, id"
-            ),
-            {"s": subject, "t": event_type},
-        )
-        return [dict(row.payload) for row in rows]
+    rows = await query(
+        engine,
+        "SELECT payload FROM queue.events WHERE subject = CAST(:s AS uuid) AND type = :t "
+        "ORDER BY occurred_at, id",
+        s=subject,
+        t=event_type,
+    )
+    return [dict(row.payload) for row in rows]
 
 
 async def triage_settled(engine: AsyncEngine) -> bool:
@@ -167,3 +168,62 @@ async def triage_settled(engine: AsyncEngine) -> bool:
             )
         ).scalar_one()
     return waiting == 0
+
+
+async def referrals_for(
+    client: httpx.AsyncClient, headers: dict[str, str], intake_id: uuid.UUID
+) -> list[dict]:
+    response = await client.get("/v1/referrals", params={"intake_id": str(intake_id)}, headers=headers)
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+@dataclass(frozen=True)
+class Desk:
+    """The referral service with its consumers running (`client`), and what a test drives it
+    with: intake events as the intake service publishes them, a key for every role, the app's
+    clock and the database (the `desk` fixture)."""
+
+    client: httpx.AsyncClient
+    publish_intake: PublishIntake
+    team: Team
+    clock: FakeClock
+    engine: AsyncEngine
+
+    async def triaged(self, vignette_id: str) -> tuple[dict[str, Any], uuid.UUID, dict[str, Any]]:
+        """A fresh intake of the vignette: its body, its id, and the referral triage made of it."""
+        body = vignette_body(vignette_id, self.clock.now().date())
+        intake_id = await self.publish_intake(body)
+        [referral] = await eventually(lambda: referrals_for(self.client, self.team.clinician, intake_id))
+        return body, intake_id, referral
+
+    async def amend(self, body: dict[str, Any], intake_id: uuid.UUID, version: int) -> list[dict[str, Any]]:
+        """Publish version `version` of the intake; the intake's referrals once triage has taken it."""
+        await self.publish_intake(body, intake_id=intake_id, version=version, amended=True)
+
+        async def taken() -> list[dict[str, Any]]:
+            items = await referrals_for(self.client, self.team.clinician, intake_id)
+            return items if any(r["intake_version"] == version for r in items) else []
+
+        return list(await eventually(taken))
+
+    async def new_referral(
+        self, *, destination: str = "pain_management", vignette: str | None = None
+    ) -> dict[str, Any]:
+        return await new_referral(
+            self.client,
+            self.publish_intake,
+            self.team,
+            self.clock,
+            destination=destination,
+            vignette=vignette,
+        )
+
+    async def referral_in(self, status: str, *, destination: str | None = None) -> dict[str, Any]:
+        return await referral_in(
+            status, self.client, self.publish_intake, self.team, self.clock, destination=destination
+        )
+
+    async def status_changes(self, referral_id: str) -> list[dict[str, Any]]:
+        """The `referral.status_changed` events about the referral, oldest first."""
+        return await events_about(self.engine, referral_id, "referral.status_changed")

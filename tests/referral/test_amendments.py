@@ -8,136 +8,79 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-import httpx
-import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from services.common.clock import FakeClock
 from services.common.contracts.events import ReferralAmended
 from services.referral.webhooks.consumer import thin_data
-from tests.conftest import MakeKey
-from tests.referral.conftest import PublishIntake, referrals_for, wait_for
-from tests.referral.support import Team, act, events_about, make_team, vignette_body
+from tests.conftest import eventually, query_value
+from tests.referral.support import Desk, act, events_about, referrals_for, vignette_body
 
 
-@pytest.fixture
-async def team(make_key: MakeKey) -> Team:
-    return await make_team(make_key)
-
-
-async def test_same_outcome_amendment_keeps_an_accepted_referral_accepted(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> None:
-    body = vignette_body("P12", clock.now().date())
-    intake_id = await publish_intake(body)
-    [referral] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
-    clock.advance(dt.timedelta(hours=1))
+async def test_same_outcome_amendment_keeps_an_accepted_referral_accepted(desk: Desk) -> None:
+    body, intake_id, referral = await desk.triaged("P12")
+    desk.clock.advance(dt.timedelta(hours=1))
     assert (
-        await act(referral_client, referral["id"], "accept", team.specialist["pain_management"])
+        await act(desk.client, referral["id"], "accept", desk.team.specialist["pain_management"])
     ).status_code == 200
 
-    clock.advance(dt.timedelta(hours=1))
+    desk.clock.advance(dt.timedelta(hours=1))
     body["symptoms"] = ["muscle_spasms"]
-    await publish_intake(body, intake_id=intake_id, version=2, amended=True)
-
-    async def amended() -> list:
-        items = await referrals_for(referral_client, team.clinician, intake_id)
-        return items if items and items[0]["intake_version"] == 2 else []
-
-    [same] = await wait_for(amended)
+    [same] = await desk.amend(body, intake_id, 2)
     assert same["id"] == referral["id"]
     assert same["status"] == "accepted"
     assert [h["status"] for h in same["history"]] == ["requested", "accepted", "accepted"]
     assert same["history"][-1]["by"] == "triage"
 
 
-async def test_different_outcome_amendment_announces_the_supersession(
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
-    engine: AsyncEngine,
-) -> None:
-    body = vignette_body("P12", clock.now().date())
-    intake_id = await publish_intake(body)
-    [old] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
-    clock.advance(dt.timedelta(hours=1))
+async def test_different_outcome_amendment_announces_the_supersession(desk: Desk) -> None:
+    body, intake_id, old = await desk.triaged("P12")
+    desk.clock.advance(dt.timedelta(hours=1))
     body["red_flags"]["limb_weakness"] = "yes"
-    await publish_intake(body, intake_id=intake_id, version=2, amended=True)
+    await desk.publish_intake(body, intake_id=intake_id, version=2, amended=True)
 
     async def two() -> list:
-        items = await referrals_for(referral_client, team.clinician, intake_id)
+        items = await referrals_for(desk.client, desk.team.clinician, intake_id)
         return items if len(items) == 2 else []
 
-    new = next(r for r in await wait_for(two) if r["id"] != old["id"])
+    new = next(r for r in await eventually(two) if r["id"] != old["id"])
     assert (new["destination"], new["priority"], new["supersedes"]) == ("urgent_care", "urgent", old["id"])
-    [cancelled] = await events_about(engine, old["id"], "referral.status_changed")
+    [cancelled] = await desk.status_changes(old["id"])
     assert (cancelled["status"], cancelled["previous_status"], cancelled["superseded_by"]) == (
         "cancelled", "requested", new["id"],
     )  # fmt: skip
-    [created] = await events_about(engine, new["id"], "referral.created")
+    [created] = await events_about(desk.engine, new["id"], "referral.created")
     assert created["supersedes"] == old["id"] and created["intake_version"] == 2
 
 
-async def test_a_version_arriving_after_a_newer_one_changes_nothing(
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
-    engine: AsyncEngine,
-) -> None:
-    first = vignette_body("P12", clock.now().date())
-    second = vignette_body("P01", clock.now().date())
-    intake_id = await publish_intake(second, version=2, amended=True)
-    [referral] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+async def test_a_version_arriving_after_a_newer_one_changes_nothing(desk: Desk) -> None:
+    first = vignette_body("P12", desk.clock.now().date())
+    second = vignette_body("P01", desk.clock.now().date())
+    intake_id = await desk.publish_intake(second, version=2, amended=True)
+    [referral] = await eventually(lambda: referrals_for(desk.client, desk.team.clinician, intake_id))
     assert referral["intake_version"] == 2 and referral["destination"] == "urgent_care"
 
-    await publish_intake(first, intake_id=intake_id, version=1)
+    await desk.publish_intake(first, intake_id=intake_id, version=1)
 
     async def handled() -> bool:
-        async with engine.connect() as conn:
-            waiting = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*) FROM queue.deliveries d JOIN queue.events e ON e.id = d.event_id "
-                        "WHERE e.subject = :s AND d.consumer = 'referral.triage'"
-                    ),
-                    {"s": intake_id},
-                )
-            ).scalar_one()
+        waiting = await query_value(
+            desk.engine,
+            "SELECT count(*) FROM queue.deliveries d JOIN queue.events e ON e.id = d.event_id "
+            "WHERE e.subject = :s AND d.consumer = 'referral.triage'",
+            s=intake_id,
+        )
         return waiting == 0
 
-    await wait_for(handled)
-    assert await referrals_for(referral_client, team.clinician, intake_id) == [referral]
+    await eventually(handled)
+    assert await referrals_for(desk.client, desk.team.clinician, intake_id) == [referral]
 
 
 # -- the amendment policy of ruleset v2, row by row -------------------------------------------
 
 
-async def _amend(
-    client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, body: dict, intake_id, version: int
-) -> list[dict]:
-    """Publish version `version` of the intake and wait until triage has taken it."""
-    await publish_intake(body, intake_id=intake_id, version=version, amended=True)
-
-    async def taken() -> list:
-        items = await referrals_for(client, team.clinician, intake_id)
-        return items if any(r["intake_version"] == version for r in items) else []
-
-    return await wait_for(taken)
-
-
-async def _resolved_to_routine(
-    client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> tuple[dict, uuid.UUID, dict, dict]:
+async def _resolved_to_routine(desk: Desk) -> tuple[dict, uuid.UUID, dict, dict]:
     """An intake held for a clinician (unsure about weight loss), resolved to routine pain
     management: its body, id, the referral as triaged and as resolved."""
-    body = vignette_body("P24", clock.now().date())
-    intake_id = await publish_intake(body)
-    [held] = await wait_for(lambda: referrals_for(client, team.clinician, intake_id))
+    body, intake_id, held = await desk.triaged("P24")
     resolve = {"destination": "pain_management", "priority": "routine", "note": "weight stable on the scales"}
-    resolved = await act(client, held["id"], "resolve", team.clinician, resolve)
+    resolved = await act(desk.client, held["id"], "resolve", desk.team.clinician, resolve)
     assert resolved.status_code == 200, resolved.text
     return body, intake_id, held, resolved.json()
 
@@ -147,55 +90,39 @@ def _one(items: list[dict], **match: object) -> dict:
     return found
 
 
-async def test_an_amendment_with_no_open_referral_creates_one(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> None:
-    body = vignette_body("P12", clock.now().date())
-    intake_id = await publish_intake(body)
-    [old] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
-    cancel = await act(referral_client, old["id"], "cancel", team.clinician, {"reason": "patient moved away"})
+async def test_an_amendment_with_no_open_referral_creates_one(desk: Desk) -> None:
+    body, intake_id, old = await desk.triaged("P12")
+    cancel = await act(
+        desk.client, old["id"], "cancel", desk.team.clinician, {"reason": "patient moved away"}
+    )
     assert cancel.status_code == 200
     body["red_flags"]["fever_or_chills"] = "yes"
-    items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
+    items = await desk.amend(body, intake_id, 2)
     new = _one(items, intake_version=2)
     assert (new["destination"], new["priority"], new["status"]) == ("urgent_care", "urgent", "requested")
     assert new["supersedes"] is None
     assert _one(items, id=old["id"])["status"] == "cancelled"
 
 
-async def test_a_same_outcome_amendment_keeps_a_clinicians_resolve_and_says_so(
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
-    engine: AsyncEngine,
-) -> None:
-    body, intake_id, held, _ = await _resolved_to_routine(referral_client, publish_intake, team, clock)
+async def test_a_same_outcome_amendment_keeps_a_clinicians_resolve_and_says_so(desk: Desk) -> None:
+    body, intake_id, held, _ = await _resolved_to_routine(desk)
     body["red_flags"]["unexplained_weight_loss"] = "no"  # the form now agrees with the clinician
-    items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
+    items = await desk.amend(body, intake_id, 2)
     [same] = items
     assert same["id"] == held["id"] and same["status"] == "requested"
     assert [r["code"] for r in same["reasons"]] == ["DEFAULT", "CLINICIAN"]
     assert "weight stable" in same["reasons"][-1]["text"]
-    [amended] = await events_about(engine, held["id"], "referral.amended")
+    [amended] = await events_about(desk.engine, held["id"], "referral.amended")
     assert (amended["action"], amended["intake_version"]) == ("updated", 2)
 
 
-async def test_a_more_urgent_amendment_supersedes_at_once_and_says_so(
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
-    engine: AsyncEngine,
-) -> None:
-    body = vignette_body("P12", clock.now().date())
-    intake_id = await publish_intake(body)
-    [old] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+async def test_a_more_urgent_amendment_supersedes_at_once_and_says_so(desk: Desk) -> None:
+    body, intake_id, old = await desk.triaged("P12")
     body["red_flags"]["bladder_or_bowel_dysfunction"] = "unsure"
-    items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
+    items = await desk.amend(body, intake_id, 2)
     new = _one(items, intake_version=2)
     assert (new["destination"], new["priority"], new["supersedes"]) == ("urgent_care", "stat", old["id"])
-    [amended] = await events_about(engine, old["id"], "referral.amended")
+    [amended] = await events_about(desk.engine, old["id"], "referral.amended")
     assert (amended["action"], amended["superseded_by"], amended["after_resolve"]) == (
         "superseded", new["id"], False,
     )  # fmt: skip
@@ -203,41 +130,29 @@ async def test_a_more_urgent_amendment_supersedes_at_once_and_says_so(
 
 
 async def test_urgent_care_after_a_resolve_supersedes_names_the_resolve_and_tells_the_clinician(
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
-    engine: AsyncEngine,
+    desk: Desk,
 ) -> None:
-    body, intake_id, held, _ = await _resolved_to_routine(referral_client, publish_intake, team, clock)
+    body, intake_id, held, _ = await _resolved_to_routine(desk)
     body["red_flags"]["unexplained_weight_loss"] = "yes"
-    items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
+    items = await desk.amend(body, intake_id, 2)
     new = _one(items, intake_version=2)
     assert (new["destination"], new["priority"], new["supersedes"]) == ("urgent_care", "urgent", held["id"])
     assert [r["code"] for r in new["reasons"]] == ["WEIGHT", "CLINICIAN"]
-    assert "supersedes the resolve by " + team.name["clinician"] in new["history"][0]["note"]
+    assert "supersedes the resolve by " + desk.team.name["clinician"] in new["history"][0]["note"]
     old = _one(items, id=held["id"])
     assert (old["status"], old["superseded_by"]) == ("cancelled", new["id"])
-    [amended] = await events_about(engine, held["id"], "referral.amended")
+    [amended] = await events_about(desk.engine, held["id"], "referral.amended")
     assert (amended["action"], amended["resolved_by"], amended["after_resolve"]) == (
-        "superseded", team.name["clinician"], True,
+        "superseded", desk.team.name["clinician"], True,
     )  # fmt: skip
 
 
-async def test_a_less_urgent_amendment_is_held_and_the_accepted_referral_stays(
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
-    engine: AsyncEngine,
-) -> None:
-    body = vignette_body("P20", clock.now().date())  # fever: urgent care within 24 h
-    intake_id = await publish_intake(body)
-    [open_] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
-    accepted = await act(referral_client, open_["id"], "accept", team.specialist["urgent_care"])
+async def test_a_less_urgent_amendment_is_held_and_the_accepted_referral_stays(desk: Desk) -> None:
+    body, intake_id, open_ = await desk.triaged("P20")  # fever: urgent care within 24 h
+    accepted = await act(desk.client, open_["id"], "accept", desk.team.specialist["urgent_care"])
     assert accepted.status_code == 200
     body["red_flags"]["fever_or_chills"] = "no"  # by itself, this would be routine pain management
-    items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
+    items = await desk.amend(body, intake_id, 2)
     assert _one(items, id=open_["id"]) == accepted.json(), "the open referral stays, unchanged"
     hold = _one(items, intake_version=2)
     assert (hold["destination"], hold["priority"], hold["status"]) == (
@@ -248,54 +163,50 @@ async def test_a_less_urgent_amendment_is_held_and_the_accepted_referral_stays(
     assert hold["amendment_of"] == open_["id"] and hold["supersedes"] is None
     assert [r["code"] for r in hold["reasons"]] == ["AMEND-HOLD", "DEFAULT"]
     assert hold["reasons"][0]["text"].startswith("Your updated form would change your referral; it stays")
-    [amended] = await events_about(engine, open_["id"], "referral.amended")
+    [amended] = await events_about(desk.engine, open_["id"], "referral.amended")
     assert (amended["action"], amended["hold_id"], amended["proposed_priority"]) == (
         "held",
         hold["id"],
         "routine",
     )
-    [created] = await events_about(engine, hold["id"], "referral.created")
+    [created] = await events_about(desk.engine, hold["id"], "referral.created")
     assert created["reason_codes"][0] == "AMEND-HOLD"
 
     # The clinician replaces the open referral: the resolved hold supersedes it.
-    clock.advance(dt.timedelta(minutes=5))
+    desk.clock.advance(dt.timedelta(minutes=5))
     resolve = {"destination": "pain_management", "priority": "routine", "note": "no fever since Monday"}
-    resolved = await act(referral_client, hold["id"], "resolve", team.clinician, resolve)
+    resolved = await act(desk.client, hold["id"], "resolve", desk.team.clinician, resolve)
     assert resolved.status_code == 200, resolved.text
     assert (resolved.json()["status"], resolved.json()["supersedes"]) == ("requested", open_["id"])
-    replaced = _one(await referrals_for(referral_client, team.clinician, intake_id), id=open_["id"])
+    replaced = _one(await referrals_for(desk.client, desk.team.clinician, intake_id), id=open_["id"])
     assert (replaced["status"], replaced["superseded_by"]) == ("cancelled", hold["id"])
-    assert replaced["history"][-1]["by"] == team.name["clinician"]
+    assert replaced["history"][-1]["by"] == desk.team.name["clinician"]
 
 
 async def test_an_as_urgent_amendment_elsewhere_is_held_and_cancelling_the_hold_keeps_the_referral(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
+    desk: Desk,
 ) -> None:
-    body = vignette_body("P05", clock.now().date())  # regenerative medicine, routine
-    intake_id = await publish_intake(body)
-    [open_] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+    body, intake_id, open_ = await desk.triaged("P05")  # regenerative medicine, routine
     body["treatments_tried"] = []  # pain management, routine: as urgent, elsewhere
-    items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
+    items = await desk.amend(body, intake_id, 2)
     hold = _one(items, intake_version=2)
     assert (hold["destination"], hold["priority"]) == ("clinician_review", "routine")
     assert [r["code"] for r in hold["reasons"]] == ["AMEND-HOLD", "REGEN-CONSERVATIVE-FIRST"]
     kept = await act(
-        referral_client, hold["id"], "cancel", team.clinician, {"reason": "trial was done elsewhere"}
+        desk.client, hold["id"], "cancel", desk.team.clinician, {"reason": "trial was done elsewhere"}
     )
     assert kept.status_code == 200
-    still = _one(await referrals_for(referral_client, team.clinician, intake_id), id=open_["id"])
+    still = _one(await referrals_for(desk.client, desk.team.clinician, intake_id), id=open_["id"])
     assert (still["status"], still["destination"], still["superseded_by"]) == (
         "requested", "regenerative_medicine", None,
     )  # fmt: skip
 
 
-async def test_a_more_urgent_hold_after_a_resolve_is_held_not_applied(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> None:
-    body, intake_id, held, resolved = await _resolved_to_routine(referral_client, publish_intake, team, clock)
+async def test_a_more_urgent_hold_after_a_resolve_is_held_not_applied(desk: Desk) -> None:
+    body, intake_id, held, resolved = await _resolved_to_routine(desk)
     body["red_flags"]["unexplained_weight_loss"] = "no"
     body["risk_factors"] = ["recent_trauma"]  # TRAUMA: a clinician's hold, more urgent than routine
-    items = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
+    items = await desk.amend(body, intake_id, 2)
     assert _one(items, id=held["id"]) == resolved, "the clinician's resolve is not overwritten"
     hold = _one(items, intake_version=2)
     assert (hold["destination"], hold["priority"], hold["amendment_of"]) == (
@@ -304,14 +215,10 @@ async def test_a_more_urgent_hold_after_a_resolve_is_held_not_applied(
     assert [r["code"] for r in hold["reasons"]] == ["AMEND-HOLD", "TRAUMA", "CLINICIAN"]
 
 
-async def test_an_amendment_of_an_open_hold_puts_amend_hold_on_the_hold_itself(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> None:
-    body = vignette_body("P24", clock.now().date())  # clinician review, urgent
-    intake_id = await publish_intake(body)
-    [held] = await wait_for(lambda: referrals_for(referral_client, team.clinician, intake_id))
+async def test_an_amendment_of_an_open_hold_puts_amend_hold_on_the_hold_itself(desk: Desk) -> None:
+    body, intake_id, held = await desk.triaged("P24")  # clinician review, urgent
     body["red_flags"]["unexplained_weight_loss"] = "no"  # would be routine pain management
-    [same] = await _amend(referral_client, publish_intake, team, body, intake_id, 2)
+    [same] = await desk.amend(body, intake_id, 2)
     assert (same["id"], same["status"], same["destination"], same["priority"]) == (
         held["id"], "needs_review", "clinician_review", "urgent",
     )  # fmt: skip

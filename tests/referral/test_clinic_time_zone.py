@@ -27,9 +27,8 @@ from services.intake.app import create_app as create_intake_app
 from services.referral.app import create_app as create_referral_app
 from services.referral.triage import triage
 from services.vignettes import load_vignettes
-from tests.conftest import MakeKey, auth, serve
-from tests.referral.conftest import referrals_for, wait_for
-from tests.referral.support import make_team, referral_in
+from tests.conftest import MakeKey, auth, eventually, serve
+from tests.referral.support import make_team, referral_in, referrals_for
 
 UTC_TODAY = dt.datetime.now(dt.UTC).date()
 EAST = ("Pacific/Kiritimati", dt.datetime.combine(UTC_TODAY, dt.time(11), dt.UTC), 1)
@@ -94,7 +93,7 @@ async def test_an_intake_is_validated_and_triaged_by_the_clinics_date(
         body = post_spinal_form(day, days_before)
         created = await intake.post("/v1/intakes", json=body, headers=front_desk)
         assert created.status_code == 201, created.text
-        [found] = await wait_for(lambda: referrals_for(referral, clinician, created.json()["id"]))
+        [found] = await eventually(lambda: referrals_for(referral, clinician, created.json()["id"]))
         assert (found["destination"], found["priority"], found["reasons"][0]["code"]) == expected
 
         # A form dated the clinic's tomorrow is accepted (and counts as today); the day after is not.
@@ -139,7 +138,7 @@ async def test_a_dead_letter_replayed_days_later_is_triaged_as_of_its_submission
         [delivery] = [d for d in dead.json()["items"] if d["subject"] == intake_id]
         replayed = await referral.post(f"/v1/events/dead/{delivery['id']}/replay", headers=admin)
         assert replayed.status_code == 200, replayed.text
-        [found] = await wait_for(lambda: referrals_for(referral, clinician, intake_id))
+        [found] = await eventually(lambda: referrals_for(referral, clinician, intake_id))
     assert (found["destination"], found["priority"], found["reasons"][0]["code"]) == (
         "urgent_care",
         "stat",

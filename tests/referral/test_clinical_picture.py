@@ -8,24 +8,17 @@ import datetime as dt
 from typing import Any
 
 import httpx
-import pytest
 
 from services.common.clock import FakeClock
-from tests.conftest import MakeKey
-from tests.referral.conftest import PublishIntake, referrals_for, wait_for
-from tests.referral.support import Team, act, make_team, vignette_body
-
-
-@pytest.fixture
-async def team(make_key: MakeKey) -> Team:
-    return await make_team(make_key)
+from tests.conftest import eventually
+from tests.referral.support import PublishIntake, Team, act, referrals_for, vignette_body
 
 
 async def _referral_of(
     client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, body: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
     intake_id = await publish_intake(body)
-    [referral] = await wait_for(lambda: referrals_for(client, team.clinician, intake_id))
+    [referral] = await eventually(lambda: referrals_for(client, team.clinician, intake_id))
     return intake_id, referral
 
 
@@ -99,7 +92,7 @@ async def test_an_amendment_brings_the_picture_up_to_date(
         got = (await referral_client.get(f"/v1/referrals/{referral['id']}", headers=team.clinician)).json()
         return got if got["intake_version"] == 2 else None
 
-    got = await wait_for(amended)
+    got = await eventually(amended)
     assert got["clinical"]["symptoms"] == ["muscle_spasms"]
     assert got["clinical"]["notes"] == "Spasms since Tuesday."
 

@@ -11,25 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
 from services.common.http.pagination import encode_cursor
 from services.common.settings import Settings
 from services.intake.app import create_app as create_intake_app
-from tests.conftest import MakeKey, serve
+from tests.conftest import eventually, query_value, serve
 from tests.intake.conftest import intake_form
-from tests.referral.conftest import PublishIntake, wait_for
-from tests.referral.support import (
-    Team,
-    act,
-    body_for,
-    events_about,
-    make_team,
-    new_referral,
-    referral_in,
-)
+from tests.referral.support import Desk, Team, act, body_for, events_about
 
 ACTIONS = ("accept", "decline", "schedule", "complete", "no-show", "cancel", "resolve")
 #: The machine of API.md, written out independently of the code under test.
@@ -45,11 +35,6 @@ ALLOWED = {
 }
 ALLOWED_MOVES = [(status, action) for status, moves in ALLOWED.items() for action in moves]
 REFUSED_MOVES = [(s, a) for s in ALLOWED for a in ACTIONS if a not in ALLOWED[s]]
-
-
-@pytest.fixture
-async def team(make_key: MakeKey) -> Team:
-    return await make_team(make_key)
 
 
 async def _get(client: httpx.AsyncClient, referral_id: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -70,22 +55,16 @@ def _expected_note(action: str, body: dict[str, Any] | None) -> str | None:
 
 @pytest.mark.parametrize(("status", "action"), ALLOWED_MOVES)
 async def test_allowed_move_records_history_and_emits_status_changed(
-    status: str,
-    action: str,
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
-    engine: AsyncEngine,
+    status: str, action: str, desk: Desk
 ) -> None:
-    referral = await referral_in(status, referral_client, publish_intake, team, clock)
-    events_before = await events_about(engine, referral["id"], "referral.status_changed")
-    clock.advance(dt.timedelta(minutes=7))
-    body = body_for(action, clock) or {"note": f"{action} noted"}
+    referral = await desk.referral_in(status)
+    events_before = await desk.status_changes(referral["id"])
+    desk.clock.advance(dt.timedelta(minutes=7))
+    body = body_for(action, desk.clock) or {"note": f"{action} noted"}
     actor = "clinician" if referral["destination"] == "clinician_review" else referral["destination"]
 
     response = await act(
-        referral_client, referral["id"], action, team.for_destination(referral["destination"]), body
+        desk.client, referral["id"], action, desk.team.for_destination(referral["destination"]), body
     )
 
     assert response.status_code == 200, response.text
@@ -95,41 +74,38 @@ async def test_allowed_move_records_history_and_emits_status_changed(
     entry = moved["history"][-1]
     assert (entry["status"], entry["by"], entry["note"]) == (
         target,
-        team.name[actor],
+        desk.team.name[actor],
         _expected_note(action, body),
     )
-    assert dt.datetime.fromisoformat(entry["at"]) == clock.now()
+    assert dt.datetime.fromisoformat(entry["at"]) == desk.clock.now()
     assert len(moved["history"]) == len(referral["history"]) + 1
     assert sorted(moved["allowed_actions"]) == sorted(ALLOWED[target])
-    assert await _get(referral_client, referral["id"], team.clinician) == moved
-    events = await events_about(engine, referral["id"], "referral.status_changed")
+    assert await _get(desk.client, referral["id"], desk.team.clinician) == moved
+    events = await desk.status_changes(referral["id"])
     assert len(events) == len(events_before) + 1
     event = events[-1]
     assert (event["status"], event["previous_status"], event["changed_by"]) == (
         target,
         status,
-        team.name[actor],
+        desk.team.name[actor],
     )
-    assert dt.datetime.fromisoformat(event["changed_at"]) == clock.now()
+    assert dt.datetime.fromisoformat(event["changed_at"]) == desk.clock.now()
     assert event["referral_id"] == referral["id"] and event["intake_id"] == referral["intake_id"]
 
 
 @pytest.mark.parametrize("status", list(ALLOWED))
 async def test_refused_moves_are_409_naming_the_allowed_ones_and_change_nothing(
-    status: str,
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
-    engine: AsyncEngine,
+    status: str, desk: Desk
 ) -> None:
-    referral = await referral_in(status, referral_client, publish_intake, team, clock)
-    events_before = await events_about(engine, referral["id"], "referral.status_changed")
+    referral = await desk.referral_in(status)
+    events_before = await desk.status_changes(referral["id"])
     refused = [a for s, a in REFUSED_MOVES if s == status]
     assert refused
 
     for action in refused:
-        response = await act(referral_client, referral["id"], action, team.clinician, body_for(action, clock))
+        response = await act(
+            desk.client, referral["id"], action, desk.team.clinician, body_for(action, desk.clock)
+        )
         assert response.status_code == 409, (action, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
         problem = response.json()
@@ -137,98 +113,88 @@ async def test_refused_moves_are_409_naming_the_allowed_ones_and_change_nothing(
         assert sorted(problem["allowed_actions"]) == sorted(ALLOWED[status])
         assert action in problem["detail"] and status in problem["detail"]
 
-    assert await _get(referral_client, referral["id"], team.clinician) == referral
-    assert await events_about(engine, referral["id"], "referral.status_changed") == events_before
+    assert await _get(desk.client, referral["id"], desk.team.clinician) == referral
+    assert await desk.status_changes(referral["id"]) == events_before
 
 
-async def test_the_second_of_two_concurrent_accepts_is_refused(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> None:
-    referral = await new_referral(referral_client, publish_intake, team, clock)
-    headers = team.specialist["pain_management"]
+async def test_the_second_of_two_concurrent_accepts_is_refused(desk: Desk) -> None:
+    referral = await desk.new_referral()
+    headers = desk.team.specialist["pain_management"]
     first, second = await asyncio.gather(
-        act(referral_client, referral["id"], "accept", headers),
-        act(referral_client, referral["id"], "accept", team.clinician),
+        act(desk.client, referral["id"], "accept", headers),
+        act(desk.client, referral["id"], "accept", desk.team.clinician),
     )
     assert sorted([first.status_code, second.status_code]) == [200, 409]
-    history = (await _get(referral_client, referral["id"], team.clinician))["history"]
+    history = (await _get(desk.client, referral["id"], desk.team.clinician))["history"]
     assert [h["status"] for h in history] == ["requested", "accepted"]
 
 
 # -- scoping ---------------------------------------------------------------------------------
 
 
-async def test_a_specialist_neither_sees_nor_moves_another_destinations_referral(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> None:
-    referral = await new_referral(referral_client, publish_intake, team, clock, destination="pain_management")
-    other = team.specialist["urgent_care"]
+async def test_a_specialist_neither_sees_nor_moves_another_destinations_referral(desk: Desk) -> None:
+    referral = await desk.new_referral(destination="pain_management")
+    other = desk.team.specialist["urgent_care"]
 
-    seen = await referral_client.get(f"/v1/referrals/{referral['id']}", headers=other)
+    seen = await desk.client.get(f"/v1/referrals/{referral['id']}", headers=other)
     assert seen.status_code == 404
     assert "Test" not in seen.text and referral["patient"]["mrn"] not in seen.text
     for action in ("accept", "decline", "cancel"):
-        moved = await act(referral_client, referral["id"], action, other, body_for(action, clock))
+        moved = await act(desk.client, referral["id"], action, other, body_for(action, desk.clock))
         assert moved.status_code == 404, action
-    listed = await referral_client.get(
+    listed = await desk.client.get(
         "/v1/referrals", params={"intake_id": referral["intake_id"]}, headers=other
     )
     assert listed.json()["items"] == []
-    asked = await referral_client.get(
-        "/v1/referrals", params={"destination": "pain_management"}, headers=other
-    )
+    asked = await desk.client.get("/v1/referrals", params={"destination": "pain_management"}, headers=other)
     assert asked.status_code == 403
-    own = await referral_client.get("/v1/referrals", params={"limit": 200}, headers=other)
+    own = await desk.client.get("/v1/referrals", params={"limit": 200}, headers=other)
     assert {r["destination"] for r in own.json()["items"]} <= {"urgent_care"}
 
-    assert (await _get(referral_client, referral["id"], team.clinician))["status"] == "requested"
-    accepted = await act(referral_client, referral["id"], "accept", team.specialist["pain_management"])
+    assert (await _get(desk.client, referral["id"], desk.team.clinician))["status"] == "requested"
+    accepted = await act(desk.client, referral["id"], "accept", desk.team.specialist["pain_management"])
     assert accepted.status_code == 200
 
 
-async def test_who_may_move_a_referral(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> None:
-    referral = await new_referral(referral_client, publish_intake, team, clock, destination="pain_management")
-    held = await new_referral(referral_client, publish_intake, team, clock, destination="clinician_review")
+async def test_who_may_move_a_referral(desk: Desk) -> None:
+    referral = await desk.new_referral(destination="pain_management")
+    held = await desk.new_referral(destination="clinician_review")
 
     assert (
-        await referral_client.get(f"/v1/referrals/{referral['id']}", headers=team.front_desk)
+        await desk.client.get(f"/v1/referrals/{referral['id']}", headers=desk.team.front_desk)
     ).status_code == 200
-    assert (await act(referral_client, referral["id"], "accept", team.front_desk)).status_code == 403
-    resolve = body_for("resolve", clock)
+    assert (await act(desk.client, referral["id"], "accept", desk.team.front_desk)).status_code == 403
+    resolve = body_for("resolve", desk.clock)
     # A specialist never resolves a clinician review (nor sees one); a clinician or admin does.
     assert (
-        await act(referral_client, held["id"], "resolve", team.specialist["pain_management"], resolve)
+        await act(desk.client, held["id"], "resolve", desk.team.specialist["pain_management"], resolve)
     ).status_code == 403
     assert (
-        await referral_client.get(f"/v1/referrals/{held['id']}", headers=team.specialist["pain_management"])
+        await desk.client.get(f"/v1/referrals/{held['id']}", headers=desk.team.specialist["pain_management"])
     ).status_code == 404
-    resolved = await act(referral_client, held["id"], "resolve", team.admin, resolve)
+    resolved = await act(desk.client, held["id"], "resolve", desk.team.admin, resolve)
     assert resolved.status_code == 200
     assert (resolved.json()["destination"], resolved.json()["status"]) == ("pain_management", "requested")
     # Now it is pain management's: its specialist sees it and may accept it.
     assert (
-        await act(referral_client, held["id"], "accept", team.specialist["pain_management"])
+        await act(desk.client, held["id"], "accept", desk.team.specialist["pain_management"])
     ).status_code == 200
-    assert (await referral_client.get("/v1/referrals")).status_code == 401
+    assert (await desk.client.get("/v1/referrals")).status_code == 401
 
 
-async def test_resolve_sets_destination_priority_and_a_fresh_due_by(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> None:
-    held = await new_referral(referral_client, publish_intake, team, clock, destination="clinician_review")
-    clock.advance(dt.timedelta(hours=3))
+async def test_resolve_sets_destination_priority_and_a_fresh_due_by(desk: Desk) -> None:
+    held = await desk.new_referral(destination="clinician_review")
+    desk.clock.advance(dt.timedelta(hours=3))
     body = {"destination": "urgent_care", "priority": "urgent", "note": "bowel symptoms confirmed by phone"}
 
-    resolved = (await act(referral_client, held["id"], "resolve", team.clinician, body)).json()
+    resolved = (await act(desk.client, held["id"], "resolve", desk.team.clinician, body)).json()
 
     assert (resolved["destination"], resolved["priority"], resolved["status"]) == (
         "urgent_care",
         "urgent",
         "requested",
     )
-    assert dt.datetime.fromisoformat(resolved["due_by"]) == clock.now() + dt.timedelta(hours=24)
+    assert dt.datetime.fromisoformat(resolved["due_by"]) == desk.clock.now() + dt.timedelta(hours=24)
     assert resolved["reasons"][-1]["code"] == "CLINICIAN"
     assert "bowel symptoms confirmed by phone" in resolved["reasons"][-1]["text"]
     assert resolved["reasons"][0] == held["reasons"][0]
@@ -249,39 +215,27 @@ async def test_resolve_sets_destination_priority_and_a_fresh_due_by(
     ],
 )
 async def test_a_bad_action_body_is_422_naming_the_field_and_moves_nothing(
-    action: str,
-    body: dict[str, Any],
-    field: str,
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
+    action: str, body: dict[str, Any], field: str, desk: Desk
 ) -> None:
     status = "accepted" if action == "schedule" else "requested"
-    referral = await referral_in(status, referral_client, publish_intake, team, clock)
-    response = await act(referral_client, referral["id"], action, team.clinician, body)
+    referral = await desk.referral_in(status)
+    response = await act(desk.client, referral["id"], action, desk.team.clinician, body)
     assert response.status_code == 422, response.text
     assert [e["field"] for e in response.json()["errors"]] == [field]
-    assert await _get(referral_client, referral["id"], team.clinician) == referral
+    assert await _get(desk.client, referral["id"], desk.team.clinician) == referral
 
 
 # -- decline with a redirect -----------------------------------------------------------------
 
 
-async def test_decline_with_redirect_creates_a_linked_referral_keeping_the_reason(
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
-    engine: AsyncEngine,
-) -> None:
-    referral = await new_referral(referral_client, publish_intake, team, clock, destination="pain_management")
-    clock.advance(dt.timedelta(hours=2))
+async def test_decline_with_redirect_creates_a_linked_referral_keeping_the_reason(desk: Desk) -> None:
+    referral = await desk.new_referral(destination="pain_management")
+    desk.clock.advance(dt.timedelta(hours=2))
     reason = "disc herniation after failed physio: stem-cell candidate"
-    pain = team.specialist["pain_management"]
+    pain = desk.team.specialist["pain_management"]
 
     response = await act(
-        referral_client,
+        desk.client,
         referral["id"],
         "decline",
         pain,
@@ -295,8 +249,8 @@ async def test_decline_with_redirect_creates_a_linked_referral_keeping_the_reaso
     assert successor_id is not None
     assert reason in declined["history"][-1]["note"]
     # The new referral is regenerative medicine's: not shown to pain management.
-    assert (await referral_client.get(f"/v1/referrals/{successor_id}", headers=pain)).status_code == 404
-    successor = await _get(referral_client, successor_id, team.specialist["regenerative_medicine"])
+    assert (await desk.client.get(f"/v1/referrals/{successor_id}", headers=pain)).status_code == 404
+    successor = await _get(desk.client, successor_id, desk.team.specialist["regenerative_medicine"])
     assert successor["supersedes"] == referral["id"]
     assert (successor["destination"], successor["priority"], successor["status"]) == (
         "regenerative_medicine", referral["priority"], "requested",
@@ -304,25 +258,23 @@ async def test_decline_with_redirect_creates_a_linked_referral_keeping_the_reaso
     assert successor["intake_id"] == referral["intake_id"]
     assert successor["reasons"][0]["code"] == "REDIRECT" and reason in successor["reasons"][0]["text"]
     assert successor["reasons"][1:] == referral["reasons"]
-    assert successor["history"][0]["by"] == team.name["pain_management"]
-    assert dt.datetime.fromisoformat(successor["created_at"]) == clock.now()
-    assert dt.datetime.fromisoformat(successor["due_by"]) == clock.now() + dt.timedelta(days=14)
-    [declined_event] = await events_about(engine, referral["id"], "referral.status_changed")
+    assert successor["history"][0]["by"] == desk.team.name["pain_management"]
+    assert dt.datetime.fromisoformat(successor["created_at"]) == desk.clock.now()
+    assert dt.datetime.fromisoformat(successor["due_by"]) == desk.clock.now() + dt.timedelta(days=14)
+    [declined_event] = await desk.status_changes(referral["id"])
     assert declined_event["status"] == "declined" and declined_event["superseded_by"] == successor_id
-    [created_event] = await events_about(engine, successor_id, "referral.created")
+    [created_event] = await events_about(desk.engine, successor_id, "referral.created")
     assert created_event["supersedes"] == referral["id"]
 
 
-async def test_redirect_to_the_same_destination_is_422(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> None:
-    referral = await new_referral(referral_client, publish_intake, team, clock, destination="pain_management")
+async def test_redirect_to_the_same_destination_is_422(desk: Desk) -> None:
+    referral = await desk.new_referral(destination="pain_management")
     body = {"reason": "wrong clinic", "redirect_to": "pain_management"}
-    response = await act(referral_client, referral["id"], "decline", team.clinician, body)
+    response = await act(desk.client, referral["id"], "decline", desk.team.clinician, body)
     assert response.status_code == 422
     [error] = response.json()["errors"]
     assert error["field"] == "redirect_to" and "pain_management" not in error["allowed"]
-    assert await _get(referral_client, referral["id"], team.clinician) == referral
+    assert await _get(desk.client, referral["id"], desk.team.clinician) == referral
 
 
 # -- worklists -------------------------------------------------------------------------------
@@ -351,44 +303,38 @@ def _rank(item: dict[str, Any]) -> tuple[int, dt.datetime, uuid.UUID]:
     return order[item["priority"]], dt.datetime.fromisoformat(item["due_by"]), uuid.UUID(item["id"])
 
 
-async def test_worklist_sorts_by_priority_then_due_by_and_filters(
-    referral_client: httpx.AsyncClient, publish_intake: PublishIntake, team: Team, clock: FakeClock
-) -> None:
+async def test_worklist_sorts_by_priority_then_due_by_and_filters(desk: Desk) -> None:
     created = []
     for vignette in ("P09", "P10", "P01"):  # urgent, urgent, stat: created a minute apart
-        created.append(
-            await new_referral(
-                referral_client, publish_intake, team, clock, destination="urgent_care", vignette=vignette
-            )
-        )
-        clock.advance(dt.timedelta(minutes=1))
+        created.append(await desk.new_referral(destination="urgent_care", vignette=vignette))
+        desk.clock.advance(dt.timedelta(minutes=1))
     urgent_a, urgent_b, stat = created
     mine = {r["id"] for r in created}
-    headers = team.specialist["urgent_care"]
+    headers = desk.team.specialist["urgent_care"]
 
-    everything = await _all_pages(referral_client, headers, {}, limit=3)
+    everything = await _all_pages(desk.client, headers, {}, limit=3)
     assert everything == sorted(everything, key=_rank)
     assert [r["id"] for r in everything if r["id"] in mine] == [stat["id"], urgent_a["id"], urgent_b["id"]]
 
-    urgent_only = await _all_pages(referral_client, headers, {"priority": "urgent"})
+    urgent_only = await _all_pages(desk.client, headers, {"priority": "urgent"})
     assert {r["priority"] for r in urgent_only} == {"urgent"}
     assert [r["id"] for r in urgent_only if r["id"] in mine] == [urgent_a["id"], urgent_b["id"]]
 
-    await act(referral_client, urgent_b["id"], "accept", headers)
-    accepted = await _all_pages(referral_client, headers, {"status": ["accepted", "scheduled"]})
+    await act(desk.client, urgent_b["id"], "accept", headers)
+    accepted = await _all_pages(desk.client, headers, {"status": ["accepted", "scheduled"]})
     assert {r["status"] for r in accepted} <= {"accepted", "scheduled"}
     assert [r["id"] for r in accepted if r["id"] in mine] == [urgent_b["id"]]
 
-    clock.advance(dt.timedelta(hours=2))  # past the stat referral's hour, within the urgent ones' day
-    overdue = await _all_pages(referral_client, headers, {"overdue": "true"})
+    desk.clock.advance(dt.timedelta(hours=2))  # past the stat referral's hour, within the urgent ones' day
+    overdue = await _all_pages(desk.client, headers, {"overdue": "true"})
     assert all(r["overdue"] for r in overdue)
     assert [r["id"] for r in overdue if r["id"] in mine] == [stat["id"]]
-    on_time = await _all_pages(referral_client, headers, {"overdue": "false"})
+    on_time = await _all_pages(desk.client, headers, {"overdue": "false"})
     assert not any(r["overdue"] for r in on_time)
     assert [r["id"] for r in on_time if r["id"] in mine] == [urgent_a["id"], urgent_b["id"]]
 
-    await act(referral_client, stat["id"], "cancel", headers, {"reason": "seen in the emergency department"})
-    overdue = await _all_pages(referral_client, headers, {"overdue": "true"})
+    await act(desk.client, stat["id"], "cancel", headers, {"reason": "seen in the emergency department"})
+    overdue = await _all_pages(desk.client, headers, {"overdue": "true"})
     assert stat["id"] not in {r["id"] for r in overdue}
 
 
@@ -428,7 +374,7 @@ async def test_an_accept_shows_on_the_intake(
             referral = (await intake_client.get(intake_url, headers=team.front_desk)).json()["referral"]
             return dict(referral) if referral else None
 
-        summary = await wait_for(routed)
+        summary = await eventually(routed)
         assert summary["status"] == "requested"
         clock.advance(dt.timedelta(minutes=30))
         accepted = await act(
@@ -440,39 +386,37 @@ async def test_an_accept_shows_on_the_intake(
             referral = (await intake_client.get(intake_url, headers=team.front_desk)).json()["referral"]
             return bool(referral["status"] == "accepted")
 
-        await wait_for(mirrored)
+        await eventually(mirrored)
 
 
 # -- who acted, by id ------------------------------------------------------------------------
 
 
 async def _key_id(engine: AsyncEngine, name: str) -> str:
-    async with engine.connect() as conn:
-        found = await conn.scalar(text("SELECT id FROM access.api_keys WHERE name = :n"), {"n": name})
-    return str(found)
+    return str(await query_value(engine, "SELECT id FROM access.api_keys WHERE name = :n", n=name))
 
 
-async def test_history_names_the_acting_key_by_id_beside_its_name(
-    referral_client: httpx.AsyncClient,
-    publish_intake: PublishIntake,
-    team: Team,
-    clock: FakeClock,
-    engine: AsyncEngine,
-) -> None:
-    held = await new_referral(referral_client, publish_intake, team, clock, destination="clinician_review")
-    resolved = await act(referral_client, held["id"], "resolve", team.clinician, body_for("resolve", clock))
+async def test_history_names_the_acting_key_by_id_beside_its_name(desk: Desk) -> None:
+    held = await desk.new_referral(destination="clinician_review")
+    resolved = await act(
+        desk.client, held["id"], "resolve", desk.team.clinician, body_for("resolve", desk.clock)
+    )
     assert resolved.status_code == 200, resolved.text
-    accepted = await act(referral_client, held["id"], "accept", team.specialist["pain_management"])
+    accepted = await act(desk.client, held["id"], "accept", desk.team.specialist["pain_management"])
     assert accepted.status_code == 200, accepted.text
 
-    history = (await _get(referral_client, held["id"], team.clinician))["history"]
+    history = (await _get(desk.client, held["id"], desk.team.clinician))["history"]
     assert [(h["status"], h["by"], h["by_id"]) for h in history] == [
         ("needs_review", "triage", None),  # triage itself has no key
-        ("requested", team.name["clinician"], await _key_id(engine, team.name["clinician"])),
-        ("accepted", team.name["pain_management"], await _key_id(engine, team.name["pain_management"])),
+        ("requested", desk.team.name["clinician"], await _key_id(desk.engine, desk.team.name["clinician"])),
+        (
+            "accepted",
+            desk.team.name["pain_management"],
+            await _key_id(desk.engine, desk.team.name["pain_management"]),
+        ),
     ]
     # The announcements name the same ids (`changed_by_id`).
-    events = await events_about(engine, held["id"], "referral.status_changed")
+    events = await desk.status_changes(held["id"])
     assert [(e["status"], e["changed_by"], e["changed_by_id"]) for e in events] == [
         (h["status"], h["by"], h["by_id"]) for h in history[1:]
     ]

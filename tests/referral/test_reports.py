@@ -12,19 +12,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.clock import FakeClock
-from tests.conftest import MakeKey
-from tests.referral.conftest import PublishIntake, wait_for
-from tests.referral.support import Team, act, make_team, new_referral, triage_settled
+from tests.conftest import eventually
+from tests.referral.support import PublishIntake, Team, act, new_referral, triage_settled
 
 #: Each test's known set gets a period of its own, a quarter apart.
 PERIODS = itertools.count()
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
-
-
-@pytest.fixture
-async def team(make_key: MakeKey) -> Team:
-    return await make_team(make_key)
 
 
 def _at(clock: FakeClock, when: dt.datetime) -> None:
@@ -51,7 +45,7 @@ async def known_set(
 ) -> dict[str, dict[str, Any]]:
     """Eight referrals created at t0 and one redirected at t0+4h, moved as the timeline says;
     the clock ends at t0+8d."""
-    await wait_for(lambda: triage_settled(engine))  # nobody else's intake lands in our period
+    await eventually(lambda: triage_settled(engine))  # nobody else's intake lands in our period
     _at(clock, t0)
     made = {
         name: await new_referral(referral_client, publish_intake, team, clock, vignette=vignette)

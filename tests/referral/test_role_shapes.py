@@ -4,17 +4,9 @@ not triage reasons, specialists' notes or a close reason."""
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from services.common.clock import FakeClock
-from tests.conftest import MakeKey
-from tests.referral.conftest import PublishIntake
-from tests.referral.support import Team, act, make_team, new_referral
-
-
-@pytest.fixture
-async def team(make_key: MakeKey) -> Team:
-    return await make_team(make_key)
+from tests.referral.support import PublishIntake, Team, act, new_referral
 
 
 async def test_front_desk_sees_a_referral_without_clinical_notes(

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.clock import FakeClock
 from services.common.queue import redeliver
 from services.vignettes import load_vignettes
-from tests.referral.conftest import PublishIntake, referrals_for, wait_for
+from tests.conftest import eventually, query_value
+from tests.referral.support import Desk, PublishIntake, referrals_for
 
 
 def _by_id(vignette_id: str, today) -> dict:
@@ -24,7 +25,7 @@ async def test_submitted_intake_becomes_a_referral_with_reasons_and_due_by(
 ) -> None:
     body = _by_id("P01", clock.now().date())
     intake_id = await publish_intake(body)
-    [referral] = await wait_for(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
+    [referral] = await eventually(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
     assert referral["destination"] == "urgent_care"
     assert referral["priority"] == "stat"
     assert referral["status"] == "requested"
@@ -47,7 +48,7 @@ async def test_unsure_answer_is_held_for_clinician_review(
     referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers, clock: FakeClock
 ) -> None:
     intake_id = await publish_intake(_by_id("P24", clock.now().date()))
-    [referral] = await wait_for(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
+    [referral] = await eventually(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
     assert (referral["destination"], referral["status"], referral["priority"]) == (
         "clinician_review",
         "needs_review",
@@ -60,7 +61,7 @@ async def test_routine_referral_is_due_in_fourteen_days(
     referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers, clock: FakeClock
 ) -> None:
     intake_id = await publish_intake(_by_id("P05", clock.now().date()))
-    [referral] = await wait_for(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
+    [referral] = await eventually(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
     assert referral["destination"] == "regenerative_medicine"
     due = datetime.fromisoformat(referral["due_by"]) - datetime.fromisoformat(referral["created_at"])
     assert due == timedelta(days=14)
@@ -74,67 +75,45 @@ async def test_redelivered_intake_event_creates_no_second_referral(
     engine: AsyncEngine,
 ) -> None:
     intake_id = await publish_intake(_by_id("P06", clock.now().date()))
-    await wait_for(lambda: referrals_for(referral_client, clinician_headers, intake_id))
+    await eventually(lambda: referrals_for(referral_client, clinician_headers, intake_id))
     # Owe the event to the consumer again, as a lost ack or an expired lease would.
+    event_id = await query_value(
+        engine, "SELECT id FROM queue.events WHERE subject = :s AND type = 'intake.submitted'", s=intake_id
+    )
     async with engine.begin() as conn:
-        event_id = (
-            await conn.execute(
-                text("SELECT id FROM queue.events WHERE subject = :s AND type = 'intake.submitted'"),
-                {"s": intake_id},
-            )
-        ).scalar_one()
         await redeliver(conn, "referral.triage", event_id)
 
     async def redelivered() -> bool:
-        async with engine.connect() as conn:
-            owed = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*) FROM queue.deliveries "
-                        "WHERE event_id = :e AND consumer = 'referral.triage'"
-                    ),
-                    {"e": event_id},
-                )
-            ).scalar()
+        owed = await query_value(
+            engine,
+            "SELECT count(*) FROM queue.deliveries WHERE event_id = :e AND consumer = 'referral.triage'",
+            e=event_id,
+        )
         return owed == 0
 
-    await wait_for(redelivered)
+    await eventually(redelivered)
     assert len(await referrals_for(referral_client, clinician_headers, intake_id)) == 1
 
 
-async def test_amendment_with_same_outcome_updates_reasons_in_place(
-    referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers, clock: FakeClock
-) -> None:
-    body = _by_id("P12", clock.now().date())
-    intake_id = await publish_intake(body)
-    [first] = await wait_for(lambda: referrals_for(referral_client, clinician_headers, intake_id))
+async def test_amendment_with_same_outcome_updates_reasons_in_place(desk: Desk) -> None:
+    body, intake_id, first = await desk.triaged("P12")
     body["conditions"] = ["spinal_stenosis", "osteoporosis"]
-    await publish_intake(body, intake_id=intake_id, version=2, amended=True)
-
-    async def updated() -> list:
-        items = await referrals_for(referral_client, clinician_headers, intake_id)
-        return items if items and items[0]["intake_version"] == 2 else []
-
-    [same] = await wait_for(updated)
+    [same] = await desk.amend(body, intake_id, 2)
     assert same["id"] == first["id"]
     assert same["destination"] == "pain_management"
     assert "intake amended" in same["history"][-1]["note"]
 
 
-async def test_amendment_with_new_outcome_supersedes_the_open_referral(
-    referral_client: AsyncClient, publish_intake: PublishIntake, clinician_headers, clock: FakeClock
-) -> None:
-    body = _by_id("P12", clock.now().date())
-    intake_id = await publish_intake(body)
-    [old] = await wait_for(lambda: referrals_for(referral_client, clinician_headers, intake_id))
+async def test_amendment_with_new_outcome_supersedes_the_open_referral(desk: Desk) -> None:
+    body, intake_id, old = await desk.triaged("P12")
     body["red_flags"]["saddle_numbness"] = "yes"
-    await publish_intake(body, intake_id=intake_id, version=2, amended=True)
+    await desk.publish_intake(body, intake_id=intake_id, version=2, amended=True)
 
     async def two() -> list:
-        items = await referrals_for(referral_client, clinician_headers, intake_id)
+        items = await referrals_for(desk.client, desk.team.clinician, intake_id)
         return items if len(items) == 2 else []
 
-    items = await wait_for(two)
+    items = await eventually(two)
     new = next(r for r in items if r["id"] != old["id"])
     old_now = next(r for r in items if r["id"] == old["id"])
     assert new["destination"] == "urgent_care" and new["priority"] == "stat"
@@ -166,7 +145,7 @@ async def test_intakes_arriving_together_are_triaged_as_one_by_one(
 
     today = clock.now().date()
     seen_before = await publish_intake(_by_id("P01", today))
-    await wait_for(lambda: referrals_for(referral_client, clinician_headers, seen_before))
+    await eventually(lambda: referrals_for(referral_client, clinician_headers, seen_before))
 
     def event(
         vignette: str, intake_id: uuid.UUID, version: int = 1, amended: bool = False
@@ -193,10 +172,12 @@ async def test_intakes_arriving_together_are_triaged_as_one_by_one(
 
     expected = {new[0]: "urgent_care", new[1]: "clinician_review", new[2]: "clinician_review"}
     for intake_id, destination in expected.items():
-        [referral] = await wait_for(lambda i=intake_id: referrals_for(referral_client, clinician_headers, i))
+        [referral] = await eventually(
+            lambda i=intake_id: referrals_for(referral_client, clinician_headers, i)
+        )
         assert (referral["destination"], referral["intake_version"]) == (destination, 1)
         assert [(h["status"], h["by"]) for h in referral["history"]] == [(referral["status"], "triage")]
-    both = await wait_for(lambda: _two(referral_client, clinician_headers, twice))
+    both = await eventually(lambda: _two(referral_client, clinician_headers, twice))
     assert sorted((r["intake_version"], r["destination"]) for r in both) == [
         (1, "clinician_review"), (2, "urgent_care")
     ]  # fmt: skip

@@ -23,7 +23,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +37,7 @@ import httpx
 import psutil
 
 from services.vignettes import load_vignettes
-from tests.conftest import REPO_ROOT, embedded_data_dir
+from tests.conftest import clinic_output, embedded_data_dir, start_clinic
 from tests.foundation.test_clinic_up import free_port, postgres_processes, wait_ready
 
 HEAVY = os.environ.get("CLINIC_RELIABILITY_HEAVY") == "1"
@@ -97,13 +96,7 @@ class System:
         self.env.update(CLINIC_INTAKE_PORT=str(ports[0]), CLINIC_REFERRAL_PORT=str(ports[1]))
         self.intake, self.referral = (f"http://127.0.0.1:{p}" for p in ports)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "up"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+            self.proc = start_clinic("up", env=self.env, stderr=log)
         deadline = time.monotonic() + timeout
         for url in (self.intake, self.referral):
             assert wait_ready(f"{url}/health/ready", deadline) == 200, self.log_tail()
@@ -115,16 +108,7 @@ class System:
         env = dict(self.env)
         if self.data_dir is not None:  # talk to the running embedded server directly
             env["CLINIC_DATABASE_URL"] = self.dsn()
-        result = subprocess.run(
-            [sys.executable, "-m", "services.cli", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return result.stdout.strip()
+        return clinic_output(*args, env=env)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -151,6 +135,13 @@ class System:
         self.past.append(self.proc)
         self.proc = None
         return code
+
+    def stop_cleanly(self) -> None:
+        """SIGTERM `clinic up`: it exits 0, and no process of the system outlives it (nor the
+        embedded server, when it runs one)."""
+        assert self.stop() == 0
+        assert self.left_behind() == [], "a process outlived the clean stop"
+        assert self.postgres() == [], "the embedded server outlived the clean stop"
 
     def kill_everything(self) -> None:
         """SIGKILL every process of the system at once (PostgreSQL too, when embedded)."""
@@ -446,11 +437,13 @@ def count(dsn: str, acked: list[Answer]) -> Count:
 
 
 def settle_and_check(dsn: str, acked: list[Answer], *, within: float = 90.0) -> Count:
-    """Wait (at most `within` seconds) for the system to finish the work it acknowledged; count."""
+    """Wait (at most `within` seconds) for the system to finish the work it acknowledged; the
+    count, which must be clean (nothing lost, duplicated, unmirrored or owed)."""
     started = time.monotonic()
     result = wait_for(lambda: (c := count(dsn, acked)).clean and c, within=within, every=0.5)
     final = result or count(dsn, acked)
     final.settle_seconds = time.monotonic() - started
+    assert final.clean, str(final)
     return final
 
 

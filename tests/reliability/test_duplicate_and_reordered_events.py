@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.contracts.events import PAYLOAD_TYPES, ReferralCreated, ReferralStatusChanged
+from services.common.contracts.events import PAYLOAD_TYPES, ReferralCreated
 from services.common.db.engine import create_engine
 from services.common.queue import publish, redeliver
 from tests.reliability.harness import (
     Answer,
-    clinic,
+    System,
     count,
     intake_body,
     report,
@@ -27,6 +27,7 @@ from tests.reliability.harness import (
     sql,
     wait_for,
 )
+from tests.webhooks.support import status_changed
 
 pytestmark = pytest.mark.reliability
 
@@ -72,93 +73,69 @@ async def inject(database_url: str, intake_id: str) -> uuid.UUID:
                 payload = msgspec.convert(facts[row.type], PAYLOAD_TYPES[row.type], strict=False)
                 await publish(session, payload, subject=row.subject)
         first = msgspec.json.decode(created.payload.encode(), type=ReferralCreated)
-        newer = uuid.uuid4()
         now = dt.datetime.now(dt.UTC)
-        # A newer referral for the intake: its acceptance is published (and handled) first...
+        # A newer referral for the intake, superseding the first...
+        newer = msgspec.structs.replace(
+            first,
+            referral_id=uuid.uuid4(),
+            status="requested",
+            created_at=now - dt.timedelta(seconds=1),
+            supersedes=first.referral_id,
+        )
+        # ...its acceptance is published (and handled) first...
         async with AsyncSession(engine) as session, session.begin():
-            await publish(
-                session,
-                ReferralStatusChanged(
-                    referral_id=newer,
-                    intake_id=first.intake_id,
-                    destination=first.destination,
-                    priority=first.priority,
-                    status="accepted",
-                    previous_status="requested",
-                    changed_at=now,
-                    changed_by="reliability-test",
-                ),
-                subject=newer,
-            )
+            await publish(session, status_changed(newer, "accepted"), subject=newer.referral_id)
         await asyncio.sleep(2.5)  # the mirror applies it (NOTIFY, or the 1 s poll)
         # ... and its creation (older news) arrives afterwards.
         async with AsyncSession(engine) as session, session.begin():
-            await publish(
-                session,
-                ReferralCreated(
-                    referral_id=newer,
-                    intake_id=first.intake_id,
-                    intake_version=first.intake_version,
-                    destination=first.destination,
-                    priority=first.priority,
-                    status="requested",
-                    due_by=first.due_by,
-                    created_at=now - dt.timedelta(seconds=1),
-                    reason_codes=first.reason_codes,
-                    supersedes=first.referral_id,
-                ),
-                subject=newer,
-            )
-        return newer
+            await publish(session, newer, subject=newer.referral_id)
+        return newer.referral_id
     finally:
         await engine.dispose()
 
 
 def test_duplicates_have_no_second_effect_and_a_late_creation_does_not_undo_a_status(
-    fresh_database: str,
+    fresh_database: str, system: System
 ) -> None:
-    with clinic(database_url=fresh_database) as system:
-        system.start()
-        dsn = system.dsn()
-        mrn = f"REL-{uuid.uuid4().hex[:12]}"
-        resp = httpx.post(
-            f"{system.intake}/v1/intakes", json=intake_body(mrn), headers=system.headers, timeout=30
-        )
-        assert resp.status_code == 201, resp.text
-        intake_id = resp.json()["id"]
-        acked = [Answer(mrn, 0, 0, 201, intake_id=intake_id)]
-        assert settle_and_check(dsn, acked).clean
-        original = sql(dsn, "SELECT referral_id FROM intake.intakes WHERE id = $1::uuid", intake_id)[0][0]
+    dsn = system.dsn()
+    mrn = f"REL-{uuid.uuid4().hex[:12]}"
+    resp = httpx.post(
+        f"{system.intake}/v1/intakes", json=intake_body(mrn), headers=system.headers, timeout=30
+    )
+    assert resp.status_code == 201, resp.text
+    intake_id = resp.json()["id"]
+    acked = [Answer(mrn, 0, 0, 201, intake_id=intake_id)]
+    settle_and_check(dsn, acked)
+    original = sql(dsn, "SELECT referral_id FROM intake.intakes WHERE id = $1::uuid", intake_id)[0][0]
 
-        newer = asyncio.run(inject(fresh_database, intake_id))
+    newer = asyncio.run(inject(fresh_database, intake_id))
 
-        owed = (
-            "SELECT count(*) FROM queue.deliveries d JOIN queue.events e ON e.id = d.event_id "
-            "WHERE e.payload->>'intake_id' = $1"
+    owed = (
+        "SELECT count(*) FROM queue.deliveries d JOIN queue.events e ON e.id = d.event_id "
+        "WHERE e.payload->>'intake_id' = $1"
+    )
+    assert wait_for(lambda: sql(dsn, owed, intake_id)[0][0] == 0, within=60)
+    # Triage: still one referral for the intake (no second from the duplicates).
+    referrals = sql(dsn, "SELECT id FROM referral.referrals WHERE intake_id = $1::uuid", intake_id)
+    assert [r["id"] for r in referrals] == [original]
+    assert count(dsn, acked).duplicated == []
+    # The mirror: one row per referral; the newer one kept its later status; the intake
+    # shows the newer referral as accepted.
+    mirror = {
+        r["referral_id"]: r["status"]
+        for r in sql(
+            dsn,
+            "SELECT referral_id, status FROM intake.referral_mirror WHERE intake_id = $1::uuid",
+            intake_id,
         )
-        assert wait_for(lambda: sql(dsn, owed, intake_id)[0][0] == 0, within=60)
-        # Triage: still one referral for the intake (no second from the duplicates).
-        referrals = sql(dsn, "SELECT id FROM referral.referrals WHERE intake_id = $1::uuid", intake_id)
-        assert [r["id"] for r in referrals] == [original]
-        assert count(dsn, acked).duplicated == []
-        # The mirror: one row per referral; the newer one kept its later status; the intake
-        # shows the newer referral as accepted.
-        mirror = {
-            r["referral_id"]: r["status"]
-            for r in sql(
-                dsn,
-                "SELECT referral_id, status FROM intake.referral_mirror WHERE intake_id = $1::uuid",
-                intake_id,
-            )
-        }
-        assert mirror == {original: "requested", newer: "accepted"}
-        intake = sql(
-            dsn, "SELECT referral_id, referral_status FROM intake.intakes WHERE id = $1::uuid", intake_id
-        )[0]
-        assert (intake["referral_id"], intake["referral_status"]) == (newer, "accepted")
-        dead = sql(dsn, "SELECT count(*) FROM queue.deliveries WHERE status = 'dead'")[0][0]
-        assert dead == 0
-        assert system.tracebacks() == []
-        assert system.stop() == 0
-        assert system.left_behind() == []
+    }
+    assert mirror == {original: "requested", newer: "accepted"}
+    intake = sql(
+        dsn, "SELECT referral_id, referral_status FROM intake.intakes WHERE id = $1::uuid", intake_id
+    )[0]
+    assert (intake["referral_id"], intake["referral_status"]) == (newer, "accepted")
+    dead = sql(dsn, "SELECT count(*) FROM queue.deliveries WHERE status = 'dead'")[0][0]
+    assert dead == 0
+    assert system.tracebacks() == []
+    system.stop_cleanly()
     report("duplicate and reordered events", injected=6, referrals_after=len(referrals), dead=dead)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from services.common.queue import LISTENER_NAME
-from tests.reliability.harness import Load, clinic, report, settle_and_check, sql, wait_for
+from tests.reliability.harness import Load, System, report, settle_and_check, sql, wait_for
 
 pytestmark = pytest.mark.reliability
 
@@ -18,40 +18,34 @@ _LISTENERS = (
 )
 
 
-def test_killed_listeners_are_logged_events_still_flow_and_the_listeners_come_back(
-    fresh_database: str,
-) -> None:
-    with clinic(database_url=fresh_database) as system:
-        system.start()
-        dsn = system.dsn()
-        before = sql(dsn, _LISTENERS, f"{LISTENER_NAME}%")
-        names = sorted(r["application_name"] for r in before)
-        assert len(names) == 3, names  # referral.triage, referral.webhooks, intake.referral_mirror
+def test_killed_listeners_are_logged_events_still_flow_and_the_listeners_come_back(system: System) -> None:
+    dsn = system.dsn()
+    before = sql(dsn, _LISTENERS, f"{LISTENER_NAME}%")
+    names = sorted(r["application_name"] for r in before)
+    assert len(names) == 3, names  # referral.triage, referral.webhooks, intake.referral_mirror
 
-        killed = sql(
-            dsn,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name LIKE $1",
-            f"{LISTENER_NAME}%",
-        )
-        assert len(killed) == 3
-        killed_at = time.monotonic()
-        with Load(system, threads=2, limit=20) as load:
-            wait_for(lambda: len(load.answers) >= 20, within=60)
-        acked = load.acknowledged()
-        assert len(acked) >= 20, load.by_status()
-        result = settle_and_check(dsn, acked, within=60)
-        assert result.clean, str(result)
+    killed = sql(
+        dsn,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name LIKE $1",
+        f"{LISTENER_NAME}%",
+    )
+    assert len(killed) == 3
+    killed_at = time.monotonic()
+    with Load(system, threads=2, limit=20) as load:
+        wait_for(lambda: len(load.answers) >= 20, within=60)
+    acked = load.acknowledged()
+    assert len(acked) >= 20, load.by_status()
+    result = settle_and_check(dsn, acked, within=60)
 
-        back = wait_for(lambda: len(sql(dsn, _LISTENERS, f"{LISTENER_NAME}%")) == 3, within=30)
-        assert back, "the listeners did not reconnect"
-        back_after = time.monotonic() - killed_at
-        lost = system.events("queue_listener_lost")
-        assert len(lost) >= 3 and all(e["level"] == "warning" for e in lost)
-        assert len(system.events("queue_listener_reconnected")) >= 3
-        assert system.tracebacks() == []
-        assert system.stop() == 0
-        assert system.left_behind() == []
+    back = wait_for(lambda: len(sql(dsn, _LISTENERS, f"{LISTENER_NAME}%")) == 3, within=30)
+    assert back, "the listeners did not reconnect"
+    back_after = time.monotonic() - killed_at
+    lost = system.events("queue_listener_lost")
+    assert len(lost) >= 3 and all(e["level"] == "warning" for e in lost)
+    assert len(system.events("queue_listener_reconnected")) >= 3
+    assert system.tracebacks() == []
+    system.stop_cleanly()
     report(
         "LISTEN connections terminated",
         **result.figures(),

@@ -3,33 +3,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 
-from tests.conftest import REPO_ROOT
-
-
-def clinic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CLINIC_DATABASE_URL": database_url, "CLINIC_LOG_FORMAT": "json"}
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.conftest import clinic_on
 
 
 def test_key_changes_are_audited_and_clinic_audit_lists_them(database_url: str) -> None:
     name = f"audited-{uuid.uuid4().hex[:6]}"
-    created = clinic(database_url, "keys", "create", "--role", "clinician", "--name", name)
+    created = clinic_on(database_url, "keys", "create", "--role", "clinician", "--name", name)
     assert created.returncode == 0, created.stderr
-    assert clinic(database_url, "keys", "revoke", "--name", name).returncode == 0
-    listed = clinic(database_url, "audit", "--limit", "50")
+    assert clinic_on(database_url, "keys", "revoke", "--name", name).returncode == 0
+    listed = clinic_on(database_url, "audit", "--limit", "50")
     assert listed.returncode == 0, listed.stderr
     header, *lines = listed.stdout.splitlines()
     assert header.startswith("at\tservice\tactor_name")

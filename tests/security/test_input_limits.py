@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -35,23 +36,36 @@ def fields(response: Any) -> list[str]:
     return [e["field"] for e in response.json()["errors"]]
 
 
-async def test_json_nested_1000_deep_is_a_422_naming_the_body(
+PostIntake = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def post_storing_nothing(
     intake: AsyncTestClient[Any],
     make_key: MakeKey,
     row_counts: Counts,  # noqa: F811
-) -> None:
+) -> PostIntake:
+    """`POST /v1/intakes` as the front desk (keywords as `AsyncTestClient.post` takes them),
+    checking that nothing was stored; the response."""
     key = auth(await make_key("front_desk"))
-    before = await row_counts()
+
+    async def post(*, headers: dict[str, str] | None = None, **request: Any) -> Any:
+        before = await row_counts()
+        response = await intake.post("/v1/intakes", headers={**key, **(headers or {})}, **request)
+        assert await row_counts() == before
+        return response
+
+    return post
+
+
+async def test_json_nested_1000_deep_is_a_422_naming_the_body(post_storing_nothing: PostIntake) -> None:
     deep = "[" * 1000 + "]" * 1000
-    response = await intake.post(
-        "/v1/intakes", content=deep, headers={**key, "content-type": "application/json"}
-    )
+    response = await post_storing_nothing(content=deep, headers={"content-type": "application/json"})
     assert response.status_code == 422 and fields(response) == ["body"]
     form = intake_form()
     form["notes"] = {"a": json.loads("[" * 40 + "]" * 40)}
-    response = await intake.post("/v1/intakes", json=form, headers=key)
+    response = await post_storing_nothing(json=form)
     assert response.status_code == 422 and fields(response) == ["body"]
-    assert await row_counts() == before
 
 
 def test_depth_counts_brackets_outside_strings_only() -> None:
@@ -81,33 +95,21 @@ async def test_a_nul_in_a_query_parameter_is_a_422_naming_it(
     assert response.status_code == 422 and fields(response) == ["actor"]
 
 
-async def test_a_nul_in_a_body_string_is_a_422_and_stores_nothing(
-    intake: AsyncTestClient[Any],
-    make_key: MakeKey,
-    row_counts: Counts,  # noqa: F811
-) -> None:
-    key = auth(await make_key("front_desk"))
-    before = await row_counts()
+async def test_a_nul_in_a_body_string_is_a_422_and_stores_nothing(post_storing_nothing: PostIntake) -> None:
     form = intake_form()
     form["patient"]["family_name"] = "Doe\u0000"
     form["notes"] = "\u0000"
-    response = await intake.post("/v1/intakes", json=form, headers=key)
+    response = await post_storing_nothing(json=form)
     assert response.status_code == 422 and sorted(fields(response)) == ["notes", "patient.family_name"]
-    assert await row_counts() == before
 
 
 async def test_arrays_are_bounded_and_each_bound_is_in_the_openapi_schema(
-    intake: AsyncTestClient[Any],
-    make_key: MakeKey,
-    row_counts: Counts,  # noqa: F811
+    intake: AsyncTestClient[Any], post_storing_nothing: PostIntake
 ) -> None:
-    key = auth(await make_key("front_desk"))
-    before = await row_counts()
     form = intake_form()
     form["symptoms"] = [form["symptoms"][0] if form.get("symptoms") else "night_pain"] * 20_000
-    response = await intake.post("/v1/intakes", json=form, headers=key)
+    response = await post_storing_nothing(json=form)
     assert response.status_code == 422 and fields(response) == ["symptoms"]
-    assert await row_counts() == before
     schemas = (await intake.get("/schema/openapi.json")).json()["components"]["schemas"]
     for schema in ("IntakeBody", "Complaint", "RegenerativeProcedure"):
         arrays = {k: v for k, v in schemas[schema]["properties"].items() if v.get("type") == "array"}

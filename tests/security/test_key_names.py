@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -17,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from services.common.access.auth import KeyError_, create_api_key, revoke_api_key
 from services.common.settings import Settings
 from services.referral.app import create_app as create_referral
-from tests.conftest import REPO_ROOT, auth
+from tests.conftest import auth, clinic_on
 
 
 @pytest.mark.parametrize(
@@ -61,16 +58,7 @@ async def test_a_key_past_its_expiry_is_refused_and_keys_list_shows_it(
     async with AsyncTestClient(create_referral(live, engine, run_workers=False)) as client:
         assert (await client.get("/v1/referrals", headers=auth(key))).status_code == 200
         assert (await client.get("/v1/referrals", headers=auth(past_key))).status_code == 401
-    env = {**os.environ, "CLINIC_DATABASE_URL": database_url, "CLINIC_LOG_FORMAT": "json"}
-    listed = subprocess.run(
-        [sys.executable, "-m", "services.cli", "keys", "list"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    listed = clinic_on(database_url, "keys", "list")
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
     assert header.split("\t") == ["name", "role", "destination", "created", "last_used", "expires", "revoked"]

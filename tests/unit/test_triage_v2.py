@@ -7,88 +7,33 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 
-from services.common.contracts.intake_body import (
-    Complaint,
-    Complication,
-    Condition,
-    IntakeBody,
-    PatientIn,
-    RadiatesTo,
-    RedFlagAnswer,
-    RedFlags,
-    RegenerativeProcedure,
-    Region,
-    RiskFactor,
-    Symptom,
-    Treatment,
-    TreatmentOutcome,
-    TreatmentTried,
-    Trend,
-    check_intake,
-    decode_intake,
-)
+from services.common.contracts import intake_body as ib
 from services.referral.triage import rules_document, triage
 from services.referral.triage.engine import TriageOutcome, TriageThresholds
 from services.referral.triage.v2 import CHANGES_FROM_V1, RULES, urgency
 from tests.strategies import RED_FLAG_QUESTIONS, intakes
+from tests.unit.forms import quiet_form
 
 TODAY = datetime.date(2026, 5, 15)
 RULE = {rule.code: rule for rule in RULES}
-NO, UNSURE, YES = RedFlagAnswer.NO, RedFlagAnswer.UNSURE, RedFlagAnswer.YES
+NO, UNSURE, YES = ib.RedFlagAnswer.NO, ib.RedFlagAnswer.UNSURE, ib.RedFlagAnswer.YES
 
 
 def years_ago(years: int, days: int = 0) -> datetime.date:
     return TODAY.replace(year=TODAY.year - years) - datetime.timedelta(days=days)
 
 
-def form(
-    *,
-    weeks: int | None = 30,
-    onset_date: datetime.date | None = None,
-    intensity: int = 5,
-    trend: Trend = Trend.STABLE,
-    regions: Iterable[Region] = (Region.LOWER_BACK,),
-    radiates_to: Iterable[RadiatesTo] = (),
-    birth_date: datetime.date | None = None,
-    conditions: Iterable[Condition] = (),
-    symptoms: Iterable[Symptom] = (),
-    risk_factors: Iterable[RiskFactor] = (),
-    treatments: Iterable[tuple[Treatment, TreatmentOutcome, int | None]] = (),
-    procedure_on: datetime.date | None = None,
-    complications: Iterable[Complication] = (),
-    **answers: str,
-) -> IntakeBody:
+def form(*, weeks: int | None = 30, birth_date: datetime.date | None = None, **changes: Any) -> ib.IntakeBody:
     """A quiet chronic form (age 40, 30 weeks, 5/10, stable, lower back, every answer no) with
-    the given changes; red-flag answers as keywords."""
-    assert not set(answers) - set(RED_FLAG_QUESTIONS)
-    return IntakeBody(
-        patient=PatientIn(
-            given_name="Test", family_name="Patient", birth_date=birth_date or years_ago(40, 100)
-        ),
-        complaint=Complaint(
-            regions=list(regions),
-            duration_weeks=None if onset_date else weeks,
-            onset_date=onset_date,
-            intensity=intensity,
-            trend=trend,
-            radiates_to=list(radiates_to),
-        ),
-        symptoms=list(symptoms),
-        conditions=list(conditions),
-        risk_factors=list(risk_factors),
-        treatments_tried=[TreatmentTried(treatment=t, outcome=o, weeks=w) for t, o, w in treatments],
-        red_flags=RedFlags(**{q: RedFlagAnswer(answers.get(q, "no")) for q in RED_FLAG_QUESTIONS}),
-        regenerative_procedure=None
-        if procedure_on is None
-        else RegenerativeProcedure(performed_on=procedure_on, complications=list(complications)),
-    )
+    the given changes, as `quiet_form` takes them; red-flag answers as keywords."""
+    return quiet_form(weeks=weeks, birth_date=birth_date or years_ago(40, 100), **changes)
 
 
 def codes(outcome: TriageOutcome) -> list[str]:
@@ -99,11 +44,11 @@ def routed(outcome: TriageOutcome) -> tuple[str, str, str]:
     return outcome.destination.value, outcome.priority.value, outcome.reasons[0].code
 
 
-PT = Treatment.PHYSICAL_THERAPY
+PT = ib.Treatment.PHYSICAL_THERAPY
 PARTIAL, NONE, GOOD = (
-    TreatmentOutcome.PARTIAL_RELIEF,
-    TreatmentOutcome.NO_RELIEF,
-    TreatmentOutcome.GOOD_RELIEF,
+    ib.TreatmentOutcome.PARTIAL_RELIEF,
+    ib.TreatmentOutcome.NO_RELIEF,
+    ib.TreatmentOutcome.GOOD_RELIEF,
 )
 
 
@@ -120,15 +65,15 @@ def test_unsure_about_bladder_or_saddle_is_assessed_now(question: str) -> None:
 @pytest.mark.parametrize(
     ("neuro", "trend", "weeks", "expected"),
     [
-        ("yes", Trend.STABLE, 2, "CES-BILAT"),
-        ("unsure", Trend.STABLE, 2, "CES-BILAT"),
-        ("unsure", Trend.WORSENING, 30, "CES-BILAT"),
-        ("no", Trend.STABLE, 2, "BILAT"),
-        ("no", Trend.WORSENING, 30, "BILAT"),
+        ("yes", ib.Trend.STABLE, 2, "CES-BILAT"),
+        ("unsure", ib.Trend.STABLE, 2, "CES-BILAT"),
+        ("unsure", ib.Trend.WORSENING, 30, "CES-BILAT"),
+        ("no", ib.Trend.STABLE, 2, "BILAT"),
+        ("no", ib.Trend.WORSENING, 30, "BILAT"),
     ],
 )
-def test_symptoms_in_both_legs(neuro: str, trend: Trend, weeks: int, expected: str) -> None:
-    legs = (RadiatesTo.LEFT_LEG, RadiatesTo.RIGHT_LEG)
+def test_symptoms_in_both_legs(neuro: str, trend: ib.Trend, weeks: int, expected: str) -> None:
+    legs = (ib.RadiatesTo.LEFT_LEG, ib.RadiatesTo.RIGHT_LEG)
     outcome = triage(form(radiates_to=legs, trend=trend, weeks=weeks, numbness_or_tingling=neuro), TODAY)
     assert outcome.reasons[0].code == expected
     assert "BILAT" in codes(outcome)
@@ -139,34 +84,40 @@ def test_nerve_symptoms_within_14_days_of_a_procedure_are_stat(days: int, stat: 
     outcome = triage(form(procedure_on=TODAY - datetime.timedelta(days=days), limb_weakness="unsure"), TODAY)
     assert (outcome.reasons[0].code == "POST-SPINAL") is stat
     damaged = triage(
-        form(procedure_on=TODAY - datetime.timedelta(days=days), complications=[Complication.NERVE_DAMAGE]),
+        form(
+            procedure_on=TODAY - datetime.timedelta(days=days), complications=[ib.Complication.NERVE_DAMAGE]
+        ),
         TODAY,
     )
     assert routed(damaged)[2] == ("POST-SPINAL" if stat else "POST-NERVE")
 
 
 def test_cancer_history_with_night_pain_or_thoracic_pain_is_urgent_care() -> None:
-    for changes in ({"symptoms": [Symptom.NIGHT_PAIN]}, {"regions": [Region.UPPER_BACK]}, {"intensity": 7}):
+    for changes in (
+        {"symptoms": [ib.Symptom.NIGHT_PAIN]},
+        {"regions": [ib.Region.UPPER_BACK]},
+        {"intensity": 7},
+    ):
         outcome = triage(form(history_of_cancer="yes", **changes), TODAY)  # type: ignore[arg-type]
         assert routed(outcome) == ("urgent_care", "urgent", "CANCER"), changes
 
 
 def test_cancer_history_with_leg_pain_and_the_pattern_is_cord_compression() -> None:
-    outcome = triage(form(history_of_cancer="yes", weeks=2, radiates_to=[RadiatesTo.LEFT_LEG]), TODAY)
+    outcome = triage(form(history_of_cancer="yes", weeks=2, radiates_to=[ib.RadiatesTo.LEFT_LEG]), TODAY)
     assert routed(outcome) == ("urgent_care", "stat", "MSCC")
 
 
 def test_fever_in_an_immunosuppressed_patient_is_stat() -> None:
-    for risk in (RiskFactor.IMMUNOSUPPRESSION, RiskFactor.LONG_TERM_CORTICOSTEROIDS):
+    for risk in (ib.RiskFactor.IMMUNOSUPPRESSION, ib.RiskFactor.LONG_TERM_CORTICOSTEROIDS):
         outcome = triage(form(risk_factors=[risk], fever_or_chills="yes"), TODAY)
         assert routed(outcome) == ("urgent_care", "stat", "INF-1")
 
 
 @pytest.mark.parametrize(
     ("weeks", "trend", "code"),
-    [(3, Trend.STABLE, "NEURO-NEW"), (4, Trend.STABLE, "NEURO"), (30, Trend.WORSENING, "NEURO-NEW")],
+    [(3, ib.Trend.STABLE, "NEURO-NEW"), (4, ib.Trend.STABLE, "NEURO"), (30, ib.Trend.WORSENING, "NEURO-NEW")],
 )
-def test_new_numbness_needs_immediate_evaluation(weeks: int, trend: Trend, code: str) -> None:
+def test_new_numbness_needs_immediate_evaluation(weeks: int, trend: ib.Trend, code: str) -> None:
     outcome = triage(form(weeks=weeks, trend=trend, numbness_or_tingling="yes"), TODAY)
     assert outcome.reasons[0].code == code
 
@@ -174,13 +125,13 @@ def test_new_numbness_needs_immediate_evaluation(weeks: int, trend: Trend, code:
 def test_fracture_risk_without_trauma_from_age_osteoporosis_or_steroids() -> None:
     assert routed(triage(form(weeks=3, birth_date=years_ago(70)), TODAY))[2] == "FRACTURE"
     assert routed(triage(form(weeks=3, birth_date=years_ago(70, -1)), TODAY))[2] == "AGE50"
-    assert routed(triage(form(conditions=[Condition.OSTEOPOROSIS], weeks=3), TODAY))[2] == "FRACTURE"
-    chronic_trauma = form(risk_factors=[RiskFactor.LONG_TERM_CORTICOSTEROIDS, RiskFactor.RECENT_TRAUMA])
+    assert routed(triage(form(conditions=[ib.Condition.OSTEOPOROSIS], weeks=3), TODAY))[2] == "FRACTURE"
+    chronic_trauma = form(risk_factors=[ib.RiskFactor.LONG_TERM_CORTICOSTEROIDS, ib.RiskFactor.RECENT_TRAUMA])
     assert routed(triage(chronic_trauma, TODAY)) == ("urgent_care", "urgent", "FRACTURE")
 
 
 def test_severe_worsening_pain_with_nothing_tried_is_held_not_routine() -> None:
-    outcome = triage(form(weeks=2, intensity=8, trend=Trend.WORSENING), TODAY)
+    outcome = triage(form(weeks=2, intensity=8, trend=ib.Trend.WORSENING), TODAY)
     assert routed(outcome) == ("clinician_review", "urgent", "SEVERE")
     assert "ACUTE" not in codes(outcome)
 
@@ -191,25 +142,25 @@ def test_severe_worsening_pain_with_nothing_tried_is_held_not_routine() -> None:
         ([(PT, PARTIAL, 6)], "REGEN-DISCUSS"),
         ([(PT, PARTIAL, 5)], "REGEN-CONSERVATIVE-FIRST"),
         ([(PT, PARTIAL, None)], "REGEN-CONSERVATIVE-FIRST"),
-        ([(Treatment.HEAT_OR_COLD, NONE, 52)], "REGEN-CONSERVATIVE-FIRST"),
-        ([(PT, NONE, 8), (Treatment.MEDICATION, GOOD, 4)], "REGEN-CONSERVATIVE-FIRST"),
-        ([(PT, NONE, 8), (Treatment.SURGERY, GOOD, None)], "REGEN-DISCUSS"),
+        ([(ib.Treatment.HEAT_OR_COLD, NONE, 52)], "REGEN-CONSERVATIVE-FIRST"),
+        ([(PT, NONE, 8), (ib.Treatment.MEDICATION, GOOD, 4)], "REGEN-CONSERVATIVE-FIRST"),
+        ([(PT, NONE, 8), (ib.Treatment.SURGERY, GOOD, None)], "REGEN-DISCUSS"),
     ],
 )
 def test_regenerative_treatment_is_discussed_only_after_an_adequate_exercise_trial(
-    treatments: list[tuple[Treatment, TreatmentOutcome, int | None]], expected: str
+    treatments: list[tuple[ib.Treatment, ib.TreatmentOutcome, int | None]], expected: str
 ) -> None:
-    outcome = triage(form(conditions=[Condition.DEGENERATIVE_DISC_DISEASE], treatments=treatments), TODAY)
+    outcome = triage(form(conditions=[ib.Condition.DEGENERATIVE_DISC_DISEASE], treatments=treatments), TODAY)
     assert outcome.reasons[0].code == expected
 
 
 @pytest.mark.parametrize(
     "structural",
     [
-        {"conditions": [Condition.DEGENERATIVE_DISC_DISEASE, Condition.SPINAL_STENOSIS]},
-        {"conditions": [Condition.DEGENERATIVE_DISC_DISEASE, Condition.COMPRESSION_FRACTURE]},
-        {"conditions": [Condition.HERNIATED_DISC], "radiates_to": [RadiatesTo.LEFT_LEG]},
-        {"conditions": [Condition.HERNIATED_DISC], "symptoms": [Symptom.RADIATING_PAIN]},
+        {"conditions": [ib.Condition.DEGENERATIVE_DISC_DISEASE, ib.Condition.SPINAL_STENOSIS]},
+        {"conditions": [ib.Condition.DEGENERATIVE_DISC_DISEASE, ib.Condition.COMPRESSION_FRACTURE]},
+        {"conditions": [ib.Condition.HERNIATED_DISC], "radiates_to": [ib.RadiatesTo.LEFT_LEG]},
+        {"conditions": [ib.Condition.HERNIATED_DISC], "symptoms": [ib.Symptom.RADIATING_PAIN]},
     ],
 )
 def test_stenosis_fracture_and_radicular_pain_get_a_spinal_opinion_not_stem_cells(structural: dict) -> None:
@@ -220,7 +171,7 @@ def test_stenosis_fracture_and_radicular_pain_get_a_spinal_opinion_not_stem_cell
 
 def test_an_unsure_cancer_history_is_not_a_regenerative_candidate() -> None:
     outcome = triage(
-        form(conditions=[Condition.SPONDYLOSIS], treatments=[(PT, NONE, 8)], history_of_cancer="unsure"),
+        form(conditions=[ib.Condition.SPONDYLOSIS], treatments=[(PT, NONE, 8)], history_of_cancer="unsure"),
         TODAY,
     )
     assert routed(outcome)[:2] == ("clinician_review", "urgent")
@@ -231,7 +182,7 @@ def test_axial_spondyloarthritis_is_a_routine_rheumatology_hold() -> None:
     outcome = triage(
         form(
             birth_date=years_ago(30),
-            symptoms=[Symptom.NIGHT_WAKING, Symptom.IMPROVES_WITH_EXERCISE, Symptom.NSAID_RESPONSE],
+            symptoms=[ib.Symptom.NIGHT_WAKING, ib.Symptom.IMPROVES_WITH_EXERCISE, ib.Symptom.NSAID_RESPONSE],
         ),
         TODAY,
     )
@@ -241,10 +192,10 @@ def test_axial_spondyloarthritis_is_a_routine_rheumatology_hold() -> None:
 
 def test_onset_age_comes_from_the_onset_date() -> None:
     features = [
-        Symptom.NIGHT_WAKING,
-        Symptom.IMPROVES_WITH_EXERCISE,
-        Symptom.NSAID_RESPONSE,
-        Symptom.ALTERNATING_BUTTOCK_PAIN,
+        ib.Symptom.NIGHT_WAKING,
+        ib.Symptom.IMPROVES_WITH_EXERCISE,
+        ib.Symptom.NSAID_RESPONSE,
+        ib.Symptom.ALTERNATING_BUTTOCK_PAIN,
     ]
     # 46 today, pain began at 44 (two years ago): still below 45 at onset.
     outcome = triage(form(birth_date=years_ago(46), onset_date=years_ago(2), symptoms=features), TODAY)
@@ -277,10 +228,10 @@ def test_the_rules_are_listed_in_urgency_order_so_the_first_match_decides() -> N
 def test_the_most_urgent_match_decides_and_every_match_is_listed_in_rule_order() -> None:
     outcome = triage(
         form(
-            conditions=[Condition.DEGENERATIVE_DISC_DISEASE],
+            conditions=[ib.Condition.DEGENERATIVE_DISC_DISEASE],
             treatments=[(PT, PARTIAL, 8)],
             procedure_on=TODAY - datetime.timedelta(days=20),
-            complications=[Complication.INFECTION],
+            complications=[ib.Complication.INFECTION],
             fever_or_chills="yes",
             bladder_or_bowel_dysfunction="yes",
         ),
@@ -291,7 +242,7 @@ def test_the_most_urgent_match_decides_and_every_match_is_listed_in_rule_order()
 
 
 def test_acute_is_silenced_by_a_hold_and_default_only_when_nothing_matched() -> None:
-    assert codes(triage(form(weeks=2, risk_factors=[RiskFactor.RECENT_TRAUMA]), TODAY)) == ["TRAUMA"]
+    assert codes(triage(form(weeks=2, risk_factors=[ib.RiskFactor.RECENT_TRAUMA]), TODAY)) == ["TRAUMA"]
     assert codes(triage(form(), TODAY)) == ["DEFAULT"]
     assert codes(triage(form(weeks=2, birth_date=years_ago(58)), TODAY)) == ["AGE50", "ACUTE"]
 
@@ -342,7 +293,7 @@ def test_the_v1_document_is_still_served_unchanged() -> None:
 @dataclass(frozen=True)
 class Base:
     name: str
-    intake: IntakeBody
+    intake: ib.IntakeBody
     pattern: bool
     """Whether the form shows the metastasis pattern (new pain, worsening, upper spine, night
     pain or severe), stated from the form, not computed by the code under test."""
@@ -353,46 +304,51 @@ BASES = [
     Base("acute", form(weeks=1), pattern=True),
     Base(
         "regenerative candidate",
-        form(conditions=[Condition.DEGENERATIVE_DISC_DISEASE], treatments=[(PT, PARTIAL, 8)]),
+        form(conditions=[ib.Condition.DEGENERATIVE_DISC_DISEASE], treatments=[(PT, PARTIAL, 8)]),
         pattern=False,
     ),
     Base(
         "radicular after physio",
         form(
-            conditions=[Condition.HERNIATED_DISC],
-            radiates_to=[RadiatesTo.LEFT_LEG],
+            conditions=[ib.Condition.HERNIATED_DISC],
+            radiates_to=[ib.RadiatesTo.LEFT_LEG],
             treatments=[(PT, NONE, 8)],
         ),
         pattern=False,
     ),
     Base(
         "both legs, chronic",
-        form(radiates_to=[RadiatesTo.LEFT_LEG, RadiatesTo.RIGHT_LEG], conditions=[Condition.SPINAL_STENOSIS]),
+        form(
+            radiates_to=[ib.RadiatesTo.LEFT_LEG, ib.RadiatesTo.RIGHT_LEG],
+            conditions=[ib.Condition.SPINAL_STENOSIS],
+        ),
         pattern=False,
     ),
     Base("early procedure", form(procedure_on=TODAY - datetime.timedelta(days=7)), pattern=False),
     Base("procedure 2 months ago", form(procedure_on=TODAY - datetime.timedelta(days=60)), pattern=False),
-    Base("thoracic", form(regions=[Region.UPPER_BACK]), pattern=True),
-    Base("night pain", form(symptoms=[Symptom.NIGHT_PAIN]), pattern=True),
-    Base("severe worsening, nothing tried", form(weeks=2, intensity=8, trend=Trend.WORSENING), pattern=True),
+    Base("thoracic", form(regions=[ib.Region.UPPER_BACK]), pattern=True),
+    Base("night pain", form(symptoms=[ib.Symptom.NIGHT_PAIN]), pattern=True),
+    Base(
+        "severe worsening, nothing tried", form(weeks=2, intensity=8, trend=ib.Trend.WORSENING), pattern=True
+    ),
     Base(
         "severe worsening after medication",
-        form(intensity=9, trend=Trend.WORSENING, treatments=[(Treatment.MEDICATION, NONE, 4)]),
+        form(intensity=9, trend=ib.Trend.WORSENING, treatments=[(ib.Treatment.MEDICATION, NONE, 4)]),
         pattern=True,
     ),
     Base("aged 75, new pain", form(weeks=3, birth_date=years_ago(75)), pattern=True),
-    Base("immunosuppressed", form(risk_factors=[RiskFactor.IMMUNOSUPPRESSION]), pattern=False),
+    Base("immunosuppressed", form(risk_factors=[ib.RiskFactor.IMMUNOSUPPRESSION]), pattern=False),
     Base(
         "inflammatory",
         form(
             birth_date=years_ago(30),
-            symptoms=[Symptom.NIGHT_WAKING, Symptom.NSAID_RESPONSE, Symptom.IMPROVES_WITH_EXERCISE],
+            symptoms=[ib.Symptom.NIGHT_WAKING, ib.Symptom.NSAID_RESPONSE, ib.Symptom.IMPROVES_WITH_EXERCISE],
         ),
         pattern=False,
     ),
     Base(
         "injects drugs, trauma",
-        form(risk_factors=[RiskFactor.IV_DRUG_USE, RiskFactor.RECENT_TRAUMA]),
+        form(risk_factors=[ib.RiskFactor.IV_DRUG_USE, ib.RiskFactor.RECENT_TRAUMA]),
         pattern=False,
     ),
 ]
@@ -401,18 +357,18 @@ COMBINATIONS = list(itertools.product(ANSWERS, repeat=len(RED_FLAG_QUESTIONS)))
 HOLD_URGENT = urgency("clinician_review", "urgent")
 
 
-def _with_answers(intake: IntakeBody, answers: tuple[RedFlagAnswer, ...]) -> IntakeBody:
+def _with_answers(intake: ib.IntakeBody, answers: tuple[ib.RedFlagAnswer, ...]) -> ib.IntakeBody:
     return msgspec.structs.replace(
-        intake, red_flags=RedFlags(**dict(zip(RED_FLAG_QUESTIONS, answers, strict=True)))
+        intake, red_flags=ib.RedFlags(**dict(zip(RED_FLAG_QUESTIONS, answers, strict=True)))
     )
 
 
 @pytest.mark.parametrize("base", BASES, ids=lambda b: b.name)
 def test_the_five_invariants_hold_for_every_red_flag_answer_combination(base: Base) -> None:
     assert len(COMBINATIONS) == 3**8
-    assert check_intake(base.intake, TODAY) == []
+    assert ib.check_intake(base.intake, TODAY) == []
     answer = dict(zip(RED_FLAG_QUESTIONS, range(8), strict=True))
-    outcomes: dict[tuple[RedFlagAnswer, ...], TriageOutcome] = {}
+    outcomes: dict[tuple[ib.RedFlagAnswer, ...], TriageOutcome] = {}
     for combo in COMBINATIONS:
         outcome = triage(_with_answers(base.intake, combo), TODAY)
         outcomes[combo] = outcome
@@ -456,11 +412,11 @@ def test_the_five_invariants_hold_for_every_red_flag_answer_combination(base: Ba
 
 @settings(max_examples=200)
 @given(intake=intakes(TODAY))
-def test_every_valid_intake_is_decided_by_its_first_reason_deterministically(intake: IntakeBody) -> None:
+def test_every_valid_intake_is_decided_by_its_first_reason_deterministically(intake: ib.IntakeBody) -> None:
     outcome = triage(intake, TODAY)
     found = codes(outcome)
     assert found and len(found) == len(set(found))
     assert (RULE[found[0]].destination, RULE[found[0]].priority) == (outcome.destination, outcome.priority)
     assert found == [rule.code for rule in RULES if rule.code in found], "reasons in rule order"
     assert "DEFAULT" not in found or found == ["DEFAULT"]
-    assert triage(decode_intake(msgspec.json.encode(intake)), TODAY) == outcome
+    assert triage(ib.decode_intake(msgspec.json.encode(intake)), TODAY) == outcome

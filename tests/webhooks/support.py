@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import json
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -35,6 +34,7 @@ from services.referral.webhooks import consumer
 from services.referral.webhooks.sender import WebhookSender
 from services.referral.webhooks.ssrf import TargetGuard
 from services.referral.webhooks.tuning import SenderTuning
+from tests.conftest import eventually
 
 # -- the receiver ----------------------------------------------------------------------------
 
@@ -166,20 +166,6 @@ async def running(
         await asyncio.gather(*tasks)
 
 
-async def eventually(check: Callable[[], Awaitable[Any] | Any], *, within: float = 20.0) -> Any:
-    """Poll `check` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not so within {within} s: {check}")
-        await asyncio.sleep(0.05)
-
-
 # -- events ----------------------------------------------------------------------------------
 
 
@@ -246,11 +232,12 @@ def intake_submitted() -> IntakeSubmitted:
 
 
 def status_changed(created: ReferralCreated, status: str = "accepted") -> ReferralStatusChanged:
+    """The created referral moved from its first status to `status` by `dr-pain`, now."""
+    same = {
+        field: getattr(created, field) for field in ("referral_id", "intake_id", "destination", "priority")
+    }
     return ReferralStatusChanged(
-        referral_id=created.referral_id,
-        intake_id=created.intake_id,
-        destination=created.destination,
-        priority=created.priority,
+        **same,
         status=status,
         previous_status=created.status,
         changed_at=datetime.now(UTC),

@@ -297,7 +297,7 @@ async def test_a_new_delivery_wakes_the_sender_before_its_poll(hooks: Hooks) -> 
 
     from services.common.queue import QueueTuning, QueueWorker
     from services.referral.webhooks.consumer import consumer
-    from tests.webhooks.support import eventually
+    from tests.conftest import eventually
 
     url, _ = hooks.route()
     await hooks.endpoint(url, ["referral.created"])

@@ -18,7 +18,8 @@ from services.referral.webhooks import schemas
 from services.referral.webhooks.consumer import CONSUMER_NAME
 from services.referral.webhooks.service import create_endpoint
 from services.referral.webhooks.ssrf import TargetGuard
-from tests.webhooks.support import Receiver, eventually, referral_created
+from tests.conftest import eventually, query_value
+from tests.webhooks.support import Receiver, referral_created
 
 Create = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -91,11 +92,9 @@ async def test_a_publish_racing_an_endpoints_registration_is_owed_to_it_if_it_co
 
 
 async def _waiting_on_subscriptions(engine: AsyncEngine) -> bool:
-    async with engine.connect() as conn:
-        waiting = await conn.scalar(
-            text(
-                "SELECT count(*) FROM pg_locks "
-                "WHERE NOT granted AND relation = CAST('queue.subscriptions' AS regclass)"
-            )
-        )
+    waiting = await query_value(
+        engine,
+        "SELECT count(*) FROM pg_locks "
+        "WHERE NOT granted AND relation = CAST('queue.subscriptions' AS regclass)",
+    )
     return bool(waiting)

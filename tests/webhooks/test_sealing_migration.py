@@ -3,50 +3,38 @@ configured key; with plain secrets and no key it stops and says how to configure
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from alembic import command
 from sqlalchemy import Connection, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.access.secret_box import SecretBox
 from services.common.access.signing import new_secret
-from services.common.db.engine import create_engine, libpq_url
+from services.common.db.engine import create_engine
 from services.common.db.migrate import HISTORIES, alembic_config, upgrade_all
 from services.common.settings import get_settings
 from services.referral.webhooks.sealing import PlainSecretsWithoutKey
+from tests.conftest import empty_database
 
 
 @pytest.fixture
 async def before_sealing(server_url: str) -> AsyncIterator[AsyncEngine]:
     """A fresh database migrated to just before the sealing (`webhooks_0002`)."""
-    name = f"clinic_sealing_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(libpq_url(server_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    engine = create_engine(make_url(server_url).set(database=name).render_as_string(hide_password=False))
+    async with empty_database(server_url, "clinic_sealing") as url:
+        engine = create_engine(url)
 
-    def migrate(connection: Connection) -> None:
-        for history in HISTORIES:
-            target = "webhooks_0002" if history == "referral" else "heads"
-            command.upgrade(alembic_config(history, connection), target)
-            connection.commit()
+        def migrate(connection: Connection) -> None:
+            for history in HISTORIES:
+                target = "webhooks_0002" if history == "referral" else "heads"
+                command.upgrade(alembic_config(history, connection), target)
+                connection.commit()
 
-    async with engine.connect() as conn:
-        await conn.run_sync(migrate)
-    yield engine
-    await engine.dispose()
-    admin = await asyncpg.connect(libpq_url(server_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+        async with engine.connect() as conn:
+            await conn.run_sync(migrate)
+        yield engine
+        await engine.dispose()
 
 
 async def _plain_endpoint(engine: AsyncEngine) -> tuple[str, str]:
