@@ -19,11 +19,11 @@ from services.common.contracts.events import CONSUMERS, PAYLOAD_TYPES
 from services.referral.triage import rules_document
 from services.referral.triage_markdown import REGENERATE, published_documents, render_rules_markdown
 from services.referral.webhooks.consumer import THIN_FIELDS
+from tests.api_guide import API_GUIDE, section, table_rows
 from tests.conftest import REPO_ROOT, run_clinic
 
 # Built from parts so that this file does not match itself.
 OUTSIDE_REFERENCES = ["../" + "shared", "shared/" + "design", "shared/" + "vignettes"]
-API_GUIDE = REPO_ROOT / "docs" / "api.md"
 RULES_PAGE = REPO_ROOT / "docs" / "triage-rules.md"
 
 
@@ -58,10 +58,10 @@ def test_the_rules_page_lists_each_ruleset_its_thresholds_and_rules_in_order() -
     other = msgspec.structs.replace(v1, ruleset_version="v9", rules=list(reversed(v1.rules)))
     page = render_rules_markdown([v1, other])
     first, second = page.split("## Ruleset v1")[1].split("## Ruleset v9")
-    for section, document in ((first, v1), (second, other)):
-        codes = re.findall(r"^\| `([A-Z0-9-]+)` \|", section, flags=re.MULTILINE)
+    for part, document in ((first, v1), (second, other)):
+        codes = re.findall(r"^\| `([A-Z0-9-]+)` \|", part, flags=re.MULTILINE)
         assert codes == [rule.code for rule in document.rules]
-        assert f"| `chronic_weeks` | {v1.thresholds.chronic_weeks} | Pain is chronic" in section
+        assert f"| `chronic_weeks` | {v1.thresholds.chronic_weeks} | Pain is chronic" in part
     assert "## How the rules combine" in page
 
 
@@ -81,25 +81,6 @@ def test_clinic_triage_rules_prints_the_page_and_the_json_document() -> None:
 
     assert clinic("--format", "markdown") == RULES_PAGE.read_text()
     assert json.loads(clinic("--format", "json")) == msgspec.to_builtins(rules_document())
-
-
-def section(title: str) -> str:
-    text = API_GUIDE.read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else len(text)]
-
-
-def table_rows(text: str) -> dict[str, list[set[str]]]:
-    """`| \\`event\\` | cells... |` rows: the event, then each cell's backquoted names."""
-    rows: dict[str, list[set[str]]] = {}
-    for line in text.splitlines():
-        match = re.match(r"^\| `([a-z_]+\.[a-z_]+)` \|(.*)\|$", line)
-        if match:
-            rows[match.group(1)] = [
-                set(re.findall(r"`([a-z_.]+)`", cell)) for cell in match.group(2).split("|")
-            ]
-    return rows
 
 
 def test_the_events_catalogue_matches_the_event_types_in_code() -> None:

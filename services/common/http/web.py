@@ -38,9 +38,9 @@ from services.common.http.api_docs import assets_router, render_plugins
 from services.common.http.deps import DEPENDENCIES
 from services.common.http.input_limits import InputLimitsMiddleware
 from services.common.http.openapi import OutgoingWebhook, finish_document
-from services.common.http.pages import common_page_handlers, template_config
 from services.common.http.pages.audit import MrnLookup, audit_pages
 from services.common.http.pages.dead_letters import dead_letter_pages
+from services.common.http.pages.web import common_page_handlers, template_config
 from services.common.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from services.common.http.security_headers import add_security_headers
 from services.common.logging import RequestLogMiddleware

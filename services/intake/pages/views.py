@@ -23,7 +23,7 @@ from services.common.contracts import vocabulary as words
 from services.common.contracts.intake_body import IntakeBody
 from services.common.contracts.intake_form import latest_today, parse_intake
 from services.common.http.deps import ClinicSettings, Now
-from services.common.http.pages import (
+from services.common.http.pages.web import (
     Staff,
     form_of,
     home_url,

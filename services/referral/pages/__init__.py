@@ -5,7 +5,7 @@ the JSON API, with the signed-in person in place of the key."""
 from pathlib import Path
 from typing import Any
 
-from services.common.http.pages import page_router
+from services.common.http.pages.web import page_router
 from services.referral.pages.admin import admin_pages
 from services.referral.pages.clinician import report_csv, report_page, review_queue
 from services.referral.pages.worklist import (

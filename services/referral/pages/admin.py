@@ -26,7 +26,7 @@ from services.common.contracts import labels
 from services.common.contracts.vocabulary import EventType
 from services.common.errors import Conflict, InvalidFields
 from services.common.http.deps import Now
-from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
+from services.common.http.pages.web import Staff, form_of, redirect, render, require_staff_role
 from services.common.http.web import DbSession
 from services.referral.webhooks import deps as webhook_deps
 from services.referral.webhooks import schemas, service

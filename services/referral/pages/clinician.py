@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.contracts import labels
 from services.common.http.deps import Now
-from services.common.http.pages import Staff, render, require_staff_role
+from services.common.http.pages.web import Staff, render, require_staff_role
 from services.common.http.web import DbSession
 from services.referral.db.models import Referral
 from services.referral.pages.charts import stacked_bars

@@ -26,7 +26,7 @@ from services.common.access.staff_sessions import StaffMember
 from services.common.contracts.vocabulary import OPEN_STATUSES, Action, Priority, ReferralStatus
 from services.common.errors import Conflict, InvalidFields
 from services.common.http.deps import ClinicSettings, Now
-from services.common.http.pages import Staff, form_of, redirect, render, require_staff_role
+from services.common.http.pages.web import Staff, form_of, redirect, render, require_staff_role
 from services.common.http.pagination import decode_cursor, encode_cursor, page_of
 from services.common.http.web import DbSession
 from services.common.settings import Settings
