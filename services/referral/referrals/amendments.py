@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.contracts.events import IntakeSubmitted, ReferralAmended
 from services.common.contracts.vocabulary import PRIORITY_RANK
-from services.common.queue import publish
 from services.common.settings import Settings
 from services.referral.db.models import Referral, ReferralHistory
 from services.referral.referrals.lifecycle import (
     TRIAGE_ACTOR,
     ReferralDraft,
     create_referral,
+    publish_about,
     record_status,
     service_level,
 )
@@ -212,25 +212,20 @@ async def _announce(
     superseded_by: uuid.UUID | None = None,
     resolver: str | None = None,
 ) -> None:
-    await publish(
+    await publish_about(
         session,
-        ReferralAmended(
-            referral_id=referral.id,
-            intake_id=referral.intake_id,
-            intake_version=event.intake_version,
-            action=action,
-            destination=referral.destination,
-            priority=referral.priority,
-            proposed_destination=outcome.destination.value,
-            proposed_priority=outcome.priority.value,
-            reason_codes=[r.code for r in outcome.reasons],
-            amended_at=now,
-            hold_id=hold_id,
-            superseded_by=superseded_by,
-            resolved_by=resolver,
-            after_resolve=resolver is not None,
-        ),
-        subject=referral.id,
+        referral,
+        ReferralAmended,
+        intake_version=event.intake_version,
+        action=action,
+        proposed_destination=outcome.destination.value,
+        proposed_priority=outcome.priority.value,
+        reason_codes=[r.code for r in outcome.reasons],
+        amended_at=now,
+        hold_id=hold_id,
+        superseded_by=superseded_by,
+        resolved_by=resolver,
+        after_resolve=resolver is not None,
     )
     log.info(
         "referral_amended",

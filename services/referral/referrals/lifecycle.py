@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.contracts.events import ReferralCreated, ReferralStatusChanged
+from services.common.contracts.events import ReferralAmended, ReferralCreated, ReferralStatusChanged
 from services.common.contracts.vocabulary import (
     ACTIONS,
     OPEN_STATUSES,
@@ -70,23 +70,35 @@ async def record_status(
     # Through the collection, so the referral shown after the move lists it.
     referral.history.append(ReferralHistory(status=status, at=now, by=by, by_id=by_id, note=note))
     await session.flush()
-    await publish(
+    await publish_about(
         session,
-        ReferralStatusChanged(
-            referral_id=referral.id,
-            intake_id=referral.intake_id,
-            destination=referral.destination,
-            priority=referral.priority,
-            status=status,
-            previous_status=previous,
-            changed_at=now,
-            changed_by=by,
-            changed_by_id=by_id,
-            due_by=referral.due_by,
-            superseded_by=referral.superseded_by,
-        ),
-        subject=referral.id,
+        referral,
+        ReferralStatusChanged,
+        status=status,
+        previous_status=previous,
+        changed_at=now,
+        changed_by=by,
+        changed_by_id=by_id,
+        due_by=referral.due_by,
+        superseded_by=referral.superseded_by,
     )
+
+
+async def publish_about(
+    session: AsyncSession,
+    referral: Referral,
+    event: type[ReferralStatusChanged | ReferralAmended],
+    **fields: Any,
+) -> None:
+    """Publish an event about a referral: which referral (and intake) it is and where it stands
+    (destination, priority), then the event's own fields; the referral is the event's subject."""
+    about: dict[str, Any] = {
+        "referral_id": referral.id,
+        "intake_id": referral.intake_id,
+        "destination": referral.destination,
+        "priority": referral.priority,
+    }
+    await publish(session, event(**about, **fields), subject=referral.id)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
