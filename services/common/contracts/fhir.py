@@ -41,7 +41,6 @@ SNOMED = "http://snomed.info/sct"
 #: SNOMED CT 279039007 |Low back pain (finding)|: what the intake questionnaire is about.
 LOW_BACK_PAIN = {"system": SNOMED, "code": "279039007", "display": "Low back pain"}
 ADMINISTRATIVE_GENDER = "http://hl7.org/fhir/administrative-gender"
-REQUEST_PRIORITY = "http://hl7.org/fhir/request-priority"
 IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 #: `_count` when none is asked for, and the most one page holds.
@@ -264,11 +263,6 @@ def uuid_id(resource_type: str, resource_id: str) -> uuid.UUID:
         return uuid.UUID(check_id(resource_type, resource_id))
     except ValueError as exc:
         raise not_found(resource_type, resource_id) from exc
-
-
-def settings_of(state: State) -> Settings:
-    settings: Settings = state["clinic_settings"]
-    return settings
 
 
 # -- the CapabilityStatement ---------------------------------------------------------------------
