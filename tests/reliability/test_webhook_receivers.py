@@ -21,10 +21,11 @@ from tests.reliability.harness import (
 pytestmark = pytest.mark.reliability
 
 INTAKES = 6
-# Four attempts, a second apart; a 1 s timeout; two sends at a time per endpoint.
+# Four attempts, 1, 2 and 4 s apart (7 s from first to last); a 1 s timeout; two sends at a time
+# per endpoint.
 ENV = {
     "CLINIC_WEBHOOK_TIMEOUT_SECONDS": "1",
-    "CLINIC_WEBHOOK_RETRY_SCHEDULE": "1,1,1",
+    "CLINIC_WEBHOOK_RETRY_SCHEDULE": "1,2,4",
     "CLINIC_WEBHOOK_CONCURRENCY_PER_ENDPOINT": "2",
 }
 
@@ -59,8 +60,14 @@ def test_each_delivery_arrives_or_is_dead_lettered_and_the_healthy_endpoint_is_n
             healthy_done = time.monotonic() - created
             assert "pending" in states("hanging"), "the healthy endpoint waited for the hanging one"
 
-            # The subscriber that was down comes back (on its first retry or so): all arrive.
-            time.sleep(1.5)
+            # The subscriber that was down comes back once every delivery to it has failed at least
+            # once (well inside the schedule's 7 s, however long the load took): all arrive.
+            def each_failed_once() -> bool:
+                rows = deliveries(dsn, endpoints["down"])
+                return len(rows) >= INTAKES and all(d["attempts"] >= 1 for d in rows)
+
+            assert wait_for(each_failed_once, within=60), states("down")
+            assert "succeeded" not in states("down")
             late = Receivers(down_port)
             late.url("down", 200)
 
