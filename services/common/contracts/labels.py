@@ -21,11 +21,10 @@ def _every_word(kind: type[words.Word]) -> Iterator[words.Word]:
         yield from _every_word(sub)
 
 
+_WORDS: Final = tuple(_every_word(words.Word))
 #: Every value of every closed set with its label, as the vocabulary defines it (no second list).
-VALUE_LABELS: Final[Mapping[enum.Enum, str]] = {w: w.label for w in _every_word(words.Word)}
-_LABEL_OF_VALUE: Final[Mapping[str, str]] = {
-    str(w.value): w.label for w in VALUE_LABELS if isinstance(w, words.Word)
-}
+VALUE_LABELS: Final[Mapping[enum.Enum, str]] = {w: w.label for w in _WORDS}
+_LABEL_OF_VALUE: Final[Mapping[str, str]] = {str(w.value): w.label for w in _WORDS}
 
 #: The eight red-flag questions, as the receptionist asks them (keys: `RedFlags` fields).
 RED_FLAG_QUESTIONS: Final[Mapping[str, str]] = {
