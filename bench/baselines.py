@@ -7,10 +7,11 @@ Both decode the request body with msgspec (B0-same into the clinic's own `Intake
 as the service does) and write in one transaction on an asyncpg pool (`BENCH_DSN`). Neither checks
 an API key nor logs: that is the service's own cost.
 
-B0-same executes, on the clinic's tables, the statements of one intake with no idempotency key
-(BEGIN, patient, intake and version, event with its key and deliveries and NOTIFY, COMMIT), so
-the gap between it and the service is what Litestar's plugins, SQLAlchemy, auth and the
-handler's Python cost. Keep it in step with services/intake/intakes/submissions.py.
+B0-same executes, on the clinic's tables, the very statements of one intake with no idempotency
+key, imported from the service's modules (BEGIN; patient, intake and version in one; event with
+its key, deliveries and NOTIFY; the access audit's row; COMMIT), so the gap between it and the
+service is what Litestar's middleware and plugins, SQLAlchemy's session, auth and the handler's
+Python cost.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ import asyncpg
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 
+from services.common.access.audit import _INSERT_ROW as _AUDIT_ROW
 from services.common.contracts.events import CONSUMERS, IntakeSubmitted
 from services.common.contracts.intake_body import IntakeBody
+from services.common.queue.publish import _PUBLISH, _publish_values
+from services.intake.intakes.submissions import _NEW_PATIENT_AND_INTAKE
 
 B0_SCHEMA = """
 CREATE TABLE IF NOT EXISTS bench_b0_docs (
@@ -77,32 +81,6 @@ b0 = Litestar([health, b0_intake], lifespan=[_pool], logging_config=None)
 
 # -- B0-same -------------------------------------------------------------------------------------
 
-_PATIENT = (
-    "INSERT INTO intake.patients (id, mrn, given_name, family_name, birth_date, sex, phone, email, "
-    "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) "
-    "ON CONFLICT (mrn) DO NOTHING RETURNING id"
-)
-_INTAKE = (
-    "WITH i AS (INSERT INTO intake.intakes (id, patient_id, version, status, source, submitted_at, "
-    "submitted_by, updated_at) VALUES ($1, $2, 1, 'submitted', 'api', $3, $4, $3)) "
-    "INSERT INTO intake.intake_versions (intake_id, version, patient_id, submitted_at, submitted_by, body) "
-    "VALUES ($1, 1, $2, $3, $4, $5::jsonb)"
-)
-_PUBLISH = """
-WITH key AS (
-    INSERT INTO queue.event_keys (event_key, event_id) VALUES ($7, $1)
-    ON CONFLICT (event_key) DO NOTHING RETURNING event_id
-), ev AS (
-    INSERT INTO queue.events (id, type, version, subject, payload, occurred_at, event_key)
-    SELECT $1, $2, $3, $4, $5::jsonb, $6, $7 WHERE EXISTS (SELECT 1 FROM key)
-    RETURNING id, type
-), fan AS (
-    INSERT INTO queue.deliveries (event_id, consumer)
-    SELECT ev.id, s.consumer FROM ev JOIN queue.subscriptions s ON s.event_type = ev.type AND s.wanted
-    RETURNING consumer
-)
-SELECT count(pg_notify('clinic_queue.' || consumer, '')) FROM fan
-"""
 _INTAKE_BODY = msgspec.json.Decoder(IntakeBody)
 
 
@@ -120,30 +98,41 @@ async def b0_same_intake(request: Request[Any, Any, Any]) -> Response[bytes]:
         submitted_at=now,
         intake=body,
     )
+    by = "bench"
+    written = {
+        "id": intake_id,
+        "patient_id": patient_id,
+        "status": "submitted",
+        "source": "api",
+        "at": now,
+        "by": by,
+        "by_id": None,
+        "body": form,
+        **msgspec.structs.asdict(p),
+        "sex": p.sex.value,
+    }
+    event_key = f"{IntakeSubmitted.TYPE}:{intake_id}:1"
+    audit = {
+        "service": "intake",
+        "actor_id": None,
+        "actor_name": by,
+        "actor_role": "front_desk",
+        "actor_kind": "key",
+        "action": "submitIntake",
+        "method": "POST",
+        "path": "/v1/intakes",
+        "resource_type": "intakes",
+        "resource_id": None,
+        "patient_ids": [patient_id],
+        "request_id": None,
+        "outcome": "ok",
+        "status": None,
+        "detail": None,
+    }
     async with request.app.state["pool"].acquire() as conn, conn.transaction():
-        await conn.fetchval(
-            _PATIENT,
-            patient_id,
-            p.mrn,
-            p.given_name,
-            p.family_name,
-            p.birth_date,
-            p.sex.value,
-            p.phone,
-            p.email,
-            now,
-        )
-        await conn.execute(_INTAKE, intake_id, patient_id, now, "bench", form)
-        await conn.fetchval(
-            _PUBLISH,
-            uuid.uuid4(),
-            IntakeSubmitted.TYPE,
-            IntakeSubmitted.VERSION,
-            intake_id,
-            msgspec.json.encode(event).decode(),
-            now,
-            f"{IntakeSubmitted.TYPE}:{intake_id}:1",
-        )
+        await conn.fetchval(_NEW_PATIENT_AND_INTAKE.text, *_NEW_PATIENT_AND_INTAKE.args(written))
+        await conn.fetchrow(_PUBLISH.text, *_publish_values(uuid.uuid4(), event, intake_id, event_key, now))
+        await conn.execute(_AUDIT_ROW.text, *_AUDIT_ROW.args(audit))
     out = {
         "id": intake_id,
         "patient_id": patient_id,

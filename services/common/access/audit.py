@@ -35,11 +35,11 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 from litestar.types import Scope
-from sqlalchemy import Table, event, insert
+from sqlalchemy import event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -47,6 +47,7 @@ from sqlalchemy.sql.dml import ValuesBase
 from sqlalchemy.sql.elements import BindParameter
 
 from services.common.access.models import AuditEvent
+from services.common.db.driver import Statement, driver_of
 
 #: Tables whose changes are recorded with before and after values (administrative changes).
 ADMIN_TABLES = frozenset({"api_keys", "webhook_endpoints"})
@@ -55,9 +56,18 @@ _SECRET_COLUMN = re.compile(r"secret|hash|password|token", re.I)
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-#: One audit row (the parameters: `AccessContext.row`); a Core statement compiled once, not an
-#: ORM insert built and compiled per request.
-_INSERT_ROW = insert(cast(Table, AuditEvent.__table__))
+#: One audit row (the parameters: `AccessContext.row`; `id` and `at` are the server's defaults),
+#: sent on the driver's connection: every guarded request writes one, and SQLAlchemy's
+#: per-statement work cost more than the INSERT itself.
+_INSERT_ROW = Statement(
+    """
+    INSERT INTO access.audit_events (service, actor_id, actor_name, actor_role, actor_kind, action, method,
+                                     path, resource_type, resource_id, patient_ids, request_id, outcome,
+                                     status, detail)
+    VALUES (:service, :actor_id, :actor_name, :actor_role, :actor_kind, :action, :method, :path,
+            :resource_type, :resource_id, :patient_ids, :request_id, :outcome, :status, :detail)
+    """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +117,7 @@ class AccessContext:
             "request_id": self.request_id,
             "outcome": outcome,
             "status": status,
-            "detail": {"changes": self.changes} if self.changes else None,
+            "detail": msgspec.json.encode({"changes": self.changes}).decode() if self.changes else None,
         }
 
 
@@ -115,6 +125,14 @@ class AccessContext:
 current_context: contextvars.ContextVar[AccessContext | None] = contextvars.ContextVar(
     "clinic_audit", default=None
 )
+
+
+def concerns(*patient_ids: uuid.UUID) -> None:
+    """The request (or command) being audited concerns these patients (for rows written on the
+    driver's connection, which the session hooks do not see)."""
+    ctx = current_context.get()
+    if ctx is not None:
+        ctx.patients.update(patient_ids)
 
 
 def audit_service() -> str:
@@ -319,7 +337,10 @@ def _on_before_commit(session: Session) -> None:
     if actor is None:
         return
     session.flush()
-    session.execute(_INSERT_ROW, ctx.row(actor, "ok", None))
+    values = _INSERT_ROW.args(ctx.row(actor, "ok", None))
+    adapted = session.connection().connection.dbapi_connection
+    assert adapted is not None
+    adapted.run_async(lambda driver: driver.execute(_INSERT_ROW.text, *values))
     session.info["audit_pending"] = True
 
 
@@ -340,4 +361,5 @@ def _on_after_rollback(session: Session) -> None:
 async def write_row(engine: AsyncEngine, values: dict[str, Any]) -> None:
     """One audit row, in its own transaction (a read, a refusal, a failed write)."""
     async with engine.begin() as conn:
-        await conn.execute(_INSERT_ROW, values)
+        driver = await driver_of(conn)
+        await driver.execute(_INSERT_ROW.text, *_INSERT_ROW.args(values))

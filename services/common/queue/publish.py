@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.common.contracts.events import CONSUMERS, DEMAND, Payload
+from services.common.db.driver import Statement, driver_of
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +27,7 @@ def channel_for(consumer: str) -> str:
 
 # -- publishing ------------------------------------------------------------------------------
 
-_PUBLISH = text(
+_PUBLISH = Statement(
     """
     WITH key AS (
         INSERT INTO queue.event_keys (event_key, event_id)
@@ -50,6 +51,23 @@ _PUBLISH = text(
 )
 
 
+def _publish_values(
+    event_id: uuid.UUID, payload: Payload, subject: uuid.UUID, key: str | None, occurred_at: datetime
+) -> list[object]:
+    return _PUBLISH.args(
+        {
+            "id": event_id,
+            "type": payload.TYPE,
+            "version": payload.VERSION,
+            "subject": subject,
+            "payload": msgspec.json.encode(payload).decode(),
+            "occurred_at": occurred_at,
+            "key": key,
+            "prefix": CHANNEL_PREFIX,
+        }
+    )
+
+
 async def publish(
     session: AsyncSession,
     payload: Payload,
@@ -65,22 +83,10 @@ async def publish(
     transaction (ON CONFLICT DO NOTHING, no error raised inside it).
     """
     event_id = uuid.uuid4()
-    row = (
-        await session.execute(
-            _PUBLISH,
-            {
-                "id": event_id,
-                "type": payload.TYPE,
-                "version": payload.VERSION,
-                "subject": subject,
-                "payload": msgspec.json.encode(payload).decode(),
-                "occurred_at": occurred_at or datetime.now(UTC),
-                "key": key,
-                "prefix": CHANNEL_PREFIX,
-            },
-        )
-    ).one()
-    if row.events == 0:
+    driver = await driver_of(session)
+    values = _publish_values(event_id, payload, subject, key, occurred_at or datetime.now(UTC))
+    row = await driver.fetchrow(_PUBLISH.text, *values)
+    if row is None or row["events"] == 0:
         log.info("event_publish_skipped_duplicate_key", event_type=payload.TYPE)
         return None
     return event_id
@@ -94,22 +100,9 @@ async def publish_many(
     if not events:
         return
     at = occurred_at or datetime.now(UTC)
-    await conn.execute(
-        _PUBLISH,
-        [
-            {
-                "id": uuid.uuid4(),
-                "type": payload.TYPE,
-                "version": payload.VERSION,
-                "subject": subject,
-                "payload": msgspec.json.encode(payload).decode(),
-                "occurred_at": at,
-                "key": None,
-                "prefix": CHANNEL_PREFIX,
-            }
-            for payload, subject in events
-        ],
-    )
+    driver = await driver_of(conn)
+    rows = [_publish_values(uuid.uuid4(), payload, subject, None, at) for payload, subject in events]
+    await driver.executemany(_PUBLISH.text, rows)
 
 
 async def sync_subscriptions(

@@ -11,11 +11,13 @@ import datetime as dt
 import uuid
 
 import msgspec
-from sqlalchemy import text, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.access.audit import concerns
 from services.common.contracts.events import IntakeAmended, IntakeSubmitted
 from services.common.contracts.intake_body import IntakeBody
+from services.common.db.driver import Statement, driver_of
 from services.common.errors import FieldProblem, InvalidFields, NotFound
 from services.common.queue import publish
 from services.intake.db.models import Intake, IntakeVersion, Patient
@@ -69,7 +71,7 @@ async def _respond(
 
 # A new intake and its first version in one statement (the foreign key is checked at the end of
 # the statement, when both rows exist).
-_NEW_INTAKE = text(
+_NEW_INTAKE = Statement(
     """
     WITH intake AS (
         INSERT INTO intake.intakes (id, patient_id, version, status, source, submitted_at, submitted_by,
@@ -84,7 +86,7 @@ _NEW_INTAKE = text(
 
 # The common case, a patient new to the clinic, in one statement: the patient (unless its MRN is
 # taken: then nothing at all is inserted and no row comes back), the intake and its first version.
-_NEW_PATIENT_AND_INTAKE = text(
+_NEW_PATIENT_AND_INTAKE = Statement(
     """
     WITH patient AS (
         INSERT INTO intake.patients (id, mrn, given_name, family_name, birth_date, sex, phone, email,
@@ -145,15 +147,18 @@ async def submit_intake(
         "by_id": author.id,
         "body": msgspec.json.encode(body).decode(),
     }
+    driver = await driver_of(session)
     if existing_patient is None or body.patient.mrn is not None:
         values = row | new_patient_values(body.patient) | {"patient_id": uuid.uuid4()}
-        created = (await session.execute(_NEW_PATIENT_AND_INTAKE, values)).scalar_one_or_none()
+        created = await driver.fetchval(_NEW_PATIENT_AND_INTAKE.text, *_NEW_PATIENT_AND_INTAKE.args(values))
         if created is not None:
             patient_id = created
         else:  # the MRN is known: that patient's intake
             patient_id = await known_patient(session, body.patient, author, intake_id)
+            driver = await driver_of(session)
     if created is None:
-        await session.execute(_NEW_INTAKE, row | {"patient_id": patient_id})
+        await driver.execute(_NEW_INTAKE.text, *_NEW_INTAKE.args(row | {"patient_id": patient_id}))
+    concerns(patient_id)
     await _publish_version(session, intake_id, 1, patient_id, body, author)
     intake = schemas.Intake(
         **msgspec.structs.asdict(body),
