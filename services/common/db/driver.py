@@ -51,7 +51,7 @@ class Statement:
 
 async def driver_of(db: AsyncSession | AsyncConnection) -> asyncpg.Connection:
     """The asyncpg connection under `db`, its transaction begun (a connection must be in a
-    transaction already, `engine.begin()`, so that SQLAlchemy commits it).
+    transaction already, `engine.begin()`, so that SQLAlchemy commits it, or in autocommit).
 
     SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement; a statement sent
     to the driver before that would run outside the transaction (and commit on its own). So the
@@ -63,6 +63,11 @@ async def driver_of(db: AsyncSession | AsyncConnection) -> asyncpg.Connection:
         conn = await db.connection()
     else:
         conn = db
+        options = conn.sync_connection.get_execution_options() if conn.sync_connection else {}
+        autocommit = options.get("isolation_level") == "AUTOCOMMIT"
+        if autocommit:  # each statement its own transaction: nothing to begin
+            driver: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+            return driver
         if not conn.in_transaction():
             # SQLAlchemy commits only a transaction it began: the caller must have begun one.
             raise RuntimeError("driver_of(connection) needs the connection in a transaction")
@@ -72,5 +77,5 @@ async def driver_of(db: AsyncSession | AsyncConnection) -> asyncpg.Connection:
     elif not adapted.driver_connection.is_in_transaction():
         # Not an adapter this module knows: begin through SQLAlchemy itself (a round trip).
         await conn.exec_driver_sql("SELECT 1")
-    driver: asyncpg.Connection = adapted.driver_connection
-    return driver
+    begun: asyncpg.Connection = adapted.driver_connection
+    return begun

@@ -146,7 +146,9 @@ def build_app(
 
     sqlalchemy = SQLAlchemyAsyncConfig(
         engine_instance=engine,
-        session_config=AsyncSessionConfig(expire_on_commit=False),
+        # No file objects and no query cache here: their listeners ran on every flush and commit.
+        session_config=AsyncSessionConfig(expire_on_commit=False, info={"enable_cache_listener": False}),
+        enable_file_object_listener=False,
         session_dependency_key="db_session",
     )
     prometheus = PrometheusConfig(

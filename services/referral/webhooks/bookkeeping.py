@@ -10,6 +10,8 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from services.common.db.driver import Statement
+
 log = structlog.get_logger(__name__)
 
 CLAIM = text(
@@ -92,8 +94,9 @@ RECORD_SUCCESS = text(_SUCCESS_CTES + "    ) SELECT count(*) FROM delivered")  #
 
 # The same, and the next due delivery of that endpoint claimed in that statement, so a busy
 # endpoint's slot goes straight on to its next delivery without a separate claim. Only
-# deliveries with attempts left are chained; the main claim deals with the others.
-RECORD_SUCCESS_AND_CLAIM_NEXT = text(
+# deliveries with attempts left are chained; the main claim deals with the others. Sent on the
+# driver's connection: it runs once per delivery.
+RECORD_SUCCESS_AND_CLAIM_NEXT = Statement(
     _SUCCESS_CTES  # noqa: S608 (constants only)
     + """    ), picked AS (
         SELECT d.id FROM referral.webhook_deliveries d
