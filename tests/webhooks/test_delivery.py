@@ -151,6 +151,34 @@ async def test_rotated_secret_signs_beside_the_old_one_for_the_grace_period(hook
     assert (await hooks.endpoint_now(endpoint))["previous_secret_expires_at"] is None
 
 
+async def test_a_secret_rotated_while_the_sender_runs_signs_its_next_delivery(hooks: Hooks) -> None:
+    # The sender keeps the secrets it has opened: a rotation must still reach the next delivery.
+    url, route = hooks.route()
+    endpoint = await hooks.endpoint(url, ["referral.created"])
+    old = endpoint["secret"]
+    first, second = referral_created(), referral_created()
+    async with hooks.running():
+        await hooks.publish(first)
+        [before] = await hooks.messages(url, 1, first)
+        response = await hooks.client.post(
+            f"/v1/webhooks/endpoints/{endpoint['id']}/rotate-secret", headers=hooks.admin
+        )
+        new = response.json()["secret"]
+        route.secrets = [old, new]
+        async with hooks.engine.begin() as conn:  # the old secret's grace period is over at once
+            await conn.execute(
+                text(
+                    "UPDATE referral.webhook_endpoints SET previous_secret_expires_at = now() "
+                    "- interval '1 second' WHERE id = :id"
+                ),
+                {"id": endpoint["id"]},
+            )
+        await hooks.publish(second)
+        [after] = await hooks.messages(url, 1, second)
+    assert before.verified_by == [old]
+    assert after.verified_by == [new]
+
+
 async def test_exhausted_delivery_is_dead_listed_and_replayed(hooks: Hooks) -> None:
     url, route = hooks.route(default=500)
     endpoint = await hooks.endpoint(url, ["referral.created"])
