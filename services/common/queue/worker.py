@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import msgspec
 import structlog
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.common.clock import first_of as _first_of
@@ -23,24 +24,27 @@ from services.common.queue.publish import channel_for
 log = structlog.get_logger(__name__)
 
 
-# Claim up to :limit ready deliveries of :consumer, oldest first, passing over those other workers
-# hold (and :holding, the batch this worker is finishing), as one JSON array. A delivery whose last
-# attempt never finished (its worker died) is marked dead here instead of handed out.
+# Claim up to `limit` ready deliveries of the consumer, oldest first, passing over those other
+# workers hold (and :holding, the batch this worker is finishing), as one JSON array. A delivery
+# whose last attempt never finished (its worker died) is marked dead here instead of handed out.
+# The consumer's name and the tuning are written into the statement (`_Statements`), so its only
+# parameter is :holding: PostgreSQL plans it once per connection (a generic plan) instead of at
+# every execution, which for these CTEs took about as long as running them.
 _CLAIM_CTES = """
     picked AS (
         SELECT id FROM queue.deliveries
-        WHERE consumer = :consumer AND status = 'pending' AND available_at <= now()
+        WHERE consumer = {consumer} AND status = 'pending' AND available_at <= now()
           AND id <> ALL(CAST(:holding AS bigint[]))
         ORDER BY id
-        LIMIT :limit
+        LIMIT {limit}
         FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE queue.deliveries d
-        SET attempts = d.attempts + CASE WHEN d.attempts >= :max_attempts THEN 0 ELSE 1 END,
-            status = CASE WHEN d.attempts >= :max_attempts THEN 'dead' ELSE 'pending' END,
-            available_at = now() + make_interval(secs => :lease),
+        SET attempts = d.attempts + CASE WHEN d.attempts >= {max_attempts} THEN 0 ELSE 1 END,
+            status = CASE WHEN d.attempts >= {max_attempts} THEN 'dead' ELSE 'pending' END,
+            available_at = now() + make_interval(secs => {lease}),
             updated_at = now(),
-            last_error = CASE WHEN d.attempts >= :max_attempts
+            last_error = CASE WHEN d.attempts >= {max_attempts}
                 THEN coalesce(d.last_error || '; then ', '')
                      || 'attempt ' || d.attempts || ' never finished (the lease expired)'
                 ELSE d.last_error END
@@ -59,32 +63,60 @@ _CLAIM_CTES = """
 # The claim on its own, in autocommit: committed before any handler starts. A lost claim is
 # harmless (the delivery is simply claimed again), so it need not wait for the WAL flush; the
 # handling transaction that follows flushes it anyway.
-_CLAIM = text(
+_CLAIM = (
     "WITH" + _CLAIM_CTES + "SELECT batch.claimed FROM batch "  # noqa: S608 (constants only)
     "CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush_wait"
 )
 
 # First statement of a batch's transaction: ack the batch (delete its deliveries, which locks them:
-# no other worker can claim them while this transaction lives, lease or not), record the events in
-# the consumer's inbox (`fresh`: those not applied before; the others are only acked) and, while
-# the queue is busy, claim the next batch (committed with this one, before it is handled). A
-# handler that hangs outside the database for longer than the lease has its transaction ended by
-# PostgreSQL (idle_in_transaction_session_timeout), so the lease holds for it too.
-_ACK_RECORD_AND_CLAIM = text(
-    """
+# no other worker can claim them while this transaction lives, lease or not) and record their
+# events in the consumer's inbox; `fresh` names the deliveries whose events were not applied
+# before (the others are only acked). A delivery already gone (acked by another worker after its
+# lease ran out) records nothing and is not handled again. A handler that hangs outside the
+# database for longer than the lease has its transaction ended by PostgreSQL
+# (idle_in_transaction_session_timeout), so the lease holds for it too.
+_ACK_AND_RECORD = """
     WITH ack AS (
-        DELETE FROM queue.deliveries WHERE id = ANY(CAST(:holding AS bigint[]))
+        DELETE FROM queue.deliveries WHERE id = ANY(CAST(:holding AS bigint[])) RETURNING id, event_id
     ), hang_limit AS (
-        SELECT set_config('idle_in_transaction_session_timeout', :idle_ms, true)
+        SELECT set_config('idle_in_transaction_session_timeout', '{idle_ms}', true)
     ), recorded AS (
         INSERT INTO queue.inbox (event_id, consumer)
-        SELECT e, :consumer FROM unnest(CAST(:event_ids AS uuid[])) AS e, hang_limit ORDER BY e
+        SELECT ack.event_id, {consumer} FROM ack, hang_limit ORDER BY ack.event_id
         ON CONFLICT DO NOTHING
         RETURNING event_id
-    ),"""  # noqa: S608 (constants only)
-    + _CLAIM_CTES
-    + "SELECT (SELECT array_agg(event_id) FROM recorded) AS fresh, (SELECT claimed FROM batch) AS claimed"
-)
+    )"""
+_FRESH = "(SELECT array_agg(ack.id) FROM ack JOIN recorded r ON r.event_id = ack.event_id) AS fresh"
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """One consumer's claim and ack statements, its name and tuning written in as literals."""
+
+    claim: TextClause
+    ack: TextClause  # ack and record the batch
+    ack_and_claim: TextClause  # ... and, while the queue is busy, claim the next batch with it
+
+    @classmethod
+    def build(cls, consumer: str, tuning: QueueTuning) -> _Statements:
+        values = {
+            "consumer": "'" + consumer.replace("'", "''") + "'",  # a string literal
+            "limit": int(tuning.batch_size),
+            "max_attempts": int(tuning.max_attempts),
+            "lease": float(tuning.lease_seconds),
+            "idle_ms": max(1, round(tuning.lease_seconds * 1000)),
+        }
+        claim_ctes = _CLAIM_CTES.format(**values)
+        ack = _ACK_AND_RECORD.format(**values)
+        return cls(
+            claim=text(_CLAIM.format(**values)),
+            ack=text(f"{ack} SELECT {_FRESH}, NULL AS claimed"),
+            ack_and_claim=text(
+                f"{ack},{claim_ctes}SELECT {_FRESH}, (SELECT claimed FROM batch) AS claimed"  # noqa: S608 (quoted above)
+            ),
+        )
+
+
 # Shutdown: claimed deliveries go back to the queue at once (the claim's attempt still counts).
 _RELEASE = text(
     "UPDATE queue.deliveries SET available_at = now(), updated_at = now() "
@@ -106,6 +138,14 @@ class Claimed(msgspec.Struct, frozen=True):
 
 
 _CLAIMED = msgspec.json.Decoder(list[Claimed])
+
+
+def _fresh(batch: Sequence[Claimed], fresh: list[int] | None) -> Sequence[Claimed]:
+    """The deliveries of `batch` named in `fresh` (usually all of them), in the batch's order."""
+    if fresh is not None and len(fresh) == len(batch):
+        return batch
+    named = set(fresh or ())
+    return [item for item in batch if item.delivery_id in named]
 
 
 class QueueWorker:
@@ -135,6 +175,7 @@ class QueueWorker:
         self._dead = metrics.DEAD.labels(consumer.name)
         self._seconds = metrics.HANDLING_SECONDS.labels(consumer.name)
         self._idle_ms = str(max(1, round(tuning.lease_seconds * 1000)))
+        self._statements = _Statements.build(consumer.name, tuning)
 
     # claims and handling --------------------------------------------------------------------
 
@@ -182,21 +223,12 @@ class QueueWorker:
             await self._handle(conn, batch, claim_next=False)
         return len(batch)
 
-    def _claim_params(self, holding: list[int], limit: int) -> dict[str, object]:
-        return {
-            "consumer": self.consumer.name,
-            "holding": holding,
-            "limit": limit,
-            "lease": self.tuning.lease_seconds,
-            "max_attempts": self.tuning.max_attempts,
-        }
-
     async def _claim(self, conn: AsyncConnection) -> list[Claimed]:
         """Lease up to a batch of ready deliveries, committed before this returns."""
         isolation = conn.default_isolation_level
         await conn.execution_options(isolation_level="AUTOCOMMIT")  # client-side: no round trip
         try:
-            claimed = await conn.scalar(_CLAIM, self._claim_params([], self.tuning.batch_size))
+            claimed = await conn.scalar(self._statements.claim, {"holding": []})
             await conn.commit()  # ends SQLAlchemy's bookkeeping; nothing is sent in autocommit
         finally:
             await conn.execution_options(isolation_level=isolation)
@@ -237,19 +269,10 @@ class QueueWorker:
         failure: tuple[Claimed, Exception] | None = None
         try:
             async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
+                statement = self._statements.ack_and_claim if claim_next else self._statements.ack
                 holding = [item.delivery_id for item in batch]
-                row = (
-                    await session.execute(
-                        _ACK_RECORD_AND_CLAIM,
-                        {
-                            **self._claim_params(holding, self.tuning.batch_size if claim_next else 0),
-                            "event_ids": [item.envelope.id for item in batch],
-                            "idle_ms": self._idle_ms,
-                        },
-                    )
-                ).one()
-                fresh = set(row.fresh or ())
-                new = [item for item in batch if item.envelope.id in fresh]
+                row = (await session.execute(statement, {"holding": holding})).one()
+                new = _fresh(batch, row.fresh)
                 if self.consumer.batch_handler is not None and new:
                     await self._apply_batch(session, self.consumer.batch_handler, new)
                 else:
