@@ -268,20 +268,25 @@ class QueueWorker:
         Return what was claimed with it for the next round (None when nothing was)."""
         failure: tuple[Claimed, Exception] | None = None
         try:
-            async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
+            async with conn.begin():
                 statement = self._statements.ack_and_claim if claim_next else self._statements.ack
                 holding = [item.delivery_id for item in batch]
-                row = (await session.execute(statement, {"holding": holding})).one()
+                row = (await conn.execute(statement, {"holding": holding})).one()
                 new = _fresh(batch, row.fresh)
-                if self.consumer.batch_handler is not None and new:
-                    await self._apply_batch(session, self.consumer.batch_handler, new)
-                else:
-                    for item in new:
-                        try:
-                            await self._apply(session, item)
-                        except Exception as exc:
-                            failure = (item, exc)
-                            raise
+                if new:
+                    # The handlers' session joins the connection's transaction: its commit only
+                    # flushes, and the transaction ends with the block above.
+                    async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                        if self.consumer.batch_handler is not None:
+                            await self._apply_batch(session, self.consumer.batch_handler, new)
+                        else:
+                            for item in new:
+                                try:
+                                    await self._apply(session, item)
+                                except Exception as exc:
+                                    failure = (item, exc)
+                                    raise
+                        await session.commit()
         except Exception:
             if conn.invalidated:
                 raise
