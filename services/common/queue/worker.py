@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.common.clock import first_of as _first_of
 from services.common.contracts.events import Envelope
+from services.common.db.driver import Statement, driver_of
 from services.common.logging import scrub_text
 from services.common.queue import metrics
 from services.common.queue.consumer import BatchHandler, Consumer, QueueTuning
@@ -94,8 +95,8 @@ class _Statements:
     """One consumer's claim and ack statements, its name and tuning written in as literals."""
 
     claim: TextClause
-    ack: TextClause  # ack and record the batch
-    ack_and_claim: TextClause  # ... and, while the queue is busy, claim the next batch with it
+    ack: str  # ack and record the batch (asyncpg's `$1` form)
+    ack_and_claim: str  # ... and, while the queue is busy, claim the next batch with it
 
     @classmethod
     def build(cls, consumer: str, tuning: QueueTuning) -> _Statements:
@@ -108,13 +109,13 @@ class _Statements:
         }
         claim_ctes = _CLAIM_CTES.format(**values)
         ack = _ACK_AND_RECORD.format(**values)
-        return cls(
-            claim=text(_CLAIM.format(**values)),
-            ack=text(f"{ack} SELECT {_FRESH}, NULL AS claimed"),
-            ack_and_claim=text(
-                f"{ack},{claim_ctes}SELECT {_FRESH}, (SELECT claimed FROM batch) AS claimed"  # noqa: S608 (quoted above)
-            ),
+        sent = (
+            Statement(f"{ack} SELECT {_FRESH}, NULL AS claimed"),
+            Statement(f"{ack},{claim_ctes}SELECT {_FRESH}, (SELECT claimed FROM batch) AS claimed"),  # noqa: S608 (quoted above)
         )
+        if any(statement.names != ("holding",) for statement in sent):
+            raise ValueError(f"consumer name {consumer!r} reads as a statement parameter")
+        return cls(claim=text(_CLAIM.format(**values)), ack=sent[0].text, ack_and_claim=sent[1].text)
 
 
 # Shutdown: claimed deliveries go back to the queue at once (the claim's attempt still counts).
@@ -270,9 +271,9 @@ class QueueWorker:
         try:
             async with conn.begin():
                 statement = self._statements.ack_and_claim if claim_next else self._statements.ack
-                holding = [item.delivery_id for item in batch]
-                row = (await conn.execute(statement, {"holding": holding})).one()
-                new = _fresh(batch, row.fresh)
+                driver = await driver_of(conn)  # SQLAlchemy's per-statement work cost more than ours
+                row = await driver.fetchrow(statement, [item.delivery_id for item in batch])
+                new = _fresh(batch, row["fresh"])
                 if new:
                     # The handlers' session joins the connection's transaction: its commit only
                     # flushes, and the transaction ends with the block above.
@@ -296,7 +297,7 @@ class QueueWorker:
         self._handled.inc(len(batch))
         if not claim_next:
             return None
-        return _CLAIMED.decode(row.claimed) if row.claimed else []
+        return _CLAIMED.decode(row["claimed"]) if row["claimed"] else []
 
     async def _handle_one_by_one(
         self, conn: AsyncConnection, batch: Sequence[Claimed], failure: tuple[Claimed, Exception] | None
