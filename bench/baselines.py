@@ -131,7 +131,8 @@ async def b0_same_intake(request: Request[Any, Any, Any]) -> Response[bytes]:
     }
     async with request.app.state["pool"].acquire() as conn, conn.transaction():
         await conn.fetchval(_NEW_PATIENT_AND_INTAKE.text, *_NEW_PATIENT_AND_INTAKE.args(written))
-        await conn.fetchrow(_PUBLISH.text, *_publish_values(uuid.uuid4(), event, intake_id, event_key, now))
+        published = _publish_values(uuid.uuid4(), event, intake_id, event_key, now)
+        await conn.fetchrow(_PUBLISH.text, *_PUBLISH.args(published))
         await conn.execute(_AUDIT_ROW.text, *_AUDIT_ROW.args(audit))
     out = {
         "id": intake_id,

@@ -47,7 +47,7 @@ from sqlalchemy.sql.dml import ValuesBase
 from sqlalchemy.sql.elements import BindParameter
 
 from services.common.access.models import AuditEvent
-from services.common.db.driver import Statement, driver_of
+from services.common.db.driver import Statement, driver_of, execute_from_hook
 
 #: Tables whose changes are recorded with before and after values (administrative changes).
 ADMIN_TABLES = frozenset({"api_keys", "webhook_endpoints"})
@@ -337,10 +337,7 @@ def _on_before_commit(session: Session) -> None:
     if actor is None:
         return
     session.flush()
-    values = _INSERT_ROW.args(ctx.row(actor, "ok", None))
-    adapted = session.connection().connection.dbapi_connection
-    assert adapted is not None
-    adapted.run_async(lambda driver: driver.execute(_INSERT_ROW.text, *values))
+    execute_from_hook(session.connection(), _INSERT_ROW, ctx.row(actor, "ok", None))
     session.info["audit_pending"] = True
 
 
@@ -362,4 +359,4 @@ async def write_row(engine: AsyncEngine, values: dict[str, Any]) -> None:
     """One audit row, in its own transaction (a read, a refusal, a failed write)."""
     async with engine.begin() as conn:
         driver = await driver_of(conn)
-        await driver.execute(_INSERT_ROW.text, *_INSERT_ROW.args(values))
+        await driver.execute(_INSERT_ROW, values)

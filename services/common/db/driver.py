@@ -14,13 +14,15 @@ A `Statement` keeps the SQL readable with named parameters (`:name`) and sends i
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+_T = TypeVar("_T")
 _NAME = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
@@ -49,7 +51,59 @@ class Statement:
         return [values[name] for name in self.names]
 
 
-async def driver_of(db: AsyncSession | AsyncConnection) -> asyncpg.Connection:
+class Driver:
+    """The asyncpg connection under a SQLAlchemy connection's transaction, sending `Statement`s.
+
+    A statement that fails because the connection is gone marks the SQLAlchemy connection
+    invalid, as SQLAlchemy does when one of its own statements fails so: otherwise closing the
+    session would roll back on a dead connection and raise past the request's error handling."""
+
+    def __init__(self, conn: AsyncConnection, raw: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.raw = raw
+
+    async def _sent(self, call: Awaitable[_T]) -> _T:
+        try:
+            return await call
+        except BaseException:
+            if self.raw.is_closed() and not self.conn.invalidated:
+                await self.conn.invalidate()
+            raise
+
+    async def execute(self, statement: Statement, values: Mapping[str, Any]) -> str:
+        return await self._sent(self.raw.execute(statement.text, *statement.args(values)))
+
+    async def executemany(self, statement: Statement, rows: Iterable[Mapping[str, Any]]) -> None:
+        await self._sent(self.raw.executemany(statement.text, [statement.args(row) for row in rows]))
+
+    async def fetchval(self, statement: Statement, values: Mapping[str, Any]) -> Any:
+        return await self._sent(self.raw.fetchval(statement.text, *statement.args(values)))
+
+    async def fetchrow(self, statement: Statement, values: Mapping[str, Any]) -> asyncpg.Record | None:
+        return await self._sent(self.raw.fetchrow(statement.text, *statement.args(values)))
+
+
+def execute_from_hook(conn: Connection, statement: Statement, values: Mapping[str, Any]) -> None:
+    """`statement` on the driver's connection under `conn`'s transaction, from a synchronous
+    session hook (one SQLAlchemy runs inside its greenlet: `before_commit`, say); the same
+    beginning and the same invalidation as `driver_of` and `Driver`."""
+    adapted: Any = conn.connection.dbapi_connection
+    raw: asyncpg.Connection = adapted.driver_connection
+
+    async def run(_: asyncpg.Connection) -> None:
+        if getattr(adapted, "_transaction", False) is None:
+            await adapted._start_transaction()
+        await raw.execute(statement.text, *statement.args(values))
+
+    try:
+        adapted.run_async(run)
+    except BaseException:
+        if raw.is_closed() and not conn.invalidated:
+            conn.invalidate()
+        raise
+
+
+async def driver_of(db: AsyncSession | AsyncConnection) -> Driver:
     """The asyncpg connection under `db`, its transaction begun (a connection must be in a
     transaction already, `engine.begin()`, so that SQLAlchemy commits it, or in autocommit).
 
@@ -66,16 +120,15 @@ async def driver_of(db: AsyncSession | AsyncConnection) -> asyncpg.Connection:
         options = conn.sync_connection.get_execution_options() if conn.sync_connection else {}
         autocommit = options.get("isolation_level") == "AUTOCOMMIT"
         if autocommit:  # each statement its own transaction: nothing to begin
-            driver: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
-            return driver
+            return Driver(conn, (await conn.get_raw_connection()).driver_connection)
         if not conn.in_transaction():
             # SQLAlchemy commits only a transaction it began: the caller must have begun one.
             raise RuntimeError("driver_of(connection) needs the connection in a transaction")
     adapted: Any = (await conn.get_raw_connection()).dbapi_connection
+    driver = Driver(conn, adapted.driver_connection)
     if getattr(adapted, "_transaction", False) is None:
-        await adapted._start_transaction()
-    elif not adapted.driver_connection.is_in_transaction():
+        await driver._sent(adapted._start_transaction())
+    elif not driver.raw.is_in_transaction():
         # Not an adapter this module knows: begin through SQLAlchemy itself (a round trip).
         await conn.exec_driver_sql("SELECT 1")
-    begun: asyncpg.Connection = adapted.driver_connection
-    return begun
+    return driver

@@ -53,19 +53,17 @@ _PUBLISH = Statement(
 
 def _publish_values(
     event_id: uuid.UUID, payload: Payload, subject: uuid.UUID, key: str | None, occurred_at: datetime
-) -> list[object]:
-    return _PUBLISH.args(
-        {
-            "id": event_id,
-            "type": payload.TYPE,
-            "version": payload.VERSION,
-            "subject": subject,
-            "payload": msgspec.json.encode(payload).decode(),
-            "occurred_at": occurred_at,
-            "key": key,
-            "prefix": CHANNEL_PREFIX,
-        }
-    )
+) -> dict[str, object]:
+    return {
+        "id": event_id,
+        "type": payload.TYPE,
+        "version": payload.VERSION,
+        "subject": subject,
+        "payload": msgspec.json.encode(payload).decode(),
+        "occurred_at": occurred_at,
+        "key": key,
+        "prefix": CHANNEL_PREFIX,
+    }
 
 
 async def publish(
@@ -85,7 +83,7 @@ async def publish(
     event_id = uuid.uuid4()
     driver = await driver_of(session)
     values = _publish_values(event_id, payload, subject, key, occurred_at or datetime.now(UTC))
-    row = await driver.fetchrow(_PUBLISH.text, *values)
+    row = await driver.fetchrow(_PUBLISH, values)
     if row is None or row["events"] == 0:
         log.info("event_publish_skipped_duplicate_key", event_type=payload.TYPE)
         return None
@@ -102,7 +100,7 @@ async def publish_many(
     at = occurred_at or datetime.now(UTC)
     driver = await driver_of(conn)
     rows = [_publish_values(uuid.uuid4(), payload, subject, None, at) for payload, subject in events]
-    await driver.executemany(_PUBLISH.text, rows)
+    await driver.executemany(_PUBLISH, rows)
 
 
 async def sync_subscriptions(

@@ -95,8 +95,8 @@ class _Statements:
     """One consumer's claim and ack statements, its name and tuning written in as literals."""
 
     claim: TextClause
-    ack: str  # ack and record the batch (asyncpg's `$1` form)
-    ack_and_claim: str  # ... and, while the queue is busy, claim the next batch with it
+    ack: Statement  # ack and record the batch
+    ack_and_claim: Statement  # ... and, while the queue is busy, claim the next batch with it
 
     @classmethod
     def build(cls, consumer: str, tuning: QueueTuning) -> _Statements:
@@ -115,7 +115,7 @@ class _Statements:
         )
         if any(statement.names != ("holding",) for statement in sent):
             raise ValueError(f"consumer name {consumer!r} reads as a statement parameter")
-        return cls(claim=text(_CLAIM.format(**values)), ack=sent[0].text, ack_and_claim=sent[1].text)
+        return cls(claim=text(_CLAIM.format(**values)), ack=sent[0], ack_and_claim=sent[1])
 
 
 # Shutdown: claimed deliveries go back to the queue at once (the claim's attempt still counts).
@@ -272,7 +272,8 @@ class QueueWorker:
             async with conn.begin():
                 statement = self._statements.ack_and_claim if claim_next else self._statements.ack
                 driver = await driver_of(conn)  # SQLAlchemy's per-statement work cost more than ours
-                row = await driver.fetchrow(statement, [item.delivery_id for item in batch])
+                row = await driver.fetchrow(statement, {"holding": [item.delivery_id for item in batch]})
+                assert row is not None  # the statement always answers one row
                 new = _fresh(batch, row["fresh"])
                 if new:
                     # The handlers' session joins the connection's transaction: its commit only

@@ -150,14 +150,14 @@ async def submit_intake(
     driver = await driver_of(session)
     if existing_patient is None or body.patient.mrn is not None:
         values = row | new_patient_values(body.patient) | {"patient_id": uuid.uuid4()}
-        created = await driver.fetchval(_NEW_PATIENT_AND_INTAKE.text, *_NEW_PATIENT_AND_INTAKE.args(values))
+        created = await driver.fetchval(_NEW_PATIENT_AND_INTAKE, values)
         if created is not None:
             patient_id = created
         else:  # the MRN is known: that patient's intake
             patient_id = await known_patient(session, body.patient, author, intake_id)
             driver = await driver_of(session)
     if created is None:
-        await driver.execute(_NEW_INTAKE.text, *_NEW_INTAKE.args(row | {"patient_id": patient_id}))
+        await driver.execute(_NEW_INTAKE, row | {"patient_id": patient_id})
     concerns(patient_id)
     await _publish_version(session, intake_id, 1, patient_id, body, author)
     intake = schemas.Intake(

@@ -210,9 +210,7 @@ class WebhookSender:
         }
         async with self.autocommit.connect() as conn:
             driver = await driver_of(conn)
-            row = await driver.fetchrow(
-                RECORD_SUCCESS_AND_CLAIM_NEXT.text, *RECORD_SUCCESS_AND_CLAIM_NEXT.args(values)
-            )
+            row = await driver.fetchrow(RECORD_SUCCESS_AND_CLAIM_NEXT, values)
         assert row is not None  # the statement always answers one row
         ATTEMPTS.labels(outcome="succeeded").inc()
         if row["recorded"]:
