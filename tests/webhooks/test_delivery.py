@@ -118,6 +118,18 @@ async def test_410_gone_disables_the_endpoint(hooks: Hooks) -> None:
     assert len(hooks.receiver.requests(url)) == 1
 
 
+async def end_grace_period(hooks: Hooks, endpoint_id: str) -> None:
+    """A rotated endpoint's previous secret stops signing now (not 24 hours on)."""
+    async with hooks.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE referral.webhook_endpoints SET previous_secret_expires_at = now() "
+                "- interval '1 second' WHERE id = :id"
+            ),
+            {"id": endpoint_id},
+        )
+
+
 async def test_rotated_secret_signs_beside_the_old_one_for_the_grace_period(hooks: Hooks) -> None:
     url, route = hooks.route()
     endpoint = await hooks.endpoint(url, ["referral.created"])
@@ -135,14 +147,7 @@ async def test_rotated_secret_signs_beside_the_old_one_for_the_grace_period(hook
     async with hooks.running():
         await hooks.publish(during)
         [signed_twice] = await hooks.messages(url, 1, during)
-        async with hooks.engine.begin() as conn:  # the 24 hours are over
-            await conn.execute(
-                text(
-                    "UPDATE referral.webhook_endpoints SET previous_secret_expires_at = now() "
-                    "- interval '1 second' WHERE id = :id"
-                ),
-                {"id": endpoint["id"]},
-            )
+        await end_grace_period(hooks, endpoint["id"])  # the 24 hours are over
         await hooks.publish(after)
         [signed_once] = await hooks.messages(url, 1, after)
     assert signed_twice.verified_by == [old, new]
@@ -165,14 +170,7 @@ async def test_a_secret_rotated_while_the_sender_runs_signs_its_next_delivery(ho
         )
         new = response.json()["secret"]
         route.secrets = [old, new]
-        async with hooks.engine.begin() as conn:  # the old secret's grace period is over at once
-            await conn.execute(
-                text(
-                    "UPDATE referral.webhook_endpoints SET previous_secret_expires_at = now() "
-                    "- interval '1 second' WHERE id = :id"
-                ),
-                {"id": endpoint["id"]},
-            )
+        await end_grace_period(hooks, endpoint["id"])
         await hooks.publish(second)
         [after] = await hooks.messages(url, 1, second)
     assert before.verified_by == [old]
