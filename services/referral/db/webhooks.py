@@ -53,6 +53,13 @@ class WebhookDelivery(WebhookBase):
         sa.Index(
             "ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=sa.text("status = 'pending'")
         ),
+        # An endpoint's next due delivery, one index step (migration `webhooks_0005`).
+        sa.Index(
+            "ix_webhook_deliveries_endpoint_due",
+            "endpoint_id",
+            "next_attempt_at",
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
         sa.Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at", "id"),
         sa.Index("ix_webhook_deliveries_status_created", "status", "created_at", "id"),
     )

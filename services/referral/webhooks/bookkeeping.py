@@ -18,14 +18,10 @@ CLAIM = text(
     """
     WITH busy AS (
         SELECT * FROM unnest(CAST(:busy_ids AS uuid[]), CAST(:busy_counts AS int[])) AS b(endpoint_id, n)
-    ), due AS (
-        SELECT DISTINCT d.endpoint_id FROM referral.webhook_deliveries d
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-          AND (d.leased_until IS NULL OR d.leased_until <= now())
     ), picked AS (
-        SELECT p.id FROM due
-        JOIN referral.webhook_endpoints e ON e.id = due.endpoint_id
-          AND e.disabled_at IS NULL AND e.deleted_at IS NULL
+        -- Endpoint by endpoint (there are few), each one's due deliveries walked in due order on
+        -- `ix_webhook_deliveries_endpoint_due`: no scan of every pending delivery.
+        SELECT p.id FROM referral.webhook_endpoints e
         LEFT JOIN busy ON busy.endpoint_id = e.id
         CROSS JOIN LATERAL (
             SELECT d.id FROM referral.webhook_deliveries d
@@ -35,6 +31,7 @@ CLAIM = text(
             LIMIT greatest(:per_endpoint - coalesce(busy.n, 0), 0)
             FOR UPDATE OF d SKIP LOCKED
         ) p
+        WHERE e.disabled_at IS NULL AND e.deleted_at IS NULL
         LIMIT :limit
     ), claimed AS (
         UPDATE referral.webhook_deliveries d

@@ -1,0 +1,30 @@
+"""An endpoint's pending deliveries in the order they come due: the sender's next delivery for an
+endpoint is one index step, not a sort of the endpoint's whole backlog.
+
+Before it, `ix_webhook_deliveries_due` (every endpoint's) and the endpoint index were combined
+and every pending delivery of the endpoint sorted, per delivery sent: 4.4 ms with 1,600 waiting,
+growing with the backlog (issue 17).
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "webhooks_0005"
+down_revision = "webhooks_0004"
+
+SCHEMA = "referral"
+INDEX = "ix_webhook_deliveries_endpoint_due"
+
+
+def upgrade() -> None:
+    op.create_index(
+        INDEX,
+        "webhook_deliveries",
+        ["endpoint_id", "next_attempt_at"],
+        schema=SCHEMA,
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index(INDEX, "webhook_deliveries", schema=SCHEMA)
