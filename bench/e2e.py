@@ -47,6 +47,8 @@ class Phase:
     sent: int
     referral_ms: list[float]
     mirror_ms: list[float]
+    #: Each POST's own answer time, as the generator saw it (its own CPU included).
+    post_ms: list[float]
 
     def pct(self, values: list[float], p: float) -> float:
         return percentile(values, p)
@@ -57,22 +59,27 @@ class Phase:
             f"{self.label:<14} {self.rate:6.0f}/s sent {self.sent:5}  "
             f"intake→referral p50 {self.pct(r, 50):6.1f} "
             f"p95 {self.pct(r, 95):6.1f} p99 {self.pct(r, 99):6.1f} ms   →mirror p50 {self.pct(m, 50):6.1f} "
-            f"p95 {self.pct(m, 95):6.1f} p99 {self.pct(m, 99):6.1f} ms"
+            f"p95 {self.pct(m, 95):6.1f} p99 {self.pct(m, 99):6.1f} ms   "
+            f"POST p50 {self.pct(self.post_ms, 50):6.1f} p99 {self.pct(self.post_ms, 99):6.1f} ms"
         )
 
 
-async def open_loop(url: str, key: str, rate: float, seconds: float) -> tuple[list[str], float]:
-    """POST at `rate`/s for `seconds`; return the created intake ids and the generator's CPU."""
+async def open_loop(url: str, key: str, rate: float, seconds: float) -> tuple[list[str], list[float], float]:
+    """POST at `rate`/s for `seconds`; return the created intake ids, each POST's answer time (ms)
+    and the generator's CPU."""
     body = intake_body()
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     ids: list[str] = []
+    answered_ms: list[float] = []
     cpu0 = time.process_time()
     async with httpx.AsyncClient(
         base_url=url, timeout=30.0, limits=httpx.Limits(max_connections=64)
     ) as client:
 
         async def one() -> None:
+            sent = time.perf_counter()
             response = await client.post("/v1/intakes", content=body, headers=headers)
+            answered_ms.append((time.perf_counter() - sent) * 1000)
             if response.status_code == 201:
                 ids.append(response.json()["id"])
 
@@ -84,7 +91,7 @@ async def open_loop(url: str, key: str, rate: float, seconds: float) -> tuple[li
             tasks.append(asyncio.create_task(one()))
             n += 1
         await asyncio.gather(*tasks, return_exceptions=True)
-    return ids, time.process_time() - cpu0
+    return ids, answered_ms, time.process_time() - cpu0
 
 
 async def collect(dsn: str, ids: list[str], wait_s: float = 60.0) -> tuple[list[float], list[float]]:
@@ -104,9 +111,9 @@ async def collect(dsn: str, ids: list[str], wait_s: float = 60.0) -> tuple[list[
 
 
 async def phase(label: str, intake: Proc, key: str, dsn: str, rate: float, seconds: float) -> Phase:
-    ids, cpu = await open_loop(intake.url, key, rate, seconds)
+    ids, post_ms, cpu = await open_loop(intake.url, key, rate, seconds)
     referral, mirror = await collect(dsn, ids)
-    result = Phase(label, rate, len(ids), referral, mirror)
+    result = Phase(label, rate, len(ids), referral, mirror, post_ms)
     print(result.line(), f" generator CPU {cpu:.2f} s", flush=True)
     if len(mirror) < len(ids):
         print(f"   only {len(mirror)} of {len(ids)} intakes were mirrored within the wait", flush=True)
@@ -145,7 +152,8 @@ async def run(quick: bool) -> Phase:
         "intakes/s",
         "ms",
         [Series(f"p{p}", [(ph.rate, percentile(ph.referral_ms, p)) for ph in phases]) for p in (50, 95, 99)]
-        + [Series("mirror p99", [(ph.rate, percentile(ph.mirror_ms, 99)) for ph in phases])],
+        + [Series("mirror p99", [(ph.rate, percentile(ph.mirror_ms, 99)) for ph in phases])]
+        + [Series("POST p99", [(ph.rate, percentile(ph.post_ms, 99)) for ph in phases])],
     )
     return half
 
