@@ -83,6 +83,23 @@ class Driver:
         return await self._sent(self.raw.fetchrow(statement.text, *statement.args(values)))
 
 
+#: Not an adapter this module knows: any statement through SQLAlchemy begins (a round trip).
+_BEGIN_THROUGH_SQLALCHEMY = "SELECT 1"
+
+
+class _NotBegun(Exception):
+    """The adapter could not be asked to begin (see `_begin`)."""
+
+
+async def _begin(adapted: Any, raw: asyncpg.Connection) -> bool:
+    """Have SQLAlchemy's asyncpg adapter send the BEGIN it would send lazily with its first
+    statement; whether the connection is in its transaction now (False: not an adapter this
+    module knows, the caller begins through SQLAlchemy)."""
+    if getattr(adapted, "_transaction", False) is None:
+        await adapted._start_transaction()
+    return bool(raw.is_in_transaction())
+
+
 def execute_from_hook(conn: Connection, statement: Statement, values: Mapping[str, Any]) -> None:
     """`statement` on the driver's connection under `conn`'s transaction, from a synchronous
     session hook (one SQLAlchemy runs inside its greenlet: `before_commit`, say); the same
@@ -91,12 +108,16 @@ def execute_from_hook(conn: Connection, statement: Statement, values: Mapping[st
     raw: asyncpg.Connection = adapted.driver_connection
 
     async def run(_: asyncpg.Connection) -> None:
-        if getattr(adapted, "_transaction", False) is None:
-            await adapted._start_transaction()
+        if not await _begin(adapted, raw):
+            raise _NotBegun
         await raw.execute(statement.text, *statement.args(values))
 
     try:
-        adapted.run_async(run)
+        try:
+            adapted.run_async(run)
+        except _NotBegun:
+            conn.exec_driver_sql(_BEGIN_THROUGH_SQLALCHEMY)
+            adapted.run_async(run)
     except BaseException:
         if raw.is_closed() and not conn.invalidated:
             conn.invalidate()
@@ -126,9 +147,6 @@ async def driver_of(db: AsyncSession | AsyncConnection) -> Driver:
             raise RuntimeError("driver_of(connection) needs the connection in a transaction")
     adapted: Any = (await conn.get_raw_connection()).dbapi_connection
     driver = Driver(conn, adapted.driver_connection)
-    if getattr(adapted, "_transaction", False) is None:
-        await driver._sent(adapted._start_transaction())
-    elif not driver.raw.is_in_transaction():
-        # Not an adapter this module knows: begin through SQLAlchemy itself (a round trip).
-        await conn.exec_driver_sql("SELECT 1")
+    if not await driver._sent(_begin(adapted, driver.raw)):
+        await conn.exec_driver_sql(_BEGIN_THROUGH_SQLALCHEMY)
     return driver

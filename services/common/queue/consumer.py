@@ -55,6 +55,12 @@ class QueueTuning:
             }
         )
 
+    @property
+    def hang_limit_ms(self) -> int:
+        """How long a batch's transaction may sit idle (a handler hanging outside the database)
+        before PostgreSQL ends it: the lease, so the lease holds for a hung handler too."""
+        return max(1, round(self.lease_seconds * 1000))
+
     def backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter: half to all of base * 2^(attempts-1), capped."""
         step = min(self.backoff_max_seconds, self.backoff_base_seconds * 2.0 ** max(0, attempts - 1))

@@ -105,7 +105,7 @@ class _Statements:
             "limit": int(tuning.batch_size),
             "max_attempts": int(tuning.max_attempts),
             "lease": float(tuning.lease_seconds),
-            "idle_ms": max(1, round(tuning.lease_seconds * 1000)),
+            "idle_ms": tuning.hang_limit_ms,
         }
         claim_ctes = _CLAIM_CTES.format(**values)
         ack = _ACK_AND_RECORD.format(**values)
@@ -175,7 +175,6 @@ class QueueWorker:
         self._retried = metrics.RETRIED.labels(consumer.name)
         self._dead = metrics.DEAD.labels(consumer.name)
         self._seconds = metrics.HANDLING_SECONDS.labels(consumer.name)
-        self._idle_ms = str(max(1, round(tuning.lease_seconds * 1000)))
         self._statements = _Statements.build(consumer.name, tuning)
 
     # claims and handling --------------------------------------------------------------------
@@ -306,7 +305,7 @@ class QueueWorker:
         done: list[int] = []
         failed: list[tuple[Claimed, Exception]] = []
         async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
-            await session.execute(_HANG_LIMIT, {"idle_ms": self._idle_ms})
+            await session.execute(_HANG_LIMIT, {"idle_ms": str(self.tuning.hang_limit_ms)})
             for item in batch:
                 if failure is not None and item is failure[0]:
                     failed.append(failure)  # its handler has had this attempt
