@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-import httpx
+import msgspec
 
-from bench.common import PLOTS, Proc, Series, clinic_service, percentile, post_load, svg_plot
+from bench.common import PLOTS, Poster, Proc, Series, clinic_service, percentile, post_load, svg_plot
 from bench.intake import front_desk_key, intake_body
 from bench.queue import bench_database
 from services.common.db.engine import libpq_url
@@ -67,30 +67,27 @@ class Phase:
 async def open_loop(url: str, key: str, rate: float, seconds: float) -> tuple[list[str], list[float], float]:
     """POST at `rate`/s for `seconds`; return the created intake ids, each POST's answer time (ms)
     and the generator's CPU."""
-    body = intake_body()
-    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    poster = Poster(f"{url}/v1/intakes", intake_body(), key)
     ids: list[str] = []
     answered_ms: list[float] = []
     cpu0 = time.process_time()
-    async with httpx.AsyncClient(
-        base_url=url, timeout=30.0, limits=httpx.Limits(max_connections=64)
-    ) as client:
 
-        async def one() -> None:
-            sent = time.perf_counter()
-            response = await client.post("/v1/intakes", content=body, headers=headers)
-            answered_ms.append((time.perf_counter() - sent) * 1000)
-            if response.status_code == 201:
-                ids.append(response.json()["id"])
+    async def one() -> None:
+        sent = time.perf_counter()
+        status, answer = await poster.post()
+        answered_ms.append((time.perf_counter() - sent) * 1000)
+        if status == 201:
+            ids.append(msgspec.json.decode(answer)["id"])
 
-        tasks = []
-        started = time.perf_counter()
-        n = 0
-        while (due := started + n / rate) < started + seconds:
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            tasks.append(asyncio.create_task(one()))
-            n += 1
-        await asyncio.gather(*tasks, return_exceptions=True)
+    tasks = []
+    started = time.perf_counter()
+    n = 0
+    while (due := started + n / rate) < started + seconds:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        tasks.append(asyncio.create_task(one()))
+        n += 1
+    await asyncio.gather(*tasks, return_exceptions=True)
+    poster.close()
     return ids, answered_ms, time.process_time() - cpu0
 
 

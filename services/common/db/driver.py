@@ -76,6 +76,9 @@ class Driver:
     async def executemany(self, statement: Statement, rows: Iterable[Mapping[str, Any]]) -> None:
         await self._sent(self.raw.executemany(statement.text, [statement.args(row) for row in rows]))
 
+    async def fetch(self, statement: Statement, values: Mapping[str, Any]) -> list[asyncpg.Record]:
+        return await self._sent(self.raw.fetch(statement.text, *statement.args(values)))
+
     async def fetchval(self, statement: Statement, values: Mapping[str, Any]) -> Any:
         return await self._sent(self.raw.fetchval(statement.text, *statement.args(values)))
 
