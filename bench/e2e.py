@@ -28,6 +28,7 @@ import msgspec
 from bench.common import PLOTS, Poster, Proc, Series, clinic_service, percentile, post_load, svg_plot
 from bench.intake import front_desk_key, intake_body
 from bench.queue import bench_database
+from services.cli.run import freeze_startup_objects
 from services.common.db.engine import libpq_url
 
 _PATHS = """
@@ -68,6 +69,9 @@ async def open_loop(url: str, key: str, rate: float, seconds: float) -> tuple[li
     """POST at `rate`/s for `seconds`; return the created intake ids, each POST's answer time (ms)
     and the generator's CPU."""
     poster = Poster(f"{url}/v1/intakes", intake_body(), key)
+    # The generator's own full garbage collections (120 ms in this process) would hold back its
+    # schedule and add to the answer times it reads: what it has made so far is frozen first.
+    freeze_startup_objects()
     ids: list[str] = []
     answered_ms: list[float] = []
     cpu0 = time.process_time()

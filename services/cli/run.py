@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import gc
 import os
 import signal
 import socket
@@ -42,11 +43,25 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 # -- serve / worker --------------------------------------------------------------------------
 
 
+def freeze_startup_objects() -> None:
+    """Keep what start-up made (modules, the app, its routes and models: most of a service's
+    objects, all living as long as the process) out of the garbage collector's full collections.
+
+    Measured under `bench e2e` at 110 intakes/s (issue 17): each service ran a full collection
+    every 15-20 s that held its event loop for 120-140 ms, every request and worker with it;
+    those pauses were the intake → referral p99. A full collection now walks only what has been
+    made since. Called once per serving process, never per app: tests build many apps in one
+    process, and frozen objects are never collected."""
+    gc.collect()
+    gc.freeze()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = get_settings()
     app = service_module(args.service).create_app(settings, run_workers=args.with_workers)
+    freeze_startup_objects()
     port = args.port or port_of(settings, args.service)
     uvicorn.run(
         app,
@@ -64,6 +79,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Only the service's background consumers, no HTTP: for deployments with replicas."""
     settings = get_settings()
     app = service_module(args.service).create_app(settings, run_workers=True)
+    freeze_startup_objects()
 
     from services.common.http.health import HEARTBEAT_SECONDS, heartbeat, heartbeat_file
 
