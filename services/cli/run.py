@@ -47,9 +47,9 @@ def freeze_startup_objects() -> None:
     """Keep what start-up made (modules, the app, its routes and models: most of a service's
     objects, all living as long as the process) out of the garbage collector's full collections.
 
-    Measured under `bench e2e` at 110 intakes/s (issue 17): each service ran a full collection
-    every 15-20 s that held its event loop for 120-140 ms, every request and worker with it;
-    those pauses were the intake → referral p99. A full collection now walks only what has been
+    Measured under `bench e2e` at 110 intakes/s (issue 17): the intake service ran a full
+    collection every 10-20 s that held its event loop for 120-140 ms, every request and worker
+    with it; those pauses were the intake → referral p99. A full collection now walks only what has been
     made since. Called once per serving process, never per app: tests build many apps in one
     process, and frozen objects are never collected."""
     gc.collect()
