@@ -181,6 +181,22 @@ async def query_value(engine: AsyncEngine, sql: str, /, **params: Any) -> Any:
     return value
 
 
+async def plan_without_statistics(
+    engine: AsyncEngine, table: str, fill: str, sql: str, params: dict[str, Any]
+) -> str:
+    """The plan of `sql` (bound with `params`) on a fresh copy of `table` ("schema.name"), with
+    its indexes, filled by `fill` (an INSERT into `pg_temp.<name>`) and never analysed: what the
+    planner does on a server whose autovacuum has not run yet. Nothing is kept."""
+    name = table.split(".")[1]
+    async with engine.connect() as conn:
+        await conn.execute(text(f"CREATE TEMP TABLE {name} (LIKE {table} INCLUDING ALL)"))
+        await conn.execute(text(fill))
+        explained = await conn.execute(text("EXPLAIN " + sql.replace(table, f"pg_temp.{name}")), params)
+        plan = explained.scalars().all()
+        await conn.rollback()
+    return "\n".join(plan)
+
+
 async def eventually(
     check: Callable[[], Awaitable[Any] | Any], *, within: float = 20.0, what: str = ""
 ) -> Any:

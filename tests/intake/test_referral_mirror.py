@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.contracts.events import Payload, ReferralCreated, ReferralStatusChanged
@@ -18,7 +17,7 @@ from services.common.queue import publish
 from services.common.settings import Settings
 from services.intake.app import create_app
 from services.intake.mirror import CONSUMER_NAME
-from tests.conftest import eventually, query_value
+from tests.conftest import eventually, plan_without_statistics, query_value
 from tests.intake.conftest import intake_form
 
 T0 = datetime.datetime(2026, 11, 1, 9, 0, tzinfo=datetime.UTC)
@@ -225,33 +224,18 @@ async def test_the_summary_reads_one_intakes_referrals_by_index_even_without_sta
 
     statement = getattr(mirror, query)
     sql = str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": False}))
-    sql = (
-        sql.replace("intake.referral_mirror", "pg_temp.referral_mirror")
-        .replace("%(intake_id)s", "CAST(:intake_id AS uuid)")
-        .replace("%(intake_ids)s", "CAST(:intake_ids AS uuid[])")
+    sql = sql.replace("%(intake_id)s", "CAST(:intake_id AS uuid)").replace(
+        "%(intake_ids)s", "CAST(:intake_ids AS uuid[])"
     )
     ids = [str(uuid.uuid4()) for _ in range(50)]
-    async with engine.connect() as conn:
-        await conn.execute(
-            text("CREATE TEMP TABLE referral_mirror (LIKE intake.referral_mirror INCLUDING ALL)")
-        )
-        await conn.execute(
-            text(
-                "INSERT INTO pg_temp.referral_mirror (referral_id, intake_id, destination, priority, status, "
-                "status_at) SELECT gen_random_uuid(), gen_random_uuid(), 'pain_management', 'routine', "
-                "'requested', now() FROM generate_series(1, 20000)"
-            )
-        )
-        plan = (
-            (
-                await conn.execute(
-                    text("EXPLAIN (FORMAT TEXT) " + sql), {"intake_id": ids[0], "intake_ids": ids}
-                )
-            )
-            .scalars()
-            .all()
-        )
-        await conn.rollback()
-    text_plan = "\n".join(plan)
+    text_plan = await plan_without_statistics(
+        engine,
+        "intake.referral_mirror",
+        "INSERT INTO pg_temp.referral_mirror (referral_id, intake_id, destination, priority, status, "
+        "status_at) SELECT gen_random_uuid(), gen_random_uuid(), 'pain_management', 'routine', "
+        "'requested', now() FROM generate_series(1, 20000)",
+        sql,
+        {"intake_id": ids[0], "intake_ids": ids},
+    )
     assert "Seq Scan" not in text_plan, text_plan
     assert "Index" in text_plan, text_plan

@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.referral.webhooks.bookkeeping import CLAIM, RECORD_SUCCESS_AND_CLAIM_NEXT
+from tests.conftest import plan_without_statistics
 
 BACKLOG = 5000
 
@@ -27,36 +27,30 @@ async def test_the_next_delivery_of_an_endpoint_is_not_a_sort_of_its_backlog(
     the plan walks an index in due order and stops; it neither scans the table nor sorts the
     endpoint's backlog (which made every delivery sent cost more as the backlog grew)."""
     endpoint = uuid.uuid4()
-    sql = STATEMENTS[name].replace("referral.webhook_deliveries", "pg_temp.webhook_deliveries")
-    async with engine.connect() as conn:
-        await conn.execute(
-            text("CREATE TEMP TABLE webhook_deliveries (LIKE referral.webhook_deliveries INCLUDING ALL)")
-        )
-        await conn.execute(
-            text(
-                "INSERT INTO pg_temp.webhook_deliveries (id, endpoint_id, event_id, event_type, payload) "
-                "SELECT gen_random_uuid(), :e, gen_random_uuid(), 'referral.created', '{}' "
-                "FROM generate_series(1, :n)"
-            ),
-            {"e": endpoint, "n": BACKLOG},
-        )
-        values = {
-            "busy_ids": [],
-            "busy_counts": [],
-            "per_endpoint": 2,
-            "limit": 10,
-            "lease": 60,
-            "max_attempts": 10,
-            "id": uuid.uuid4(),
-            "endpoint_id": endpoint,
-            "status_code": 204,
-            "latency_ms": 1,
-            "excerpt": None,
-        }
-        plan = (await conn.execute(text("EXPLAIN (FORMAT TEXT) " + sql), values)).scalars().all()
-        await conn.rollback()
+    values = {
+        "busy_ids": [],
+        "busy_counts": [],
+        "per_endpoint": 2,
+        "limit": 10,
+        "lease": 60,
+        "max_attempts": 10,
+        "id": uuid.uuid4(),
+        "endpoint_id": endpoint,
+        "status_code": 204,
+        "latency_ms": 1,
+        "excerpt": None,
+    }
+    text_plan = await plan_without_statistics(
+        engine,
+        "referral.webhook_deliveries",
+        "INSERT INTO pg_temp.webhook_deliveries (id, endpoint_id, event_id, event_type, payload) "
+        f"SELECT gen_random_uuid(), '{endpoint}', gen_random_uuid(), 'referral.created', '{{}}' "
+        f"FROM generate_series(1, {BACKLOG})",
+        STATEMENTS[name],
+        values,
+    )
+    plan = text_plan.splitlines()
     on_deliveries = [line for line in plan if "webhook_deliveries" in line]
-    text_plan = "\n".join(plan)
     assert on_deliveries, text_plan
     assert not any("Seq Scan" in line or "Bitmap" in line for line in on_deliveries), text_plan
     assert " Sort " not in text_plan and "Sort Key" not in text_plan, text_plan
