@@ -49,11 +49,8 @@ class WebhookDelivery(WebhookBase):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         sa.UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
-        # The sender's scan: pending deliveries by when they are next due.
-        sa.Index(
-            "ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=sa.text("status = 'pending'")
-        ),
-        # An endpoint's next due delivery, one index step (migration `webhooks_0005`).
+        # The sender's scan: an endpoint's pending deliveries by when they are next due, its next
+        # one an index step (migration `webhooks_0005`, which replaced an every-endpoint index).
         sa.Index(
             "ix_webhook_deliveries_endpoint_due",
             "endpoint_id",
