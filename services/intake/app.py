@@ -18,6 +18,7 @@ from services.intake.inbound import receive_intake_form
 from services.intake.intakes.controllers import IntakeController, PatientController
 from services.intake.intakes.idempotency import purge_expired_keys
 from services.intake.intakes.patients import patient_ids_by_mrn
+from services.intake.intakes.submit_lane import SubmitIntakeLane
 from services.intake.mirror import referral_mirror
 from services.intake.pages import TEMPLATES, front_desk_pages
 
@@ -56,6 +57,7 @@ def service_spec(settings: Settings, clock: Clock | None = None) -> ServiceSpec:
         ],
         template_dirs=[TEMPLATES],
         patients_by_mrn=patient_ids_by_mrn,
+        fast_lanes=[SubmitIntakeLane],
         workers=[idempotency_purge],
         consumers=[referral_mirror],
         state={"clinic_clock": clock or SystemClock()},

@@ -17,6 +17,7 @@ import msgspec
 import structlog
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -65,15 +66,17 @@ def _patients_in(value: Any, found: set[uuid.UUID], depth: int = 0) -> None:
 def _context_for(scope: Scope, service: str) -> AccessContext:
     handler = scope.get("route_handler")
     operation = getattr(handler, "operation_id", None)
-    tags = getattr(handler, "tags", None) or []
+    # Its own tags and those of its controller and router (each route has one: its resource type).
+    tags = handler.resolve_tags() if isinstance(handler, HTTPRouteHandler) else []
     params = scope.get("path_params") or {}
-    path_template = getattr(handler, "paths", None)
+    # The route's full template (routing sets it): a controller's handler knows only its own part.
+    template = scope.get("path_template")
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     return AccessContext(
         service=service,
         action=operation if isinstance(operation, str) else f"{scope.get('method')} {scope.get('path')}",
         method=str(scope.get("method")),
-        path=next(iter(path_template)) if path_template and len(path_template) == 1 else scope.get("path"),
+        path=template if isinstance(template, str) else scope.get("path"),
         resource_type=tags[0] if tags else None,
         resource_id="/".join(str(v) for v in params.values()) or None,
         request_id=request_id if isinstance(request_id, str) else None,

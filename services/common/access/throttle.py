@@ -53,18 +53,29 @@ class FailureWindow:
         self._seen.setdefault(key, deque()).append(self.clock())
 
 
+def refusal_buckets(scope: Scope) -> dict[str, str]:
+    """The buckets a request's refusals count in: its client address and its key's prefix."""
+    client = scope.get("client")
+    buckets = {"address": f"addr:{client[0] if client else '-'}"}
+    header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+    token = header.partition(" ")[2].strip()
+    if token:
+        buckets["key_prefix"] = f"key:{token[:PREFIX_CHARS]}"
+    return buckets
+
+
+def throttled(window: FailureWindow, scope: Scope) -> bool:
+    """Whether the request would be answered 429 now (the middleware's check, for a fast lane)."""
+    return any(window.retry_after(bucket) is not None for bucket in refusal_buckets(scope).values())
+
+
 class AuthThrottleMiddleware(KeyedHttpMiddleware):
     """Before the key is checked: 429 for a client address or key prefix with too many recent
     refusals; after: a refusal counts against both."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         window: FailureWindow = scope["app"].state["clinic_auth_failures"]
-        client = scope.get("client")
-        buckets = {"address": f"addr:{client[0] if client else '-'}"}
-        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-        token = header.partition(" ")[2].strip()
-        if token:
-            buckets["key_prefix"] = f"key:{token[:PREFIX_CHARS]}"
+        buckets = refusal_buckets(scope)
         for by, bucket in buckets.items():
             if (wait := window.retry_after(bucket)) is not None:
                 THROTTLED.labels(by=by).inc()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -81,6 +82,43 @@ def body_problems(body: bytes) -> list[FieldProblem]:
     return []
 
 
+@dataclass
+class ReadBody:
+    """A request body read ahead of its handler, and the messages it came in (to replay)."""
+
+    messages: list[ReceiveMessage]
+    body: bytes
+    #: Not over the limit (reading stopped at the first message past it).
+    within_limit: bool
+    #: The whole body arrived (the client did not leave, nor send past the limit).
+    complete: bool
+
+    def replay(self, receive: Receive) -> Receive:
+        """A `receive` that gives the messages read, then what `receive` gives."""
+        messages = list(self.messages)
+
+        async def replayed() -> ReceiveMessage:
+            return messages.pop(0) if messages else await receive()
+
+        return replayed
+
+
+async def read_body(receive: Receive, limit: int) -> ReadBody:
+    """Read a request's body, up to the first message past `limit` bytes."""
+    messages: list[ReceiveMessage] = []
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more and size <= limit:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+    return ReadBody(messages, b"".join(chunks), size <= limit, size <= limit and not more)
+
+
 class InputLimitsMiddleware:
     """Refuses NUL characters and over-deep JSON with a 422 before any handler runs."""
 
@@ -96,22 +134,7 @@ class InputLimitsMiddleware:
         if scope.get("method") not in ("POST", "PUT", "PATCH", "DELETE"):
             await self.app(scope, receive, send)
             return
-        limit = scope["app"].state["clinic_settings"].max_body_bytes
-        messages: list[ReceiveMessage] = []
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more and size <= limit:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-        if size <= limit and (problems := body_problems(b"".join(chunks))):
+        read = await read_body(receive, scope["app"].state["clinic_settings"].max_body_bytes)
+        if read.within_limit and (problems := body_problems(read.body)):
             raise UnprocessableProblem(problems)
-
-        async def replay() -> ReceiveMessage:
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, read.replay(receive), send)

@@ -24,7 +24,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from litestar.types import ControllerRouterHandler
+from litestar.types import ASGIApp, ControllerRouterHandler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -36,6 +36,7 @@ from services.common.access.throttle import AuthThrottleMiddleware, FailureWindo
 from services.common.db.migrate import current_versions, expected_heads
 from services.common.http.api_docs import assets_router, render_plugins
 from services.common.http.deps import DEPENDENCIES
+from services.common.http.fast_lane import LaneFactory
 from services.common.http.input_limits import InputLimitsMiddleware
 from services.common.http.openapi import OutgoingWebhook, finish_document
 from services.common.http.pages.audit import MrnLookup, audit_pages
@@ -76,6 +77,8 @@ class ServiceSpec:
     template_dirs: Sequence[Path] = ()
     #: The patients this service knows by an MRN, for the access audit page's search by MRN.
     patients_by_mrn: MrnLookup | None = None
+    #: Routes whose common case is answered ahead of routing (`services/common/http/fast_lane.py`).
+    fast_lanes: Sequence[LaneFactory] = ()
 
 
 #: The health probes: public (no key asked, none documented), under the `health` tag.
@@ -157,6 +160,9 @@ def build_app(
         group_path=True,
         exclude=["^/health/", "^/metrics"],
     )
+    # The layers every request passes, fast lanes' too (the lanes check input, throttle and key
+    # with the same functions as the other three, and leave the app any request they refuse).
+    every_request: list[Any] = [RequestLogMiddleware, AuditMiddleware(), prometheus.middleware]
     app = Litestar(
         route_handlers=[
             live,
@@ -173,9 +179,7 @@ def build_app(
         template_config=template_config(spec.template_dirs),
         plugins=[SQLAlchemyPlugin(config=sqlalchemy), problem_details_plugin()],
         middleware=[
-            RequestLogMiddleware,
-            AuditMiddleware(),
-            prometheus.middleware,
+            *every_request,
             InputLimitsMiddleware,
             AuthThrottleMiddleware(),
             DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
@@ -218,6 +222,14 @@ def build_app(
         debug=False,
     )
     finish_document(app.openapi_schema, spec.webhooks)
+
+    def layered(inner: ASGIApp) -> ASGIApp:
+        for layer in reversed(every_request):
+            inner = layer(inner)
+        return inner
+
+    for lane in spec.fast_lanes:
+        app.asgi_handler = lane(app, app.asgi_handler, layered)
     return app
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from litestar import Request
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +24,9 @@ from services.common.settings import Settings
 from services.intake.intakes import authors, idempotency, reads, submissions
 from services.intake.intakes.schemas import Intake, IntakePage
 
+#: A submission that passed every check: the form, its author and its idempotency claim.
+Accepted: TypeAlias = tuple[IntakeBody, authors.Author, idempotency.IdempotencyClaim | None]
+
 
 @dataclass(frozen=True, slots=True)
 class Intakes:
@@ -33,10 +37,9 @@ class Intakes:
     #: The request's method and path, which an idempotency key is bound to.
     target: tuple[str, str]
 
-    def _accept(
-        self, raw: bytes, key: str | None
-    ) -> tuple[IntakeBody, authors.Author, idempotency.IdempotencyClaim | None]:
-        """The strictly decoded form, who sends it and when, and its idempotency claim (if keyed)."""
+    def accept(self, raw: bytes, key: str | None) -> Accepted:
+        """The strictly decoded form, who sends it and when, and its idempotency claim (if keyed);
+        a body or key that is not valid raises the error the caller is answered with."""
         intake = parse_intake(raw, latest_today(self.now, self.settings.clinic_time_zone))
         author = authors.Author(name=self.caller.name, at=self.now, id=self.caller.key_id)
         key = idempotency.check_idempotency_key(key)
@@ -51,11 +54,14 @@ class Intakes:
         return intake, author, claim
 
     async def submit(self, raw: bytes, key: str | None) -> idempotency.StoredResponse:
-        intake, author, claim = self._accept(raw, key)
+        return await self.submit_accepted(self.accept(raw, key))
+
+    async def submit_accepted(self, accepted: Accepted) -> idempotency.StoredResponse:
+        intake, author, claim = accepted
         return await submissions.submit_intake(self.session, intake, author, claim)
 
     async def amend(self, intake_id: uuid.UUID, raw: bytes, key: str | None) -> idempotency.StoredResponse:
-        intake, author, claim = self._accept(raw, key)
+        intake, author, claim = self.accept(raw, key)
         return await submissions.amend_intake(self.session, intake_id, intake, author, claim)
 
     async def one(self, intake_id: uuid.UUID, version: int | None = None) -> Intake:
@@ -73,18 +79,18 @@ class Intakes:
         return IntakePage(items=items, next_cursor=None if last is None else encode_cursor(last))
 
 
+def intakes_for(session: AsyncSession, caller: Principal, state: State, method: str, path: str) -> Intakes:
+    """The intake rules for `caller`'s request to `method path`, now (the fast lane's way in)."""
+    now = provide_now(provide_clock(state))
+    return Intakes(session, caller, provide_settings(state), now, (method, path))
+
+
 def provide_intakes(request: Request[Any, Any, Any], db_session: DbSession) -> Intakes:
     # The settings, the moment and the caller come from their providers called here, not as
     # dependencies of their own: Litestar resolves sibling dependencies in a task group (four
     # tasks per request), which cost more than reading them (issue 17's profile).
-    state = request.app.state
-    return Intakes(
-        db_session,
-        provide_caller(request),
-        provide_settings(state),
-        provide_now(provide_clock(state)),
-        (request.method, request.url.path),
-    )
+    caller = provide_caller(request)
+    return intakes_for(db_session, caller, request.app.state, request.method, request.url.path)
 
 
 #: How a handler asks for it: `intakes: IntakesDep`.

@@ -1,0 +1,45 @@
+"""`POST /v1/intakes`, the front desk's busiest call, on a fast lane (`services/common/http/fast_lane.py`).
+
+The lane runs the route's own rules: the same strict decoding and checks (`Intakes.accept`), the
+same transaction (`Intakes.submit_accepted`) and the same answer (`intake_response`). A body or
+idempotency key the rules refuse is left to the route, which refuses it as it always has.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response
+from litestar.types import Scope
+
+from services.common.access.auth import Principal, admitted_roles
+from services.common.http.fast_lane import Answer, FastLane
+from services.common.http.web import sessionmaker_from
+from services.intake.intakes.controllers import SUBMITTERS, intake_response
+from services.intake.intakes.deps import intakes_for
+
+
+class SubmitIntakeLane(FastLane):
+    method = "POST"
+    path = "/v1/intakes"
+    roles = admitted_roles(*SUBMITTERS)
+
+    async def prepare(self, scope: Scope, caller: Principal, body: bytes) -> Answer | None:
+        keys = [value for name, value in scope["headers"] if name == b"idempotency-key"]
+        if len(keys) > 1:
+            return None
+        key = bytes(keys[0]).decode("latin-1") if keys else None
+        state = self.app.state
+        session = sessionmaker_from(state)()
+        intakes = intakes_for(session, caller, state, self.method, self.path)
+        try:
+            accepted = intakes.accept(body, key)
+        except Exception:  # refused: the route answers it with its own problem
+            await session.close()
+            return None
+
+        async def answer() -> Response[Any]:
+            async with session:
+                return intake_response(await intakes.submit_accepted(accepted))
+
+        return answer
