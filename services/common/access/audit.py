@@ -32,7 +32,7 @@ import contextvars
 import getpass
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +47,7 @@ from sqlalchemy.sql.dml import ValuesBase
 from sqlalchemy.sql.elements import BindParameter
 
 from services.common.access.models import AuditEvent
-from services.common.db.driver import Statement, driver_of, execute_from_hook
+from services.common.db.driver import Driver, Statement, driver_of, execute_from_hook
 
 #: Tables whose changes are recorded with before and after values (administrative changes).
 ADMIN_TABLES = frozenset({"api_keys", "webhook_endpoints"})
@@ -328,14 +328,26 @@ def _on_after_flush(session: Session, _flush_context: Any) -> None:
             ctx.changes.append(_change_of(obj, "insert"))
 
 
-@event.listens_for(Session, "before_commit")
-def _on_before_commit(session: Session) -> None:
+def _writer() -> tuple[AccessContext, Actor] | None:
+    """The context and actor of a request (or command) whose commits are recorded."""
     ctx = current_context.get()
     if ctx is None or ctx.method in _SAFE_METHODS:
-        return
+        return None
     actor = ctx.actor()
-    if actor is None:
+    return None if actor is None else (ctx, actor)
+
+
+def _committed(ctx: AccessContext) -> None:
+    ctx.recorded = True
+    ctx.patients.clear()
+    ctx.changes.clear()
+
+
+@event.listens_for(Session, "before_commit")
+def _on_before_commit(session: Session) -> None:
+    if (writer := _writer()) is None:
         return
+    ctx, actor = writer
     session.flush()
     execute_from_hook(session.connection(), _INSERT_ROW, ctx.row(actor, "ok", None))
     session.info["audit_pending"] = True
@@ -345,9 +357,17 @@ def _on_before_commit(session: Session) -> None:
 def _on_after_commit(session: Session) -> None:
     ctx = current_context.get()
     if ctx is not None and session.info.pop("audit_pending", False):
-        ctx.recorded = True
-        ctx.patients.clear()
-        ctx.changes.clear()
+        _committed(ctx)
+
+
+async def record_write(driver: Driver) -> Callable[[], None]:
+    """Record the request's write on `driver`, in the transaction that makes it (as the session
+    hook does at a session's commit); call what it returns once that transaction has committed."""
+    if (writer := _writer()) is None:
+        return lambda: None
+    ctx, actor = writer
+    await driver.execute(_INSERT_ROW, ctx.row(actor, "ok", None))
+    return lambda: _committed(ctx)
 
 
 @event.listens_for(Session, "after_rollback")

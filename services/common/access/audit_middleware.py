@@ -23,6 +23,7 @@ from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Sc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.access.audit import AccessContext, Actor, as_uuid, current_context, write_row
+from services.common.db.engine import release_request_session
 
 #: Health, schema and metrics: no patient data, no key (the auth middleware skips them too).
 PUBLIC = re.compile(r"^/(health/|schema|metrics)")
@@ -147,4 +148,6 @@ class AuditMiddleware(KeyedHttpMiddleware):
         ctx.changes.clear()  # a refused or failed write changed nothing
         if status >= 400 and ctx.recorded:
             return
+        if ctx.scope is not None:  # the request's connection back first: this row needs one
+            await release_request_session(ctx.scope, ctx.scope["app"].state["clinic_session_scope_key"])
         await write_row(engine, ctx.row(actor, _outcome(status), status))

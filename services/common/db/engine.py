@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar.types import Scope
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
@@ -19,6 +20,11 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+#: Where the SQLAlchemy plugin keeps a request's session in its scope (advanced-alchemy's
+#: namespace; its helpers for it are private).
+_PLUGIN_STATE = "_aa_connection_state"
 
 
 def schema_metadata(schema: str) -> MetaData:
@@ -73,3 +79,17 @@ def create_engine(url: str, settings: Settings | None = None, *, null_pool: bool
             timeout_ms = str(round(settings.db_statement_timeout_seconds * 1000))
             kwargs["connect_args"] = {"server_settings": {"statement_timeout": timeout_ms}}
     return create_async_engine(asyncpg_url(url), **kwargs)
+
+
+async def release_request_session(scope: Scope, scope_key: str) -> None:
+    """Give the connection of the request's session (the SQLAlchemy plugin's `db_session`) back
+    to the pool now. The plugin closes the session only as the response starts, outside every
+    middleware; a middleware that writes after the handler (the access audit) would otherwise
+    need a second connection while the first is held, and under as many concurrent requests as
+    the pool holds, every request would wait on another's (measured: 32 concurrent reads of
+    `/v1/intakes` answered 5 requests a second, 64 none, until the pool timed out). Closing twice
+    is harmless: the plugin's own close then finds nothing to do. `scope_key` is the plugin
+    config's `session_scope_key` (each config in a process gets its own)."""
+    session = scope.get(_PLUGIN_STATE, {}).get(scope_key)  # type: ignore[attr-defined]
+    if isinstance(session, AsyncSession):
+        await session.close()

@@ -196,6 +196,7 @@ def build_app(
                 "clinic_auth_failures": FailureWindow(settings.auth_failure_limit, 60.0),
                 "clinic_engine": engine,
                 "clinic_sessionmaker": sessionmaker,
+                "clinic_session_scope_key": sqlalchemy.session_scope_key,
                 "clinic_key_cache": KeyCache(settings.api_key_cache_seconds),
                 "clinic_heads": expected_heads(),
                 "clinic_workers_expected": len(workers),

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.common.contracts.events import CONSUMERS, DEMAND, Payload
-from services.common.db.driver import Statement, driver_of
+from services.common.db.driver import Driver, Statement, driver_of
 
 log = structlog.get_logger(__name__)
 
@@ -67,21 +67,22 @@ def _publish_values(
 
 
 async def publish(
-    session: AsyncSession,
+    db: AsyncSession | Driver,
     payload: Payload,
     *,
     subject: uuid.UUID,
     key: str | None = None,
     occurred_at: datetime | None = None,
 ) -> uuid.UUID | None:
-    """Record `payload` as an event in the caller's transaction; return its id.
+    """Record `payload` as an event in the caller's transaction (a session's, or the one a
+    `Driver` is in); return its id.
 
     With a `key`, publishing is idempotent for good: a key seen before (even long ago, after the
     event itself was pruned) publishes nothing and returns None, without disturbing the caller's
     transaction (ON CONFLICT DO NOTHING, no error raised inside it).
     """
     event_id = uuid.uuid4()
-    driver = await driver_of(session)
+    driver = db if isinstance(db, Driver) else await driver_of(db)
     values = _publish_values(event_id, payload, subject, key, occurred_at or datetime.now(UTC))
     row = await driver.fetchrow(_PUBLISH, values)
     if row is None or row["events"] == 0:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.access.audit import concerns
 from services.common.contracts.events import IntakeAmended, IntakeSubmitted
 from services.common.contracts.intake_body import IntakeBody
-from services.common.db.driver import Statement, driver_of
+from services.common.db.driver import Driver, Statement, driver_of
 from services.common.errors import FieldProblem, InvalidFields, NotFound
 from services.common.queue import publish
 from services.intake.db.models import Intake, IntakeVersion, Patient
@@ -35,7 +35,7 @@ from services.intake.intakes.reads import get_intake
 
 
 async def _publish_version(
-    session: AsyncSession,
+    db: AsyncSession | Driver,
     intake_id: uuid.UUID,
     version: int,
     patient_id: uuid.UUID,
@@ -44,7 +44,7 @@ async def _publish_version(
 ) -> None:
     event_type = IntakeSubmitted if version == 1 else IntakeAmended
     await publish(
-        session,
+        db,
         event_type(
             intake_id=intake_id,
             patient_id=patient_id,
@@ -111,6 +111,56 @@ _NEW_PATIENT_AND_INTAKE = Statement(
 )
 
 
+def _intake_row(intake_id: uuid.UUID, body: IntakeBody, author: Author) -> dict[str, object]:
+    return {
+        "id": intake_id,
+        "status": schemas.IntakeStatus.SUBMITTED.value,
+        "source": author.source,
+        "at": author.at,
+        "by": author.name,
+        "by_id": author.id,
+        "body": msgspec.json.encode(body).decode(),
+    }
+
+
+async def _new_patient_and_intake(
+    driver: Driver, row: dict[str, object], body: IntakeBody
+) -> uuid.UUID | None:
+    """The patient, the intake and its first version; None (nothing inserted) if the MRN is known."""
+    values = row | new_patient_values(body.patient) | {"patient_id": uuid.uuid4()}
+    created: uuid.UUID | None = await driver.fetchval(_NEW_PATIENT_AND_INTAKE, values)
+    return created
+
+
+async def _published(
+    driver: Driver, intake_id: uuid.UUID, patient_id: uuid.UUID, body: IntakeBody, author: Author
+) -> StoredResponse:
+    """`intake.submitted` published; the 201, built from what was written, not read back (a new
+    intake has no referral yet: the referral service hears of it only after the commit)."""
+    concerns(patient_id)
+    await _publish_version(driver, intake_id, 1, patient_id, body, author)
+    intake = schemas.Intake(
+        **msgspec.structs.asdict(body),
+        id=intake_id,
+        patient_id=patient_id,
+        status=schemas.IntakeStatus.SUBMITTED,
+        version=1,
+        submitted_at=author.at.astimezone(dt.UTC),  # as the database gives it back
+        submitted_by=author.name,
+        submitted_by_id=author.id,
+    )
+    return StoredResponse(201, msgspec.json.encode(intake), intake_id, 1)
+
+
+async def submit_new_patient(driver: Driver, body: IntakeBody, author: Author) -> StoredResponse | None:
+    """The usual submission, by a new patient without an idempotency key, on `driver` in the
+    caller's transaction (the caller commits): two statements. None, with nothing written, when
+    the form's MRN is a known patient's: `submit_intake` handles that."""
+    intake_id = uuid.uuid4()
+    patient_id = await _new_patient_and_intake(driver, _intake_row(intake_id, body, author), body)
+    return None if patient_id is None else await _published(driver, intake_id, patient_id, body, author)
+
+
 async def submit_intake(
     session: AsyncSession,
     body: IntakeBody,
@@ -122,10 +172,9 @@ async def submit_intake(
     """Store a new intake (version 1) and publish `intake.submitted`, in one transaction.
 
     For a new patient that is two statements (patient, intake and version; event, its
-    deliveries and NOTIFY) and the commit; the 201 is built from what was written, not read back
-    (a new intake has no referral yet: the referral service hears of it only after the commit).
-    `existing_patient` is the patient the front desk picked among the likely matches: the
-    intake is theirs (their record updated by the form) rather than a new patient's."""
+    deliveries and NOTIFY) and the commit (`submit_new_patient`'s). `existing_patient` is the
+    patient the front desk picked among the likely matches: the intake is theirs (their record
+    updated by the form) rather than a new patient's."""
     if claim is not None and (stored := await claim_key(session, claim, author.at)) is not None:
         await session.rollback()
         return stored
@@ -138,19 +187,10 @@ async def submit_intake(
             raise InvalidFields([FieldProblem(field="patient", message="No such patient; search again.")])
         await update_patient(session, picked, demographics(body.patient), author, intake_id)
         patient_id = picked.id
-    row = {
-        "id": intake_id,
-        "status": schemas.IntakeStatus.SUBMITTED.value,
-        "source": author.source,
-        "at": author.at,
-        "by": author.name,
-        "by_id": author.id,
-        "body": msgspec.json.encode(body).decode(),
-    }
+    row = _intake_row(intake_id, body, author)
     driver = await driver_of(session)
     if existing_patient is None or body.patient.mrn is not None:
-        values = row | new_patient_values(body.patient) | {"patient_id": uuid.uuid4()}
-        created = await driver.fetchval(_NEW_PATIENT_AND_INTAKE, values)
+        created = await _new_patient_and_intake(driver, row, body)
         if created is not None:
             patient_id = created
         else:  # the MRN is known: that patient's intake
@@ -158,19 +198,7 @@ async def submit_intake(
             driver = await driver_of(session)
     if created is None:
         await driver.execute(_NEW_INTAKE, row | {"patient_id": patient_id})
-    concerns(patient_id)
-    await _publish_version(session, intake_id, 1, patient_id, body, author)
-    intake = schemas.Intake(
-        **msgspec.structs.asdict(body),
-        id=intake_id,
-        patient_id=patient_id,
-        status=schemas.IntakeStatus.SUBMITTED,
-        version=1,
-        submitted_at=author.at.astimezone(dt.UTC),  # as the database gives it back
-        submitted_by=author.name,
-        submitted_by_id=author.id,
-    )
-    response = StoredResponse(201, msgspec.json.encode(intake), intake_id, 1)
+    response = await _published(driver, intake_id, patient_id, body, author)
     if claim is not None:
         await remember(session, claim, response)
     await session.commit()
