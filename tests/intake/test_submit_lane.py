@@ -188,3 +188,27 @@ async def test_a_database_failure_inside_the_lane_is_the_routes_503_and_stores_n
     assert stuck.headers["cache-control"] == "no-store"  # the security headers, as on any answer
     mrn = form["patient"]["mrn"]
     assert await query(engine, "SELECT 1 FROM intake.patients WHERE mrn = :m", m=mrn) == []
+
+
+async def test_a_known_mrn_through_the_lane_is_that_patients_new_intake(
+    client: AsyncTestClient[Any], make_key: MakeKey, engine: AsyncEngine, lane_answers: list[bool]
+) -> None:
+    key = auth(await make_key("front_desk"))
+    await client.get("/v1/intakes?limit=1", headers=key)
+    mrn = f"LANE-{uuid.uuid4().hex[:10]}"
+    first = await client.post("/v1/intakes", json=intake_form(mrn), headers=key)
+    again = await client.post("/v1/intakes", json=intake_form(mrn, notes="back again"), headers=key)
+    assert lane_answers == [True, True]
+    assert first.status_code == again.status_code == 201
+    assert again.json()["patient_id"] == first.json()["patient_id"]
+    assert again.json()["id"] != first.json()["id"] and again.json()["notes"] == "back again"
+    assert len(await query(engine, "SELECT 1 FROM intake.patients WHERE mrn = :m", m=mrn)) == 1
+    for answer in (first.json(), again.json()):
+        assert [e["type"] for e in await events_for(engine, answer["id"])] == ["intake.submitted"]
+    audited = await query(
+        engine,
+        "SELECT count(*) FROM access.audit_events "
+        "WHERE action = 'submitIntake' AND CAST(:p AS uuid) = ANY(patient_ids)",
+        p=first.json()["patient_id"],
+    )
+    assert audited[0][0] == 2
