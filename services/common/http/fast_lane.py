@@ -78,10 +78,11 @@ class FastLane:
             or scope.get("method") != self.method
             or scope["path"] != self.path
             or scope.get("query_string")
-            or (caller := self._caller(scope)) is None
+            or (admitted := self._caller(scope)) is None
         ):
             await self.usual(scope, receive, send)
             return
+        caller, token = admitted
         state = self.app.state
         read = await read_body(receive, state["clinic_settings"].max_body_bytes)
         replay = read.replay(receive)
@@ -92,7 +93,7 @@ class FastLane:
             await self.usual(scope, replay, send)
             return
         # What routing and the auth middleware would have set, for the layers and the handlers.
-        scope["user"], scope["auth"] = caller, bearer_token(_header(scope, b"authorization"))
+        scope["user"], scope["auth"] = caller, token
         scope["route_handler"], scope["path_params"], scope["path_template"] = self.handler, {}, self.path
         scope[_ANSWER] = answer  # type: ignore[literal-required]
         started = False
@@ -109,9 +110,9 @@ class FastLane:
                 raise
             await self._answer_problem(scope, replay, send, exc)
 
-    def _caller(self, scope: Scope) -> Principal | None:
-        """The key's holder, when the request is one the lane may take (else None). Only a key
-        the cache holds as valid is taken: the lane never looks a key up itself."""
+    def _caller(self, scope: Scope) -> tuple[Principal, str] | None:
+        """The key's holder and the key, when the request is one the lane may take (else None).
+        Only a key the cache holds as valid is taken: the lane never looks a key up itself."""
         headers = scope["headers"]
         names = [name for name, _ in headers]
         if b"cookie" in names or names.count(b"authorization") != 1:
@@ -123,7 +124,7 @@ class FastLane:
             return None
         cache: KeyCache = state["clinic_key_cache"]
         caller = cache.known(token)
-        return caller if caller is not None and caller.role in self.roles else None
+        return (caller, token) if caller is not None and caller.role in self.roles else None
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer: Answer = scope.pop(_ANSWER)  # type: ignore[misc]
