@@ -40,7 +40,7 @@ Answer: TypeAlias = Callable[[], Awaitable[Response[Any]]]
 LaneFactory: TypeAlias = Callable[[Litestar, ASGIApp, Layers], ASGIApp]
 
 _ANSWER = "clinic_fast_lane_answer"
-_JSON = b"application/json"
+_JSON = "application/json"
 
 
 def route_handler(app: Litestar, method: str, path: str) -> HTTPRouteHandler:
@@ -120,7 +120,7 @@ class FastLane:
         media_type = _header(scope, b"content-type").partition(";")[0].strip().lower()
         token = bearer_token(_header(scope, b"authorization"))
         state = self.app.state
-        if media_type.encode() != _JSON or token is None or throttled(state["clinic_auth_failures"], scope):
+        if media_type != _JSON or token is None or throttled(state["clinic_auth_failures"], scope):
             return None
         cache: KeyCache = state["clinic_key_cache"]
         caller = cache.known(token)
