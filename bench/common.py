@@ -41,10 +41,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stat(pid: int | str) -> tuple[str, list[str]]:
+    """A process's name and the fields after it, from /proc/<pid>/stat."""
+    name, rest = Path(f"/proc/{pid}/stat").read_text().split("(", 1)[1].rsplit(")", 1)
+    return name, rest.split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (from /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)[1]
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def postgres_cpu_seconds() -> float | None:
+    """User + system CPU of the PostgreSQL servers on this machine so far: every `postgres`
+    process, with what its exited children used (a backend's CPU goes to the postmaster when it
+    exits). None when no server process is visible (the server runs elsewhere)."""
+    total, seen = 0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name, fields = _stat(entry.name)
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if name == "postgres":
+            seen = True
+            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return total / CLK_TCK if seen else None
 
 
 def rss_mb(pid: int) -> float:

@@ -8,6 +8,9 @@ The queue does what the services rely on: a committed lease per claim, a transac
 with the consumer's inbox, handler calls and acks, metrics. Both drain a backlog published
 before the clock starts; the queue's handler does nothing, so what is measured is the queue.
 
+Each round prints both rates, their ratio, and the CPU per event of this process and of the
+PostgreSQL server (when it runs on this machine), for each side.
+
 The database: a fresh one on the server at CLINIC_BENCH_DATABASE_URL (dropped afterwards), or an
 embedded server in a temporary directory when that is unset.
 """
@@ -24,6 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
@@ -34,6 +38,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bench.common import postgres_cpu_seconds
 from services.common.contracts.events import Envelope, Payload
 from services.common.db.engine import asyncpg_url, create_engine, libpq_url
 from services.common.db.migrate import upgrade_all
@@ -113,8 +118,41 @@ async def publish_backlog(engine: AsyncEngine, events: int) -> None:
         await conn.execute(text("VACUUM ANALYZE queue.deliveries"))
 
 
-async def drain_queue(url: str, events: int, workers: int, batch: int) -> float:
-    """Seconds for `workers` QueueWorkers (in this process) to handle `events` events."""
+@dataclass(frozen=True)
+class Drain:
+    """One drain: its wall time, and the CPU that this process (the workers or the loop's client)
+    and the PostgreSQL server (None when it runs elsewhere) used meanwhile."""
+
+    events: int
+    seconds: float
+    client_cpu: float
+    server_cpu: float | None
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    def cpu_per_event(self) -> str:
+        """CPU per event, in µs, of this process and of the server."""
+        client = f"{1e6 * self.client_cpu / self.events:.0f}"
+        server = f"{1e6 * self.server_cpu / self.events:.0f}" if self.server_cpu is not None else "?"
+        return f"CPU per event: this process {client} us, PostgreSQL {server} us"
+
+
+class _Clock:
+    """Wall time and CPU from `start()` to `stop()`."""
+
+    def start(self) -> None:
+        self.cpu, self.server, self.wall = time.process_time(), postgres_cpu_seconds(), time.perf_counter()
+
+    def stop(self, events: int) -> Drain:
+        wall, cpu, server = time.perf_counter(), time.process_time(), postgres_cpu_seconds()
+        used = server - self.server if server is not None and self.server is not None else None
+        return Drain(events, wall - self.wall, cpu - self.cpu, used)
+
+
+async def drain_queue(url: str, events: int, workers: int, batch: int) -> Drain:
+    """How long `workers` QueueWorkers (in this process) take to handle `events` events."""
     engine = create_engine(url)
     await publish_backlog(engine, events)
     handled = 0
@@ -133,13 +171,14 @@ async def drain_queue(url: str, events: int, workers: int, batch: int) -> float:
     async with AsyncExitStack() as opened:
         for _ in range(workers):
             await opened.enter_async_context(engine.connect())
-    started = time.perf_counter()
+    clock = _Clock()
+    clock.start()
     tasks = [
         asyncio.create_task(QueueWorker(engine, url, Consumer(CONSUMER, handler), tuning).run(stop))
         for _ in range(workers)
     ]
     await all_handled.wait()
-    elapsed = time.perf_counter() - started
+    drained = clock.stop(events)
     stop.set()
     await asyncio.gather(*tasks)
     async with engine.connect() as conn:
@@ -155,7 +194,7 @@ async def drain_queue(url: str, events: int, workers: int, batch: int) -> float:
     await engine.dispose()
     if owed or applied != events:
         raise SystemExit(f"the queue left {owed} deliveries owed and recorded {applied} of {events} events")
-    return elapsed
+    return drained
 
 
 # -- the bare loop ---------------------------------------------------------------------------
@@ -166,8 +205,8 @@ _RAW_TAKE = (
 )
 
 
-async def drain_raw(url: str, events: int, workers: int, batch: int) -> float:
-    """Seconds for `workers` asyncpg connections to delete `events` rows in SKIP LOCKED batches."""
+async def drain_raw(url: str, events: int, workers: int, batch: int) -> Drain:
+    """How long `workers` asyncpg connections take to delete `events` rows in SKIP LOCKED batches."""
     dsn = libpq_url(url)
     setup = await asyncpg.connect(dsn)
     await setup.execute(
@@ -187,16 +226,17 @@ async def drain_raw(url: str, events: int, workers: int, batch: int) -> float:
         while rows := await conn.fetch(_RAW_TAKE, batch):
             taken += len(rows)
 
-    started = time.perf_counter()
+    clock = _Clock()
+    clock.start()
     await asyncio.gather(*(loop(c) for c in conns))
-    elapsed = time.perf_counter() - started
+    drained = clock.stop(events)
     for conn in conns:
         await conn.close()
     await setup.execute("DROP TABLE bench_raw")
     await setup.close()
     if taken != events:
         raise SystemExit(f"the bare loop took {taken} of {events} rows")
-    return elapsed
+    return drained
 
 
 async def main(argv: list[str] | None = None) -> None:
@@ -212,13 +252,15 @@ async def main(argv: list[str] | None = None) -> None:
         ratios = []
         rates: list[tuple[float, float]] = []
         for round_ in range(1, args.rounds + 1):
-            raw = args.events / await drain_raw(url, args.events, args.workers, args.batch)
-            queue = args.events / await drain_queue(url, args.events, args.workers, args.batch)
+            bare = await drain_raw(url, args.events, args.workers, args.batch)
+            drained = await drain_queue(url, args.events, args.workers, args.batch)
+            queue, raw = drained.rate, bare.rate
             ratios.append(queue / raw)
             rates.append((queue, raw))
             print(
                 f"round {round_}: clinic queue {queue:,.0f} events/s, bare asyncpg loop {raw:,.0f} rows/s, "
-                f"queue/bare {queue / raw:.2f}",
+                f"queue/bare {queue / raw:.2f}\n"
+                f"  queue {drained.cpu_per_event()}\n  bare loop {bare.cpu_per_event()}",
                 flush=True,
             )
     from bench.common import PLOTS, Series, svg_plot
