@@ -139,11 +139,17 @@ class Drain:
         return f"CPU per event: this process {client} us, PostgreSQL {server} us"
 
 
+@dataclass(frozen=True)
 class _Clock:
     """Wall time and CPU from `start()` to `stop()`."""
 
-    def start(self) -> None:
-        self.cpu, self.server, self.wall = time.process_time(), postgres_cpu_seconds(), time.perf_counter()
+    cpu: float
+    server: float | None
+    wall: float
+
+    @classmethod
+    def start(cls) -> _Clock:
+        return cls(time.process_time(), postgres_cpu_seconds(), time.perf_counter())
 
     def stop(self, events: int) -> Drain:
         wall, cpu, server = time.perf_counter(), time.process_time(), postgres_cpu_seconds()
@@ -171,8 +177,7 @@ async def drain_queue(url: str, events: int, workers: int, batch: int) -> Drain:
     async with AsyncExitStack() as opened:
         for _ in range(workers):
             await opened.enter_async_context(engine.connect())
-    clock = _Clock()
-    clock.start()
+    clock = _Clock.start()
     tasks = [
         asyncio.create_task(QueueWorker(engine, url, Consumer(CONSUMER, handler), tuning).run(stop))
         for _ in range(workers)
@@ -226,8 +231,7 @@ async def drain_raw(url: str, events: int, workers: int, batch: int) -> Drain:
         while rows := await conn.fetch(_RAW_TAKE, batch):
             taken += len(rows)
 
-    clock = _Clock()
-    clock.start()
+    clock = _Clock.start()
     await asyncio.gather(*(loop(c) for c in conns))
     drained = clock.stop(events)
     for conn in conns:
