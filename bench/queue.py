@@ -4,9 +4,10 @@
 
 The baseline is the least a PostgreSQL queue can do: W connections each looping
 `DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT B) RETURNING ...` until empty.
-The queue does what the services rely on: a committed lease per claim, a transaction per batch
-with the consumer's inbox, handler calls and acks, metrics. Both drain a backlog published
-before the clock starts; the queue's handler does nothing, so what is measured is the queue.
+The queue does what the services rely on: a committed claim per batch (with its lease), a
+transaction per batch with the consumer's inbox, handler calls and acks, metrics. Both drain a
+backlog published before the clock starts; the queue's handler does nothing, so what is measured
+is the queue.
 
 Each round prints both rates, their ratio, and the CPU per event of this process and of the
 PostgreSQL server (when it runs on this machine), for each side.
@@ -188,13 +189,17 @@ async def drain_queue(url: str, events: int, workers: int, batch: int) -> Drain:
     await asyncio.gather(*tasks)
     async with engine.connect() as conn:
         owed = await conn.scalar(
-            text("SELECT count(*) FROM queue.deliveries WHERE consumer = :c"), {"c": CONSUMER}
+            text(
+                "SELECT (SELECT count(*) FROM queue.deliveries WHERE consumer = :c) "
+                "+ (SELECT count(*) FROM queue.claims WHERE consumer = :c)"
+            ),
+            {"c": CONSUMER},
         )
         applied = await conn.scalar(
             text("SELECT count(*) FROM queue.inbox WHERE consumer = :c"), {"c": CONSUMER}
         )
         await conn.execute(text("DELETE FROM queue.subscriptions WHERE consumer = :c"), {"c": CONSUMER})
-        await conn.execute(text("TRUNCATE queue.deliveries, queue.inbox, queue.events"))
+        await conn.execute(text("TRUNCATE queue.deliveries, queue.claims, queue.inbox, queue.events"))
         await conn.commit()
     await engine.dispose()
     if owed or applied != events:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.contracts.events import Envelope
 from services.common.queue import Consumer, QueueWorker, redeliver
-from tests.conftest import eventually
+from tests.conftest import eventually, query_value
 from tests.queue.support import FAST, Lane, record_effect, recording, running
 
 
@@ -120,8 +120,9 @@ async def test_hung_handler_loses_its_claim_after_the_lease(
 async def test_claim_is_committed_before_the_handler_runs(
     lane: Lane, engine: AsyncEngine, database_url: str
 ) -> None:
-    """Another connection sees the lease (attempt counted, available_at pushed out) while the
-    handler is still running: the claim was its own short transaction."""
+    """Another connection sees the claim (the delivery moved into a claim that lapses after the
+    lease) while the handler is still running: the claim was its own short transaction, so a
+    worker dying in the handler leaves it behind to be counted."""
     [consumer] = await lane.subscribe("claimed")
     seen_from_outside: list[tuple[int, bool]] = []
 
@@ -130,16 +131,19 @@ async def test_claim_is_committed_before_the_handler_runs(
             row = (
                 await other.execute(
                     text(
-                        "SELECT attempts, available_at > now() AS leased FROM queue.deliveries "
-                        "WHERE consumer = :c AND event_id = :e"
+                        "SELECT count(*) AS claims, coalesce(bool_and(lapses_at > now()), false) AS leased "
+                        "FROM queue.claims WHERE consumer = :c AND :e = ANY(event_ids)"
                     ),
                     {"c": consumer, "e": envelope.id},
                 )
             ).one()
-        seen_from_outside.append((row.attempts, row.leased))
+        seen_from_outside.append((row.claims, row.leased))
 
     [event_id] = await lane.publish()
     worker = QueueWorker(engine, database_url, Consumer(consumer, look_from_outside), FAST)
     assert await worker.drain_once() == 1
     assert seen_from_outside == [(1, True)]
+    # Settled with the handling: no claim and no delivery is left behind.
+    assert await query_value(engine, "SELECT count(*) FROM queue.claims WHERE consumer = :c", c=consumer) == 0
+    assert await lane.deliveries(consumer) == []
     assert await lane.applied(consumer) == {event_id}

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.clock import SystemClock
-from services.common.contracts.events import IntakeSubmitted
+from services.common.contracts.events import Envelope, IntakeSubmitted
 from services.common.contracts.vocabulary import ConsumerName
 from services.common.queue import Consumer, QueueWorker, publish, redact_handled, replay_dead
 from services.common.settings import Settings
@@ -124,6 +124,33 @@ async def test_a_pending_delivery_keeps_the_form(engine: AsyncEngine) -> None:
     assert payload["intake"]["patient"]["given_name"] == PATIENT_STRINGS[0]
     async with engine.begin() as conn:  # leave nothing owed behind for other tests
         await conn.execute(text("DELETE FROM queue.deliveries WHERE event_id = :e"), {"e": event_id})
+    await redact_handled(engine)
+    payload, _ = await _stored(engine, event_id)
+    assert "intake" not in payload and payload["intake_id"] == str(event.intake_id)
+
+
+async def test_an_event_in_a_workers_claim_keeps_the_form_until_handled(
+    engine: AsyncEngine, database_url: str, settings: Settings
+) -> None:
+    """A claim moves the delivery out of the deliveries table while its handler runs; the upkeep
+    still sees the event as owed (a claim that lapses puts the delivery back, and its retry needs
+    the form)."""
+    event, event_id = await _publish(engine)
+    await _handle_all(engine, database_url, [webhooks_consumer])  # only triage's delivery is left
+    triage = triage_consumer(settings, SystemClock())
+    seen_mid_handling: list[str] = []
+
+    async def redact_meanwhile(session: AsyncSession, envelope: Envelope) -> None:
+        if envelope.id == event_id:
+            await redact_handled(engine)  # another connection, while the delivery is claimed
+            payload, _ = await _stored(engine, event_id)
+            seen_mid_handling.append(payload["intake"]["patient"]["given_name"])
+        await triage.handler(session, envelope)
+
+    await _handle_all(engine, database_url, [Consumer(triage.name, redact_meanwhile)])
+    assert seen_mid_handling == [PATIENT_STRINGS[0]]
+    assert await _owed(engine, event_id) == {}
+    # Handled now: the next pass drops the form.
     await redact_handled(engine)
     payload, _ = await _stored(engine, event_id)
     assert "intake" not in payload and payload["intake_id"] == str(event.intake_id)

@@ -13,16 +13,19 @@ How it holds its promises:
   caller's session, in one statement, so a rollback leaves nothing and a commit leaves everything.
   The same statement sends a `NOTIFY` on each of those consumers' own channels (`channel_for`), so
   a consumer's workers wake for its events only, and only after the commit.
-- A claim is one short statement, committed at once: `FOR UPDATE SKIP LOCKED`, `attempts + 1` and
-  `available_at = now() + lease` (one column is ready time, backoff and lease at once). A worker
-  killed mid-handling therefore loses nothing: the lease runs out and another worker takes it; and
-  since attempts count at claim time, an event that keeps killing its worker ends up dead.
+- A claim is one statement, committed before any handler runs: it takes a batch of ready
+  deliveries (`FOR UPDATE SKIP LOCKED`) out of `deliveries` into one row of `claims`, which lapses
+  after the lease. A worker killed mid-handling therefore loses nothing: its claim lapses, a
+  worker puts the deliveries back with the attempt counted, and another takes them; an event that
+  keeps killing its worker ends up dead. (While the queue is busy, the claim of the next batch
+  rides in the statement that settles the current one, and commits with it.)
 - A claimed batch is handled in one transaction: the consumer's inbox rows (event ids), the
-  handlers' effects and the acks commit together, so a redelivery of an applied event has no
-  second effect. The ack comes first and locks the deliveries, so a slow worker keeps its batch
-  past the lease; a hung one loses its transaction once idle for longer than the lease. If a
+  handlers' effects and the claim's deletion commit together, so a redelivery of an applied event
+  has no second effect. Deleting the claim comes first and locks it, so a slow worker keeps its
+  batch past the lease; a hung one loses its transaction once idle for longer than the lease. If a
   handler fails, the batch is rolled back and handled again with a SAVEPOINT per event, so the
-  failure costs only its own event a retry (with backoff) and the rest commit.
+  failure costs only its own event a retry (its delivery put back with a backoff) and the rest
+  commit.
 - Handlers touch only the database (no HTTP while the transaction is open: webhooks have their own
   sender) and never commit: the worker does.
 """

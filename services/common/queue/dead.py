@@ -75,8 +75,8 @@ async def replay_dead(
 
 
 async def redeliver(conn: AsyncConnection, consumer: str, event_id: uuid.UUID) -> None:
-    """Owe an event to a consumer again, as a lost ack or an expired lease would (tests and
-    operators); the consumer's inbox keeps an event it has applied from having a second effect."""
+    """Owe an event to a consumer again, as a lapsed claim would (tests and operators); the
+    consumer's inbox keeps an event it has applied from having a second effect."""
     await conn.execute(
         text(
             "INSERT INTO queue.deliveries (event_id, consumer) VALUES (:e, :c) "

@@ -74,6 +74,23 @@ class QueueDepthCollector(Collector):
 REGISTRY.register(QueueDepthCollector())
 
 
+# Pending: owed, or in a worker's claim (moved out of `deliveries` until handled or put back).
+_DEPTH = """
+    WITH owed AS (
+        SELECT consumer, status, created_at FROM queue.deliveries
+        WHERE consumer = ANY(CAST(:names AS text[]))
+        UNION ALL
+        SELECT c.consumer, 'pending', u.created_at FROM queue.claims c, unnest(c.created_ats) AS u(created_at)
+        WHERE c.consumer = ANY(CAST(:names AS text[]))
+    )
+    SELECT consumer, count(*) FILTER (WHERE status = 'pending') AS pending,
+           coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')),
+                    0)::float8 AS oldest,
+           count(*) FILTER (WHERE status = 'dead') AS dead
+    FROM owed GROUP BY consumer
+"""
+
+
 async def refresh_depth(engine: AsyncEngine, consumers: Iterable[str]) -> None:
     """Query pending and dead deliveries of these consumers into the snapshot."""
     names = sorted(set(consumers))
@@ -82,13 +99,7 @@ async def refresh_depth(engine: AsyncEngine, consumers: Iterable[str]) -> None:
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
-                text(
-                    "SELECT consumer, count(*) FILTER (WHERE status = 'pending') AS pending, "
-                    "coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')), "
-                    "0)::float8 AS oldest, count(*) FILTER (WHERE status = 'dead') AS dead "
-                    "FROM queue.deliveries WHERE consumer = ANY(CAST(:names AS text[])) "
-                    "AND status <> 'done' GROUP BY consumer"
-                ),
+                text(_DEPTH),
                 {"names": names},
             )
         ).all()

@@ -1,4 +1,4 @@
-"""The queue's tables as SQLAlchemy Core declares them (schema `queue`, migration `queue_0001`).
+"""The queue's tables as SQLAlchemy Core declares them (schema `queue`, migrations `queue_000n`).
 
 The queue itself speaks SQL (`queue.py`); these declarations are what `clinic migrate`'s history
 is compared with, so the migrations and the description of the tables cannot drift apart.
@@ -23,7 +23,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from services.common.db.engine import schema_metadata
 
@@ -90,4 +90,20 @@ inbox = Table(
     Column("event_id", Uuid, primary_key=True),
     Column("consumer", Text, primary_key=True),
     _at("applied_at"),
+)
+
+# A batch in flight: its deliveries, moved out of `deliveries` by the claim (column by column, in
+# the same order), until the batch is handled or the claim lapses and puts them back.
+claims = Table(
+    "claims",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("consumer", Text, nullable=False),
+    Column("lapses_at", DateTime(timezone=True), nullable=False),
+    Column("deliveries", ARRAY(BigInteger), nullable=False),
+    Column("event_ids", ARRAY(Uuid), nullable=False),
+    Column("attempts", ARRAY(Integer), nullable=False),
+    Column("created_ats", ARRAY(DateTime(timezone=True)), nullable=False),
+    Column("last_errors", ARRAY(Text), nullable=False),
+    _at("created_at"),
 )

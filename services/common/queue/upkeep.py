@@ -18,9 +18,9 @@ from services.common.contracts.events import PATIENT_FIELDS
 log = structlog.get_logger(__name__)
 _RETENTION_LOCK = 7_246_391_002
 
-# An event goes once it is older than the retention and no delivery of it is left (every consumer
-# handled it; a dead delivery keeps it for replay). The consumers' inbox rows go with it, since
-# nothing can deliver it again. Its key stays in event_keys for good.
+# An event goes once it is older than the retention and no delivery of it is left, owed or in a
+# worker's claim (every consumer handled it; a dead delivery keeps it for replay). The consumers'
+# inbox rows go with it, since nothing can deliver it again. Its key stays in event_keys for good.
 _PRUNE = text(
     """
     WITH gone AS (
@@ -28,6 +28,7 @@ _PRUNE = text(
             SELECT e.id FROM queue.events e
             WHERE e.recorded_at < now() - make_interval(hours => :hours)
               AND NOT EXISTS (SELECT 1 FROM queue.deliveries d WHERE d.event_id = e.id)
+              AND NOT EXISTS (SELECT 1 FROM queue.claims c WHERE e.id = ANY(c.event_ids))
             ORDER BY e.recorded_at
             LIMIT :batch
         )
@@ -55,13 +56,15 @@ async def prune(engine: AsyncEngine, retention_hours: float, *, batch: int = 500
 
 
 # Minimum necessary: an event that carries patient data (the intake form) keeps it only while a
-# delivery of it is owed. Once no delivery is left (every consumer handled it; an ack deletes the
-# delivery) its patient fields are dropped and `redacted_at` is added; the ids, type and times stay,
+# delivery of it is owed or in a worker's claim. Once no delivery is left (every consumer handled
+# it; a claim moves the delivery out of `deliveries`, and handling deletes the claim) its patient
+# fields are dropped and `redacted_at` is added; the ids, type and times stay,
 # so the event still counts for retention, keys and the inbox. A pending or dead delivery keeps the
 # whole payload, so a retry or a replay from the dead letters still has the form. Deliveries of an
 # event are only ever written with it (publish) or re-owed by `redeliver` to a consumer whose
 # inbox already holds it, which then only acks it: nothing handles a redacted event. Redacted
-# payloads are small (no longer TOASTed), so the scan costs little on every pass.
+# payloads are small (no longer TOASTed), so the scan costs little on every pass. A claim that
+# lapses puts its deliveries back, so an event in a claim keeps its form like an owed one.
 _REDACT = text(
     """
     WITH due AS (
@@ -69,6 +72,7 @@ _REDACT = text(
         WHERE e.type = :type
           AND e.payload ?| CAST(:fields AS text[])
           AND NOT EXISTS (SELECT 1 FROM queue.deliveries d WHERE d.event_id = e.id)
+          AND NOT EXISTS (SELECT 1 FROM queue.claims c WHERE e.id = ANY(c.event_ids))
         ORDER BY e.recorded_at
         LIMIT :batch
         FOR UPDATE SKIP LOCKED
@@ -106,10 +110,11 @@ async def redact_handled(
     return redacted
 
 
-#: Tables whose rows churn (a claim updates a delivery, an ack deletes it). Their dead rows slow
-#: every claim down until a VACUUM reclaims them, so the services vacuum them themselves once
-#: `VACUUM_DEAD_ROWS` have piled up, whether autovacuum runs on the server or not.
-CHURNING_TABLES = ("queue.deliveries",)
+#: Tables whose rows churn (a claim deletes deliveries and inserts a claim; handling deletes the
+#: claim). Their dead rows slow every claim down until a VACUUM reclaims them, so the services
+#: vacuum them themselves once `VACUUM_DEAD_ROWS` have piled up, whether autovacuum runs on the
+#: server or not.
+CHURNING_TABLES = ("queue.deliveries", "queue.claims")
 VACUUM_DEAD_ROWS = 20_000
 _VACUUM_LOCK = 7_246_391_003
 _DEAD_ROWS = text(

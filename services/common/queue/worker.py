@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import msgspec
 import structlog
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.common.clock import first_of as _first_of
@@ -25,78 +28,121 @@ from services.common.queue.publish import channel_for
 log = structlog.get_logger(__name__)
 
 
-# Claim up to `limit` ready deliveries of the consumer, oldest first, passing over those other
-# workers hold (and :holding, the batch this worker is finishing), as one JSON array. A delivery
-# whose last attempt never finished (its worker died) is marked dead here instead of handed out.
-# The consumer's name and the tuning are written into the statement (`_Statements`), so its only
-# parameter is :holding: PostgreSQL plans it once per connection (a generic plan) instead of at
-# every execution, which for these CTEs took about as long as running them.
-_CLAIM_CTES = """
-    picked AS (
-        SELECT id FROM queue.deliveries
-        WHERE consumer = {consumer} AND status = 'pending' AND available_at <= now()
-          AND id <> ALL(CAST(:holding AS bigint[]))
-        ORDER BY id
-        LIMIT {limit}
-        FOR UPDATE SKIP LOCKED
-    ), claimed AS (
-        UPDATE queue.deliveries d
-        SET attempts = d.attempts + CASE WHEN d.attempts >= {max_attempts} THEN 0 ELSE 1 END,
-            status = CASE WHEN d.attempts >= {max_attempts} THEN 'dead' ELSE 'pending' END,
-            available_at = now() + make_interval(secs => {lease}),
-            updated_at = now(),
-            last_error = CASE WHEN d.attempts >= {max_attempts}
-                THEN coalesce(d.last_error || '; then ', '')
-                     || 'attempt ' || d.attempts || ' never finished (the lease expired)'
-                ELSE d.last_error END
-        FROM picked WHERE d.id = picked.id
-        RETURNING d.id, d.event_id, d.attempts, d.status
+# Take up to `limit` ready deliveries of the consumer, oldest first, passing over those other
+# workers are taking (SKIP LOCKED; a row another worker took after this statement began is gone
+# by the time its lock is free, and is passed over too), and move them into one claim row. The
+# claim commits before any handler runs, so a worker that dies mid-batch leaves it behind: it
+# lapses after the lease, and the deliveries are put back with the attempt counted (`_LAPSED`).
+# The batch comes back as one JSON array, built by concatenation (every column is NOT NULL;
+# `to_json` quotes the type and the time as `json_build_object` would, for less work).
+# The consumer's name and the tuning are written into the statement (`_Statements`), so it has no
+# parameter: PostgreSQL plans it once per connection (a generic plan) instead of at every
+# execution, which for these CTEs took about as long as running them.
+_TAKE_CTES = """
+    taken AS (
+        DELETE FROM queue.deliveries WHERE id IN (
+            SELECT id FROM queue.deliveries
+            WHERE consumer = {consumer} AND status = 'pending' AND available_at <= now()
+            ORDER BY id
+            LIMIT {limit}
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING id, event_id, attempts, created_at, last_error
+    ), claim AS (
+        INSERT INTO queue.claims
+            (consumer, lapses_at, deliveries, event_ids, attempts, created_ats, last_errors)
+        SELECT {consumer}, now() + make_interval(secs => {lease}), array_agg(id ORDER BY id),
+               array_agg(event_id ORDER BY id), array_agg(attempts ORDER BY id),
+               array_agg(created_at ORDER BY id), array_agg(last_error ORDER BY id)
+        FROM taken
+        HAVING count(*) > 0
+        RETURNING id
     ), batch AS (
-        SELECT json_agg(json_build_object(
-            'delivery_id', c.id, 'attempts', c.attempts, 'status', c.status,
-            'envelope', json_build_object('id', e.id, 'type', e.type, 'version', e.version,
-                'occurred_at', e.occurred_at, 'subject', e.subject, 'data', e.payload)
-        ) ORDER BY c.id)::text AS claimed
-        FROM claimed c JOIN queue.events e ON e.id = c.event_id
+        SELECT '[' || string_agg(
+            '{{"delivery_id":' || t.id || ',"attempts":' || (t.attempts + 1)
+            || ',"envelope":{{"id":"' || e.id || '","type":' || to_json(e.type)
+            || ',"version":' || e.version || ',"occurred_at":' || to_json(e.occurred_at)
+            || ',"subject":"' || e.subject || '","data":' || e.payload::text || '}}}}',
+            ',' ORDER BY t.id) || ']' AS claimed
+        FROM taken t JOIN queue.events e ON e.id = t.event_id
     )
 """
+_TAKEN = "(SELECT claimed FROM batch) AS claimed, (SELECT id FROM claim) AS claim"
 
-# The claim on its own, in autocommit: committed before any handler starts. A lost claim is
-# harmless (the delivery is simply claimed again), so it need not wait for the WAL flush; the
-# handling transaction that follows flushes it anyway.
+# The claim on its own, in autocommit: committed before any handler starts. A claim lost in a
+# server crash is harmless (the deliveries are still in their table then), so it need not wait
+# for the WAL flush; the handling transaction that follows flushes it anyway.
 _CLAIM = (
-    "WITH" + _CLAIM_CTES + "SELECT batch.claimed FROM batch "  # noqa: S608 (constants only)
-    "CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush_wait"
+    "WITH" + _TAKE_CTES + f"SELECT {_TAKEN} "  # noqa: S608 (constants only)
+    "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush_wait"
 )
 
-# First statement of a batch's transaction: ack the batch (delete its deliveries, which locks them:
-# no other worker can claim them while this transaction lives, lease or not) and record their
-# events in the consumer's inbox; `fresh` names the deliveries whose events were not applied
-# before (the others are only acked). A delivery already gone (acked by another worker after its
-# lease ran out) records nothing and is not handled again. A handler that hangs outside the
+# First statement of a batch's transaction: settle its claim (delete it, which locks it: nothing
+# can put the deliveries back while this transaction lives) and record its events in the
+# consumer's inbox; `fresh` names the events not applied before (the others are only acked).
+# `settled` is 0 when the claim is gone: it lapsed and was settled by another worker, which put
+# the deliveries back; then nothing is recorded or handled here. A handler that hangs outside the
 # database for longer than the lease has its transaction ended by PostgreSQL
 # (idle_in_transaction_session_timeout), so the lease holds for it too.
-_ACK_AND_RECORD = """
-    WITH ack AS (
-        DELETE FROM queue.deliveries WHERE id = ANY(CAST(:holding AS bigint[])) RETURNING id, event_id
+_SETTLE_AND_RECORD = """
+    WITH settled AS (
+        DELETE FROM queue.claims WHERE id = CAST(:claim AS bigint) RETURNING event_ids
     ), hang_limit AS (
         SELECT set_config('idle_in_transaction_session_timeout', '{idle_ms}', true)
     ), recorded AS (
         INSERT INTO queue.inbox (event_id, consumer)
-        SELECT ack.event_id, {consumer} FROM ack, hang_limit ORDER BY ack.event_id
+        SELECT u.event_id, {consumer} FROM settled, unnest(settled.event_ids) AS u(event_id), hang_limit
+        ORDER BY u.event_id
         ON CONFLICT DO NOTHING
         RETURNING event_id
     )"""
-_FRESH = "(SELECT array_agg(ack.id) FROM ack JOIN recorded r ON r.event_id = ack.event_id) AS fresh"
+_FRESH = "(SELECT count(*) FROM settled) AS settled, (SELECT array_agg(event_id) FROM recorded) AS fresh"
+
+# Claims that will not be settled by their handling (the worker died, or stopped mid-batch): their
+# deliveries go back, ready at once, with the attempt counted; a delivery out of attempts goes
+# back dead. `ended` is the claims being closed; the statement answers the deliveries made dead.
+# (A delivery owed again meanwhile, by `redeliver`, keeps the newer row.)
+_PUT_BACK = """
+    back AS (
+        INSERT INTO queue.deliveries
+            (id, event_id, consumer, status, attempts, available_at, created_at, updated_at, last_error)
+        SELECT u.id, u.event_id, ended.consumer,
+               CASE WHEN u.attempts + 1 >= {max_attempts} THEN 'dead' ELSE 'pending' END,
+               u.attempts + 1, now(), u.created_at, now(),
+               CASE WHEN u.attempts + 1 >= {max_attempts}
+                   THEN coalesce(u.last_error || '; then ', '')
+                        || 'attempt ' || (u.attempts + 1) || ' never finished ({why})'
+                   ELSE u.last_error END
+        FROM ended, unnest(ended.deliveries, ended.event_ids, ended.attempts, ended.created_ats,
+                           ended.last_errors) AS u(id, event_id, attempts, created_at, last_error)
+        ON CONFLICT DO NOTHING
+        RETURNING id, attempts, status
+    )
+    SELECT id, attempts FROM back WHERE status = 'dead'"""
+# The consumer's lapsed claims (those being settled right now by their handling are passed over).
+_LAPSED = """
+    WITH ended AS (
+        DELETE FROM queue.claims WHERE id IN (
+            SELECT id FROM queue.claims WHERE consumer = {consumer} AND lapses_at <= now()
+            FOR UPDATE SKIP LOCKED)
+        RETURNING *
+    ),"""
+# This worker's own claim, given back at shutdown.
+_RELEASED = """
+    WITH ended AS (
+        DELETE FROM queue.claims WHERE id = CAST(:claim AS bigint) RETURNING *
+    ),"""
 
 
 @dataclass(frozen=True, slots=True)
 class _Statements:
-    """One consumer's claim and ack statements, its name and tuning written in as literals."""
+    """One consumer's statements, its name and tuning written in as literals."""
 
-    claim: TextClause
-    ack: Statement  # ack and record the batch
-    ack_and_claim: Statement  # ... and, while the queue is busy, claim the next batch with it
+    claim: Statement
+    settle: Statement  # settle the batch's claim and record its events
+    settle_and_claim: Statement  # ... and, while the queue is busy, claim the next batch with it
+    lapsed: Statement  # put back the deliveries of lapsed claims
+    released: Statement  # put back the deliveries of this worker's claim
 
     @classmethod
     def build(cls, consumer: str, tuning: QueueTuning) -> _Statements:
@@ -107,55 +153,83 @@ class _Statements:
             "lease": float(tuning.lease_seconds),
             "idle_ms": tuning.hang_limit_ms,
         }
-        claim_ctes = _CLAIM_CTES.format(**values)
-        ack = _ACK_AND_RECORD.format(**values)
-        sent = (
-            Statement(f"{ack} SELECT {_FRESH}, NULL AS claimed"),
-            Statement(f"{ack},{claim_ctes}SELECT {_FRESH}, (SELECT claimed FROM batch) AS claimed"),  # noqa: S608 (quoted above)
+        take = _TAKE_CTES.format(**values)
+        settle = _SETTLE_AND_RECORD.format(**values)
+        built = cls(
+            claim=Statement(_CLAIM.format(**values)),
+            settle=Statement(f"{settle} SELECT {_FRESH}, NULL AS claimed, NULL AS claim"),
+            settle_and_claim=Statement(f"{settle},{take}SELECT {_FRESH}, {_TAKEN}"),
+            lapsed=Statement(_LAPSED.format(**values) + _PUT_BACK.format(**values, why="the lease expired")),
+            released=Statement(
+                _RELEASED.format(**values) + _PUT_BACK.format(**values, why="the worker stopped")
+            ),
         )
-        if any(statement.names != ("holding",) for statement in sent):
+        expected = {"claim": (), "settle": ("claim",), "settle_and_claim": ("claim",), "lapsed": ()}
+        expected["released"] = ("claim",)
+        if any(getattr(built, name).names != names for name, names in expected.items()):
             raise ValueError(f"consumer name {consumer!r} reads as a statement parameter")
-        return cls(claim=text(_CLAIM.format(**values)), ack=sent[0], ack_and_claim=sent[1])
+        return built
 
 
-# Shutdown: claimed deliveries go back to the queue at once (the claim's attempt still counts).
-_RELEASE = text(
-    "UPDATE queue.deliveries SET available_at = now(), updated_at = now() "
-    "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'pending'"
-)
 _HANG_LIMIT = text("SELECT set_config('idle_in_transaction_session_timeout', :idle_ms, true)")
 
+# The event-by-event pass after a handler failure begins by settling the claim (None: it lapsed
+# and another worker put the deliveries back), which also gives each delivery's creation time.
+_SETTLE_ONE_BY_ONE = text(
+    "WITH settled AS (DELETE FROM queue.claims WHERE id = :claim RETURNING deliveries, created_ats) "
+    "SELECT u.id, u.created_at FROM settled, unnest(settled.deliveries, settled.created_ats) "
+    "AS u(id, created_at)"
+)
+# A handler failed on this attempt: its delivery goes back, dead when it was the last attempt,
+# else ready again after the backoff.
 _FAIL = text(
-    "UPDATE queue.deliveries SET status = :status, last_error = :error, updated_at = now(), "
-    "available_at = now() + make_interval(secs => :delay) WHERE id = :id"
+    "INSERT INTO queue.deliveries (id, event_id, consumer, status, attempts, available_at, created_at, "
+    "updated_at, last_error) VALUES (:id, :event_id, :consumer, :status, :attempts, "
+    "now() + make_interval(secs => :delay), :created_at, now(), :error) ON CONFLICT DO NOTHING"
 )
 
 
 class Claimed(msgspec.Struct, frozen=True):
     delivery_id: int
-    attempts: int
-    status: str
+    attempts: int  # this one included
     envelope: Envelope
 
 
 _CLAIMED = msgspec.json.Decoder(list[Claimed])
 
 
-def _fresh(batch: Sequence[Claimed], fresh: list[int] | None) -> Sequence[Claimed]:
-    """The deliveries of `batch` named in `fresh` (usually all of them), in the batch's order."""
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A claimed batch: its deliveries and its claim (the `queue.claims` row holding them)."""
+
+    items: list[Claimed]
+    claim: int | None
+
+    @classmethod
+    def of(cls, claimed: str | None, claim: int | None) -> Batch:
+        return cls(_CLAIMED.decode(claimed) if claimed else [], claim)
+
+
+_EMPTY = Batch([], None)
+
+
+def _fresh(batch: Sequence[Claimed], fresh: list[uuid.UUID] | None) -> Sequence[Claimed]:
+    """The deliveries of `batch` whose events are named in `fresh` (usually all of them), in the
+    batch's order."""
     if fresh is not None and len(fresh) == len(batch):
         return batch
     named = set(fresh or ())
-    return [item for item in batch if item.delivery_id in named]
+    return [item for item in batch if item.envelope.id in named]
 
 
 class QueueWorker:
-    """One consumer's worker: claim a batch, handle it, ack; sleep until NOTIFY or the poll
-    interval. Run as many as you like, in as many processes: SKIP LOCKED and the inbox keep each
-    event applied once per consumer.
+    """One consumer's worker: claim a batch, handle it, settle the claim; sleep until NOTIFY or the
+    poll interval. Run as many as you like, in as many processes: SKIP LOCKED, the claims and the
+    inbox keep each event applied once per consumer.
 
     While there is work it keeps one pooled connection for consecutive batches (a checkout pings
-    the server: three round trips), and gives it back when the queue runs dry."""
+    the server: three round trips), and gives it back when the queue runs dry. Every poll interval
+    it also puts back the deliveries of the consumer's lapsed claims, whoever made them."""
 
     def __init__(
         self,
@@ -176,76 +250,82 @@ class QueueWorker:
         self._dead = metrics.DEAD.labels(consumer.name)
         self._seconds = metrics.HANDLING_SECONDS.labels(consumer.name)
         self._statements = _Statements.build(consumer.name, tuning)
+        self._lapsed_due = 0.0  # time.monotonic() of the next look for lapsed claims
 
     # claims and handling --------------------------------------------------------------------
 
     async def drain_once(self) -> int:
-        """Claim and handle one batch; return how many deliveries were claimed."""
+        """Put back lapsed claims when due, then claim and handle one batch; return how many
+        deliveries were claimed."""
         async with self.engine.connect() as conn:
-            return await self._drain_batch(conn)
+            await self._put_back_lapsed_when_due(conn)
+            batch = await self._claim(conn)
+            if batch.items:
+                await self._handle(conn, batch, claim_next=False)
+            return len(batch.items)
 
     async def drain(self, stop: asyncio.Event) -> None:
         """Handle batches until fewer than a full batch was ready (or `stop`). While batches come
         full, each one's transaction also claims the next."""
-        claimed: list[Claimed] = []
+        batch = _EMPTY
         try:
             async with self.engine.connect() as conn:
-                claimed = await self._claim(conn)
-                while claimed:
-                    busy = len(claimed) >= self.tuning.batch_size and not stop.is_set()
-                    live = self._live(claimed)
-                    if not live and not busy:
-                        return
-                    following = await self._handle(conn, live, claim_next=busy)
-                    if following is None and busy:
-                        following = await self._claim(conn)  # the claim made with the batch was undone
-                    claimed = following or []
+                await self._put_back_lapsed_when_due(conn)
+                batch = await self._claim(conn)
+                while batch.items:
+                    busy = len(batch.items) >= self.tuning.batch_size and not stop.is_set()
+                    following = await self._handle(conn, batch, claim_next=busy)
+                    batch = following if following is not None else _EMPTY
+                    if busy:
+                        if following is None:  # the claim made with the batch was undone with it
+                            batch = await self._claim(conn)
+                        await self._put_back_lapsed_when_due(conn)
         except asyncio.CancelledError:
             # Cancelled at shutdown (past the grace period) mid-batch: its transaction is rolled
-            # back; hand the claimed deliveries back now rather than after the lease.
-            if claimed:
-                await asyncio.shield(self._release([item.delivery_id for item in claimed]))
+            # back; put the claimed deliveries back now rather than after the lease.
+            if batch.claim is not None:
+                await asyncio.shield(self._release(batch))
             raise
 
-    async def _release(self, delivery_ids: list[int]) -> None:
-        """Make claimed (unhandled) deliveries available again at once; log how many."""
+    async def _release(self, batch: Batch) -> None:
+        """Give back this worker's claim on a batch it will not handle: the attempt counts, and
+        its deliveries are ready again at once; log how many."""
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(text("SET LOCAL lock_timeout = '2s'"))
-                released = await conn.execute(_RELEASE, {"ids": delivery_ids})
-            self.log.warning("queue_deliveries_released", count=released.rowcount, reason="shutdown")
-        except Exception as exc:  # the lease still brings them back
-            self.log.warning("queue_release_failed", count=len(delivery_ids), error_type=type(exc).__name__)
+                dead = await (await driver_of(conn)).fetch(self._statements.released, {"claim": batch.claim})
+            self._log_dead(dead)
+            self.log.warning("queue_deliveries_released", count=len(batch.items), reason="shutdown")
+        except Exception as exc:  # the claim still lapses
+            self.log.warning("queue_release_failed", count=len(batch.items), error_type=type(exc).__name__)
 
-    async def _drain_batch(self, conn: AsyncConnection) -> int:
-        batch = self._live(await self._claim(conn))
-        if batch:
-            await self._handle(conn, batch, claim_next=False)
-        return len(batch)
+    async def _put_back_lapsed_when_due(self, conn: AsyncConnection) -> None:
+        """Every poll interval: put back the deliveries of the consumer's lapsed claims (their
+        workers died mid-batch), the attempt counted."""
+        now = time.monotonic()
+        if now < self._lapsed_due:
+            return
+        self._lapsed_due = now + min(self.tuning.poll_seconds, self.tuning.lease_seconds)
+        async with conn.begin():
+            dead = await (await driver_of(conn)).fetch(self._statements.lapsed, {})
+        self._log_dead(dead)
 
-    async def _claim(self, conn: AsyncConnection) -> list[Claimed]:
-        """Lease up to a batch of ready deliveries, committed before this returns."""
+    def _log_dead(self, dead: Sequence[Mapping[str, Any]]) -> None:
+        for row in dead:
+            self._dead.inc()
+            self.log.error("event_dead", delivery_id=row["id"], attempts=row["attempts"], cause="lease")
+
+    async def _claim(self, conn: AsyncConnection) -> Batch:
+        """Claim up to a batch of ready deliveries, committed before this returns."""
         isolation = conn.default_isolation_level
         await conn.execution_options(isolation_level="AUTOCOMMIT")  # client-side: no round trip
         try:
-            claimed = await conn.scalar(self._statements.claim, {"holding": []})
+            row = await (await driver_of(conn)).fetchrow(self._statements.claim, {})
             await conn.commit()  # ends SQLAlchemy's bookkeeping; nothing is sent in autocommit
         finally:
             await conn.execution_options(isolation_level=isolation)
-        return _CLAIMED.decode(claimed) if claimed else []
-
-    def _live(self, claimed: list[Claimed]) -> list[Claimed]:
-        """The claimed deliveries to handle (those the claim found out of attempts are dead)."""
-        live = []
-        for item in claimed:
-            if item.status == "dead":
-                self._dead.inc()
-                self.log.error(
-                    "event_dead", delivery_id=item.delivery_id, attempts=item.attempts, cause="lease"
-                )
-            else:
-                live.append(item)
-        return live
+        assert row is not None  # the statement always answers one row
+        return Batch.of(row["claimed"], row["claim"])
 
     async def _apply(self, session: AsyncSession, item: Claimed) -> None:
         started = time.perf_counter()
@@ -261,19 +341,17 @@ class QueueWorker:
         for _ in items:
             self._seconds.observe(each)
 
-    async def _handle(
-        self, conn: AsyncConnection, batch: Sequence[Claimed], *, claim_next: bool
-    ) -> list[Claimed] | None:
+    async def _handle(self, conn: AsyncConnection, batch: Batch, *, claim_next: bool) -> Batch | None:
         """Apply a claimed batch in one transaction; on a handler failure, again event by event.
         Return what was claimed with it for the next round (None when nothing was)."""
         failure: tuple[Claimed, Exception] | None = None
         try:
             async with conn.begin():
-                statement = self._statements.ack_and_claim if claim_next else self._statements.ack
+                statement = self._statements.settle_and_claim if claim_next else self._statements.settle
                 driver = await driver_of(conn)  # SQLAlchemy's per-statement work cost more than ours
-                row = await driver.fetchrow(statement, {"holding": [item.delivery_id for item in batch]})
+                row = await driver.fetchrow(statement, {"claim": batch.claim})
                 assert row is not None  # the statement always answers one row
-                new = _fresh(batch, row["fresh"])
+                new = _fresh(batch.items, row["fresh"])
                 if new:
                     # The handlers' session joins the connection's transaction: its commit only
                     # flushes, and the transaction ends with the block above.
@@ -294,19 +372,22 @@ class QueueWorker:
             # Rolled back as a whole: again with a savepoint per event, the failed one excepted.
             await self._handle_one_by_one(conn, batch, failure)
             return None
-        self._handled.inc(len(batch))
+        if row["settled"]:
+            self._handled.inc(len(batch.items))
         if not claim_next:
             return None
-        return _CLAIMED.decode(row["claimed"]) if row["claimed"] else []
+        return Batch.of(row["claimed"], row["claim"])
 
     async def _handle_one_by_one(
-        self, conn: AsyncConnection, batch: Sequence[Claimed], failure: tuple[Claimed, Exception] | None
+        self, conn: AsyncConnection, batch: Batch, failure: tuple[Claimed, Exception] | None
     ) -> None:
-        done: list[int] = []
+        done = 0
         failed: list[tuple[Claimed, Exception]] = []
         async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
             await session.execute(_HANG_LIMIT, {"idle_ms": str(self.tuning.hang_limit_ms)})
-            for item in batch:
+            settled = await session.execute(_SETTLE_ONE_BY_ONE, {"claim": batch.claim})
+            created: dict[int, datetime] = {row.id: row.created_at for row in settled}
+            for item in batch.items if created else ():  # else another worker put them back
                 if failure is not None and item is failure[0]:
                     failed.append(failure)  # its handler has had this attempt
                     continue
@@ -321,27 +402,30 @@ class QueueWorker:
                         )
                         if fresh.first() is not None:
                             await self._apply(session, item)
-                    done.append(item.delivery_id)
+                    done += 1
                 except Exception as exc:
                     failed.append((item, exc))
-            await session.execute(
-                text("DELETE FROM queue.deliveries WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": done}
-            )
             for item, error in failed:
-                await self._record_failure(session, item, error)
-        self._handled.inc(len(done))
+                await self._record_failure(session, item, error, created[item.delivery_id])
+        self._handled.inc(done)
         for item, error in failed:
             self._count_failure(item, error)
 
-    async def _record_failure(self, session: AsyncSession, item: Claimed, exc: Exception) -> None:
+    async def _record_failure(
+        self, session: AsyncSession, item: Claimed, exc: Exception, created_at: datetime
+    ) -> None:
         dead = item.attempts >= self.tuning.max_attempts
         await session.execute(
             _FAIL,
             {
-                "status": "dead" if dead else "pending",
-                "error": scrub_text(f"{type(exc).__name__}: {exc}")[:2000],
-                "delay": 0 if dead else self.tuning.backoff(item.attempts),
                 "id": item.delivery_id,
+                "event_id": item.envelope.id,
+                "consumer": self.consumer.name,
+                "status": "dead" if dead else "pending",
+                "attempts": item.attempts,
+                "delay": 0 if dead else self.tuning.backoff(item.attempts),
+                "created_at": created_at,
+                "error": scrub_text(f"{type(exc).__name__}: {exc}")[:2000],
             },
         )
 
