@@ -16,10 +16,12 @@ from migrations.columns import identity_id, timestamp
 revision = "queue_0003"
 down_revision = "queue_0002"
 
-# One row per batch in flight: inserted at each claim, deleted when the batch is handled.
+# One row per batch in flight: inserted at each claim, deleted when the batch is handled. A row
+# of 50 deliveries is about 2 kB, PostgreSQL's default size for trying to compress it or move it
+# out of line (a TOAST table write per claim): kept inline up to a page.
 CHURN = (
     "autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000, "
-    "autovacuum_vacuum_cost_delay = 0, fillfactor = 50"
+    "autovacuum_vacuum_cost_delay = 0, fillfactor = 50, toast_tuple_target = 8160"
 )
 
 

@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 # by the time its lock is free, and is passed over too), and move them into one claim row. The
 # claim commits before any handler runs, so a worker that dies mid-batch leaves it behind: it
 # lapses after the lease, and the deliveries are put back with the attempt counted (`_LAPSED`).
+# The claim's arrays line up (one aggregation pass feeds each aggregate the rows in one order).
 # The batch comes back as one JSON array, built by concatenation (every column is NOT NULL;
 # `to_json` quotes the type and the time as `json_build_object` would, for less work).
 # The consumer's name and the tuning are written into the statement (`_Statements`), so it has no
@@ -51,9 +52,8 @@ _TAKE_CTES = """
     ), claim AS (
         INSERT INTO queue.claims
             (consumer, lapses_at, deliveries, event_ids, attempts, created_ats, last_errors)
-        SELECT {consumer}, now() + make_interval(secs => {lease}), array_agg(id ORDER BY id),
-               array_agg(event_id ORDER BY id), array_agg(attempts ORDER BY id),
-               array_agg(created_at ORDER BY id), array_agg(last_error ORDER BY id)
+        SELECT {consumer}, now() + make_interval(secs => {lease}), array_agg(id),
+               array_agg(event_id), array_agg(attempts), array_agg(created_at), array_agg(last_error)
         FROM taken
         HAVING count(*) > 0
         RETURNING id
