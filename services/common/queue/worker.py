@@ -173,8 +173,9 @@ class _Statements:
 
 _HANG_LIMIT = text("SELECT set_config('idle_in_transaction_session_timeout', :idle_ms, true)")
 
-# The event-by-event pass after a handler failure begins by settling the claim (None: it lapsed
-# and another worker put the deliveries back), which also gives each delivery's creation time.
+# The event-by-event pass after a handler failure begins by settling the claim (no rows: it
+# lapsed and another worker put the deliveries back), which also gives each delivery's creation
+# time.
 _SETTLE_ONE_BY_ONE = text(
     "WITH settled AS (DELETE FROM queue.claims WHERE id = :claim RETURNING deliveries, created_ats) "
     "SELECT u.id, u.created_at FROM settled, unnest(settled.deliveries, settled.created_ats) "
@@ -294,7 +295,7 @@ class QueueWorker:
             async with self.engine.begin() as conn:
                 await conn.execute(text("SET LOCAL lock_timeout = '2s'"))
                 dead = await (await driver_of(conn)).fetch(self._statements.released, {"claim": batch.claim})
-            self._log_dead(dead)
+            self._log_dead(dead, cause="shutdown")
             self.log.warning("queue_deliveries_released", count=len(batch.items), reason="shutdown")
         except Exception as exc:  # the claim still lapses
             self.log.warning("queue_release_failed", count=len(batch.items), error_type=type(exc).__name__)
@@ -308,12 +309,13 @@ class QueueWorker:
         self._lapsed_due = now + min(self.tuning.poll_seconds, self.tuning.lease_seconds)
         async with conn.begin():
             dead = await (await driver_of(conn)).fetch(self._statements.lapsed, {})
-        self._log_dead(dead)
+        self._log_dead(dead, cause="lease")
 
-    def _log_dead(self, dead: Sequence[Mapping[str, Any]]) -> None:
+    def _log_dead(self, dead: Sequence[Mapping[str, Any]], *, cause: str) -> None:
+        """Count and log the deliveries a put-back found out of attempts."""
         for row in dead:
             self._dead.inc()
-            self.log.error("event_dead", delivery_id=row["id"], attempts=row["attempts"], cause="lease")
+            self.log.error("event_dead", delivery_id=row["id"], attempts=row["attempts"], cause=cause)
 
     async def _claim(self, conn: AsyncConnection) -> Batch:
         """Claim up to a batch of ready deliveries, committed before this returns."""
