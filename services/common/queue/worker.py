@@ -164,8 +164,14 @@ class _Statements:
                 _RELEASED.format(**values) + _PUT_BACK.format(**values, why="the worker stopped")
             ),
         )
-        expected = {"claim": (), "settle": ("claim",), "settle_and_claim": ("claim",), "lapsed": ()}
-        expected["released"] = ("claim",)
+        claim_only = ("claim",)
+        expected = {
+            "claim": (),
+            "settle": claim_only,
+            "settle_and_claim": claim_only,
+            "lapsed": (),
+            "released": claim_only,
+        }
         if any(getattr(built, name).names != names for name, names in expected.items()):
             raise ValueError(f"consumer name {consumer!r} reads as a statement parameter")
         return built
