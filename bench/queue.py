@@ -188,13 +188,7 @@ async def drain_queue(url: str, events: int, workers: int, batch: int) -> Drain:
     stop.set()
     await asyncio.gather(*tasks)
     async with engine.connect() as conn:
-        owed = await conn.scalar(
-            text(
-                "SELECT (SELECT count(*) FROM queue.deliveries WHERE consumer = :c) "
-                "+ (SELECT count(*) FROM queue.claims WHERE consumer = :c)"
-            ),
-            {"c": CONSUMER},
-        )
+        owed = await conn.scalar(text("SELECT count(*) FROM queue.owed WHERE consumer = :c"), {"c": CONSUMER})
         applied = await conn.scalar(
             text("SELECT count(*) FROM queue.inbox WHERE consumer = :c"), {"c": CONSUMER}
         )

@@ -413,11 +413,8 @@ SELECT i.mrn, i.intake_id, i.status, i.referral_id, l.ids,
 FROM intakes i LEFT JOIN live l ON l.intake_id = i.intake_id
 """
 
-# Owed: a delivery not yet handled, in its table or in a worker's claim.
 _OWED = """
-SELECT count(*) FROM queue.events e
-JOIN (SELECT event_id FROM queue.deliveries
-      UNION ALL SELECT unnest(event_ids) FROM queue.claims) AS d ON d.event_id = e.id
+SELECT count(*) FROM queue.events e JOIN queue.owed o ON o.event_id = e.id
 WHERE e.payload->>'intake_id' = ANY($1::text[])
 """
 

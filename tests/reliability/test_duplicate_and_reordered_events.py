@@ -111,8 +111,7 @@ def test_duplicates_have_no_second_effect_and_a_late_creation_does_not_undo_a_st
     newer = asyncio.run(inject(fresh_database, intake_id))
 
     owed = (
-        "SELECT count(*) FROM queue.events e JOIN (SELECT event_id FROM queue.deliveries "
-        "UNION ALL SELECT unnest(event_ids) FROM queue.claims) AS d ON d.event_id = e.id "
+        "SELECT count(*) FROM queue.events e JOIN queue.owed o ON o.event_id = e.id "
         "WHERE e.payload->>'intake_id' = $1"
     )
     assert wait_for(lambda: sql(dsn, owed, intake_id)[0][0] == 0, within=60)

@@ -74,14 +74,10 @@ class QueueDepthCollector(Collector):
 REGISTRY.register(QueueDepthCollector())
 
 
-# Pending: owed, or in a worker's claim (moved out of `deliveries` until handled or put back).
+# A delivery in a worker's claim counts as pending (`queue.owed`).
 _DEPTH = """
     WITH owed AS (
-        SELECT consumer, status, created_at FROM queue.deliveries
-        WHERE consumer = ANY(CAST(:names AS text[]))
-        UNION ALL
-        SELECT c.consumer, 'pending', u.created_at FROM queue.claims c, unnest(c.created_ats) AS u(created_at)
-        WHERE c.consumer = ANY(CAST(:names AS text[]))
+        SELECT consumer, status, created_at FROM queue.owed WHERE consumer = ANY(CAST(:names AS text[]))
     )
     SELECT consumer, count(*) FILTER (WHERE status = 'pending') AS pending,
            coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')),

@@ -27,8 +27,7 @@ _PRUNE = text(
         DELETE FROM queue.events WHERE id IN (
             SELECT e.id FROM queue.events e
             WHERE e.recorded_at < now() - make_interval(hours => :hours)
-              AND NOT EXISTS (SELECT 1 FROM queue.deliveries d WHERE d.event_id = e.id)
-              AND NOT EXISTS (SELECT 1 FROM queue.claims c WHERE e.id = ANY(c.event_ids))
+              AND NOT EXISTS (SELECT 1 FROM queue.owed o WHERE o.event_id = e.id)
             ORDER BY e.recorded_at
             LIMIT :batch
         )
@@ -71,8 +70,7 @@ _REDACT = text(
         SELECT e.id FROM queue.events e
         WHERE e.type = :type
           AND e.payload ?| CAST(:fields AS text[])
-          AND NOT EXISTS (SELECT 1 FROM queue.deliveries d WHERE d.event_id = e.id)
-          AND NOT EXISTS (SELECT 1 FROM queue.claims c WHERE e.id = ANY(c.event_ids))
+          AND NOT EXISTS (SELECT 1 FROM queue.owed o WHERE o.event_id = e.id)
         ORDER BY e.recorded_at
         LIMIT :batch
         FOR UPDATE SKIP LOCKED
