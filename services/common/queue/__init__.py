@@ -18,7 +18,9 @@ How it holds its promises:
   after the lease. A worker killed mid-handling therefore loses nothing: its claim lapses, a
   worker puts the deliveries back with the attempt counted, and another takes them; an event that
   keeps killing its worker ends up dead. (While the queue is busy, the claim of the next batch
-  rides in the statement that settles the current one, and commits with it.)
+  rides in the statement that settles the current one, and commits with it.) A delivery is owed
+  while it is in `deliveries` or in a claim: the view `owed` is that union, for whatever counts
+  or keeps what is owed (the depth metric, retention, redaction).
 - A claimed batch is handled in one transaction: the consumer's inbox rows (event ids), the
   handlers' effects and the claim's deletion commit together, so a redelivery of an applied event
   has no second effect. Deleting the claim comes first and locks it, so a slow worker keeps its
