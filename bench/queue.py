@@ -5,9 +5,13 @@
 The baseline is the least a PostgreSQL queue can do: W connections each looping
 `DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT B) RETURNING ...` until empty.
 The queue does what the services rely on: a committed claim per batch (with its lease), a
-transaction per batch with the consumer's inbox, handler calls and acks, metrics. Both drain a
-backlog published before the clock starts; the queue's handler does nothing, so what is measured
-is the queue.
+transaction per batch with the consumer's inbox, handler calls and acks, metrics. The queue's
+handler does nothing, so what is measured is the queue.
+
+Both sides are measured warm, as a running service is: each first drains a small warm-up on the
+same connections. The bare loop then drains a table filled before its clock starts; the queue's
+workers, running and idle, drain a burst of N events from the commit that publishes it all (they
+wake on its NOTIFY, as they do in the services).
 
 Each round prints both rates, their ratio, and the CPU per event of this process and of the
 PostgreSQL server (when it runs on this machine), for each side.
@@ -27,9 +31,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -43,10 +46,10 @@ from bench.common import postgres_cpu_seconds
 from services.common.contracts.events import Envelope, Payload
 from services.common.db.engine import asyncpg_url, create_engine, libpq_url
 from services.common.db.migrate import upgrade_all
-from services.common.queue import Consumer, QueueTuning, QueueWorker, publish
+from services.common.queue import Consumer, QueueTuning, QueueWorker
+from services.common.queue.publish import publish_many
 
 CONSUMER = "bench.noop"
-PUBLISH_CHUNK = 1000
 
 
 class BenchTick(Payload, frozen=True, kw_only=True):
@@ -97,28 +100,6 @@ async def bench_database() -> AsyncIterator[str]:
 # -- the clinic's queue ----------------------------------------------------------------------
 
 
-async def publish_backlog(engine: AsyncEngine, events: int) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("INSERT INTO queue.subscriptions VALUES (:c, :t) ON CONFLICT DO NOTHING"),
-            {"c": CONSUMER, "t": BenchTick.TYPE},
-        )
-    for start in range(0, events, PUBLISH_CHUNK):
-        async with AsyncSession(engine) as session:
-            for n in range(start, min(events, start + PUBLISH_CHUNK)):
-                tick = BenchTick(
-                    referral_id=uuid.uuid4(),
-                    intake_id=uuid.uuid4(),
-                    destination="pain_management",
-                    status="accepted",
-                    n=n,
-                )
-                await publish(session, tick, subject=tick.referral_id, occurred_at=datetime.now(UTC))
-            await session.commit()
-    async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
-        await conn.execute(text("VACUUM ANALYZE queue.deliveries"))
-
-
 @dataclass(frozen=True)
 class Drain:
     """One drain: its wall time, and the CPU that this process (the workers or the loop's client)
@@ -158,32 +139,70 @@ class _Clock:
         return Drain(events, wall - self.wall, cpu - self.cpu, used)
 
 
+def _ticks(count: int) -> list[tuple[Payload, uuid.UUID]]:
+    ticks: list[tuple[Payload, uuid.UUID]] = []
+    for n in range(count):
+        tick = BenchTick(
+            referral_id=uuid.uuid4(),
+            intake_id=uuid.uuid4(),
+            destination="pain_management",
+            status="accepted",
+            n=n,
+        )
+        ticks.append((tick, tick.referral_id))
+    return ticks
+
+
+async def subscribe(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO queue.subscriptions VALUES (:c, :t) ON CONFLICT DO NOTHING"),
+            {"c": CONSUMER, "t": BenchTick.TYPE},
+        )
+
+
 async def drain_queue(url: str, events: int, workers: int, batch: int) -> Drain:
-    """How long `workers` QueueWorkers (in this process) take to handle `events` events."""
+    """How long `workers` running QueueWorkers (in this process) take to handle a burst of
+    `events` events, from the commit that publishes them all.
+
+    The workers are running, warm and idle when the burst commits, as a service's are between
+    bursts: each has handled a warm-up burst first, so its pooled connection has prepared the
+    worker's statements and its LISTEN connection is open. (Measured cold, the first 2,000 events
+    took twice as long as each 2,000 after them: connections set up and statements planned.)"""
     engine = create_engine(url)
-    await publish_backlog(engine, events)
+    await subscribe(engine)
     handled = 0
+    expected = 0
     all_handled = asyncio.Event()
 
     async def handler(_session: AsyncSession, _envelope: Envelope) -> None:
         nonlocal handled
         handled += 1
-        if handled >= events:
+        if handled >= expected:
             all_handled.set()
+
+    async def burst(count: int, clock: type[_Clock] | None = None) -> _Clock | None:
+        nonlocal expected
+        expected += count
+        all_handled.clear()
+        ticks = _ticks(count)  # built before the clock starts
+        async with engine.connect() as conn:
+            await conn.begin()
+            await publish_many(conn, ticks)
+            started = clock.start() if clock else None
+            await conn.commit()  # the workers are woken by this commit's NOTIFY
+        await all_handled.wait()
+        return started
 
     tuning = QueueTuning(batch_size=batch, poll_seconds=1.0)
     stop = asyncio.Event()
-    # The workers' pooled connections are open before the clock starts, as the bare loop's are
-    # (and as a running service's are: it keeps them between backlogs).
-    async with AsyncExitStack() as opened:
-        for _ in range(workers):
-            await opened.enter_async_context(engine.connect())
-    clock = _Clock.start()
     tasks = [
         asyncio.create_task(QueueWorker(engine, url, Consumer(CONSUMER, handler), tuning).run(stop))
         for _ in range(workers)
     ]
-    await all_handled.wait()
+    await burst(workers * batch * 4)  # warm-up: every worker claims and handles full batches
+    clock = await burst(events, _Clock)
+    assert clock is not None
     drained = clock.stop(events)
     stop.set()
     await asyncio.gather(*tasks)
@@ -196,8 +215,8 @@ async def drain_queue(url: str, events: int, workers: int, batch: int) -> Drain:
         await conn.execute(text("TRUNCATE queue.deliveries, queue.claims, queue.inbox, queue.events"))
         await conn.commit()
     await engine.dispose()
-    if owed or applied != events:
-        raise SystemExit(f"the queue left {owed} deliveries owed and recorded {applied} of {events} events")
+    if owed or applied != expected:
+        raise SystemExit(f"the queue left {owed} deliveries owed and recorded {applied} of {expected} events")
     return drained
 
 
@@ -210,18 +229,13 @@ _RAW_TAKE = (
 
 
 async def drain_raw(url: str, events: int, workers: int, batch: int) -> Drain:
-    """How long `workers` asyncpg connections take to delete `events` rows in SKIP LOCKED batches."""
+    """How long `workers` asyncpg connections take to delete `events` rows in SKIP LOCKED batches
+    (after a warm-up drain on the same connections, as the queue's workers have one)."""
     dsn = libpq_url(url)
     setup = await asyncpg.connect(dsn)
     await setup.execute(
         "CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL)"
     )
-    await setup.execute(
-        "INSERT INTO bench_raw (payload) SELECT jsonb_build_object('referral_id', gen_random_uuid(), "
-        "'destination', 'pain_management', 'status', 'accepted', 'n', n) FROM generate_series(1, $1) n",
-        events,
-    )
-    await setup.execute("VACUUM ANALYZE bench_raw")
     conns = [await asyncpg.connect(dsn) for _ in range(workers)]
     taken = 0
 
@@ -230,6 +244,18 @@ async def drain_raw(url: str, events: int, workers: int, batch: int) -> Drain:
         while rows := await conn.fetch(_RAW_TAKE, batch):
             taken += len(rows)
 
+    async def fill(rows: int) -> None:
+        await setup.execute(
+            "INSERT INTO bench_raw (payload) SELECT jsonb_build_object('referral_id', gen_random_uuid(), "
+            "'destination', 'pain_management', 'status', 'accepted', 'n', n) FROM generate_series(1, $1) n",
+            rows,
+        )
+        await setup.execute("VACUUM ANALYZE bench_raw")
+
+    await fill(workers * batch * 4)
+    await asyncio.gather(*(loop(c) for c in conns))  # warm-up
+    taken = 0
+    await fill(events)
     clock = _Clock.start()
     await asyncio.gather(*(loop(c) for c in conns))
     drained = clock.stop(events)
