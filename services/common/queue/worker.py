@@ -30,8 +30,9 @@ log = structlog.get_logger(__name__)
 
 
 # Take up to `limit` ready deliveries of the consumer, oldest first, passing over those other
-# workers are taking (SKIP LOCKED; a row another worker took after this statement began is gone
-# by the time its lock is free, and is passed over too), and move them into one claim row. The
+# workers are taking (`queue.ready_deliveries`: SKIP LOCKED, by index whatever the statistics; a
+# row another worker took meanwhile is gone by the time its lock is free, and is passed over too),
+# and move them into one claim row. The
 # claim commits before any handler runs, so a worker that dies mid-batch leaves it behind: it
 # lapses after the lease, and the deliveries are put back with the attempt counted (`_LAPSED`).
 # The claim's arrays line up (one aggregation pass feeds each aggregate the rows in one order).
@@ -42,13 +43,8 @@ log = structlog.get_logger(__name__)
 # execution, which for these CTEs took about as long as running them.
 _TAKE_CTES = """
     taken AS (
-        DELETE FROM queue.deliveries WHERE id IN (
-            SELECT id FROM queue.deliveries
-            WHERE consumer = {consumer} AND status = 'pending' AND available_at <= now()
-            ORDER BY id
-            LIMIT {limit}
-            FOR UPDATE SKIP LOCKED
-        )
+        DELETE FROM queue.deliveries
+        WHERE id IN (SELECT queue.ready_deliveries({consumer}, {limit}))
         RETURNING id, event_id, attempts, created_at, last_error
     ), claim AS (
         INSERT INTO queue.claims

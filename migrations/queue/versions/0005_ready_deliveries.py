@@ -1,0 +1,42 @@
+"""`queue.ready_deliveries(consumer, size)`: the ids of a consumer's next `size` ready deliveries,
+oldest first, locked (SKIP LOCKED), found by walking `ix_deliveries_ready` in id order whatever
+the planner believes about the table.
+
+Why a function: on a table the planner has no statistics for (never analysed: a fresh install, or
+a server whose autovacuum is off), it estimates one or two matching rows for any backlog, and from
+about 60,000 pending deliveries on it prefers a bitmap scan of the whole backlog and a sort to the
+index walk (measured: 26 ms per claim of 50 at 60,000, each claim reading every pending delivery of
+the consumer). A plan made then stays with the connection. A function's own settings apply to the
+planning of its statements, so bitmap scans are turned off here and nowhere else. PL/pgSQL keeps
+the plan between calls on a connection.
+"""
+
+from alembic import op
+
+revision = "queue_0005"
+down_revision = "queue_0004"
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE FUNCTION queue.ready_deliveries(consumer text, size integer) RETURNS SETOF bigint
+        LANGUAGE plpgsql VOLATILE ROWS 50
+        SET enable_bitmapscan = off
+        AS $$
+        BEGIN
+            RETURN QUERY
+            SELECT d.id FROM queue.deliveries d
+            WHERE d.consumer = ready_deliveries.consumer AND d.status = 'pending'
+              AND d.available_at <= now()
+            ORDER BY d.id
+            LIMIT size
+            FOR UPDATE SKIP LOCKED;
+        END
+        $$
+        """
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP FUNCTION queue.ready_deliveries(text, integer)")
