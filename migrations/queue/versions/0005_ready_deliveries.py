@@ -8,8 +8,9 @@ about 60,000 pending deliveries on it prefers a bitmap scan of the whole backlog
 index walk (measured: 26 ms per claim of 50 at 60,000, each claim reading every pending delivery of
 the consumer). A plan made then stays with the connection. A function's own settings apply to the
 planning of its statements, so bitmap scans are turned off here and nowhere else. PL/pgSQL keeps
-the plan between calls on a connection; it is the generic plan from the first call (else each call
-planned again for its arguments: measured, a third more PostgreSQL CPU per event).
+the plan between calls on a connection; it is the generic plan from the first call (by default
+PostgreSQL plans at least the first five calls again for their arguments, and keeps doing so
+while the generic plan looks dearer).
 
 `ROWS 1`: what the planner of the calling statement assumes the function returns. A batch is at
 most 50, few either way, and with the truth (50) a claim planned on a small table joined the batch
