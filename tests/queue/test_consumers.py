@@ -65,6 +65,24 @@ async def test_redelivered_event_has_no_second_effect(
     assert [e.event_id for e in await lane.effects(consumer)] == [event_id]
 
 
+async def test_a_redelivered_event_in_a_batch_of_new_ones_holds_none_of_them_back(
+    lane: Lane, engine: AsyncEngine, database_url: str
+) -> None:
+    """One batch: an event delivered again (already applied) among new ones. The new ones are
+    applied once each, the old one is only acked, and nothing is counted as a failure."""
+    [consumer] = await lane.subscribe("redeliver.mixed")
+    worker = QueueWorker(engine, database_url, recording(consumer), FAST)
+    [old] = await lane.publish()
+    assert await worker.drain_once() == 1
+    async with engine.begin() as conn:
+        await redeliver(conn, consumer, old)
+    new = await lane.publish(3)
+    assert await worker.drain_once() == 4  # one batch: the old event and the three new
+    effects = Counter(e.event_id for e in await lane.effects(consumer))
+    assert effects == {old: 1, **dict.fromkeys(new, 1)}
+    assert await lane.deliveries(consumer) == []
+
+
 async def _nothing_owed(lane: Lane, consumer: str) -> bool:
     return await lane.deliveries(consumer) == []
 

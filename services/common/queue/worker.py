@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -76,11 +75,13 @@ _CLAIM = (
 
 # First statement of a batch's transaction: settle its claim (delete it, which locks it: nothing
 # can put the deliveries back while this transaction lives) and record its events in the
-# consumer's inbox; `fresh` names the events not applied before (the others are only acked).
-# `settled` is 0 when the claim is gone: it lapsed and was settled by another worker, which put
-# the deliveries back; then nothing is recorded or handled here. A handler that hangs outside the
-# database for longer than the lease has its transaction ended by PostgreSQL
-# (idle_in_transaction_session_timeout), so the lease holds for it too.
+# consumer's inbox. An event recorded before (delivered again, by `redeliver`) breaks the inbox's
+# key and fails the statement: the batch then goes one by one, where such an event is only acked.
+# (A plain insert, because duplicates are rare: ON CONFLICT's speculative insertion cost every
+# event of every batch.) `settled` is 0 when the claim is gone: it lapsed and was settled by
+# another worker, which put the deliveries back; then nothing is recorded or handled here. A
+# handler that hangs outside the database for longer than the lease has its transaction ended by
+# PostgreSQL (idle_in_transaction_session_timeout), so the lease holds for it too.
 _SETTLE_AND_RECORD = """
     WITH settled AS (
         DELETE FROM queue.claims WHERE id = CAST(:claim AS bigint) RETURNING event_ids
@@ -90,10 +91,8 @@ _SETTLE_AND_RECORD = """
         INSERT INTO queue.inbox (event_id, consumer)
         SELECT u.event_id, {consumer} FROM settled, unnest(settled.event_ids) AS u(event_id), hang_limit
         ORDER BY u.event_id
-        ON CONFLICT DO NOTHING
-        RETURNING event_id
     )"""
-_FRESH = "(SELECT count(*) FROM settled) AS settled, (SELECT array_agg(event_id) FROM recorded) AS fresh"
+_SETTLED = "(SELECT count(*) FROM settled) AS settled"
 
 # Claims that will not be settled by their handling (the worker died, or stopped mid-batch): their
 # deliveries go back, ready at once, with the attempt counted; a delivery out of attempts goes
@@ -154,8 +153,8 @@ class _Statements:
         settle = _SETTLE_AND_RECORD.format(**values)
         built = cls(
             claim=Statement(_CLAIM.format(**values)),
-            settle=Statement(f"{settle} SELECT {_FRESH}, NULL AS claimed, NULL AS claim"),
-            settle_and_claim=Statement(f"{settle},{take}SELECT {_FRESH}, {_TAKEN}"),
+            settle=Statement(f"{settle} SELECT {_SETTLED}, NULL AS claimed, NULL AS claim"),
+            settle_and_claim=Statement(f"{settle},{take}SELECT {_SETTLED}, {_TAKEN}"),
             lapsed=Statement(_LAPSED.format(**values) + _PUT_BACK.format(**values, why="the lease expired")),
             released=Statement(
                 _RELEASED.format(**values) + _PUT_BACK.format(**values, why="the worker stopped")
@@ -267,15 +266,6 @@ class Batch:
 
 
 _EMPTY = Batch([], None)
-
-
-def _fresh(batch: Sequence[Claimed], fresh: list[uuid.UUID] | None) -> Sequence[Claimed]:
-    """The deliveries of `batch` whose events are named in `fresh` (usually all of them), in the
-    batch's order."""
-    if fresh is not None and len(fresh) == len(batch):
-        return batch
-    named = set(fresh or ())
-    return [item for item in batch if item.envelope.id in named]
 
 
 class QueueWorker:
@@ -408,24 +398,24 @@ class QueueWorker:
             self._seconds.observe(each)
 
     async def _handle(self, wire: _Wire, batch: Batch, *, claim_next: bool) -> Batch | None:
-        """Apply a claimed batch in one transaction; on a handler failure, again event by event.
-        Return what was claimed with it for the next round (None when nothing was). When
-        something was, the commit begins the next batch's transaction too (unless the lapsed
-        claims are due: they are put back between the two, on their own)."""
+        """Apply a claimed batch in one transaction; if that fails (a handler failed, or an event
+        was delivered again), again event by event. Return what was claimed with it for the next
+        round (None when nothing was). When something was, the commit begins the next batch's
+        transaction too (unless the lapsed claims are due: they are put back between the two, on
+        their own)."""
         failure: tuple[Claimed, Exception] | None = None
         try:
             await wire.begin()
             statement = self._statements.settle_and_claim if claim_next else self._statements.settle
             row = await wire.driver.fetchrow(statement, {"claim": batch.claim})
             assert row is not None  # the statement always answers one row
-            new = _fresh(batch.items, row["fresh"])
-            if new:
+            if row["settled"]:  # else the claim lapsed, and another worker put it back
                 # The handlers' session works in the worker's transaction: its commit only flushes.
                 async with AsyncSession(bind=wire.conn, expire_on_commit=False) as session:
                     if self.consumer.batch_handler is not None:
-                        await self._apply_batch(session, self.consumer.batch_handler, new)
+                        await self._apply_batch(session, self.consumer.batch_handler, batch.items)
                     else:
-                        for item in new:
+                        for item in batch.items:
                             try:
                                 await self._apply(session, item)
                             except Exception as exc:
