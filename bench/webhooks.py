@@ -34,7 +34,7 @@ from services.common.access.signing import new_secret, signature_header
 from services.common.contracts.events import Envelope, ReferralCreated
 from services.common.db.engine import create_engine
 from services.referral.webhooks.consumer import enqueue_deliveries
-from services.referral.webhooks.sender import WebhookSender
+from services.referral.webhooks.sender import SENDER_CHANNEL, WebhookSender
 from services.referral.webhooks.ssrf import TargetGuard
 from services.referral.webhooks.tuning import SenderTuning
 
@@ -98,8 +98,22 @@ def sender_for(engine: AsyncEngine) -> WebhookSender:
 
 
 async def sender_rate(engine: AsyncEngine, url: str, n: int) -> tuple[float, float]:
+    """Deliveries/s of the sender, running and idle (listening) when `n` deliveries of one endpoint
+    are committed with the NOTIFY that wakes it (as the webhook consumer commits them), from that
+    commit to the last success; and this process's CPU meanwhile. W0's client, likewise, is made
+    before its clock starts."""
     endpoint = await add_endpoint(engine, url)
-    async with engine.begin() as conn:
+    stop = asyncio.Event()
+    sender = sender_for(engine)
+    task = asyncio.create_task(sender.run(stop))
+    for _ in range(1000):  # 10 s at most
+        if sender.listening:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise RuntimeError("the sender is not listening after 10 s")
+    async with engine.connect() as conn:
+        await conn.begin()
         await conn.execute(
             text(
                 "INSERT INTO referral.webhook_deliveries (id, endpoint_id, event_id, event_type, payload) "
@@ -108,10 +122,10 @@ async def sender_rate(engine: AsyncEngine, url: str, n: int) -> tuple[float, flo
             ),
             {"e": endpoint, "p": BODY.decode(), "n": n},
         )
-    stop = asyncio.Event()
-    cpu0 = time.process_time()
-    started = time.perf_counter()
-    task = asyncio.create_task(sender_for(engine).run(stop))
+        await conn.execute(text("SELECT pg_notify(:c, '')"), {"c": SENDER_CHANNEL})
+        cpu0 = time.process_time()
+        started = time.perf_counter()
+        await conn.commit()
     async with engine.connect() as conn:
         deadline = time.monotonic() + DRAIN_SECONDS
         while True:
@@ -131,10 +145,11 @@ async def sender_rate(engine: AsyncEngine, url: str, n: int) -> tuple[float, flo
             )
         )
     elapsed = min(time.perf_counter() - started, float(last or 1e9))
+    cpu = time.process_time() - cpu0
     stop.set()
     await task
     await drop_endpoints(engine)
-    return n / elapsed, time.process_time() - cpu0
+    return n / elapsed, cpu
 
 
 def envelope() -> Envelope:

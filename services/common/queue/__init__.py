@@ -25,9 +25,11 @@ How it holds its promises:
   handlers' effects and the claim's deletion commit together, so a redelivery of an applied event
   has no second effect. Deleting the claim comes first and locks it, so a slow worker keeps its
   batch past the lease; a hung one loses its transaction once idle for longer than the lease. If a
-  handler fails, the batch is rolled back and handled again with a SAVEPOINT per event, so the
-  failure costs only its own event a retry (its delivery put back with a backoff) and the rest
-  commit.
+  handler fails (or an event of the batch is in the inbox already: delivered again), the batch is
+  rolled back and handled again with a SAVEPOINT per event, so the failure costs only its own
+  event a retry (its delivery put back with a backoff), an event delivered again is only acked,
+  and the rest commit. The worker sends its batches' BEGIN and COMMIT itself, so that one batch's
+  COMMIT and the next one's BEGIN go in one message.
 - Handlers touch only the database (no HTTP while the transaction is open: webhooks have their own
   sender) and never commit: the worker does.
 """
