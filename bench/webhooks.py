@@ -6,8 +6,9 @@ A local receiver (bench/sink.py, its own process) answers 204 on `/ok` and never
 `/hang`. On a fresh database:
 
 1. W0: one httpx client posting N signed-size bodies to `/ok`, one after another.
-2. The sender (`WebhookSender`, in this process, the service's settings but a 5 s timeout) drains
-   N deliveries of one endpoint to `/ok`; deliveries/s from start to the last success.
+2. The sender (`WebhookSender`, in this process, the service's settings but a 5 s timeout),
+   running and idle, drains N deliveries of one endpoint to `/ok`, committed at once with the
+   NOTIFY that wakes it; deliveries/s from that commit to the last success.
 3. Idle delay: with the sender idle, referral events are handed to the webhook consumer's handler
    one by one (as the queue worker would, committed) and each delivery's
    `succeeded_at - created_at` (the database's clock) is the delay a subscriber sees.
