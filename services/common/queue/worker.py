@@ -273,9 +273,10 @@ class QueueWorker:
     poll interval. Run as many as you like, in as many processes: SKIP LOCKED, the claims and the
     inbox keep each event applied once per consumer.
 
-    While there is work it keeps one pooled connection for consecutive batches (a checkout pings
-    the server: three round trips), and gives it back when the queue runs dry. Every poll interval
-    it also puts back the deliveries of the consumer's lapsed claims, whoever made them."""
+    While there is work it keeps one pooled connection for consecutive batches, their
+    transactions sent by the worker (`_Wire`), and gives it back when the queue runs dry. Every
+    poll interval it also puts back the deliveries of the consumer's lapsed claims, whoever made
+    them."""
 
     def __init__(
         self,
