@@ -31,9 +31,9 @@ log = structlog.get_logger(__name__)
 # Take up to `limit` ready deliveries of the consumer, oldest first, passing over those other
 # workers are taking (`queue.ready_deliveries`: SKIP LOCKED, by index whatever the statistics; a
 # row another worker took meanwhile is gone by the time its lock is free, and is passed over too),
-# and move them into one claim row. The
-# claim commits before any handler runs, so a worker that dies mid-batch leaves it behind: it
-# lapses after the lease, and the deliveries are put back with the attempt counted (`_LAPSED`).
+# and move them into one claim row. The claim commits before any handler runs, so a worker that
+# dies mid-batch leaves it behind: it lapses after the lease, and the deliveries are put back with
+# the attempt counted (`_LAPSED`).
 # The claim's arrays line up (one aggregation pass feeds each aggregate the rows in one order).
 # The batch comes back as one JSON array, built by concatenation (every column is NOT NULL;
 # `to_json` quotes the type and the time as `json_build_object` would, for less work).
