@@ -181,7 +181,9 @@ async def drain_queue(url: str, events: int, workers: int, batch: int) -> Drain:
         if handled >= expected:
             all_handled.set()
 
-    async def burst(count: int, clock: type[_Clock] | None = None) -> _Clock | None:
+    async def burst(count: int) -> _Clock:
+        """Publish `count` events in one transaction and wait until all are handled; the clock
+        starts as that transaction commits."""
         nonlocal expected
         expected += count
         all_handled.clear()
@@ -189,7 +191,7 @@ async def drain_queue(url: str, events: int, workers: int, batch: int) -> Drain:
         async with engine.connect() as conn:
             await conn.begin()
             await publish_many(conn, ticks)
-            started = clock.start() if clock else None
+            started = _Clock.start()
             await conn.commit()  # the workers are woken by this commit's NOTIFY
         await all_handled.wait()
         return started
@@ -201,8 +203,7 @@ async def drain_queue(url: str, events: int, workers: int, batch: int) -> Drain:
         for _ in range(workers)
     ]
     await burst(workers * batch * 4)  # warm-up: every worker claims and handles full batches
-    clock = await burst(events, _Clock)
-    assert clock is not None
+    clock = await burst(events)
     drained = clock.stop(events)
     stop.set()
     await asyncio.gather(*tasks)

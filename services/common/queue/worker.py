@@ -362,10 +362,9 @@ class QueueWorker:
         """Every poll interval: put back the deliveries of the consumer's lapsed claims (their
         workers died mid-batch), the attempt counted. One statement, committed on its own: not
         while a batch's transaction is open (then at the next call)."""
-        now = time.monotonic()
-        if now < self._lapsed_due or wire.open:
+        if not self._lapsed_due_now() or wire.open:
             return
-        self._lapsed_due = now + min(self.tuning.poll_seconds, self.tuning.lease_seconds)
+        self._lapsed_due = time.monotonic() + min(self.tuning.poll_seconds, self.tuning.lease_seconds)
         dead = await wire.driver.fetch(self._statements.lapsed, {})
         self._log_dead(dead, cause="lease")
 
@@ -424,9 +423,7 @@ class QueueWorker:
                                 raise
                     await session.commit()
             following = Batch.of(row["claimed"], row["claim"]) if claim_next else None
-            await wire.commit(
-                begin_next=following is not None and bool(following.items) and not self._lapsed_due_now()
-            )
+            await wire.commit(begin_next=bool(following and following.items) and not self._lapsed_due_now())
         except Exception:
             if wire.conn.invalidated:
                 raise
