@@ -339,3 +339,18 @@ async def test_a_new_delivery_wakes_the_sender_before_its_poll(hooks: Hooks) -> 
     finally:
         stop.set()
         await asyncio.gather(*tasks)
+
+
+async def test_a_receivers_cookie_never_rides_on_later_deliveries(hooks: Hooks) -> None:
+    """Each delivery stands alone: what a receiver answers (a `Set-Cookie`, say) changes nothing
+    the sender sends next."""
+    url, _ = hooks.route(headers={"set-cookie": "session=from-the-receiver; Path=/"})
+    await hooks.endpoint(url, ["referral.created"])
+    first, second = referral_created(), referral_created()
+    async with hooks.running():
+        await hooks.publish(first)
+        await hooks.messages(url, 1, first)
+        await hooks.publish(second)
+        got = await hooks.messages(url, 2, first, second)
+    assert [m.answered for m in got] == [200, 200]
+    assert [m.headers.get("cookie") for m in got] == [None, None]

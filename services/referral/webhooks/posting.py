@@ -57,11 +57,16 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 class HttpxSender:
-    """Posts with httpx through the SSRF-guarded transport; no redirects, a hard overall timeout."""
+    """Posts through the SSRF-guarded transport itself, with a hard overall timeout.
 
-    def __init__(self, client: httpx.AsyncClient, timeout_seconds: float) -> None:
-        self.client = client
+    A webhook needs none of httpx's client layer: no cookies (a receiver's `Set-Cookie` must not
+    ride on later deliveries), no redirects (they are not followed), no auth, no base URL.
+    Measured (issue 17), that layer was about a sixth of the sender's CPU per delivery."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, timeout_seconds: float) -> None:
+        self.transport = transport
         self.timeout_seconds = timeout_seconds
+        self._extensions = {"timeout": httpx.Timeout(timeout_seconds).as_dict()}
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> AttemptOutcome:
         started = time.perf_counter()
@@ -71,8 +76,15 @@ class HttpxSender:
 
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                async with self.client.stream("POST", url, content=body, headers=headers) as response:
+                request = httpx.Request(
+                    "POST", url, content=body, headers=headers, extensions=self._extensions
+                )
+                response = await self.transport.handle_async_request(request)
+                response.request = request
+                try:
                     excerpt = await _read_excerpt(response)
+                finally:
+                    await response.aclose()
         except TimeoutError:
             return AttemptOutcome(None, elapsed(), error=f"no answer within {self.timeout_seconds:g} s")
         except TargetError as exc:

@@ -20,7 +20,9 @@ How it keeps its promises:
   commits some; the poll (`CLINIC_QUEUE_POLL_SECONDS`) is the fallback for retries coming due and
   a lost listening connection.
 - Each step is one statement in autocommit (a claim; a success recorded with its attempt and the
-  endpoint's health), so a delivery costs two round trips to the database besides its POST.
+  endpoint's health, and the endpoint's next delivery claimed), so a busy endpoint's delivery
+  costs one round trip to the database besides its POST. Successes are recorded on a connection
+  the sender keeps while it is busy (`Ledger`), not one checked out of the pool per delivery.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.access.secret_box import SecretBox, SecretUnreadable, secret_box
 from services.common.access.signing import signature_header
 from services.common.clock import first_of
-from services.common.db.driver import driver_of
 from services.common.http.web import background_loop
 from services.common.queue import QueueTuning, listen
 from services.common.settings import Settings
@@ -55,6 +56,7 @@ from services.referral.webhooks.bookkeeping import (
     RECORD_SUCCESS_AND_CLAIM_NEXT,
     RELEASE,
     ClaimedDelivery,
+    Ledger,
     disable_endpoint,
 )
 from services.referral.webhooks.posting import AttemptOutcome, HttpSender, HttpxSender
@@ -102,6 +104,7 @@ class WebhookSender:
         self.stopping = False
         # One statement per step: no BEGIN/COMMIT round trips (asyncpg's autocommit is client-side).
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.ledger = Ledger(engine)
 
     @classmethod
     def from_settings(cls, engine: AsyncEngine, settings: Settings) -> WebhookSender:
@@ -208,8 +211,7 @@ class WebhookSender:
             "max_attempts": self.tuning.max_attempts,
             "lease": self.tuning.lease_seconds,
         }
-        async with self.autocommit.connect() as conn:
-            driver = await driver_of(conn)
+        async with self.ledger.driver() as driver:
             row = await driver.fetchrow(RECORD_SUCCESS_AND_CLAIM_NEXT, values)
         assert row is not None  # the statement always answers one row
         ATTEMPTS.labels(outcome="succeeded").inc()
@@ -331,13 +333,8 @@ class WebhookSender:
             yield self.http
             return
         limits = httpx.Limits(max_connections=self.tuning.max_in_flight, keepalive_expiry=30)
-        async with httpx.AsyncClient(
-            transport=GuardedTransport(self.guard, limits),
-            timeout=httpx.Timeout(self.tuning.timeout_seconds),
-            follow_redirects=False,
-            trust_env=False,
-        ) as client:
-            yield HttpxSender(client, self.tuning.timeout_seconds)
+        async with GuardedTransport(self.guard, limits) as transport:
+            yield HttpxSender(transport, self.tuning.timeout_seconds)
 
     def _listening(self, now: bool) -> None:
         self.listening = now
@@ -361,6 +358,8 @@ class WebhookSender:
                     try:
                         for item in await self.claim():
                             self._start(item, http)
+                        if not self.in_flight:  # idle: the pool gets the kept connection back
+                            await self.ledger.give_back()
                     except Exception as exc:
                         log.error("webhook_claim_failed", error=repr(exc))
                     self.wake.clear()
@@ -370,6 +369,7 @@ class WebhookSender:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
                 await self._finish(grace=5.0)
+                await self.ledger.give_back()
 
     async def _finish(self, grace: float) -> None:
         """Let sends in flight finish briefly; cancel the rest and release their leases at once,
