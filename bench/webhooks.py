@@ -6,6 +6,8 @@ A local receiver (bench/sink.py, its own process) answers 204 on `/ok` and never
 `/hang`. On a fresh database:
 
 1. W0: one httpx client posting N signed-size bodies to `/ok`, one after another.
+   W0 and the sender alternate, three times (`--quick`: once); the ratio is the median of the
+   three rounds' sender/W0.
 2. The sender (`WebhookSender`, in this process, the service's settings but a 5 s timeout),
    running and idle, drains N deliveries of one endpoint to `/ok`, committed at once with the
    NOTIFY that wakes it; deliveries/s from that commit to the last success.
@@ -230,7 +232,7 @@ async def run(quick: bool) -> float:
     async with bench_database() as url:
         engine = create_engine(url)
         with process("sink", argv, {}, f"{base}/health", base) as sink:
-            rounds = 1 if quick else 2
+            rounds = 1 if quick else 3
             w0_rates, sender_rates = [], []
             for _ in range(rounds):
                 rate, cpu = await w0(f"{base}/ok", n)
