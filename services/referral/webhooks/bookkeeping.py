@@ -202,11 +202,12 @@ class Ledger:
     """Where the sender's send tasks record their successes: one pooled connection, in autocommit,
     that the sender keeps while it is busy and gives back when it is idle.
 
-    Measured (issue 17): checking a connection out of the pool for each delivery cost about a
-    tenth of the sender's CPU per delivery. The kept connection takes one statement at a time; a
-    task that cannot have it within `LEDGER_WAIT_SECONDS` takes a pooled connection for its
-    statement, as every task did before. So a statement held up on the kept connection holds up
-    no other task for longer than that, and the sender needs no more connections than it did.
+    Measured (issue 17, `docs/benchmarks.md`, session 11): checking a connection out of the pool
+    for each delivery cost about a seventh of the sender's CPU per delivery. The kept connection
+    takes one statement at a time; a task that cannot have it within `LEDGER_WAIT_SECONDS` takes
+    a pooled connection for its statement, as every task did before. So a statement held up on
+    the kept connection holds up no other task for longer than that, and the sender needs no more
+    connections than it did.
 
     A kept connection the server closed while it was idle is replaced before a statement is sent
     on it. A statement that fails or is cancelled on it discards it (the server may have dropped
