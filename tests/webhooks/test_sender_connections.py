@@ -9,24 +9,19 @@ import dataclasses
 import threading
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.common.access.secret_box import secret_box
 from services.common.db.engine import asyncpg_url
 from services.referral.webhooks.sender import WebhookSender
 from services.referral.webhooks.ssrf import TargetGuard
 from services.referral.webhooks.tuning import SenderTuning
-from tests.conftest import eventually
+from tests.conftest import eventually, query_value
 from tests.webhooks.support import Hooks, drain_backlog, referral_created
 
 _WAITING_FOR_A_LOCK = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
 )
-
-
-async def _value(engine: AsyncEngine, sql: str) -> int:
-    async with engine.connect() as conn:
-        return int((await conn.execute(text(sql))).scalar_one())
 
 
 async def test_a_success_held_up_by_a_lock_holds_up_no_other_delivery(hooks: Hooks) -> None:
@@ -51,7 +46,9 @@ async def test_a_success_held_up_by_a_lock_holds_up_no_other_delivery(hooks: Hoo
                 {"id": stuck["id"]},
             )
             hold.set()  # the receiver answers: the success's statement now waits for the lock
-            await eventually(lambda: _value(hooks.engine, _WAITING_FOR_A_LOCK), what="a statement waiting")
+            await eventually(
+                lambda: query_value(hooks.engine, _WAITING_FOR_A_LOCK), what="a statement waiting"
+            )
             later = [referral_created() for _ in range(3)]
             await hooks.publish(*later)
             await hooks.messages(other_url, 3, *later)
@@ -78,9 +75,8 @@ async def test_a_connection_the_server_dropped_costs_no_delivery(hooks: Hooks) -
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid() AND query LIKE '%WITH delivered AS%'"
         )
-        async with hooks.engine.connect() as conn:
-            [pid] = (await conn.execute(text(kept))).scalars().all()
-            assert (await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})).scalar()
+        pid = await query_value(hooks.engine, kept)
+        assert await query_value(hooks.engine, "SELECT pg_terminate_backend(:p)", p=pid)
         later = referral_created()
         await hooks.publish(later)
 
